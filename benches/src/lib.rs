@@ -1,0 +1,1 @@
+//! Criterion benchmarks for the workspace live in `benches/`; this crate has no library code.

@@ -1,0 +1,253 @@
+//! Errors. Each carries what its message needs, so that the message alone lets a person act.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::name::{ObjectName, Owner};
+
+/// A value that was refused: which field, what value, and why.
+///
+/// ```
+/// let err = ipam_core::ObjectName::new("a/b").unwrap_err();
+/// assert_eq!(err.field(), "metadata.name");
+/// assert!(err.to_string().starts_with(r#"metadata.name: "a/b": "#));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value:?}: {reason}")]
+pub struct ValidationError {
+    field: String,
+    value: String,
+    reason: String,
+}
+
+impl ValidationError {
+    /// A refusal of `value` in `field` (a path such as `spec.ips[1]`) because of `reason`.
+    pub fn new(field: impl Into<String>, value: &str, reason: impl fmt::Display) -> Self {
+        ValidationError {
+            field: field.into(),
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The field, as a path such as `spec.ips[1]`.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The refused value, as written.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The same refusal with the field path prefixed, e.g. `spec` + `ips[1]`.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = format!("{prefix}.{}", self.field);
+        self
+    }
+}
+
+/// A failure of a [`Store`](crate::Store) backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A precondition of a commit did not hold: someone else wrote first. The engine
+    /// re-reads and retries.
+    #[error("concurrent update conflict on {key}")]
+    Conflict {
+        /// The key whose version did not match.
+        key: String,
+    },
+    /// The store is held by others past the bounded wait.
+    #[error("store busy: {what}; try again later")]
+    Busy {
+        /// What was waited for, and how long.
+        what: String,
+    },
+    /// Reading or writing the store failed.
+    #[error("store I/O error: {context}: {source}")]
+    Io {
+        /// What was being done, with the path where there is one.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored record could not be decoded.
+    #[error("store is corrupt: record {key}: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Counts of one pool, as quoted in "used up" messages and shown by `ipamctl get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// The pool.
+    pub pool: ObjectName,
+    /// `totalIPCount`.
+    pub total: u128,
+    /// `reservedIPCount`.
+    pub reserved: u128,
+    /// `allocatedIPCount`.
+    pub allocated: u128,
+    /// `availableIPCount`.
+    pub available: u128,
+}
+
+impl fmt::Display for PoolCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pool {:?} (total {}, reserved {}, allocated {}, available {})",
+            self.pool.as_str(),
+            self.total,
+            self.reserved,
+            self.allocated,
+            self.available
+        )
+    }
+}
+
+/// Why a requested address cannot be handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// The address is in none of the candidate pools' `ips`.
+    OutsidePools {
+        /// The candidate pools.
+        pools: Vec<ObjectName>,
+    },
+    /// The address is excluded, the gateway, or the subnet's network or broadcast address.
+    NotAllocatable {
+        /// The pool that lists it.
+        pool: ObjectName,
+        /// Which rule keeps it out, e.g. `spec.excludeIPs`.
+        rule: String,
+    },
+    /// A ReservedIP covers the address.
+    Reserved {
+        /// The ReservedIP objects that cover it (empty when only the network's own
+        /// `reserved` list does).
+        by: Vec<ObjectName>,
+    },
+    /// Another owner holds the address.
+    Held {
+        /// The holder.
+        owner: Owner,
+    },
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailable::OutsidePools { pools } => {
+                write!(f, "it is in none of the pools {}", quoted_list(pools))
+            }
+            Unavailable::NotAllocatable { pool, rule } => {
+                write!(f, "pool {:?} keeps it out ({rule})", pool.as_str())
+            }
+            Unavailable::Reserved { by } if by.is_empty() => {
+                f.write_str("it is reserved by the network configuration")
+            }
+            Unavailable::Reserved { by } => {
+                write!(f, "it is reserved by ReservedIP {}", quoted_list(by))
+            }
+            Unavailable::Held { owner } => write!(f, "it is held by {owner}"),
+        }
+    }
+}
+
+fn quoted_list(names: &[ObjectName]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{:?}", n.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What kind of object an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// An IPPool.
+    IpPool,
+    /// A ReservedIP.
+    ReservedIp,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::IpPool => "ippool",
+            ObjectKind::ReservedIp => "reservedip",
+        })
+    }
+}
+
+/// Every failure of the IPAM engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value was refused; nothing was changed.
+    #[error("invalid {0}")]
+    Invalid(#[from] ValidationError),
+    /// An object named in a request does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+    },
+    /// Every candidate pool is used up.
+    #[error("all IP addresses used up: {}", .pools.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Exhausted {
+        /// The counts of each candidate pool.
+        pools: Vec<PoolCounts>,
+    },
+    /// A requested address cannot be handed out.
+    #[error("requested address {address} is not available: {reason}")]
+    Unavailable {
+        /// The address.
+        address: IpAddr,
+        /// Why.
+        reason: Unavailable,
+    },
+    /// A pool still has allocations and `force` was not given.
+    #[error("ippool {pool:?} has {allocated} allocation(s); release them first or force the deletion")]
+    PoolInUse {
+        /// The pool.
+        pool: String,
+        /// How many addresses it still hands.
+        allocated: u128,
+    },
+    /// Concurrent writers kept winning past the retry budget.
+    #[error("{what}: concurrent updates kept conflicting after {attempts} attempts; try again later")]
+    TryAgainLater {
+        /// The operation.
+        what: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// Whether retrying later may succeed (store busy, retries exhausted).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::TryAgainLater { .. } | Error::Store(StoreError::Busy { .. })
+        )
+    }
+}

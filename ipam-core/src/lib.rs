@@ -1,0 +1,64 @@
+//! # ipam-core
+//!
+//! The pure core of an IP address manager for container networks: address syntax, interval
+//! sets, IPPools, cluster-wide ReservedIPs and allocation as set algebra over roaring
+//! bitmaps, behind a [`Store`] trait.
+//!
+//! This crate does no I/O, spawns nothing and runs no async runtime: the [`Store`] trait's
+//! methods are async, and their implementations (redb, sled, Kubernetes) live in other
+//! crates; [`MemoryStore`] is the one kept here.
+//!
+//! ```
+//! use ipam_core::*;
+//! # pollster::block_on(async {
+//! let ipam = Ipam::new(MemoryStore::new());
+//! ipam.apply_reserved_ip(ReservedIp::new("test-reservedip", ReservedIpSpec {
+//!     ips: vec!["10.6.168.131-10.6.168.132".into()],
+//!     ip_version: None,
+//! }).unwrap()).await.unwrap();
+//! ipam.apply_pool(IpPool::new("test-ippool", IpPoolSpec {
+//!     subnet: "10.6.0.0/16".into(),
+//!     ips: vec!["10.6.168.131-10.6.168.133".into()],
+//!     ..Default::default()
+//! }).unwrap()).await.unwrap();
+//!
+//! let pod = |id: &str| Request {
+//!     owner: Owner::new(id, "eth0").unwrap(),
+//!     network: "macvlan".into(),
+//!     pod: None,
+//!     slots: vec![Slot { pools: vec![ObjectName::new("test-ippool").unwrap()], requested: None }],
+//!     reserved: FamilySets::default(),
+//! };
+//! let first = ipam.allocate(&pod("a")).await.unwrap();
+//! assert_eq!(first[0].address.to_string(), "10.6.168.133");
+//! let second = ipam.allocate(&pod("b")).await.unwrap_err();
+//! assert_eq!(
+//!     second.to_string(),
+//!     r#"all IP addresses used up: pool "test-ippool" (total 3, reserved 2, allocated 1, available 0)"#
+//! );
+//! # });
+//! ```
+
+pub mod addr;
+pub mod alloc;
+pub mod engine;
+pub mod error;
+pub mod memory;
+pub mod name;
+pub mod pool;
+pub mod reserved;
+pub mod set;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use addr::{AddrError, Family, IpRange};
+pub use alloc::Strategy;
+pub use engine::{Applied, Config, Explanation, GcReport, Ipam, PoolFinding, Request, Slot};
+pub use error::{Error, PoolCounts, StoreError, Unavailable, ValidationError};
+pub use memory::MemoryStore;
+pub use name::{ObjectName, Owner};
+pub use pool::{IpPool, IpPoolSpec, RouteSpec};
+pub use reserved::{FamilySets, ReservedIp, ReservedIpSpec};
+pub use set::IntervalSet;
+pub use store::{Allocation, PodRef, Store, Version, Versioned};
