@@ -131,9 +131,7 @@ impl fmt::Display for AddrErrorKind {
         match self {
             AddrErrorKind::Empty => f.write_str("empty address"),
             AddrErrorKind::WhiteSpace => f.write_str("white space is not allowed"),
-            AddrErrorKind::LeadingZero => {
-                f.write_str("IPv4 octets must not have leading zeros")
-            }
+            AddrErrorKind::LeadingZero => f.write_str("IPv4 octets must not have leading zeros"),
             AddrErrorKind::NotAnAddress => f.write_str("not an IPv4 or IPv6 address"),
             AddrErrorKind::BadPrefix => {
                 f.write_str("prefix length must be 0-32 for IPv4 or 0-128 for IPv6")
@@ -141,9 +139,7 @@ impl fmt::Display for AddrErrorKind {
             AddrErrorKind::HostBits { network } => {
                 write!(f, "host bits are set; the network is {network}")
             }
-            AddrErrorKind::MixedFamilies => {
-                f.write_str("range ends are of different IP families")
-            }
+            AddrErrorKind::MixedFamilies => f.write_str("range ends are of different IP families"),
             AddrErrorKind::Reversed => f.write_str("range start is after its end"),
             AddrErrorKind::NotACidr => f.write_str("expected a CIDR such as 10.6.0.0/16"),
             AddrErrorKind::NotASingleAddress => {
@@ -377,9 +373,7 @@ fn parse_plain(part: &str, whole: &str) -> Result<IpAddr, AddrError> {
                 && part
                     .split('.')
                     .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
-            let leading_zero = part
-                .split('.')
-                .any(|o| o.len() > 1 && o.starts_with('0'));
+            let leading_zero = part.split('.').any(|o| o.len() > 1 && o.starts_with('0'));
             let kind = if dotted_decimal && leading_zero {
                 AddrErrorKind::LeadingZero
             } else {
@@ -443,11 +437,20 @@ mod tests {
             "10.0.0.1 - 10.0.0.9",
             r#"error: "10.0.0.1 - 10.0.0.9": white space is not allowed"#,
         );
-        check(" 10.0.0.1", r#"error: " 10.0.0.1": white space is not allowed"#);
+        check(
+            " 10.0.0.1",
+            r#"error: " 10.0.0.1": white space is not allowed"#,
+        );
         check("", r#"error: "": empty address"#);
         check("10.0.0", r#"error: "10.0.0": not an IPv4 or IPv6 address"#);
-        check("10.0.0.256", r#"error: "10.0.0.256": not an IPv4 or IPv6 address"#);
-        check("fe80::1%eth0", r#"error: "fe80::1%eth0": not an IPv4 or IPv6 address"#);
+        check(
+            "10.0.0.256",
+            r#"error: "10.0.0.256": not an IPv4 or IPv6 address"#,
+        );
+        check(
+            "fe80::1%eth0",
+            r#"error: "fe80::1%eth0": not an IPv4 or IPv6 address"#,
+        );
         check(
             "10.0.0.0/33",
             r#"error: "10.0.0.0/33": prefix length must be 0-32 for IPv4 or 0-128 for IPv6"#,
@@ -460,9 +463,18 @@ mod tests {
             "10.0.0.0/+8",
             r#"error: "10.0.0.0/+8": prefix length must be 0-32 for IPv4 or 0-128 for IPv6"#,
         );
-        check("10.0.0.0/", r#"error: "10.0.0.0/": prefix length must be 0-32 for IPv4 or 0-128 for IPv6"#);
-        check("-10.0.0.1", r#"error: "-10.0.0.1": not an IPv4 or IPv6 address"#);
-        check("10.0.0.1-", r#"error: "10.0.0.1-": not an IPv4 or IPv6 address"#);
+        check(
+            "10.0.0.0/",
+            r#"error: "10.0.0.0/": prefix length must be 0-32 for IPv4 or 0-128 for IPv6"#,
+        );
+        check(
+            "-10.0.0.1",
+            r#"error: "-10.0.0.1": not an IPv4 or IPv6 address"#,
+        );
+        check(
+            "10.0.0.1-",
+            r#"error: "10.0.0.1-": not an IPv4 or IPv6 address"#,
+        );
         check(
             "10.0.0.1-10.0.0.2-10.0.0.3",
             r#"error: "10.0.0.1-10.0.0.2-10.0.0.3": not an IPv4 or IPv6 address"#,
@@ -484,7 +496,13 @@ mod tests {
 
     #[test]
     fn number_line_round_trips() {
-        for text in ["0.0.0.0", "255.255.255.255", "::", "fd00::abcd", "::ffff:1.2.3.4"] {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+            "fd00::abcd",
+            "::ffff:1.2.3.4",
+        ] {
             let addr: IpAddr = text.parse().unwrap();
             assert_eq!(Family::of(addr).addr(to_u128(addr)), addr);
         }

@@ -227,7 +227,12 @@ pub enum Strategy {
 impl Strategy {
     /// Where a search starts, for a pool whose stored cursor is `cursor` (the address after
     /// the last one handed out) and whose capacity is `capacity`.
-    pub fn start(self, capacity: &IntervalSet, cursor: Option<u128>, rng: &mut fastrand::Rng) -> u128 {
+    pub fn start(
+        self,
+        capacity: &IntervalSet,
+        cursor: Option<u128>,
+        rng: &mut fastrand::Rng,
+    ) -> u128 {
         let first = capacity.first().unwrap_or(0);
         match self {
             Strategy::RoundRobin => cursor.unwrap_or(first),
@@ -297,7 +302,10 @@ impl Allocations {
 
     /// Marks `value` allocated; false if it already was.
     pub fn insert(&mut self, value: u128) -> bool {
-        self.blocks.entry(block_index(value)).or_default().insert(value)
+        self.blocks
+            .entry(block_index(value))
+            .or_default()
+            .insert(value)
     }
 
     /// Marks `value` free; false if it already was. Idempotent.
@@ -398,10 +406,28 @@ mod tests {
         let mut full = Block::default();
         full.insert(0x1_fffe);
         full.insert(0x1_ffff);
-        let lookup = |i| if i == 1 { BlockState::Loaded(&full) } else { BlockState::Unknown };
-        assert_eq!(first_free(&capacity, &[], lookup, 0, u128::MAX), Probe::NeedBlock(2));
-        let lookup = |i| if i == 1 { BlockState::Loaded(&full) } else { BlockState::Empty };
-        assert_eq!(first_free(&capacity, &[], lookup, 0, u128::MAX), Probe::Free(0x2_0000));
+        let lookup = |i| {
+            if i == 1 {
+                BlockState::Loaded(&full)
+            } else {
+                BlockState::Unknown
+            }
+        };
+        assert_eq!(
+            first_free(&capacity, &[], lookup, 0, u128::MAX),
+            Probe::NeedBlock(2)
+        );
+        let lookup = |i| {
+            if i == 1 {
+                BlockState::Loaded(&full)
+            } else {
+                BlockState::Empty
+            }
+        };
+        assert_eq!(
+            first_free(&capacity, &[], lookup, 0, u128::MAX),
+            Probe::Free(0x2_0000)
+        );
     }
 
     #[test]
@@ -409,11 +435,17 @@ mod tests {
         let capacity = IntervalSet::from_intervals([(u128::MAX - 2, u128::MAX)]);
         let reserved = IntervalSet::from_intervals([(u128::MAX - 1, u128::MAX)]);
         let mut a = Allocations::default();
-        assert_eq!(a.allocate_first_free(&capacity, &[&reserved], 0), Some(u128::MAX - 2));
+        assert_eq!(
+            a.allocate_first_free(&capacity, &[&reserved], 0),
+            Some(u128::MAX - 2)
+        );
         assert_eq!(a.allocate_first_free(&capacity, &[&reserved], 0), None);
         let mut top = Allocations::default();
         let cap = IntervalSet::from_intervals([(u128::MAX, u128::MAX)]);
-        assert_eq!(top.allocate_first_free(&cap, &[], u128::MAX), Some(u128::MAX));
+        assert_eq!(
+            top.allocate_first_free(&cap, &[], u128::MAX),
+            Some(u128::MAX)
+        );
         assert_eq!(top.allocate_first_free(&cap, &[], u128::MAX), None);
     }
 
@@ -430,7 +462,9 @@ mod tests {
         wide.insert(70_000);
         let mut bytes = Vec::new();
         wide.serialize_into(&mut bytes).unwrap();
-        assert!(Block::from_bytes(&bytes).unwrap_err().contains("outside a block"));
+        assert!(Block::from_bytes(&bytes)
+            .unwrap_err()
+            .contains("outside a block"));
     }
 
     #[test]

@@ -179,7 +179,11 @@ impl Explanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.allocatable() { "allocatable" } else { "not allocatable" };
+        let verdict = if self.allocatable() {
+            "allocatable"
+        } else {
+            "not allocatable"
+        };
         writeln!(f, "{}: {verdict}", self.address)?;
         if self.pools.is_empty() {
             writeln!(f, "  no pool's subnet contains it")?;
@@ -199,11 +203,7 @@ impl fmt::Display for Explanation {
                     .as_ref()
                     .map(|p| format!(", pod {}/{}", p.namespace, p.name))
                     .unwrap_or_default();
-                writeln!(
-                    f,
-                    "    held by {} (network {:?}{pod})",
-                    a.owner, a.network
-                )?;
+                writeln!(f, "    held by {} (network {:?}{pod})", a.owner, a.network)?;
             }
         }
         for r in &self.reserved_by {
@@ -243,7 +243,9 @@ pub struct Ipam<S> {
 
 impl<S> fmt::Debug for Ipam<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ipam").field("config", &self.config).finish()
+        f.debug_struct("Ipam")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -362,13 +364,23 @@ impl<S: Store> Ipam<S> {
 
     /// Deletes a pool. A pool with allocations is refused unless `force`, which releases
     /// them; the released allocations are returned.
-    pub async fn delete_pool(&self, name: &ObjectName, force: bool) -> Result<Vec<Allocation>, Error> {
+    pub async fn delete_pool(
+        &self,
+        name: &ObjectName,
+        force: bool,
+    ) -> Result<Vec<Allocation>, Error> {
         self.retrying("delete ippool", || async {
             let key = Key::Pool(name.clone());
             let Some(old) = self.store.get(&key).await? else {
-                return Err(Error::NotFound { kind: ObjectKind::IpPool, name: name.to_string() });
+                return Err(Error::NotFound {
+                    kind: ObjectKind::IpPool,
+                    name: name.to_string(),
+                });
             };
-            let allocations = self.store.scan(&Prefix::Allocations(Some(name.clone()))).await?;
+            let allocations = self
+                .store
+                .scan(&Prefix::Allocations(Some(name.clone())))
+                .await?;
             if !allocations.is_empty() && !force {
                 return Err(Error::PoolInUse {
                     pool: name.to_string(),
@@ -441,7 +453,11 @@ impl<S: Store> Ipam<S> {
             others.retain(|r| r.name() != reserved.name());
             others.push(reserved.clone());
             let mut txn = Transaction::new();
-            txn.put(key, Record::ReservedIp(reserved.clone()), Expect::read(&old));
+            txn.put(
+                key,
+                Record::ReservedIp(reserved.clone()),
+                Expect::read(&old),
+            );
             self.put_summary(&mut txn, &others).await?;
             self.store.commit(txn).await?;
             Ok(applied)
@@ -454,7 +470,10 @@ impl<S: Store> Ipam<S> {
         self.retrying("delete reservedip", || async {
             let key = Key::ReservedIp(name.clone());
             let Some(old) = self.store.get(&key).await? else {
-                return Err(Error::NotFound { kind: ObjectKind::ReservedIp, name: name.to_string() });
+                return Err(Error::NotFound {
+                    kind: ObjectKind::ReservedIp,
+                    name: name.to_string(),
+                });
             };
             let mut others = self.reserved_ips().await?;
             others.retain(|r| r.name() != name);
@@ -517,9 +536,10 @@ impl<S: Store> Ipam<S> {
     async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
         match self.store.get(&Key::ReservedSummary).await? {
             None => Ok(None),
-            Some(Versioned { value: Record::ReservedSummary(s), version }) => {
-                Ok(Some(Versioned { value: s, version }))
-            }
+            Some(Versioned {
+                value: Record::ReservedSummary(s),
+                version,
+            }) => Ok(Some(Versioned { value: s, version })),
             Some(_) => Err(corrupt(&Key::ReservedSummary, "not a summary")),
         }
     }
@@ -528,7 +548,11 @@ impl<S: Store> Ipam<S> {
     pub async fn pool_counts(&self, pool: &IpPool) -> Result<PoolCounts, Error> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let mut blocks = Vec::new();
-        for (key, v) in self.store.scan(&Prefix::Blocks(pool.name().clone())).await? {
+        for (key, v) in self
+            .store
+            .scan(&Prefix::Blocks(pool.name().clone()))
+            .await?
+        {
             match (key, v.value) {
                 (Key::Block { index, .. }, Record::Block(b)) => blocks.push((index, b)),
                 (key, _) => return Err(corrupt(&key, "not a block")),
@@ -545,7 +569,8 @@ impl<S: Store> Ipam<S> {
     /// A repeated request by the same owner on the same network returns what it holds and
     /// allocates nothing new.
     pub async fn allocate(&self, request: &Request) -> Result<Vec<Allocation>, Error> {
-        self.retrying("allocate", || self.try_allocate(request)).await
+        self.retrying("allocate", || self.try_allocate(request))
+            .await
     }
 
     async fn try_allocate(&self, request: &Request) -> Result<Vec<Allocation>, Error> {
@@ -553,12 +578,18 @@ impl<S: Store> Ipam<S> {
         let owner_rec = self.store.get(&owner_key).await?;
         let held: Vec<Allocation> = match &owner_rec {
             None => Vec::new(),
-            Some(Versioned { value: Record::Owner(list), .. }) => list.clone(),
+            Some(Versioned {
+                value: Record::Owner(list),
+                ..
+            }) => list.clone(),
             Some(_) => return Err(corrupt(&owner_key, "not an owner record")),
         };
         let summary = self.summary().await?;
         let no_reservations = FamilySets::default();
-        let store_reserved = summary.as_ref().map(|s| &s.value).unwrap_or(&no_reservations);
+        let store_reserved = summary
+            .as_ref()
+            .map(|s| &s.value)
+            .unwrap_or(&no_reservations);
 
         let mut work: HashMap<ObjectName, PoolWork> = HashMap::new();
         let mut result: Vec<Allocation> = Vec::with_capacity(request.slots.len());
@@ -576,7 +607,10 @@ impl<S: Store> Ipam<S> {
                     self.take_requested(request, slot, address, store_reserved, &mut work)
                         .await?
                 }
-                None => self.take_free(request, slot, store_reserved, &mut work).await?,
+                None => {
+                    self.take_free(request, slot, store_reserved, &mut work)
+                        .await?
+                }
             };
             result.push(allocation.clone());
             fresh.push(allocation);
@@ -595,7 +629,10 @@ impl<S: Store> Ipam<S> {
                 block.optimize();
                 let expect = Expect::read(&w.blocks.get(index).cloned().flatten());
                 txn.put(
-                    Key::Block { pool: name.clone(), index: *index },
+                    Key::Block {
+                        pool: name.clone(),
+                        index: *index,
+                    },
                     Record::Block(block),
                     expect,
                 );
@@ -606,7 +643,10 @@ impl<S: Store> Ipam<S> {
         }
         for a in &fresh {
             txn.put(
-                Key::Allocation { pool: a.pool.clone(), address: a.address },
+                Key::Allocation {
+                    pool: a.pool.clone(),
+                    address: a.address,
+                },
                 Record::Allocation(a.clone()),
                 Expect::Absent,
             );
@@ -627,28 +667,49 @@ impl<S: Store> Ipam<S> {
             let key = Key::Pool(name.clone());
             let pool = match self.store.get(&key).await? {
                 None => {
-                    return Err(Error::NotFound { kind: ObjectKind::IpPool, name: name.to_string() })
+                    return Err(Error::NotFound {
+                        kind: ObjectKind::IpPool,
+                        name: name.to_string(),
+                    })
                 }
-                Some(Versioned { value: Record::Pool(p), version }) => Versioned { value: p, version },
+                Some(Versioned {
+                    value: Record::Pool(p),
+                    version,
+                }) => Versioned { value: p, version },
                 Some(_) => return Err(corrupt(&key, "not a pool")),
             };
             let cursor = match self.store.get(&Key::Cursor(name.clone())).await? {
-                Some(Versioned { value: Record::Cursor(c), .. }) => Some(c),
+                Some(Versioned {
+                    value: Record::Cursor(c),
+                    ..
+                }) => Some(c),
                 _ => None,
             };
             work.insert(
                 name.clone(),
-                PoolWork { pool, blocks: HashMap::new(), changed: HashMap::new(), cursor, new_cursor: None },
+                PoolWork {
+                    pool,
+                    blocks: HashMap::new(),
+                    changed: HashMap::new(),
+                    cursor,
+                    new_cursor: None,
+                },
             );
         }
         Ok(work.get_mut(name).expect("inserted above"))
     }
 
     async fn load_block(&self, w: &mut PoolWork, index: u128) -> Result<(), Error> {
-        let key = Key::Block { pool: w.pool.value.name().clone(), index };
+        let key = Key::Block {
+            pool: w.pool.value.name().clone(),
+            index,
+        };
         let block = match self.store.get(&key).await? {
             None => None,
-            Some(Versioned { value: Record::Block(b), version }) => Some(Versioned { value: b, version }),
+            Some(Versioned {
+                value: Record::Block(b),
+                version,
+            }) => Some(Versioned { value: b, version }),
             Some(_) => return Err(corrupt(&key, "not a block")),
         };
         w.blocks.insert(index, block);
@@ -670,7 +731,9 @@ impl<S: Store> Ipam<S> {
             let capacity = w.pool.value.capacity().clone();
             let start = {
                 let cursor = w.new_cursor.or(w.cursor);
-                self.config.strategy.start(&capacity, cursor, &mut self.rng())
+                self.config
+                    .strategy
+                    .start(&capacity, cursor, &mut self.rng())
             };
             let found = loop {
                 match first_free_from(&capacity, &reserved, |i| w.block_state(i), start) {
@@ -716,11 +779,16 @@ impl<S: Store> Ipam<S> {
         }
         let unavailable = |reason| Error::Unavailable { address, reason };
         let Some(name) = home else {
-            return Err(unavailable(Unavailable::OutsidePools { pools: slot.pools.clone() }));
+            return Err(unavailable(Unavailable::OutsidePools {
+                pools: slot.pools.clone(),
+            }));
         };
         let w = work.get_mut(&name).expect("loaded above");
         if let Some(rule) = w.pool.value.exclusion_rule(address) {
-            return Err(unavailable(Unavailable::NotAllocatable { pool: name, rule: rule.into() }));
+            return Err(unavailable(Unavailable::NotAllocatable {
+                pool: name,
+                rule: rule.into(),
+            }));
         }
         if store_reserved.get(family).contains(value) {
             let by = self
@@ -741,9 +809,15 @@ impl<S: Store> Ipam<S> {
         }
         if let BlockState::Loaded(b) = w.block_state(index) {
             if b.contains(value) {
-                let key = Key::Allocation { pool: name.clone(), address };
+                let key = Key::Allocation {
+                    pool: name.clone(),
+                    address,
+                };
                 let holder = match self.store.get(&key).await? {
-                    Some(Versioned { value: Record::Allocation(a), .. }) => a.owner,
+                    Some(Versioned {
+                        value: Record::Allocation(a),
+                        ..
+                    }) => a.owner,
                     // Taken earlier in this same request.
                     _ => request.owner.clone(),
                 };
@@ -765,7 +839,10 @@ impl<S: Store> Ipam<S> {
         let key = Key::Owner(owner.clone());
         match self.store.get(&key).await? {
             None => Ok(Vec::new()),
-            Some(Versioned { value: Record::Owner(list), .. }) => Ok(list),
+            Some(Versioned {
+                value: Record::Owner(list),
+                ..
+            }) => Ok(list),
             Some(_) => Err(corrupt(&key, "not an owner record")),
         }
     }
@@ -784,11 +861,20 @@ impl<S: Store> Ipam<S> {
 
     /// Releases what `owner` holds on `network` (on every network when `None`). Idempotent:
     /// releasing nothing succeeds. Returns what was released.
-    pub async fn release(&self, owner: &Owner, network: Option<&str>) -> Result<Vec<Allocation>, Error> {
-        self.retrying("release", || self.try_release(owner, network)).await
+    pub async fn release(
+        &self,
+        owner: &Owner,
+        network: Option<&str>,
+    ) -> Result<Vec<Allocation>, Error> {
+        self.retrying("release", || self.try_release(owner, network))
+            .await
     }
 
-    async fn try_release(&self, owner: &Owner, network: Option<&str>) -> Result<Vec<Allocation>, Error> {
+    async fn try_release(
+        &self,
+        owner: &Owner,
+        network: Option<&str>,
+    ) -> Result<Vec<Allocation>, Error> {
         let owner_key = Key::Owner(owner.clone());
         let Some(rec) = self.store.get(&owner_key).await? else {
             return Ok(Vec::new());
@@ -796,8 +882,9 @@ impl<S: Store> Ipam<S> {
         let Record::Owner(list) = rec.value else {
             return Err(corrupt(&owner_key, "not an owner record"));
         };
-        let (gone, kept): (Vec<Allocation>, Vec<Allocation>) =
-            list.into_iter().partition(|a| network.is_none_or(|n| a.network == n));
+        let (gone, kept): (Vec<Allocation>, Vec<Allocation>) = list
+            .into_iter()
+            .partition(|a| network.is_none_or(|n| a.network == n));
         if gone.is_empty() {
             return Ok(Vec::new());
         }
@@ -805,9 +892,15 @@ impl<S: Store> Ipam<S> {
         let mut blocks: HashMap<(ObjectName, u128), Option<Versioned<Block>>> = HashMap::new();
         let mut changed: HashMap<(ObjectName, u128), Block> = HashMap::new();
         for a in &gone {
-            let akey = Key::Allocation { pool: a.pool.clone(), address: a.address };
+            let akey = Key::Allocation {
+                pool: a.pool.clone(),
+                address: a.address,
+            };
             match self.store.get(&akey).await? {
-                Some(Versioned { value: Record::Allocation(stored), version }) if stored.owner == *owner => {
+                Some(Versioned {
+                    value: Record::Allocation(stored),
+                    version,
+                }) if stored.owner == *owner => {
                     txn.delete(akey, Expect::Version(version));
                 }
                 // The record is gone (the pool was force-deleted) or belongs to someone else:
@@ -817,16 +910,25 @@ impl<S: Store> Ipam<S> {
             let value = to_u128(a.address);
             let bkey = (a.pool.clone(), block_index(value));
             if !blocks.contains_key(&bkey) {
-                let key = Key::Block { pool: bkey.0.clone(), index: bkey.1 };
+                let key = Key::Block {
+                    pool: bkey.0.clone(),
+                    index: bkey.1,
+                };
                 let b = match self.store.get(&key).await? {
                     None => None,
-                    Some(Versioned { value: Record::Block(b), version }) => Some(Versioned { value: b, version }),
+                    Some(Versioned {
+                        value: Record::Block(b),
+                        version,
+                    }) => Some(Versioned { value: b, version }),
                     Some(_) => return Err(corrupt(&key, "not a block")),
                 };
                 blocks.insert(bkey.clone(), b);
             }
             if let Some(Some(read)) = blocks.get(&bkey) {
-                changed.entry(bkey).or_insert_with(|| read.value.clone()).remove(value);
+                changed
+                    .entry(bkey)
+                    .or_insert_with(|| read.value.clone())
+                    .remove(value);
             }
         }
         for ((pool, index), mut block) in changed {
@@ -876,9 +978,15 @@ impl<S: Store> Ipam<S> {
             if !pool.in_subnet(address) {
                 continue;
             }
-            let key = Key::Allocation { pool: pool.name().clone(), address };
+            let key = Key::Allocation {
+                pool: pool.name().clone(),
+                address,
+            };
             let held = match self.store.get(&key).await? {
-                Some(Versioned { value: Record::Allocation(a), .. }) => Some(a),
+                Some(Versioned {
+                    value: Record::Allocation(a),
+                    ..
+                }) => Some(a),
                 _ => None,
             };
             pools.push(PoolFinding {
@@ -895,13 +1003,21 @@ impl<S: Store> Ipam<S> {
             .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
             .map(|r| r.name().clone())
             .collect();
-        Ok(Explanation { address, pools, reserved_by })
+        Ok(Explanation {
+            address,
+            pools,
+            reserved_by,
+        })
     }
 }
 
 /// The contract's counts for `pool` given the reserved set of its family and its
 /// allocations.
-pub fn counts(pool: &IpPool, reserved: &IntervalSet, allocations: &crate::alloc::Allocations) -> PoolCounts {
+pub fn counts(
+    pool: &IpPool,
+    reserved: &IntervalSet,
+    allocations: &crate::alloc::Allocations,
+) -> PoolCounts {
     let capacity = pool.capacity();
     let open = capacity.difference(reserved);
     let total = capacity.len();
@@ -917,5 +1033,8 @@ pub fn counts(pool: &IpPool, reserved: &IntervalSet, allocations: &crate::alloc:
 }
 
 fn corrupt(key: &Key, reason: &str) -> Error {
-    Error::Store(StoreError::Corrupt { key: key.to_string(), reason: reason.to_owned() })
+    Error::Store(StoreError::Corrupt {
+        key: key.to_string(),
+        reason: reason.to_owned(),
+    })
 }

@@ -222,7 +222,9 @@ pub enum Error {
         reason: Unavailable,
     },
     /// A pool still has allocations and `force` was not given.
-    #[error("ippool {pool:?} has {allocated} allocation(s); release them first or force the deletion")]
+    #[error(
+        "ippool {pool:?} has {allocated} allocation(s); release them first or force the deletion"
+    )]
     PoolInUse {
         /// The pool.
         pool: String,
@@ -230,7 +232,9 @@ pub enum Error {
         allocated: u128,
     },
     /// Concurrent writers kept winning past the retry budget.
-    #[error("{what}: concurrent updates kept conflicting after {attempts} attempts; try again later")]
+    #[error(
+        "{what}: concurrent updates kept conflicting after {attempts} attempts; try again later"
+    )]
     TryAgainLater {
         /// The operation.
         what: String,

@@ -47,7 +47,11 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        Ok(self.lock().records.get(&key.encode()).map(|(_, v)| v.clone()))
+        Ok(self
+            .lock()
+            .records
+            .get(&key.encode())
+            .map(|(_, v)| v.clone()))
     }
 
     async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
@@ -64,7 +68,10 @@ impl Store for MemoryStore {
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for op in txn.ops() {
-            let current = inner.records.get(&op.key().encode()).map(|(_, v)| v.version);
+            let current = inner
+                .records
+                .get(&op.key().encode())
+                .map(|(_, v)| v.version);
             if !op.expect().holds(current) {
                 return Err(StoreError::Conflict {
                     key: op.key().to_string(),
@@ -77,9 +84,16 @@ impl Store for MemoryStore {
             match op {
                 Op::Check { .. } => {}
                 Op::Put { key, record, .. } => {
-                    inner
-                        .records
-                        .insert(key.encode(), (key, Versioned { value: record, version }));
+                    inner.records.insert(
+                        key.encode(),
+                        (
+                            key,
+                            Versioned {
+                                value: record,
+                                version,
+                            },
+                        ),
+                    );
                 }
                 Op::Delete { key, .. } => {
                     inner.records.remove(&key.encode());

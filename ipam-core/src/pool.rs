@@ -98,8 +98,8 @@ impl IpPool {
     /// and quote the value.
     pub fn new(name: &str, spec: IpPoolSpec) -> Result<IpPool, ValidationError> {
         let name = ObjectName::new(name)?;
-        let subnet =
-            parse_cidr(&spec.subnet).map_err(|e| ValidationError::new("spec.subnet", &spec.subnet, e.kind()))?;
+        let subnet = parse_cidr(&spec.subnet)
+            .map_err(|e| ValidationError::new("spec.subnet", &spec.subnet, e.kind()))?;
         let family = Family::of(subnet.addr());
         if let Some(v) = spec.ip_version {
             match Family::from_version(v) {
@@ -243,8 +243,7 @@ impl IpPool {
     /// Which rule keeps `addr` (listed in `ips`) out of the capacity, if any.
     pub fn exclusion_rule(&self, addr: IpAddr) -> Option<&'static str> {
         let v = to_u128(addr);
-        if Family::of(addr) != self.family || !self.ips.contains(v) || self.capacity.contains(v)
-        {
+        if Family::of(addr) != self.family || !self.ips.contains(v) || self.capacity.contains(v) {
             return None;
         }
         Some(if self.excluded.contains(v) {
@@ -267,7 +266,8 @@ fn ranges_in_subnet(
     let mut ranges = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        let range = IpRange::parse(text).map_err(|e| ValidationError::new(&field, text, e.kind()))?;
+        let range =
+            IpRange::parse(text).map_err(|e| ValidationError::new(&field, text, e.kind()))?;
         if !range.within(subnet) {
             return Err(ValidationError::new(
                 &field,
@@ -354,7 +354,10 @@ mod tests {
 
     #[test]
     fn counting_follows_the_contract() {
-        check(spec("10.6.0.0/16", &["10.6.168.131-10.6.168.133"]), "total 3");
+        check(
+            spec("10.6.0.0/16", &["10.6.168.131-10.6.168.133"]),
+            "total 3",
+        );
         // network and broadcast leave an IPv4 /24 ...
         check(spec("10.6.0.0/24", &["10.6.0.0/24"]), "total 254");
         // ... and the gateway too
@@ -371,9 +374,15 @@ mod tests {
         check(spec("10.6.0.5/32", &["10.6.0.5"]), "total 1");
         check(spec("10.6.0.0/30", &["10.6.0.0/30"]), "total 2");
         check(spec("fd00::/120", &["fd00::/120"]), "total 256");
-        check(spec("fd00::/64", &["fd00::/64"]), "total 18446744073709551616");
+        check(
+            spec("fd00::/64", &["fd00::/64"]),
+            "total 18446744073709551616",
+        );
         // overlapping entries count once
-        check(spec("10.6.0.0/24", &["10.6.0.1-10.6.0.10", "10.6.0.5-10.6.0.12"]), "total 12");
+        check(
+            spec("10.6.0.0/24", &["10.6.0.1-10.6.0.10", "10.6.0.5-10.6.0.12"]),
+            "total 12",
+        );
     }
 
     #[test]
@@ -426,8 +435,14 @@ mod tests {
             IpPoolSpec {
                 gateway: Some("10.6.0.1".into()),
                 routes: vec![
-                    RouteSpec { dst: "10.8.0.0/16".into(), gw: None },
-                    RouteSpec { dst: "10.8.0.0/16".into(), gw: Some("10.6.0.254".into()) },
+                    RouteSpec {
+                        dst: "10.8.0.0/16".into(),
+                        gw: None,
+                    },
+                    RouteSpec {
+                        dst: "10.8.0.0/16".into(),
+                        gw: Some("10.6.0.254".into()),
+                    },
                 ],
                 ..spec("10.6.0.0/16", &["10.6.0.2"])
             },
@@ -435,21 +450,30 @@ mod tests {
         );
         check(
             IpPoolSpec {
-                routes: vec![RouteSpec { dst: "0.0.0.0/0".into(), gw: None }],
+                routes: vec![RouteSpec {
+                    dst: "0.0.0.0/0".into(),
+                    gw: None,
+                }],
                 ..spec("10.6.0.0/16", &["10.6.0.2"])
             },
             r#"error: spec.routes[0].dst: "0.0.0.0/0": a default route needs a gateway: set the route's gw or spec.gateway"#,
         );
         check(
             IpPoolSpec {
-                routes: vec![RouteSpec { dst: "0.0.0.0/0".into(), gw: Some("10.6.0.1".into()) }],
+                routes: vec![RouteSpec {
+                    dst: "0.0.0.0/0".into(),
+                    gw: Some("10.6.0.1".into()),
+                }],
                 ..spec("10.6.0.0/16", &["10.6.0.2"])
             },
             "total 1",
         );
         check(
             IpPoolSpec {
-                routes: vec![RouteSpec { dst: "::/0".into(), gw: None }],
+                routes: vec![RouteSpec {
+                    dst: "::/0".into(),
+                    gw: None,
+                }],
                 ..spec("10.6.0.0/16", &["10.6.0.2"])
             },
             r#"error: spec.routes[0].dst: "::/0": is not IPv4, the pool's family"#,

@@ -58,7 +58,11 @@ impl ReservedIp {
             match family {
                 Some(f) if f != range.family() => {
                     let why = if spec.ip_version.is_some() {
-                        format!("is {}, but spec.ipVersion is {}", range.family(), f.version())
+                        format!(
+                            "is {}, but spec.ipVersion is {}",
+                            range.family(),
+                            f.version()
+                        )
                     } else {
                         format!(
                             "is {} while earlier entries are {f}; use one ReservedIP per family",

@@ -91,9 +91,9 @@ impl IntervalSet {
 
     /// How many values the set holds (saturating at `u128::MAX`).
     pub fn len(&self) -> u128 {
-        self.intervals
-            .iter()
-            .fold(0u128, |n, &(a, b)| n.saturating_add((b - a).saturating_add(1)))
+        self.intervals.iter().fold(0u128, |n, &(a, b)| {
+            n.saturating_add((b - a).saturating_add(1))
+        })
     }
 
     /// Whether `value` is in the set. `O(log n)`.
@@ -132,7 +132,8 @@ impl IntervalSet {
 
     /// Whether every value of `[first, last]` is in the set.
     pub fn contains_interval(&self, first: u128, last: u128) -> bool {
-        self.interval_containing(first).is_some_and(|(_, b)| last <= b)
+        self.interval_containing(first)
+            .is_some_and(|(_, b)| last <= b)
     }
 
     /// Adds `[first, last]`.
@@ -142,12 +143,7 @@ impl IntervalSet {
 
     /// Values in either set.
     pub fn union(&self, other: &IntervalSet) -> IntervalSet {
-        IntervalSet::from_intervals(
-            self.intervals
-                .iter()
-                .chain(other.intervals.iter())
-                .copied(),
-        )
+        IntervalSet::from_intervals(self.intervals.iter().chain(other.intervals.iter()).copied())
     }
 
     /// Values in both sets. `O(n + m)`.

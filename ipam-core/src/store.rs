@@ -365,11 +365,16 @@ impl Key {
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt("not UTF-8"));
         let name = |b: &[u8]| ObjectName::new(text(b)?).map_err(|e| corrupt(&e.to_string()));
         let split = |b: &'_ [u8]| -> Result<(Vec<u8>, Vec<u8>), StoreError> {
-            let i = b.iter().position(|&c| c == 0).ok_or_else(|| corrupt("no separator"))?;
+            let i = b
+                .iter()
+                .position(|&c| c == 0)
+                .ok_or_else(|| corrupt("no separator"))?;
             Ok((b[..i].to_vec(), b[i + 1..].to_vec()))
         };
         let u128_of = |b: &[u8]| -> Result<u128, StoreError> {
-            Ok(u128::from_be_bytes(b.try_into().map_err(|_| corrupt("bad length"))?))
+            Ok(u128::from_be_bytes(
+                b.try_into().map_err(|_| corrupt("bad length"))?,
+            ))
         };
         Ok(match tag {
             TAG_POOL => Key::Pool(name(rest)?),
@@ -527,7 +532,8 @@ impl Record {
                 Record::Pool(IpPool::new(&n.name, n.spec).map_err(|e| corrupt(e.to_string()))?)
             }
             Key::ReservedIp(_) => {
-                let n: NamedSpec<ReservedIpSpec> = serde_json::from_slice(body).map_err(json_err)?;
+                let n: NamedSpec<ReservedIpSpec> =
+                    serde_json::from_slice(body).map_err(json_err)?;
                 Record::ReservedIp(
                     ReservedIp::new(&n.name, n.spec).map_err(|e| corrupt(e.to_string()))?,
                 )
@@ -602,19 +608,33 @@ mod tests {
             Key::Pool(name("a")),
             Key::ReservedIp(name("r-1")),
             Key::ReservedSummary,
-            Key::Block { pool: name("a"), index: 0xa06 },
+            Key::Block {
+                pool: name("a"),
+                index: 0xa06,
+            },
             Key::Cursor(name("a")),
-            Key::Allocation { pool: name("a"), address: "10.6.0.1".parse().unwrap() },
-            Key::Allocation { pool: name("a"), address: "fd00::1".parse().unwrap() },
+            Key::Allocation {
+                pool: name("a"),
+                address: "10.6.0.1".parse().unwrap(),
+            },
+            Key::Allocation {
+                pool: name("a"),
+                address: "fd00::1".parse().unwrap(),
+            },
             Key::Owner(Owner::new("c1", "eth0").unwrap()),
         ];
         for key in &keys {
             assert_eq!(&Key::decode(&key.encode()).unwrap(), key);
         }
         // "a" and "ab" must not share a block prefix.
-        let ab = Key::Block { pool: name("ab"), index: 1 };
+        let ab = Key::Block {
+            pool: name("ab"),
+            index: 1,
+        };
         assert!(!ab.encode().starts_with(&Prefix::Blocks(name("a")).encode()));
-        assert!(keys[3].encode().starts_with(&Prefix::Blocks(name("a")).encode()));
+        assert!(keys[3]
+            .encode()
+            .starts_with(&Prefix::Blocks(name("a")).encode()));
         assert!(Prefix::Blocks(name("a")).matches(&keys[3]));
         assert!(!Prefix::Blocks(name("a")).matches(&ab));
         for bad in [&b""[..], b"x", b"pbad/name", b"b\x00", b"a"] {
@@ -642,7 +662,11 @@ mod tests {
             pool: name("p"),
             network: "net1".into(),
             owner: Owner::new("c1", "eth0").unwrap(),
-            pod: Some(PodRef { namespace: "default".into(), name: "web".into(), uid: None }),
+            pod: Some(PodRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: None,
+            }),
         };
         let mut block = Block::default();
         block.insert(7);
@@ -650,8 +674,20 @@ mod tests {
             (Key::Pool(name("p")), Record::Pool(pool)),
             (Key::ReservedSummary, Record::ReservedSummary(summary)),
             (Key::Cursor(name("p")), Record::Cursor(0x0a06_0008)),
-            (Key::Block { pool: name("p"), index: 0xa06 }, Record::Block(block)),
-            (Key::Allocation { pool: name("p"), address: alloc.address }, Record::Allocation(alloc.clone())),
+            (
+                Key::Block {
+                    pool: name("p"),
+                    index: 0xa06,
+                },
+                Record::Block(block),
+            ),
+            (
+                Key::Allocation {
+                    pool: name("p"),
+                    address: alloc.address,
+                },
+                Record::Allocation(alloc.clone()),
+            ),
             (Key::Owner(alloc.owner.clone()), Record::Owner(vec![alloc])),
         ];
         for (key, record) in &cases {
@@ -662,7 +698,10 @@ mod tests {
             }
             let mut future = bytes.clone();
             future[0] = 9;
-            assert!(Record::decode(key, &future).unwrap_err().to_string().contains("unknown record format 9"));
+            assert!(Record::decode(key, &future)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown record format 9"));
         }
     }
 }

@@ -24,15 +24,27 @@ use crate::store::{Expect, Key, Prefix, Record, Store, Transaction};
 /// Runs every scenario, each on a fresh store from `make`.
 pub fn run_all<S: Store + 'static>(make: impl Fn() -> S) {
     let scenarios: &[(&str, fn(Arc<dyn Store>))] = &[
-        ("compare_and_swap", |s| pollster::block_on(compare_and_swap(&*s))),
-        ("scan_by_prefix", |s| pollster::block_on(scan_by_prefix(&*s))),
-        ("seed_walkthrough", |s| pollster::block_on(seed_walkthrough(s))),
-        ("explicit_requests", |s| pollster::block_on(explicit_requests(s))),
-        ("repeat_release_gc", |s| pollster::block_on(repeat_release_gc(s))),
+        ("compare_and_swap", |s| {
+            pollster::block_on(compare_and_swap(&*s))
+        }),
+        ("scan_by_prefix", |s| {
+            pollster::block_on(scan_by_prefix(&*s))
+        }),
+        ("seed_walkthrough", |s| {
+            pollster::block_on(seed_walkthrough(s))
+        }),
+        ("explicit_requests", |s| {
+            pollster::block_on(explicit_requests(s))
+        }),
+        ("repeat_release_gc", |s| {
+            pollster::block_on(repeat_release_gc(s))
+        }),
         ("candidates_and_all_or_nothing", |s| {
             pollster::block_on(candidates_and_all_or_nothing(s))
         }),
-        ("future_pools_and_deletion", |s| pollster::block_on(future_pools_and_deletion(s))),
+        ("future_pools_and_deletion", |s| {
+            pollster::block_on(future_pools_and_deletion(s))
+        }),
         ("ipv6_slash64", |s| pollster::block_on(ipv6_slash64(s))),
         ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
     ];
@@ -107,7 +119,11 @@ fn engine(store: Arc<dyn Store>) -> Ipam<Arc<dyn Store>> {
 }
 
 async fn counts(ipam: &Ipam<Arc<dyn Store>>, pool_name: &str) -> [u128; 4] {
-    let p = ipam.pool(&name(pool_name)).await.unwrap().expect("pool exists");
+    let p = ipam
+        .pool(&name(pool_name))
+        .await
+        .unwrap()
+        .expect("pool exists");
     let c = ipam.pool_counts(&p).await.unwrap();
     [c.total, c.reserved, c.allocated, c.available]
 }
@@ -134,8 +150,14 @@ pub async fn compare_and_swap(store: &dyn Store) {
     let mut t = Transaction::new();
     t.put(other.clone(), Record::Cursor(9), Expect::Absent);
     t.put(key.clone(), Record::Cursor(2), Expect::Absent);
-    assert!(matches!(store.commit(t).await, Err(StoreError::Conflict { .. })));
-    assert!(store.get(&other).await.unwrap().is_none(), "half-applied transaction");
+    assert!(matches!(
+        store.commit(t).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(
+        store.get(&other).await.unwrap().is_none(),
+        "half-applied transaction"
+    );
 
     // Compare-and-swap on the version read.
     let mut t = Transaction::new();
@@ -145,13 +167,19 @@ pub async fn compare_and_swap(store: &dyn Store) {
     assert_ne!(v2.version, v1.version, "a write must change the version");
     let mut stale = Transaction::new();
     stale.put(key.clone(), Record::Cursor(3), Expect::Version(v1.version));
-    assert!(matches!(store.commit(stale).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.commit(stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
 
     // A check alone guards a write elsewhere.
     let mut t = Transaction::new();
     t.check(key.clone(), Expect::Version(v1.version));
     t.put(other.clone(), Record::Cursor(4), Expect::Any);
-    assert!(matches!(store.commit(t).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.commit(t).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert!(store.get(&other).await.unwrap().is_none());
 
     // Deletion, then the key is absent again.
@@ -161,7 +189,10 @@ pub async fn compare_and_swap(store: &dyn Store) {
     assert!(store.get(&key).await.unwrap().is_none());
     let mut t = Transaction::new();
     t.delete(key.clone(), Expect::Version(v2.version));
-    assert!(matches!(store.commit(t).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.commit(t).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let mut t = Transaction::new();
     t.delete(key.clone(), Expect::Any);
     store.commit(t).await.unwrap();
@@ -171,17 +202,41 @@ pub async fn compare_and_swap(store: &dyn Store) {
 pub async fn scan_by_prefix(store: &dyn Store) {
     let mut t = Transaction::new();
     for p in ["b", "a", "ab"] {
-        t.put(Key::Pool(name(p)), Record::Pool(pool(p, "10.0.0.0/24", &["10.0.0.1"])), Expect::Absent);
+        t.put(
+            Key::Pool(name(p)),
+            Record::Pool(pool(p, "10.0.0.0/24", &["10.0.0.1"])),
+            Expect::Absent,
+        );
         t.put(Key::Cursor(name(p)), Record::Cursor(5), Expect::Absent);
     }
     let mut blk = crate::alloc::Block::default();
     blk.insert(3);
     for (p, index) in [("a", 2u128), ("a", 1), ("ab", 1)] {
-        t.put(Key::Block { pool: name(p), index }, Record::Block(blk.clone()), Expect::Absent);
+        t.put(
+            Key::Block {
+                pool: name(p),
+                index,
+            },
+            Record::Block(blk.clone()),
+            Expect::Absent,
+        );
     }
     store.commit(t).await.unwrap();
-    let pools: Vec<Key> = store.scan(&Prefix::Pools).await.unwrap().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(pools, vec![Key::Pool(name("a")), Key::Pool(name("ab")), Key::Pool(name("b"))]);
+    let pools: Vec<Key> = store
+        .scan(&Prefix::Pools)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        pools,
+        vec![
+            Key::Pool(name("a")),
+            Key::Pool(name("ab")),
+            Key::Pool(name("b"))
+        ]
+    );
     let blocks: Vec<Key> = store
         .scan(&Prefix::Blocks(name("a")))
         .await
@@ -191,7 +246,16 @@ pub async fn scan_by_prefix(store: &dyn Store) {
         .collect();
     assert_eq!(
         blocks,
-        vec![Key::Block { pool: name("a"), index: 1 }, Key::Block { pool: name("a"), index: 2 }]
+        vec![
+            Key::Block {
+                pool: name("a"),
+                index: 1
+            },
+            Key::Block {
+                pool: name("a"),
+                index: 2
+            }
+        ]
     );
     assert!(store.scan(&Prefix::Owners).await.unwrap().is_empty());
 }
@@ -201,7 +265,10 @@ pub async fn seed_walkthrough(store: Arc<dyn Store>) {
     let ipam = engine(store);
     // 1. A ReservedIP, then 2. a pool of three addresses of which two are reserved.
     let r = reserved("test-reservedip", &["10.6.168.131-10.6.168.132"]);
-    assert_eq!(ipam.apply_reserved_ip(r.clone()).await.unwrap(), Applied::Created);
+    assert_eq!(
+        ipam.apply_reserved_ip(r.clone()).await.unwrap(),
+        Applied::Created
+    );
     assert_eq!(ipam.apply_reserved_ip(r).await.unwrap(), Applied::Unchanged);
     let p = pool("test-ippool", "10.6.0.0/16", &["10.6.168.131-10.6.168.133"]);
     assert_eq!(ipam.apply_pool(p).await.unwrap(), Applied::Created);
@@ -215,7 +282,10 @@ pub async fn seed_walkthrough(store: Arc<dyn Store>) {
         Err(Error::Exhausted { pools }) => {
             assert_eq!(pools.len(), 1);
             assert_eq!(pools[0].pool, name("test-ippool"));
-            assert_eq!((pools[0].total, pools[0].reserved, pools[0].allocated), (3, 2, 1));
+            assert_eq!(
+                (pools[0].total, pools[0].reserved, pools[0].allocated),
+                (3, 2, 1)
+            );
         }
         other => panic!("expected used up, got {other:?}"),
     }
@@ -223,23 +293,47 @@ pub async fn seed_walkthrough(store: Arc<dyn Store>) {
 
     // 4. Widening the reservation over the held address does not take it away ...
     let wide = reserved("test-reservedip", &["10.6.168.131-10.6.168.133"]);
-    assert_eq!(ipam.apply_reserved_ip(wide).await.unwrap(), Applied::Configured);
-    assert_eq!(addr_of(&ipam, &pod_a).await.unwrap(), ip("10.6.168.133"), "repeat ADD keeps it");
+    assert_eq!(
+        ipam.apply_reserved_ip(wide).await.unwrap(),
+        Applied::Configured
+    );
+    assert_eq!(
+        addr_of(&ipam, &pod_a).await.unwrap(),
+        ip("10.6.168.133"),
+        "repeat ADD keeps it"
+    );
     assert_eq!(counts(&ipam, "test-ippool").await, [3, 3, 1, 0]);
     // ... but once released, it cannot be handed out again while reserved.
-    assert_eq!(ipam.release(&owner("pod-a"), Some("net1")).await.unwrap().len(), 1);
+    assert_eq!(
+        ipam.release(&owner("pod-a"), Some("net1"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let pod_a2 = request("pod-a2", &["test-ippool"]);
-    assert!(matches!(ipam.allocate(&pod_a2).await, Err(Error::Exhausted { .. })));
-    assert!(matches!(ipam.allocate(&pod_b).await, Err(Error::Exhausted { .. })));
+    assert!(matches!(
+        ipam.allocate(&pod_a2).await,
+        Err(Error::Exhausted { .. })
+    ));
+    assert!(matches!(
+        ipam.allocate(&pod_b).await,
+        Err(Error::Exhausted { .. })
+    ));
     assert_eq!(counts(&ipam, "test-ippool").await, [3, 3, 0, 0]);
 
     // 5. Deleting the ReservedIP frees the addresses at once: both Pods run.
-    ipam.delete_reserved_ip(&name("test-reservedip")).await.unwrap();
+    ipam.delete_reserved_ip(&name("test-reservedip"))
+        .await
+        .unwrap();
     let a = addr_of(&ipam, &pod_a2).await.unwrap();
     let b = addr_of(&ipam, &pod_b).await.unwrap();
     assert_ne!(a, b);
     let p = ipam.pool(&name("test-ippool")).await.unwrap().unwrap();
-    assert!(p.capacity().contains(crate::addr::to_u128(a)) && p.capacity().contains(crate::addr::to_u128(b)));
+    assert!(
+        p.capacity().contains(crate::addr::to_u128(a))
+            && p.capacity().contains(crate::addr::to_u128(b))
+    );
     assert_eq!(counts(&ipam, "test-ippool").await, [3, 0, 2, 1]);
     assert!(matches!(
         ipam.delete_reserved_ip(&name("test-reservedip")).await,
@@ -257,8 +351,12 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
         gateway: Some("10.6.0.1".into()),
         ..Default::default()
     };
-    ipam.apply_pool(IpPool::new("p", spec).unwrap()).await.unwrap();
-    ipam.apply_reserved_ip(reserved("outside-hosts", &["10.6.0.20-10.6.0.29"])).await.unwrap();
+    ipam.apply_pool(IpPool::new("p", spec).unwrap())
+        .await
+        .unwrap();
+    ipam.apply_reserved_ip(reserved("outside-hosts", &["10.6.0.20-10.6.0.29"]))
+        .await
+        .unwrap();
     let ask = |id: &str, addr: &str| {
         let mut r = request(id, &["p"]);
         r.slots[0].requested = Some(ip(addr));
@@ -270,7 +368,9 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     };
     assert_eq!(
         reason(ipam.allocate(&ask("c1", "10.6.0.25")).await),
-        Unavailable::Reserved { by: vec![name("outside-hosts")] }
+        Unavailable::Reserved {
+            by: vec![name("outside-hosts")]
+        }
     );
     assert!(matches!(
         reason(ipam.allocate(&ask("c1", "10.6.0.9")).await),
@@ -286,11 +386,16 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     ));
     assert_eq!(
         reason(ipam.allocate(&ask("c1", "10.7.0.5")).await),
-        Unavailable::OutsidePools { pools: vec![name("p")] }
+        Unavailable::OutsidePools {
+            pools: vec![name("p")]
+        }
     );
     let mut net_reserved = ask("c1", "10.6.0.40");
     net_reserved.reserved = FamilySets::from_ranges(&["10.6.0.40".parse().unwrap()]);
-    assert_eq!(reason(ipam.allocate(&net_reserved).await), Unavailable::Reserved { by: vec![] });
+    assert_eq!(
+        reason(ipam.allocate(&net_reserved).await),
+        Unavailable::Reserved { by: vec![] }
+    );
 
     let got = ipam.allocate(&ask("c1", "10.6.0.50")).await.unwrap();
     assert_eq!(got[0].address, ip("10.6.0.50"));
@@ -301,11 +406,23 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     // Automatic allocation skips the reserved, excluded and held addresses.
     let mut seen = BTreeSet::new();
     for i in 0..240 {
-        let a = addr_of(&ipam, &request(&format!("auto{i}"), &["p"])).await.unwrap();
+        let a = addr_of(&ipam, &request(&format!("auto{i}"), &["p"]))
+            .await
+            .unwrap();
         let v = crate::addr::to_u128(a);
         assert!(seen.insert(a), "{a} handed out twice");
         assert!(!(0x0a06_0014..=0x0a06_001d).contains(&v), "{a} is reserved");
-        assert!(![0x0a06_0000, 0x0a06_0001, 0x0a06_0009, 0x0a06_0032, 0x0a06_00ff].contains(&v), "{a}");
+        assert!(
+            ![
+                0x0a06_0000,
+                0x0a06_0001,
+                0x0a06_0009,
+                0x0a06_0032,
+                0x0a06_00ff
+            ]
+            .contains(&v),
+            "{a}"
+        );
     }
     // 256 - network - broadcast - gateway - 1 excluded = 252; 10 reserved; 241 held; 1 left.
     assert_eq!(counts(&ipam, "p").await, [252, 10, 241, 1]);
@@ -313,7 +430,10 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     assert!(!e.allocatable());
     assert_eq!(e.reserved_by, vec![name("outside-hosts")]);
     let e = ipam.explain(ip("10.6.0.50")).await.unwrap();
-    assert_eq!(e.pools[0].held.as_ref().map(|a| a.owner.clone()), Some(owner("c1")));
+    assert_eq!(
+        e.pools[0].held.as_ref().map(|a| a.owner.clone()),
+        Some(owner("c1"))
+    );
     assert!(e.to_string().contains("held by c1/eth0"), "{e}");
 }
 
@@ -321,16 +441,27 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
 /// and other networks.
 pub async fn repeat_release_gc(store: Arc<dyn Store>) {
     let ipam = engine(store);
-    ipam.apply_pool(pool("p", "fd00::/120", &["fd00::/120"])).await.unwrap();
+    ipam.apply_pool(pool("p", "fd00::/120", &["fd00::/120"]))
+        .await
+        .unwrap();
     let first = ipam.allocate(&request("c1", &["p"])).await.unwrap();
     let again = ipam.allocate(&request("c1", &["p"])).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(counts(&ipam, "p").await[2], 1);
     assert_eq!(ipam.owner_allocations(&owner("c1")).await.unwrap(), first);
 
-    assert_eq!(ipam.release(&owner("c1"), Some("other-net")).await.unwrap(), vec![]);
-    assert_eq!(ipam.release(&owner("c1"), Some("net1")).await.unwrap(), first);
-    assert_eq!(ipam.release(&owner("c1"), Some("net1")).await.unwrap(), vec![]);
+    assert_eq!(
+        ipam.release(&owner("c1"), Some("other-net")).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        ipam.release(&owner("c1"), Some("net1")).await.unwrap(),
+        first
+    );
+    assert_eq!(
+        ipam.release(&owner("c1"), Some("net1")).await.unwrap(),
+        vec![]
+    );
     assert_eq!(ipam.release(&owner("never"), None).await.unwrap(), vec![]);
     assert_eq!(counts(&ipam, "p").await[2], 0);
     assert!(ipam.allocations(None).await.unwrap().is_empty());
@@ -344,8 +475,11 @@ pub async fn repeat_release_gc(store: Arc<dyn Store>) {
     let valid: BTreeSet<Owner> = [owner("k2")].into();
     let report = ipam.gc("net1", &valid).await.unwrap();
     assert!(report.failures.is_empty());
-    let released: BTreeSet<String> =
-        report.released.iter().map(|a| a.owner.container_id().to_owned()).collect();
+    let released: BTreeSet<String> = report
+        .released
+        .iter()
+        .map(|a| a.owner.container_id().to_owned())
+        .collect();
     assert_eq!(released, ["k1".to_string(), "k3".to_string()].into());
     let left: BTreeSet<String> = ipam
         .allocations(None)
@@ -362,19 +496,34 @@ pub async fn repeat_release_gc(store: Arc<dyn Store>) {
 /// nothing.
 pub async fn candidates_and_all_or_nothing(store: Arc<dyn Store>) {
     let ipam = engine(store);
-    ipam.apply_pool(pool("small", "10.1.0.0/24", &["10.1.0.10-10.1.0.11"])).await.unwrap();
-    ipam.apply_pool(pool("big", "10.2.0.0/24", &["10.2.0.10-10.2.0.20"])).await.unwrap();
-    ipam.apply_pool(pool("v6", "fd00::/120", &["fd00::1"])).await.unwrap();
+    ipam.apply_pool(pool("small", "10.1.0.0/24", &["10.1.0.10-10.1.0.11"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("big", "10.2.0.0/24", &["10.2.0.10-10.2.0.20"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("v6", "fd00::/120", &["fd00::1"]))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for i in 0..4 {
-        got.push(addr_of(&ipam, &request(&format!("c{i}"), &["small", "big"])).await.unwrap());
+        got.push(
+            addr_of(&ipam, &request(&format!("c{i}"), &["small", "big"]))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(got[..2], [ip("10.1.0.10"), ip("10.1.0.11")]);
-    assert!(got[2..].iter().all(|a| a.to_string().starts_with("10.2.0.")));
+    assert!(got[2..]
+        .iter()
+        .all(|a| a.to_string().starts_with("10.2.0.")));
 
     let dual = |id: &str| {
         let mut r = request(id, &["big"]);
-        r.slots.push(Slot { pools: vec![name("v6")], requested: None });
+        r.slots.push(Slot {
+            pools: vec![name("v6")],
+            requested: None,
+        });
         r
     };
     let both = ipam.allocate(&dual("d1")).await.unwrap();
@@ -385,8 +534,16 @@ pub async fn candidates_and_all_or_nothing(store: Arc<dyn Store>) {
         Err(Error::Exhausted { pools }) => assert_eq!(pools[0].pool, name("v6")),
         other => panic!("expected used up, got {other:?}"),
     }
-    assert_eq!(counts(&ipam, "big").await, before, "a failed request must take nothing");
-    assert!(ipam.owner_allocations(&owner("d2")).await.unwrap().is_empty());
+    assert_eq!(
+        counts(&ipam, "big").await,
+        before,
+        "a failed request must take nothing"
+    );
+    assert!(ipam
+        .owner_allocations(&owner("d2"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(matches!(
         ipam.allocate(&request("x", &["missing"])).await,
         Err(Error::NotFound { .. })
@@ -397,8 +554,12 @@ pub async fn candidates_and_all_or_nothing(store: Arc<dyn Store>) {
 /// by force, which releases its addresses.
 pub async fn future_pools_and_deletion(store: Arc<dyn Store>) {
     let ipam = engine(store);
-    ipam.apply_reserved_ip(reserved("r", &["10.9.0.0/25"])).await.unwrap();
-    ipam.apply_pool(pool("later", "10.9.0.0/24", &["10.9.0.0/24"])).await.unwrap();
+    ipam.apply_reserved_ip(reserved("r", &["10.9.0.0/25"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("later", "10.9.0.0/24", &["10.9.0.0/24"]))
+        .await
+        .unwrap();
     assert_eq!(counts(&ipam, "later").await, [254, 127, 0, 127]);
     let a = addr_of(&ipam, &request("c1", &["later"])).await.unwrap();
     assert_eq!(a, ip("10.9.0.128"));
@@ -409,24 +570,42 @@ pub async fn future_pools_and_deletion(store: Arc<dyn Store>) {
     let released = ipam.delete_pool(&name("later"), true).await.unwrap();
     assert_eq!(released.len(), 1);
     assert!(ipam.pool(&name("later")).await.unwrap().is_none());
-    assert!(ipam.owner_allocations(&owner("c1")).await.unwrap().is_empty());
+    assert!(ipam
+        .owner_allocations(&owner("c1"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(ipam.release(&owner("c1"), None).await.unwrap().is_empty());
     // Re-created, the pool starts empty.
-    ipam.apply_pool(pool("later", "10.9.0.0/24", &["10.9.0.0/24"])).await.unwrap();
+    ipam.apply_pool(pool("later", "10.9.0.0/24", &["10.9.0.0/24"]))
+        .await
+        .unwrap();
     assert_eq!(counts(&ipam, "later").await, [254, 127, 0, 127]);
 }
 
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.
 pub async fn ipv6_slash64(store: Arc<dyn Store>) {
     let ipam = engine(store.clone());
-    ipam.apply_pool(pool("v6", "fd00:1::/64", &["fd00:1::/64"])).await.unwrap();
-    ipam.apply_reserved_ip(reserved("low", &["fd00:1::-fd00:1::ffff"])).await.unwrap();
+    ipam.apply_pool(pool("v6", "fd00:1::/64", &["fd00:1::/64"]))
+        .await
+        .unwrap();
+    ipam.apply_reserved_ip(reserved("low", &["fd00:1::-fd00:1::ffff"]))
+        .await
+        .unwrap();
     for i in 0..100 {
-        let a = addr_of(&ipam, &request(&format!("c{i}"), &["v6"])).await.unwrap();
+        let a = addr_of(&ipam, &request(&format!("c{i}"), &["v6"]))
+            .await
+            .unwrap();
         assert_eq!(a, ip(&format!("fd00:1::1:{:x}", i)));
     }
-    assert_eq!(counts(&ipam, "v6").await, [1 << 64, 65536, 100, (1 << 64) - 65536 - 100]);
-    assert_eq!(store.scan(&Prefix::Blocks(name("v6"))).await.unwrap().len(), 1);
+    assert_eq!(
+        counts(&ipam, "v6").await,
+        [1 << 64, 65536, 100, (1 << 64) - 65536 - 100]
+    );
+    assert_eq!(
+        store.scan(&Prefix::Blocks(name("v6"))).await.unwrap().len(),
+        1
+    );
 }
 
 /// `threads` writers each make `per_thread` allocations on
