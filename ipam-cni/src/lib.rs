@@ -2,5 +2,7 @@
 //! both binaries stay thin and their logic is testable.
 //!
 //! - [`store`]: picks and opens the store a configuration or a flag names.
+//! - [`ctl`]: the `ipamctl` commands.
 
+pub mod ctl;
 pub mod store;

@@ -1,0 +1,284 @@
+//! The command line of `ipamctl` and its dispatch: parse, open the store, run one command,
+//! close the store.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipam_core::Ipam;
+
+use super::commands::{self, GetOptions, Resource};
+use super::error::CtlError;
+use super::manifest::{self, Input};
+use super::output::Format;
+use crate::store::{self, StoreChoice, DEFAULT_DATA_DIR, DEFAULT_LOCK_WAIT};
+
+/// `ipamctl`: the operator's CLI for IPPools, ReservedIPs and allocations.
+#[derive(Debug, Parser)]
+#[command(name = "ipamctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Directory of the embedded store (as `dataDir` of the CNI configuration).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Which store holds the state.
+    #[arg(long, global = true, value_enum, default_value_t = StoreKind::Redb)]
+    pub store: StoreKind,
+    /// The kubeconfig of `--store kubernetes`.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `--store` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// redb in the data directory (the default).
+    Redb,
+    /// sled in the data directory.
+    Sled,
+    /// Kubernetes custom resources (no backend in this build).
+    Kubernetes,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update IPPools and ReservedIPs from manifests.
+    Apply {
+        /// A file, a directory of *.yaml|*.yml|*.json, or - for standard input; repeatable.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<String>,
+    },
+    /// Show IPPools, ReservedIPs or allocations.
+    Get {
+        /// ippools, reservedips or allocations (or TYPE/NAME).
+        resource: String,
+        /// One object (for allocations: its address).
+        name: Option<String>,
+        /// Output format: wide, json or yaml.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+        output: Option<Format>,
+        /// Allocations of this pool only.
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
+    },
+    /// Delete an IPPool or a ReservedIP.
+    Delete {
+        /// ippool or reservedip (or TYPE/NAME).
+        resource: String,
+        /// The object's name.
+        name: Option<String>,
+        /// Delete a pool even if it has allocations, releasing them.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tell every reason an address is or is not allocatable.
+    Explain {
+        /// The address.
+        address: String,
+    },
+}
+
+/// Splits `TYPE/NAME` (kubectl's form) or takes `TYPE` and `NAME` apart.
+fn target(resource: &str, name: Option<String>) -> Result<(Resource, Option<String>), CtlError> {
+    match resource.split_once('/') {
+        Some((kind, n)) if name.is_none() && !n.is_empty() => {
+            Ok((Resource::parse(kind)?, Some(n.to_owned())))
+        }
+        Some(_) => Err(CtlError::Usage(format!(
+            "{resource:?}: give either TYPE/NAME or TYPE NAME"
+        ))),
+        None => Ok((Resource::parse(resource)?, name)),
+    }
+}
+
+impl Cli {
+    /// Runs the command: validates what can be validated without the store, then opens the
+    /// store (and holds its lock) only for the command itself.
+    pub fn run(
+        self,
+        stdin: &mut dyn Read,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let choice = match (self.store, self.kubeconfig) {
+            (StoreKind::Redb, None) => StoreChoice::Redb,
+            (StoreKind::Sled, None) => StoreChoice::Sled,
+            (StoreKind::Kubernetes, kubeconfig) => StoreChoice::Kubernetes { kubeconfig },
+            (_, Some(_)) => {
+                return Err(CtlError::Usage(
+                    "--kubeconfig is for --store kubernetes".to_owned(),
+                ))
+            }
+        };
+        // Decided before the store is opened: a refused input must not even create a data
+        // directory, and a typo must not wait for the store's lock.
+        enum Plan {
+            Apply(Vec<manifest::Manifest>),
+            Get(Resource, GetOptions),
+            Delete(Resource, String, bool),
+            Explain(String),
+        }
+        let plan = match self.command {
+            Command::Apply { files } => {
+                let inputs: Vec<Input> = files.iter().map(|f| Input::from_arg(f)).collect();
+                Plan::Apply(manifest::load(&inputs, stdin)?)
+            }
+            Command::Get {
+                resource,
+                name,
+                output,
+                pool,
+            } => {
+                let (resource, name) = target(&resource, name)?;
+                Plan::Get(
+                    resource,
+                    GetOptions {
+                        name,
+                        pool,
+                        format: output.unwrap_or_default(),
+                    },
+                )
+            }
+            Command::Delete {
+                resource,
+                name,
+                force,
+            } => {
+                let (resource, name) = target(&resource, name)?;
+                let name = name.ok_or_else(|| {
+                    CtlError::Usage(format!(
+                        "delete {}: which one? give its NAME",
+                        resource.singular()
+                    ))
+                })?;
+                Plan::Delete(resource, name, force)
+            }
+            Command::Explain { address } => Plan::Explain(address),
+        };
+
+        let store = store::open(&choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
+            CtlError::Open {
+                data_dir: self.data_dir.clone(),
+                source,
+            }
+        })?;
+        let ipam = Ipam::new(store);
+        pollster::block_on(async {
+            match plan {
+                Plan::Apply(manifests) => commands::apply(&ipam, &manifests, out, err).await,
+                Plan::Get(resource, options) => {
+                    commands::get(&ipam, resource, &options, out, err).await
+                }
+                Plan::Delete(resource, name, force) => {
+                    commands::delete(&ipam, resource, &name, force, out, err).await
+                }
+                Plan::Explain(address) => commands::explain(&ipam, &address, out).await,
+            }
+        })
+    }
+}
+
+/// The whole program: parses `args`, runs, and returns the exit status (0 or 1), having
+/// written a one-line reason to `err` on failure. `--help` and `--version` exit 0.
+pub fn main_with<I, T>(
+    args: I,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = write!(out, "{e}");
+                return 0;
+            }
+            // clap's message spans several lines; the contract wants one.
+            // Keep what precedes the usage summary, joined.
+            let rendered = e.render().to_string();
+            let message = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            let _ = writeln!(err, "error: {message} (see ipamctl --help)");
+            return 1;
+        }
+    };
+    match cli.run(stdin, out, err) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = out.flush();
+            let _ = writeln!(err, "error: {}", e.one_line());
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `ipamctl` with `args` on an empty stdin: (status, stdout, stderr).
+    fn ipamctl(args: &[&str]) -> (i32, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = main_with(
+            std::iter::once("ipamctl").chain(args.iter().copied()),
+            &mut std::io::empty(),
+            &mut out,
+            &mut err,
+        );
+        (
+            status,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_and_exit_1() {
+        for (args, expect) in [
+            (&["frobnicate"][..], "error: unrecognized subcommand 'frobnicate' (see ipamctl --help)\n"),
+            (&["get"], "error: the following required arguments were not provided: <RESOURCE> (see ipamctl --help)\n"),
+            (&["get", "pods"], "error: unknown resource type \"pods\"; use ippools, reservedips or allocations\n"),
+            (&["get", "ippools", "-o", "xml"], "error: invalid value 'xml' for '--output <FORMAT>': unknown output format \"xml\"; allowed: wide, json, yaml (see ipamctl --help)\n"),
+            (&["delete", "ippool"], "error: delete ippool: which one? give its NAME\n"),
+            (&["delete", "ippool/a", "b"], "error: \"ippool/a\": give either TYPE/NAME or TYPE NAME\n"),
+            (&["--kubeconfig", "/k", "get", "ippools"], "error: --kubeconfig is for --store kubernetes\n"),
+            (&["apply"], "error: the following required arguments were not provided: --filename <PATH> (see ipamctl --help)\n"),
+        ] {
+            let (status, out, err) = ipamctl(args);
+            assert_eq!((status, out.as_str(), err.as_str()), (1, "", expect), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_store_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let (status, _, err) =
+            ipamctl(&["--data-dir", d, "--store", "kubernetes", "get", "ippools"]);
+        assert_eq!(status, 1);
+        assert!(err.starts_with("error: cannot open the store in "), "{err}");
+        assert!(err.contains("no Kubernetes backend"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn help_exits_0() {
+        let (status, out, _) = ipamctl(&["--help"]);
+        assert_eq!(status, 0);
+        assert!(out.contains("apply") && out.contains("explain"), "{out}");
+    }
+}

@@ -1,0 +1,622 @@
+//! The commands of `ipamctl`, as functions over an [`Ipam`] engine on any store, writing to
+//! the given output and error streams. The binary picks the store and the streams; tests use
+//! a [`MemoryStore`](ipam_core::MemoryStore) and buffers.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use ipam_core::{Allocation, Error, Ipam, ObjectName, Store};
+
+use super::error::CtlError;
+use super::manifest::{Manifest, Object};
+use super::output::{self, AllocationOut, AllocationsOut, Format, ListOut};
+
+/// The resource types of `get` and `delete`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// IPPools.
+    Pools,
+    /// ReservedIPs.
+    ReservedIps,
+    /// Allocations.
+    Allocations,
+}
+
+impl Resource {
+    /// Reads a resource type as kubectl would: singular or plural, any case, and
+    /// Spiderpool's names and short names (`sp`, `sr`) too.
+    pub fn parse(text: &str) -> Result<Resource, CtlError> {
+        match text.to_ascii_lowercase().as_str() {
+            "ippool" | "ippools" | "spiderippool" | "spiderippools" | "sp" => Ok(Resource::Pools),
+            "reservedip" | "reservedips" | "spiderreservedip" | "spiderreservedips" | "sr" => {
+                Ok(Resource::ReservedIps)
+            }
+            "allocation" | "allocations" => Ok(Resource::Allocations),
+            _ => Err(CtlError::Usage(format!(
+                "unknown resource type {text:?}; use ippools, reservedips or allocations"
+            ))),
+        }
+    }
+
+    /// The singular name, as in `ippool/NAME` and `ippool "NAME" not found`.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Resource::Pools => "ippool",
+            Resource::ReservedIps => "reservedip",
+            Resource::Allocations => "allocation",
+        }
+    }
+}
+
+/// `apply`: creates or updates every object of already validated `manifests`, printing
+/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`.
+///
+/// ReservedIPs are applied before pools, whatever their order in the input: a pool that
+/// appears together with the reservation meant for it is never visible to an allocation
+/// without that reservation.
+pub async fn apply<S: Store>(
+    ipam: &Ipam<S>,
+    manifests: &[Manifest],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    for m in manifests {
+        for w in &m.warnings {
+            writeln!(err, "warning: {w}")?;
+        }
+    }
+    let reserved = manifests
+        .iter()
+        .filter(|m| matches!(m.object, Object::Reserved(_)));
+    let pools = manifests
+        .iter()
+        .filter(|m| matches!(m.object, Object::Pool(_)));
+    for m in reserved.chain(pools) {
+        let applied = match &m.object {
+            Object::Pool(p) => ipam.apply_pool(p.clone()).await?,
+            Object::Reserved(r) => ipam.apply_reserved_ip(r.clone()).await?,
+        };
+        writeln!(out, "{} {applied}", m.object)?;
+    }
+    Ok(())
+}
+
+/// Options of `get`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// One object by name (for allocations: an address).
+    pub name: Option<String>,
+    /// For allocations: only those of this pool.
+    pub pool: Option<String>,
+    /// The output format.
+    pub format: Format,
+}
+
+/// `get`: prints pools, ReservedIPs or allocations.
+///
+/// A missing named object is [`CtlError::NotFound`]; an empty list prints
+/// `No resources found` on `err` (tables) or an empty list (JSON, YAML), as kubectl does.
+pub async fn get<S: Store>(
+    ipam: &Ipam<S>,
+    resource: Resource,
+    options: &GetOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let not_found = |name: &str| CtlError::NotFound {
+        kind: resource.singular(),
+        name: name.to_owned(),
+    };
+    if options.pool.is_some() && resource != Resource::Allocations {
+        return Err(CtlError::Usage(
+            "--pool applies to allocations only".to_owned(),
+        ));
+    }
+    let wide = options.format == Format::Wide;
+    let text = match resource {
+        Resource::Pools => {
+            let pools = match &options.name {
+                Some(name) => {
+                    let pool = match ObjectName::new(name.as_str()) {
+                        Ok(n) => ipam.pool(&n).await?,
+                        // No object can have an invalid name.
+                        Err(_) => None,
+                    };
+                    vec![pool.ok_or_else(|| not_found(name))?]
+                }
+                None => ipam.pools().await?,
+            };
+            let mut rows = Vec::with_capacity(pools.len());
+            for pool in pools {
+                let counts = ipam.pool_counts(&pool).await?;
+                rows.push((pool, counts));
+            }
+            match options.format {
+                Format::Table | Format::Wide => table_text(output::pools_table(&rows, wide)),
+                f => {
+                    let items: Vec<_> = rows.iter().map(|(p, c)| output::pool_out(p, c)).collect();
+                    render_one_or_list(items, options.name.is_some(), f)?
+                }
+            }
+        }
+        Resource::ReservedIps => {
+            let mut all = ipam.reserved_ips().await?;
+            if let Some(name) = &options.name {
+                all.retain(|r| r.name().as_str() == name);
+                if all.is_empty() {
+                    return Err(not_found(name));
+                }
+            }
+            match options.format {
+                Format::Table | Format::Wide => table_text(output::reserved_table(&all, wide)),
+                f => {
+                    let items: Vec<_> = all.iter().map(output::reserved_out).collect();
+                    render_one_or_list(items, options.name.is_some(), f)?
+                }
+            }
+        }
+        Resource::Allocations => {
+            let pool = match &options.pool {
+                None => None,
+                Some(p) => {
+                    let name = ObjectName::new(p.as_str()).map_err(|_| CtlError::NotFound {
+                        kind: "ippool",
+                        name: p.clone(),
+                    })?;
+                    if ipam.pool(&name).await?.is_none() {
+                        return Err(CtlError::NotFound {
+                            kind: "ippool",
+                            name: p.clone(),
+                        });
+                    }
+                    Some(name)
+                }
+            };
+            let mut all: Vec<Allocation> = ipam.allocations(pool.as_ref()).await?;
+            if let Some(name) = &options.name {
+                let address = parse_address(name, "an allocation is named by its address")?;
+                all.retain(|a| a.address == address);
+                if all.is_empty() {
+                    return Err(not_found(name));
+                }
+            }
+            match options.format {
+                Format::Table | Format::Wide => table_text(output::allocations_table(&all, wide)),
+                f => {
+                    let items = all.iter().map(AllocationOut::from).collect();
+                    render(&AllocationsOut { items }, f)?
+                }
+            }
+        }
+    };
+    match text {
+        Some(text) => out.write_all(text.as_bytes())?,
+        None => writeln!(err, "No resources found")?,
+    }
+    Ok(())
+}
+
+/// A table's text, or `None` when it has no rows.
+fn table_text(table: output::Table) -> Option<String> {
+    (!table.is_empty()).then(|| table.render())
+}
+
+/// One object when a name was asked for, else a `List` (possibly empty).
+fn render_one_or_list<T: serde::Serialize>(
+    mut items: Vec<T>,
+    named: bool,
+    format: Format,
+) -> Result<Option<String>, CtlError> {
+    if named && items.len() == 1 {
+        render(&items.remove(0), format)
+    } else {
+        render(&ListOut::new(items), format)
+    }
+}
+
+fn render<T: serde::Serialize>(value: &T, format: Format) -> Result<Option<String>, CtlError> {
+    output::render(value, format)
+        .map(Some)
+        .map_err(CtlError::Render)
+}
+
+/// `delete`: removes one pool or ReservedIP, printing `ippool/NAME deleted`.
+///
+/// A pool with allocations is refused unless `force`; with `force` its allocations are
+/// released and listed on `err`, since their owners will not be told.
+pub async fn delete<S: Store>(
+    ipam: &Ipam<S>,
+    resource: Resource,
+    name: &str,
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let not_found = || CtlError::NotFound {
+        kind: resource.singular(),
+        name: name.to_owned(),
+    };
+    let object_name = match resource {
+        Resource::Allocations => return Err(CtlError::Usage(
+            "allocations are not deleted with ipamctl: their owners release them (CNI DEL or GC); \
+                 delete the pool with --force to drop all of its allocations"
+                .to_owned(),
+        )),
+        _ => ObjectName::new(name).map_err(|_| not_found())?,
+    };
+    let result = match resource {
+        Resource::Pools => ipam.delete_pool(&object_name, force).await,
+        _ => ipam
+            .delete_reserved_ip(&object_name)
+            .await
+            .map(|()| Vec::new()),
+    };
+    let released = match result {
+        Ok(released) => released,
+        Err(Error::NotFound { .. }) => return Err(not_found()),
+        Err(Error::PoolInUse { pool, allocated }) => {
+            return Err(CtlError::PoolInUse { pool, allocated })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !released.is_empty() {
+        let list: Vec<String> = released
+            .iter()
+            .map(|a| format!("{} ({})", a.address, a.owner))
+            .collect();
+        writeln!(
+            err,
+            "warning: released {} allocation(s) of ippool/{name}: {}",
+            released.len(),
+            list.join(", ")
+        )?;
+    }
+    writeln!(out, "{}/{name} deleted", resource.singular())?;
+    Ok(())
+}
+
+/// `explain`: prints every reason `address` is or is not allocatable.
+pub async fn explain<S: Store>(
+    ipam: &Ipam<S>,
+    address: &str,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let address = parse_address(address, "explain takes one address")?;
+    let explanation = ipam.explain(address).await?;
+    write!(out, "{explanation}")?;
+    Ok(())
+}
+
+/// Parses one address strictly (as everywhere in the project).
+fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlError> {
+    ipam_core::addr::parse_addr(text)
+        .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::manifest::{parse_text, Format as In};
+    use ipam_core::{FamilySets, MemoryStore, Owner, PodRef, Request, Slot};
+    use pollster::block_on;
+
+    const SEED: &str = "\
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderIPPool
+metadata:
+  name: test-ippool
+spec:
+  subnet: 10.6.0.0/16
+  ips:
+  - 10.6.168.131-10.6.168.133
+---
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderReservedIP
+metadata:
+  name: test-reservedip
+spec:
+  ips:
+  - 10.6.168.131-10.6.168.132
+";
+
+    /// Runs a command on `ipam` and returns (stdout, stderr) or the error's message.
+    fn run(
+        f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<(), CtlError>,
+    ) -> Result<(String, String), String> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        f(&mut out, &mut err).map_err(|e| e.one_line())?;
+        Ok((
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        ))
+    }
+
+    fn apply_text(ipam: &Ipam<MemoryStore>, text: &str) -> Result<(String, String), String> {
+        let manifests = parse_text("m.yaml", text, In::Yaml).map_err(|e| e.to_string())?;
+        run(|o, e| block_on(apply(ipam, &manifests, o, e)))
+    }
+
+    fn get_text(
+        ipam: &Ipam<MemoryStore>,
+        resource: &str,
+        options: GetOptions,
+    ) -> Result<(String, String), String> {
+        let r = Resource::parse(resource).map_err(|e| e.to_string())?;
+        run(|o, e| block_on(get(ipam, r, &options, o, e)))
+    }
+
+    fn allocate(ipam: &Ipam<MemoryStore>, id: &str) -> Result<Vec<Allocation>, ipam_core::Error> {
+        block_on(ipam.allocate(&Request {
+            owner: Owner::new(id, "eth0").unwrap(),
+            network: "macvlan-net".into(),
+            pod: Some(PodRef {
+                namespace: "default".into(),
+                name: format!("pod-{id}"),
+                uid: None,
+            }),
+            slots: vec![Slot {
+                pools: vec![ObjectName::new("test-ippool").unwrap()],
+                requested: None,
+            }],
+            reserved: FamilySets::default(),
+        }))
+    }
+
+    #[test]
+    fn apply_reports_created_configured_unchanged() {
+        let ipam = Ipam::new(MemoryStore::new());
+        // Reservations go first whatever the input order.
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap().0,
+            "reservedip/test-reservedip created\nippool/test-ippool created\n"
+        );
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap().0,
+            "reservedip/test-reservedip unchanged\nippool/test-ippool unchanged\n"
+        );
+        let widened = SEED.replace("10.6.168.131-10.6.168.132", "10.6.168.131-10.6.168.133");
+        assert_eq!(
+            apply_text(&ipam, &widened).unwrap().0,
+            "reservedip/test-reservedip configured\nippool/test-ippool unchanged\n"
+        );
+    }
+
+    #[test]
+    fn get_pools_counts_per_the_contract() {
+        let ipam = Ipam::new(MemoryStore::new());
+        apply_text(&ipam, SEED).unwrap();
+        let table =
+            |ipam: &Ipam<MemoryStore>| get_text(ipam, "ippools", GetOptions::default()).unwrap().0;
+        assert_eq!(
+            table(&ipam),
+            "NAME          VERSION   SUBNET        TOTAL   RESERVED   ALLOCATED   AVAILABLE\n\
+             test-ippool   4         10.6.0.0/16   3       2          0           1\n"
+        );
+        assert_eq!(
+            allocate(&ipam, "a").unwrap()[0].address.to_string(),
+            "10.6.168.133"
+        );
+        assert!(
+            table(&ipam).ends_with("3       2          1           0\n"),
+            "{}",
+            table(&ipam)
+        );
+        // A reservation over the held address: allocated 1, and it stays unavailable.
+        let widened = SEED.replace("10.6.168.131-10.6.168.132", "10.6.168.131-10.6.168.133");
+        apply_text(&ipam, &widened).unwrap();
+        assert!(
+            table(&ipam).ends_with("3       3          1           0\n"),
+            "{}",
+            table(&ipam)
+        );
+        run(|o, e| {
+            block_on(delete(
+                &ipam,
+                Resource::ReservedIps,
+                "test-reservedip",
+                false,
+                o,
+                e,
+            ))
+        })
+        .unwrap();
+        assert!(
+            table(&ipam).ends_with("3       0          1           2\n"),
+            "{}",
+            table(&ipam)
+        );
+    }
+
+    #[test]
+    fn get_json_and_yaml_shapes() {
+        let ipam = Ipam::new(MemoryStore::new());
+        apply_text(&ipam, SEED).unwrap();
+        let one = |format| GetOptions {
+            name: Some("test-ippool".into()),
+            format,
+            ..Default::default()
+        };
+        let json = get_text(&ipam, "ippool", one(Format::Json)).unwrap().0;
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "apiVersion": "ipam.rs/v1alpha1",
+                "kind": "IPPool",
+                "metadata": {"name": "test-ippool"},
+                "spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.168.131-10.6.168.133"]},
+                "status": {"totalIPCount": 3, "reservedIPCount": 2, "allocatedIPCount": 0, "availableIPCount": 1}
+            })
+        );
+        let yaml = get_text(&ipam, "ippool", one(Format::Yaml)).unwrap().0;
+        let from_yaml: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(from_yaml, v);
+        assert!(
+            yaml.starts_with("apiVersion: ipam.rs/v1alpha1\nkind: IPPool\n"),
+            "{yaml}"
+        );
+
+        let list = get_text(
+            &ipam,
+            "sr",
+            GetOptions {
+                format: Format::Json,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .0;
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [{
+                "apiVersion": "ipam.rs/v1alpha1",
+                "kind": "ReservedIP",
+                "metadata": {"name": "test-reservedip"},
+                "spec": {"ips": ["10.6.168.131-10.6.168.132"]},
+                "status": {"reservedIPCount": 2}
+            }]})
+        );
+        // What get prints applies back unchanged.
+        assert_eq!(
+            apply_text(&ipam, &yaml).unwrap().0,
+            "ippool/test-ippool unchanged\n"
+        );
+        assert_eq!(
+            apply_text(&ipam, &list).unwrap().0,
+            "reservedip/test-reservedip unchanged\n"
+        );
+    }
+
+    #[test]
+    fn allocations_print_flat() {
+        let ipam = Ipam::new(MemoryStore::new());
+        apply_text(&ipam, SEED).unwrap();
+        let json = |name: Option<&str>| {
+            get_text(
+                &ipam,
+                "allocations",
+                GetOptions {
+                    name: name.map(str::to_owned),
+                    format: Format::Json,
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json(None).unwrap().0).unwrap(),
+            serde_json::json!({"items": []})
+        );
+        allocate(&ipam, "c1").unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json(Some("10.6.168.133")).unwrap().0)
+                .unwrap(),
+            serde_json::json!({"items": [{
+                "address": "10.6.168.133", "pool": "test-ippool", "network": "macvlan-net",
+                "containerID": "c1", "ifname": "eth0", "podNamespace": "default", "podName": "pod-c1"
+            }]})
+        );
+        assert_eq!(
+            json(Some("10.6.168.131")).unwrap_err(),
+            r#"allocation "10.6.168.131" not found"#
+        );
+        assert_eq!(
+            json(Some("10.6.168.0131")).unwrap_err(),
+            r#"invalid address "10.6.168.0131": IPv4 octets must not have leading zeros (an allocation is named by its address)"#
+        );
+        let table = get_text(&ipam, "allocation", GetOptions::default())
+            .unwrap()
+            .0;
+        assert_eq!(
+            table,
+            "ADDRESS        POOL          NETWORK       CONTAINER-ID   IFNAME   POD\n\
+             10.6.168.133   test-ippool   macvlan-net   c1             eth0     default/pod-c1\n"
+        );
+    }
+
+    #[test]
+    fn missing_and_empty() {
+        let ipam = Ipam::new(MemoryStore::new());
+        assert_eq!(
+            get_text(&ipam, "ippools", GetOptions::default()).unwrap(),
+            (String::new(), "No resources found\n".into())
+        );
+        let named = |n: &str| GetOptions {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            get_text(&ipam, "ippool", named("x")).unwrap_err(),
+            r#"ippool "x" not found"#
+        );
+        assert_eq!(
+            get_text(&ipam, "reservedips", named("x")).unwrap_err(),
+            r#"reservedip "x" not found"#
+        );
+        assert_eq!(
+            get_text(&ipam, "pods", GetOptions::default()).unwrap_err(),
+            r#"unknown resource type "pods"; use ippools, reservedips or allocations"#
+        );
+        assert_eq!(
+            run(|o, e| block_on(delete(&ipam, Resource::Pools, "x", false, o, e))).unwrap_err(),
+            r#"ippool "x" not found"#
+        );
+    }
+
+    #[test]
+    fn delete_pool_in_use_needs_force() {
+        let ipam = Ipam::new(MemoryStore::new());
+        apply_text(&ipam, SEED).unwrap();
+        allocate(&ipam, "c1").unwrap();
+        let del = |force| {
+            run(|o, e| block_on(delete(&ipam, Resource::Pools, "test-ippool", force, o, e)))
+        };
+        assert_eq!(
+            del(false).unwrap_err(),
+            r#"ippool "test-ippool" has 1 allocation(s); release them (CNI DEL) first, or delete with --force to release them"#
+        );
+        assert!(
+            block_on(ipam.pool(&ObjectName::new("test-ippool").unwrap()))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            del(true).unwrap(),
+            (
+                "ippool/test-ippool deleted\n".into(),
+                "warning: released 1 allocation(s) of ippool/test-ippool: 10.6.168.133 (c1/eth0)\n"
+                    .into()
+            )
+        );
+        assert!(
+            block_on(ipam.pool(&ObjectName::new("test-ippool").unwrap()))
+                .unwrap()
+                .is_none()
+        );
+        assert!(block_on(ipam.allocations(None)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn explain_prints_the_engine_explanation() {
+        let ipam = Ipam::new(MemoryStore::new());
+        apply_text(&ipam, SEED).unwrap();
+        allocate(&ipam, "c1").unwrap();
+        let explain = |a: &str| run(|o, _| block_on(explain(&ipam, a, o))).map(|(o, _)| o);
+        assert_eq!(
+            explain("10.6.168.131").unwrap(),
+            "10.6.168.131: not allocatable\n  ippool/test-ippool: listed\n  reserved by reservedip/test-reservedip\n"
+        );
+        assert_eq!(
+            explain("10.6.168.133").unwrap(),
+            "10.6.168.133: not allocatable\n  ippool/test-ippool: listed\n    held by c1/eth0 (network \"macvlan-net\", pod default/pod-c1)\n"
+        );
+        assert_eq!(
+            explain("10.6.0.7").unwrap(),
+            "10.6.0.7: not allocatable\n  ippool/test-ippool: in the subnet but not in spec.ips\n"
+        );
+        assert_eq!(
+            explain("10.6.0.0/16").unwrap_err(),
+            r#"invalid address "10.6.0.0/16": expected a single address such as 10.6.0.1 (explain takes one address)"#
+        );
+    }
+}

@@ -1,0 +1,850 @@
+//! Reading the manifests of `ipamctl apply`: files, directories, standard input; YAML with
+//! any number of documents, or JSON; our own kinds and the seed's Spiderpool kinds.
+//!
+//! Everything is read and validated before anything is applied: [`load`] returns either
+//! every object of the input, validated, or the first refusal, naming the document, the
+//! field and the value.
+//!
+//! ```
+//! use ipam_cni::ctl::manifest::{parse_text, Format};
+//! let yaml = "apiVersion: spiderpool.spidernet.io/v2beta1\n\
+//!             kind: SpiderReservedIP\n\
+//!             metadata:\n  name: test-reservedip\n\
+//!             spec:\n  ips:\n  - 10.6.168.131-10.6.168.132\n";
+//! let objects = parse_text("reserved.yaml", yaml, Format::Yaml).unwrap();
+//! assert_eq!(objects.len(), 1);
+//! assert_eq!(objects[0].object.to_string(), "reservedip/test-reservedip");
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ipam_core::{IpPool, IpPoolSpec, ObjectName, ReservedIp, ReservedIpSpec, ValidationError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::error::{ManifestError, Origin};
+
+/// The API version of this project's own kinds.
+pub const API_VERSION: &str = "ipam.rs/v1alpha1";
+/// The API version of the seed's Spiderpool kinds, accepted verbatim.
+pub const SPIDERPOOL_API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
+/// Our kind for pools.
+pub const KIND_POOL: &str = "IPPool";
+/// Our kind for reservations.
+pub const KIND_RESERVED: &str = "ReservedIP";
+
+/// The fields of our IPPool spec, as `IpPoolSpec` names them. Checked here so that an
+/// unknown field is refused with its own name rather than serde's generic message.
+const POOL_FIELDS: &[&str] = &[
+    "subnet",
+    "ips",
+    "excludeIPs",
+    "gateway",
+    "routes",
+    "ipVersion",
+    "default",
+];
+/// The fields of our ReservedIP spec.
+const RESERVED_FIELDS: &[&str] = &["ips", "ipVersion"];
+
+/// Fields of a SpiderIPPool spec (Spiderpool v2beta1) that have no meaning in this project.
+/// They are accepted and ignored, with a warning, so that a Spiderpool manifest applies as
+/// written; each comes with the reason given in the warning. `disable` is handled apart:
+/// ignoring `disable: true` would hand out addresses the operator switched off.
+const SPIDERPOOL_IGNORED: &[(&str, &str)] = &[
+    (
+        "vlan",
+        "deprecated in Spiderpool and not used for allocation",
+    ),
+    (
+        "podAffinity",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+    (
+        "namespaceAffinity",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+    (
+        "namespaceName",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+    (
+        "nodeAffinity",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+    (
+        "nodeName",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+    (
+        "multusName",
+        "pool selection filters are not implemented: the pool serves every network that names it",
+    ),
+];
+
+/// How a file is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// YAML, any number of `---`-separated documents (JSON is YAML too).
+    Yaml,
+    /// One JSON value.
+    Json,
+}
+
+impl Format {
+    /// The format of a file, by its extension: `.json` is JSON, anything else YAML.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// One `-f` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A file, or a directory whose `*.yaml`, `*.yml` and `*.json` files are read in name
+    /// order (not recursively, as `kubectl apply -f DIR`).
+    Path(PathBuf),
+    /// Standard input (`-`).
+    Stdin,
+}
+
+impl Input {
+    /// `-` is standard input; anything else a path.
+    pub fn from_arg(arg: &str) -> Input {
+        if arg == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(PathBuf::from(arg))
+        }
+    }
+}
+
+/// A validated object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// An IPPool (from `IPPool` or `SpiderIPPool`).
+    Pool(IpPool),
+    /// A ReservedIP (from `ReservedIP` or `SpiderReservedIP`).
+    Reserved(ReservedIp),
+}
+
+impl Object {
+    /// The resource name as `ipamctl` prints it: `ippool` or `reservedip`.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Object::Pool(_) => "ippool",
+            Object::Reserved(_) => "reservedip",
+        }
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &ObjectName {
+        match self {
+            Object::Pool(p) => p.name(),
+            Object::Reserved(r) => r.name(),
+        }
+    }
+}
+
+impl fmt::Display for Object {
+    /// `ippool/NAME`, as `kubectl` names objects.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.resource(), self.name())
+    }
+}
+
+/// One validated object of the input, with where it came from and any warnings about
+/// fields that were ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Where it was defined.
+    pub origin: Origin,
+    /// The kind as written (`SpiderIPPool`, `IPPool`, ...).
+    pub kind: String,
+    /// The object.
+    pub object: Object,
+    /// One line per ignored field, ready to print after `warning: `.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates every input. Either every object is valid and returned, in input
+/// order, or the first refusal is returned; the input is then applied not at all.
+///
+/// Two definitions of one object in one input are refused, as are inputs with no object.
+pub fn load(inputs: &[Input], stdin: &mut dyn Read) -> Result<Vec<Manifest>, ManifestError> {
+    let mut manifests = Vec::new();
+    for input in inputs {
+        match input {
+            Input::Stdin => {
+                let mut text = String::new();
+                stdin
+                    .read_to_string(&mut text)
+                    .map_err(|source| ManifestError::Read {
+                        path: PathBuf::from("<stdin>"),
+                        source,
+                    })?;
+                manifests.extend(parse_text("<stdin>", &text, Format::Yaml)?);
+            }
+            Input::Path(path) => {
+                for file in files_of(path)? {
+                    let text =
+                        std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+                            path: file.clone(),
+                            source,
+                        })?;
+                    let name = file.display().to_string();
+                    manifests.extend(parse_text(&name, &text, Format::of(&file))?);
+                }
+            }
+        }
+    }
+    check_unique(&manifests)?;
+    if manifests.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    Ok(manifests)
+}
+
+/// The files a path stands for: itself, or a directory's manifest files in name order.
+fn files_of(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let read_err = |source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let p = entry.path();
+        let manifest_ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["yaml", "yml", "json"].contains(&e.to_ascii_lowercase().as_str()));
+        // Follows symlinks, so a linked manifest is read like a file.
+        if manifest_ext && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Refuses a second definition of one object: applying both in turn would make the result
+/// depend on their order, which the person who wrote them probably did not intend.
+fn check_unique(manifests: &[Manifest]) -> Result<(), ManifestError> {
+    let mut seen: HashMap<(&'static str, &ObjectName), &Origin> = HashMap::new();
+    for m in manifests {
+        let key = (m.object.resource(), m.object.name());
+        if let Some(first) = seen.get(&key) {
+            return Err(ManifestError::Duplicate {
+                origin: m.origin.clone(),
+                object: m.object.to_string(),
+                first: (*first).clone(),
+            });
+        }
+        seen.insert(key, &m.origin);
+    }
+    Ok(())
+}
+
+/// Parses and validates the text of one file (`source` names it in messages).
+///
+/// Empty YAML documents (a trailing `---`, comments only) are skipped; they still count in
+/// the document numbers of messages, so that the numbers match what the person sees.
+pub fn parse_text(
+    source: &str,
+    text: &str,
+    format: Format,
+) -> Result<Vec<Manifest>, ManifestError> {
+    let mut out = Vec::new();
+    match format {
+        Format::Json => {
+            let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
+                source_name: source.to_owned(),
+                document: 1,
+                format: "JSON",
+                message: e.to_string(),
+            })?;
+            decode_document(origin(source, 1, None), &value, &mut out)?;
+        }
+        Format::Yaml => {
+            for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+                let number = i + 1;
+                let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
+                    source_name: source.to_owned(),
+                    document: number,
+                    format: "YAML",
+                    message: e.to_string(),
+                })?;
+                if value.is_null() {
+                    continue;
+                }
+                decode_document(origin(source, number, None), &value, &mut out)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn origin(source: &str, document: usize, item: Option<usize>) -> Origin {
+    Origin {
+        source: source.to_owned(),
+        document,
+        item,
+    }
+}
+
+/// Decodes one document: an object, or a `List` of objects (what `ipamctl get -o yaml`
+/// prints, so that its output applies back).
+fn decode_document(
+    origin: Origin,
+    value: &Value,
+    out: &mut Vec<Manifest>,
+) -> Result<(), ManifestError> {
+    if let Some(map) = value.as_object() {
+        if map.get("kind").and_then(Value::as_str) == Some("List") {
+            let items = match map.get("items") {
+                Some(Value::Array(items)) => items,
+                other => {
+                    return Err(invalid(
+                        &origin,
+                        None,
+                        "items",
+                        other.unwrap_or(&Value::Null),
+                        "a List needs an items array",
+                    ))
+                }
+            };
+            for (i, item) in items.iter().enumerate() {
+                let item_origin = Origin {
+                    item: Some(i),
+                    ..origin.clone()
+                };
+                out.push(decode_object(item_origin, item)?);
+            }
+            return Ok(());
+        }
+    }
+    out.push(decode_object(origin, value)?);
+    Ok(())
+}
+
+/// What a document's `apiVersion` and `kind` make it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Pool { spiderpool: bool },
+    Reserved,
+}
+
+fn target_of(api_version: &str, kind: &str) -> Result<Target, (&'static str, String)> {
+    match (api_version, kind) {
+        (API_VERSION, KIND_POOL) => Ok(Target::Pool { spiderpool: false }),
+        (API_VERSION, KIND_RESERVED) | (SPIDERPOOL_API_VERSION, "SpiderReservedIP") => {
+            Ok(Target::Reserved)
+        }
+        (SPIDERPOOL_API_VERSION, "SpiderIPPool") => Ok(Target::Pool { spiderpool: true }),
+        (_, KIND_POOL | KIND_RESERVED) => Err((
+            "apiVersion",
+            format!("kind {kind} is of apiVersion {API_VERSION}"),
+        )),
+        (_, "SpiderIPPool" | "SpiderReservedIP") => Err((
+            "apiVersion",
+            format!("kind {kind} is of apiVersion {SPIDERPOOL_API_VERSION}"),
+        )),
+        _ => Err((
+            "kind",
+            format!(
+                "unknown kind; ipamctl knows {KIND_POOL} and {KIND_RESERVED} \
+                 ({API_VERSION}), SpiderIPPool and SpiderReservedIP ({SPIDERPOOL_API_VERSION})"
+            ),
+        )),
+    }
+}
+
+/// Validates one object document.
+fn decode_object(origin: Origin, value: &Value) -> Result<Manifest, ManifestError> {
+    let Some(map) = value.as_object() else {
+        return Err(invalid(
+            &origin,
+            None,
+            "(document)",
+            value,
+            "expected an object with apiVersion, kind, metadata and spec",
+        ));
+    };
+    let api_version = required_str(&origin, None, map, "apiVersion")?;
+    let kind = required_str(&origin, None, map, "kind")?;
+    let target = target_of(api_version, kind)
+        .map_err(|(field, reason)| invalid(&origin, None, field, &map[field], reason))?;
+
+    // The name first, so that every later message can say which object it is about.
+    let metadata = match map.get("metadata") {
+        Some(Value::Object(m)) => m,
+        other => {
+            return Err(invalid(
+                &origin,
+                None,
+                "metadata",
+                other.unwrap_or(&Value::Null),
+                "is required: an object with a name",
+            ))
+        }
+    };
+    let name = required_str(&origin, None, metadata, "name")
+        .map_err(|e| rename_field(e, "metadata.name"))?;
+    let label = format!("{kind} {name:?}");
+    let object = Some(label.as_str());
+    ObjectName::new(name).map_err(|e| wrap(&origin, object, e))?;
+
+    // `status` is what `ipamctl get` prints: accepted and ignored, as kubectl ignores it on
+    // apply. Anything else at the top is a mistake worth stopping for.
+    for key in map.keys() {
+        if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
+            return Err(invalid(
+                &origin,
+                object,
+                key,
+                &map[key],
+                "unknown field; an object has apiVersion, kind, metadata, spec (and status, ignored)",
+            ));
+        }
+    }
+    let spec = match map.get("spec") {
+        Some(Value::Object(s)) => s,
+        other => {
+            return Err(invalid(
+                &origin,
+                object,
+                "spec",
+                other.unwrap_or(&Value::Null),
+                "is required: an object",
+            ))
+        }
+    };
+
+    let mut warnings = Vec::new();
+    let object_value = match target {
+        Target::Pool { spiderpool } => {
+            let mut spec = spec.clone();
+            if spiderpool {
+                strip_spiderpool_fields(&origin, &label, &mut spec, &mut warnings)?;
+            }
+            check_fields(&origin, &label, &spec, POOL_FIELDS, KIND_POOL)?;
+            let spec: IpPoolSpec = typed_spec(&origin, &label, spec)?;
+            Object::Pool(IpPool::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
+        }
+        Target::Reserved => {
+            // A SpiderReservedIP's spec has exactly our fields (ips, ipVersion).
+            check_fields(&origin, &label, spec, RESERVED_FIELDS, KIND_RESERVED)?;
+            let spec: ReservedIpSpec = typed_spec(&origin, &label, spec.clone())?;
+            Object::Reserved(ReservedIp::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
+        }
+    };
+    Ok(Manifest {
+        origin,
+        kind: kind.to_owned(),
+        object: object_value,
+        warnings,
+    })
+}
+
+/// Removes the Spiderpool-only fields of a SpiderIPPool spec, with a warning for each, and
+/// refuses `disable: true`.
+fn strip_spiderpool_fields(
+    origin: &Origin,
+    label: &str,
+    spec: &mut Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ManifestError> {
+    if let Some(disable) = spec.remove("disable") {
+        match disable {
+            Value::Bool(false) | Value::Null => {}
+            Value::Bool(true) => {
+                return Err(invalid(
+                    origin,
+                    Some(label),
+                    "spec.disable",
+                    &disable,
+                    "disabled pools are not supported: ipam-cni would hand out its addresses; \
+                     delete the pool instead, or reserve its addresses with a ReservedIP",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    origin,
+                    Some(label),
+                    "spec.disable",
+                    &other,
+                    "expected true or false",
+                ))
+            }
+        }
+    }
+    for (field, why) in SPIDERPOOL_IGNORED {
+        if spec.remove(*field).is_some() {
+            warnings.push(format!(
+                "{origin} ({label}): spec.{field} is ignored: {why}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses any spec field not in `known`, naming it.
+fn check_fields(
+    origin: &Origin,
+    label: &str,
+    spec: &Map<String, Value>,
+    known: &[&str],
+    kind: &str,
+) -> Result<(), ManifestError> {
+    for (key, value) in spec {
+        if !known.contains(&key.as_str()) {
+            return Err(invalid(
+                origin,
+                Some(label),
+                &format!("spec.{key}"),
+                value,
+                format!("unknown field; the spec of {kind} has {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes a spec, naming the field of a wrong type (`spec.ips[1]`).
+fn typed_spec<T: DeserializeOwned>(
+    origin: &Origin,
+    label: &str,
+    spec: Map<String, Value>,
+) -> Result<T, ManifestError> {
+    let spec = Value::Object(spec);
+    serde_path_to_error::deserialize(&spec).map_err(|e| {
+        let mut field = String::from("spec");
+        let mut at = Some(&spec);
+        for segment in e.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => {
+                    field.push_str(&format!("[{index}]"));
+                    at = at.and_then(|v| v.get(index));
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    field.push('.');
+                    field.push_str(key);
+                    at = at.and_then(|v| v.get(key));
+                }
+                other => {
+                    field.push_str(&format!(".{other}"));
+                    at = None;
+                }
+            }
+        }
+        invalid(
+            origin,
+            Some(label),
+            &field,
+            at.unwrap_or(&Value::Null),
+            e.inner(),
+        )
+    })
+}
+
+fn required_str<'v>(
+    origin: &Origin,
+    object: Option<&str>,
+    map: &'v Map<String, Value>,
+    field: &str,
+) -> Result<&'v str, ManifestError> {
+    match map.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(invalid(
+            origin,
+            object,
+            field,
+            &Value::String(String::new()),
+            "is required",
+        )),
+        Some(other) => Err(invalid(origin, object, field, other, "expected a string")),
+    }
+}
+
+/// Renames the field of an `Invalid` error (for fields read through a nested map).
+fn rename_field(e: ManifestError, field: &str) -> ManifestError {
+    match e {
+        ManifestError::Invalid {
+            origin,
+            object,
+            error,
+        } => ManifestError::Invalid {
+            origin,
+            object,
+            error: Box::new(ValidationError::new(field, error.value(), error.reason())),
+        },
+        other => other,
+    }
+}
+
+/// A refusal of `value` in `field`: strings are quoted as written, other values as JSON.
+fn invalid(
+    origin: &Origin,
+    object: Option<&str>,
+    field: &str,
+    value: &Value,
+    reason: impl fmt::Display,
+) -> ManifestError {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    wrap(origin, object, ValidationError::new(field, &text, reason))
+}
+
+fn wrap(origin: &Origin, object: Option<&str>, error: ValidationError) -> ManifestError {
+    ManifestError::Invalid {
+        origin: origin.clone(),
+        object: object.map(str::to_owned),
+        error: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `yaml` and renders the outcome: one line per object (with its warnings), or
+    /// the refusal.
+    fn check(yaml: &str, expect: &str) {
+        let got = match parse_text("m.yaml", yaml, Format::Yaml) {
+            Ok(ms) => ms
+                .iter()
+                .map(|m| {
+                    let mut line = format!("{} <- {} ({})", m.object, m.kind, m.origin);
+                    for w in &m.warnings {
+                        line.push_str(&format!("\n  warning: {w}"));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expect, "input:\n{yaml}");
+    }
+
+    const SEED_RESERVED: &str = "\
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderReservedIP
+metadata:
+  name: test-reservedip
+spec:
+  ips:
+  - 10.6.168.131-10.6.168.132
+";
+
+    const SEED_POOL: &str = "\
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderIPPool
+metadata:
+  name: test-ippool
+spec:
+  subnet: 10.6.0.0/16
+  ips:
+  - 10.6.168.131-10.6.168.133
+";
+
+    #[test]
+    fn seed_manifests_parse_verbatim() {
+        check(
+            SEED_RESERVED,
+            "reservedip/test-reservedip <- SpiderReservedIP (m.yaml: document 1)",
+        );
+        check(
+            SEED_POOL,
+            "ippool/test-ippool <- SpiderIPPool (m.yaml: document 1)",
+        );
+        let parsed = parse_text("m.yaml", SEED_POOL, Format::Yaml).unwrap();
+        let Object::Pool(pool) = &parsed[0].object else {
+            panic!("not a pool")
+        };
+        assert_eq!(pool.total(), 3);
+    }
+
+    #[test]
+    fn documents_and_lists_are_numbered() {
+        let multi = format!("---\n{SEED_RESERVED}---\n# only a comment\n---\n{SEED_POOL}---\n");
+        check(
+            &multi,
+            "reservedip/test-reservedip <- SpiderReservedIP (m.yaml: document 1)\n\
+             ippool/test-ippool <- SpiderIPPool (m.yaml: document 3)",
+        );
+        check(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: ipam.rs/v1alpha1\n  kind: ReservedIP\n  \
+             metadata: {name: r}\n  spec: {ips: [fd00::1]}\n  status: {reservedIPCount: 1}\n",
+            "reservedip/r <- ReservedIP (m.yaml: document 1, items[0])",
+        );
+    }
+
+    #[test]
+    fn spiderpool_only_fields_are_ignored_with_a_warning() {
+        check(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\n\
+             spec:\n  subnet: 10.6.0.0/16\n  ips: [10.6.0.2]\n  vlan: 0\n  disable: false\n  \
+             nodeName: [worker1]\n",
+            "ippool/p <- SpiderIPPool (m.yaml: document 1)\n  \
+             warning: m.yaml: document 1 (SpiderIPPool \"p\"): spec.vlan is ignored: deprecated in Spiderpool and not used for allocation\n  \
+             warning: m.yaml: document 1 (SpiderIPPool \"p\"): spec.nodeName is ignored: pool selection filters are not implemented: the pool serves every network that names it",
+        );
+    }
+
+    #[test]
+    fn refusals_name_document_field_and_value() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1, 010.6.0.2]}\n",
+                r#"m.yaml: document 1 (IPPool "p"): spec.ips[1]: "010.6.0.2": IPv4 octets must not have leading zeros"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.5/24, ips: [10.6.0.9]}\n",
+                r#"m.yaml: document 1 (IPPool "p"): spec.subnet: "10.6.0.5/24": host bits are set; the network is 10.6.0.0/24"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], vlan: 3}\n",
+                r#"m.yaml: document 1 (IPPool "p"): spec.vlan: "3": unknown field; the spec of IPPool has subnet, ips, excludeIPs, gateway, routes, ipVersion, default"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1, 7]}\n",
+                r#"m.yaml: document 1 (IPPool "p"): spec.ips[1]: "7": invalid type: integer `7`, expected a string"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], routes: [{dst: 10.9.0.0/16, via: x}]}\n",
+                r#"m.yaml: document 1 (IPPool "p"): spec.routes[0].via: "x": unknown field `via`, expected `dst` or `gw`"#,
+            ),
+            (
+                "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], disable: true}\n",
+                r#"m.yaml: document 1 (SpiderIPPool "p"): spec.disable: "true": disabled pools are not supported: ipam-cni would hand out its addresses; delete the pool instead, or reserve its addresses with a ReservedIP"#,
+            ),
+            (
+                "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderReservedIP\nmetadata: {name: r}\nspec: {ips: [10.6.0.1, fd00::1]}\n",
+                r#"m.yaml: document 1 (SpiderReservedIP "r"): spec.ips[1]: "fd00::1": is IPv6 while earlier entries are IPv4; use one ReservedIP per family"#,
+            ),
+            (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n",
+                r#"m.yaml: document 1: kind: "Deployment": unknown kind; ipamctl knows IPPool and ReservedIP (ipam.rs/v1alpha1), SpiderIPPool and SpiderReservedIP (spiderpool.spidernet.io/v2beta1)"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1\nkind: IPPool\nmetadata: {name: d}\nspec: {}\n",
+                r#"m.yaml: document 1: apiVersion: "ipam.rs/v1": kind IPPool is of apiVersion ipam.rs/v1alpha1"#,
+            ),
+            (
+                "kind: IPPool\nmetadata: {name: d}\nspec: {}\n",
+                r#"m.yaml: document 1: apiVersion: "": is required"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {labels: {a: b}}\nspec: {ips: []}\n",
+                r#"m.yaml: document 1: metadata.name: "": is required"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: a/b}\nspec: {ips: []}\n",
+                r#"m.yaml: document 1 (ReservedIP "a/b"): metadata.name: "a/b": must be 1-253 characters of letters, digits, '-', '.' or '_', starting with a letter or digit"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: r}\n",
+                r#"m.yaml: document 1 (ReservedIP "r"): spec: "null": is required: an object"#,
+            ),
+            (
+                "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: r}\nspec: {ips: []}\nextra: 1\n",
+                r#"m.yaml: document 1 (ReservedIP "r"): extra: "1": unknown field; an object has apiVersion, kind, metadata, spec (and status, ignored)"#,
+            ),
+            ("- a\n- b\n", r#"m.yaml: document 1: (document): "[\"a\",\"b\"]": expected an object with apiVersion, kind, metadata and spec"#),
+        ];
+        for (yaml, expect) in cases {
+            check(yaml, &format!("error: {expect}"));
+        }
+    }
+
+    #[test]
+    fn a_later_bad_document_refuses_the_whole_file() {
+        let text = format!(
+            "{SEED_RESERVED}---\n{}",
+            SEED_POOL.replace("10.6.0.0/16", "10.6.0.0/33")
+        );
+        check(
+            &text,
+            r#"error: m.yaml: document 2 (SpiderIPPool "test-ippool"): spec.subnet: "10.6.0.0/33": prefix length must be 0-32 for IPv4 or 0-128 for IPv6"#,
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_document() {
+        let got = parse_text(
+            "m.yaml",
+            &format!("{SEED_RESERVED}---\nspec: [\n"),
+            Format::Yaml,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            got.starts_with("m.yaml: document 2: not valid YAML: "),
+            "{got}"
+        );
+        let got = parse_text("m.json", "{\"kind\": ", Format::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            got.starts_with("m.json: document 1: not valid JSON: "),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn duplicates_and_empty_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SEED_POOL).unwrap();
+        std::fs::write(dir.path().join("b.yml"), SEED_POOL).unwrap();
+        let err = load(&[Input::Path(dir.path().into())], &mut std::io::empty()).unwrap_err();
+        let a = dir.path().join("a.yaml").display().to_string();
+        let b = dir.path().join("b.yml").display().to_string();
+        assert_eq!(
+            err.to_string(),
+            format!("{b}: document 1 (ippool/test-ippool): defined again; it was first defined at {a}: document 1")
+        );
+        let err = load(&[Input::Stdin], &mut "# nothing\n".as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "no objects passed to apply");
+    }
+
+    #[test]
+    fn directories_read_manifest_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("2-pool.yaml"), SEED_POOL).unwrap();
+        std::fs::write(dir.path().join("1-reserved.yml"), SEED_RESERVED).unwrap();
+        std::fs::write(dir.path().join("README.md"), "not a manifest").unwrap();
+        std::fs::write(
+            dir.path().join("3-more.json"),
+            r#"{"apiVersion":"ipam.rs/v1alpha1","kind":"ReservedIP","metadata":{"name":"r6"},"spec":{"ips":["fd00::/64"]}}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = load(&[Input::Path(dir.path().into())], &mut std::io::empty())
+            .unwrap()
+            .iter()
+            .map(|m| m.object.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "reservedip/test-reservedip",
+                "ippool/test-ippool",
+                "reservedip/r6"
+            ]
+        );
+    }
+}

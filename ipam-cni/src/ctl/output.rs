@@ -1,0 +1,403 @@
+//! What `ipamctl get` prints: kubectl-style tables, and the JSON/YAML shapes of objects.
+//!
+//! ```
+//! use ipam_cni::ctl::output::Table;
+//! let mut t = Table::new(&["NAME", "TOTAL"]);
+//! t.row(vec!["test-ippool".into(), "3".into()]);
+//! assert_eq!(t.render(), "NAME          TOTAL\ntest-ippool   3\n");
+//! ```
+
+use std::str::FromStr;
+
+use ipam_core::{Allocation, IpPool, IpPoolSpec, PoolCounts, ReservedIp, ReservedIpSpec};
+use serde::Serialize;
+
+use super::manifest::{API_VERSION, KIND_POOL, KIND_RESERVED};
+
+/// The `-o` formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The table.
+    #[default]
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// JSON, indented, as `kubectl get -o json`.
+    Json,
+    /// YAML, as `kubectl get -o yaml`.
+    Yaml,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "wide" => Ok(Format::Wide),
+            "json" => Ok(Format::Json),
+            "yaml" => Ok(Format::Yaml),
+            other => Err(format!(
+                "unknown output format {other:?}; allowed: wide, json, yaml"
+            )),
+        }
+    }
+}
+
+/// A table as kubectl prints one: a header of upper-case names, left-aligned columns three
+/// spaces apart, no trailing spaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table with these column names.
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; it must have one cell per column.
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The table as text, every line ending in a newline.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for line in std::iter::once(&self.headers).chain(&self.rows) {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate() {
+                text.push_str(cell);
+                if i + 1 < line.len() {
+                    let pad = widths[i] - cell.chars().count() + 3;
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// kubectl's placeholder for an empty cell.
+pub const NONE: &str = "<none>";
+
+/// The pools table: NAME, VERSION, SUBNET, TOTAL, RESERVED, ALLOCATED, AVAILABLE; `wide` adds
+/// GATEWAY, DEFAULT and IPS.
+pub fn pools_table(pools: &[(IpPool, PoolCounts)], wide: bool) -> Table {
+    let mut headers = vec![
+        "NAME",
+        "VERSION",
+        "SUBNET",
+        "TOTAL",
+        "RESERVED",
+        "ALLOCATED",
+        "AVAILABLE",
+    ];
+    if wide {
+        headers.extend(["GATEWAY", "DEFAULT", "IPS"]);
+    }
+    let mut t = Table::new(&headers);
+    for (pool, c) in pools {
+        let mut row = vec![
+            pool.name().to_string(),
+            pool.family().version().to_string(),
+            pool.subnet().to_string(),
+            c.total.to_string(),
+            c.reserved.to_string(),
+            c.allocated.to_string(),
+            c.available.to_string(),
+        ];
+        if wide {
+            row.push(
+                pool.gateway()
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| NONE.into()),
+            );
+            row.push(pool.is_default().to_string());
+            row.push(pool.spec().ips.join(","));
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// The ReservedIPs table: NAME, VERSION, COUNT (addresses covered); `wide` adds IPS.
+pub fn reserved_table(reserved: &[ReservedIp], wide: bool) -> Table {
+    let mut headers = vec!["NAME", "VERSION", "COUNT"];
+    if wide {
+        headers.push("IPS");
+    }
+    let mut t = Table::new(&headers);
+    for r in reserved {
+        let mut row = vec![
+            r.name().to_string(),
+            r.family()
+                .map(|f| f.version().to_string())
+                .unwrap_or_else(|| NONE.into()),
+            r.addresses().len().to_string(),
+        ];
+        if wide {
+            let ips = r.spec().ips.join(",");
+            row.push(if ips.is_empty() { NONE.into() } else { ips });
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// The allocations table: ADDRESS, POOL, NETWORK, CONTAINER-ID, IFNAME, POD
+/// (`namespace/name`); `wide` adds POD-UID.
+pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
+    let mut headers = vec![
+        "ADDRESS",
+        "POOL",
+        "NETWORK",
+        "CONTAINER-ID",
+        "IFNAME",
+        "POD",
+    ];
+    if wide {
+        headers.push("POD-UID");
+    }
+    let mut t = Table::new(&headers);
+    for a in allocations {
+        let mut row = vec![
+            a.address.to_string(),
+            a.pool.to_string(),
+            a.network.clone(),
+            a.owner.container_id().to_owned(),
+            a.owner.ifname().to_owned(),
+            a.pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .unwrap_or_else(|| NONE.into()),
+        ];
+        if wide {
+            row.push(
+                a.pod
+                    .as_ref()
+                    .and_then(|p| p.uid.clone())
+                    .unwrap_or_else(|| NONE.into()),
+            );
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// `metadata` of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Metadata {
+    /// The name.
+    pub name: String,
+}
+
+/// An object as `-o json|yaml` prints it, fields in kubectl's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectOut<Spec, Status> {
+    /// Always [`API_VERSION`], whatever the object was applied as.
+    pub api_version: &'static str,
+    /// `IPPool` or `ReservedIP`.
+    pub kind: &'static str,
+    /// The name.
+    pub metadata: Metadata,
+    /// The spec as stored (Spiderpool-only fields were dropped on apply).
+    pub spec: Spec,
+    /// The counts.
+    pub status: Status,
+}
+
+/// The status of a pool: the contract's counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    /// `totalIPCount`.
+    #[serde(rename = "totalIPCount")]
+    pub total_ip_count: u128,
+    /// `reservedIPCount`.
+    #[serde(rename = "reservedIPCount")]
+    pub reserved_ip_count: u128,
+    /// `allocatedIPCount`.
+    #[serde(rename = "allocatedIPCount")]
+    pub allocated_ip_count: u128,
+    /// `availableIPCount`.
+    #[serde(rename = "availableIPCount")]
+    pub available_ip_count: u128,
+}
+
+/// The status of a ReservedIP: how many addresses it covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReservedStatus {
+    /// The number of addresses its `ips` cover (overlaps counted once).
+    #[serde(rename = "reservedIPCount")]
+    pub reserved_ip_count: u128,
+}
+
+/// A pool as printed.
+pub type PoolOut = ObjectOut<IpPoolSpec, PoolStatus>;
+/// A ReservedIP as printed.
+pub type ReservedOut = ObjectOut<ReservedIpSpec, ReservedStatus>;
+
+/// A pool and its counts as printed.
+pub fn pool_out(pool: &IpPool, c: &PoolCounts) -> PoolOut {
+    ObjectOut {
+        api_version: API_VERSION,
+        kind: KIND_POOL,
+        metadata: Metadata {
+            name: pool.name().to_string(),
+        },
+        spec: pool.spec().clone(),
+        status: PoolStatus {
+            total_ip_count: c.total,
+            reserved_ip_count: c.reserved,
+            allocated_ip_count: c.allocated,
+            available_ip_count: c.available,
+        },
+    }
+}
+
+/// A ReservedIP as printed.
+pub fn reserved_out(r: &ReservedIp) -> ReservedOut {
+    ObjectOut {
+        api_version: API_VERSION,
+        kind: KIND_RESERVED,
+        metadata: Metadata {
+            name: r.name().to_string(),
+        },
+        spec: r.spec().clone(),
+        status: ReservedStatus {
+            reserved_ip_count: r.addresses().len(),
+        },
+    }
+}
+
+/// Several objects, as kubectl prints a list: `apiVersion: v1`, `kind: List`, `items`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListOut<T> {
+    /// `v1`.
+    pub api_version: &'static str,
+    /// `List`.
+    pub kind: &'static str,
+    /// The objects.
+    pub items: Vec<T>,
+}
+
+impl<T> ListOut<T> {
+    /// A list of `items`.
+    pub fn new(items: Vec<T>) -> ListOut<T> {
+        ListOut {
+            api_version: "v1",
+            kind: "List",
+            items,
+        }
+    }
+}
+
+/// One allocation, flat, as the contract prints it; pod fields only where known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocationOut {
+    /// The address.
+    pub address: String,
+    /// The pool.
+    pub pool: String,
+    /// The network (CNI `name`).
+    pub network: String,
+    /// The owner's container ID.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// The owner's interface.
+    pub ifname: String,
+    /// The Pod's namespace.
+    #[serde(rename = "podNamespace", skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// The Pod's name.
+    #[serde(rename = "podName", skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The Pod's UID.
+    #[serde(rename = "podUID", skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+impl From<&Allocation> for AllocationOut {
+    fn from(a: &Allocation) -> AllocationOut {
+        AllocationOut {
+            address: a.address.to_string(),
+            pool: a.pool.to_string(),
+            network: a.network.clone(),
+            container_id: a.owner.container_id().to_owned(),
+            ifname: a.owner.ifname().to_owned(),
+            pod_namespace: a.pod.as_ref().map(|p| p.namespace.clone()),
+            pod_name: a.pod.as_ref().map(|p| p.name.clone()),
+            pod_uid: a.pod.as_ref().and_then(|p| p.uid.clone()),
+        }
+    }
+}
+
+/// Allocations as printed: `{"items": [...]}`, always a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocationsOut {
+    /// The allocations, in pool and address order.
+    pub items: Vec<AllocationOut>,
+}
+
+/// Renders `value` as JSON (two-space indented, as kubectl) or YAML, ending in a newline.
+pub fn render<T: Serialize>(value: &T, format: Format) -> Result<String, String> {
+    match format {
+        Format::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
+        _ => serde_json::to_string_pretty(value)
+            .map(|mut s| {
+                s.push('\n');
+                s
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_like_kubectl() {
+        let mut t = Table::new(&["NAME", "VERSION", "SUBNET"]);
+        t.row(vec!["a".into(), "4".into(), "10.6.0.0/16".into()]);
+        t.row(vec!["long-name".into(), "6".into(), "fd00::/64".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME        VERSION   SUBNET\n\
+             a           4         10.6.0.0/16\n\
+             long-name   6         fd00::/64\n"
+        );
+        // No trailing spaces when the last cell is short.
+        let mut t = Table::new(&["A", "LONGER"]);
+        t.row(vec!["x".into(), "".into()]);
+        assert_eq!(t.render(), "A   LONGER\nx\n");
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("wide".parse::<Format>(), Ok(Format::Wide));
+        assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+        assert_eq!("yaml".parse::<Format>(), Ok(Format::Yaml));
+        assert!("xml".parse::<Format>().unwrap_err().contains("\"xml\""));
+    }
+}
