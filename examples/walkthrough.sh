@@ -180,7 +180,7 @@ expect_counts "3 2 1 0"
 
 step "4. Reserve the address a running Pod holds: it keeps it; once it is recreated, no address"
 echo "# kubectl patch spiderreservedip test-reservedip --type=merge --patch '{\"spec\":{\"ips\":[\"10.6.168.131-10.6.168.133\"]}}'"
-ctl apply -f "$seed/reservedip-widened.yaml"
+ctl apply -f examples/reservedip-widened.yaml
 ctl get ippools
 expect_counts "3 3 1 0"
 ctl explain 10.6.168.133

@@ -11,11 +11,15 @@ use ipam_cni::store::{self, StoreChoice};
 use ipam_core::{FamilySets, Ipam, ObjectName, Owner, PodRef, Request, Slot};
 use serde_json::{json, Value};
 
-/// The seed document's manifests, kept verbatim in `examples/seed/`.
+/// The seed document's manifests, kept verbatim in `examples/seed/`, and the widened
+/// reservation of its step 4 (`examples/reservedip-widened.yaml`).
 fn seed(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/seed")
-        .join(file)
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    if file == "reservedip-widened.yaml" {
+        examples.join(file)
+    } else {
+        examples.join("seed").join(file)
+    }
 }
 
 /// What one run of `ipamctl` did.

@@ -160,10 +160,11 @@ impl Cli {
         };
 
         let store = store::open(&choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
-            CtlError::Open {
-                data_dir: self.data_dir.clone(),
-                source,
-            }
+            let store = match &choice {
+                StoreChoice::Kubernetes { .. } => "kubernetes store".to_owned(),
+                _ => format!("store in {}", self.data_dir.display()),
+            };
+            CtlError::Open { store, source }
         })?;
         let ipam = Ipam::new(store);
         pollster::block_on(async {
@@ -270,7 +271,10 @@ mod tests {
         let (status, _, err) =
             ipamctl(&["--data-dir", d, "--store", "kubernetes", "get", "ippools"]);
         assert_eq!(status, 1);
-        assert!(err.starts_with("error: cannot open the store in "), "{err}");
+        assert!(
+            err.starts_with("error: cannot open the kubernetes store: "),
+            "{err}"
+        );
         assert!(err.contains("no Kubernetes backend"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }

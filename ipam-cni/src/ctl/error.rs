@@ -114,10 +114,10 @@ pub enum CtlError {
         allocated: u128,
     },
     /// The store could not be opened.
-    #[error("cannot open the store in {data_dir}: {source}")]
+    #[error("cannot open the {store}: {source}")]
     Open {
-        /// The data directory.
-        data_dir: PathBuf,
+        /// Which store: `store in DIR`, or `kubernetes store`.
+        store: String,
         /// Why.
         #[source]
         source: ipam_core::StoreError,
