@@ -87,7 +87,7 @@ cni() {
     set +e
     cni_out=$(CNI_COMMAND=$command CNI_CONTAINERID=$ctr CNI_IFNAME=eth0 \
         CNI_NETNS=/var/run/netns/$ctr CNI_PATH=/opt/cni/bin \
-        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod;K8S_POD_INFRA_CONTAINER_ID=$ctr" \
+        CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" \
         "$IPAM_CNI" <<<"$netconf")
     cni_status=$?
     set -e
