@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipam_core::store::{Key, Op, Prefix, Record, Transaction, Version, Versioned};
 use ipam_core::{Store, StoreError};
-use ipam_lock::{prepare_dir, DirLock};
+use ipam_lock::{no_panic, prepare_dir, DirLock};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 /// The directory of the database inside the data directory.
@@ -84,21 +84,25 @@ impl SledStore {
         let lock = DirLock::acquire(dir, options.lock_wait)?;
         let path = dir.join(DB_DIR);
         prepare_dir(&path)?;
-        let config = sled::Config::new().path(&path);
-        let opened = std::panic::catch_unwind(AssertUnwindSafe(|| config.open()));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(sled_error("open", &path, e)),
-            Err(_) => {
-                return Err(StoreError::Io {
-                    context: format!("open {}", path.display()),
-                    source: "sled could not read the database files (corrupt or foreign)".into(),
-                })
-            }
-        };
+        // sled treats unreadable log segments as a torn tail and starts over; remember
+        // whether there was data, so that losing it all is refused rather than silent.
+        let had_data = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
+        if had_data && !path.join("conf").exists() {
+            // Not sled's (sled writes `conf` when it creates a database): refuse before
+            // sled opens it, because sled's recovery would rewrite it.
+            return Err(StoreError::Io {
+                context: format!("open {}", path.display()),
+                source: "the directory holds a `db` file without sled's `conf`: not a sled \
+                         database written by ipam; refusing to use it"
+                    .into(),
+            });
+        }
+        let db = open_sled(&path, options.lock_wait)?;
         restrict_files(&path);
         let store = SledStore { db, path, _lock: lock };
-        store.check_schema()?;
+        no_panic(format!("open {}", store.path.display()), || {
+            store.check_schema(had_data)
+        })?;
         Ok(store)
     }
 
@@ -111,7 +115,7 @@ impl SledStore {
         sled_error(what, &self.path, e)
     }
 
-    fn check_schema(&self) -> Result<(), StoreError> {
+    fn check_schema(&self, had_data: bool) -> Result<(), StoreError> {
         let found = self.db.get(META_SCHEMA).map_err(|e| self.err("read", e))?;
         let refuse = |why: String| StoreError::Io {
             context: format!("open {}", self.path.display()),
@@ -128,6 +132,11 @@ impl SledStore {
                  an older ipamctl and re-apply (the store was not changed)"
             ))),
             Some(None) => Err(refuse("the schema record is malformed".into())),
+            None if had_data => Err(refuse(
+                "the database files exist but hold no ipam schema record: they are damaged or \
+                 were not written by ipam; refusing to use them (move them aside to start over)"
+                    .into(),
+            )),
             None if !self.db.is_empty() => Err(refuse(
                 "the database has records but no schema version: it was not written by ipam; \
                  refusing to use it"
@@ -155,6 +164,37 @@ impl SledStore {
             version: Version(u64::from_be_bytes(version.try_into().expect("8 bytes"))),
         })
     }
+}
+
+/// Opens sled, retrying while its own file lock is still held by a process that has let go
+/// of the data directory but not yet exited (sled's flusher thread outlives `Db`'s drop).
+fn open_sled(path: &Path, wait: Duration) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let config = sled::Config::new().path(path);
+        match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(Err(e)) if is_lock_error(&e) => {
+                return Err(StoreError::Busy {
+                    what: format!("{} is still locked by another process", path.display()),
+                })
+            }
+            Ok(Err(e)) => return Err(sled_error("open", path, e)),
+            Err(_) => {
+                return Err(StoreError::Io {
+                    context: format!("open {}", path.display()),
+                    source: "sled could not read the database files (corrupt or foreign)".into(),
+                })
+            }
+        }
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn u64_of(bytes: &[u8]) -> Option<u64> {
@@ -185,11 +225,25 @@ fn restrict_files(dir: &Path) {
 #[async_trait]
 impl Store for SledStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        no_panic(format!("read {}", self.path.display()), || self.get_now(key))
+    }
+
+    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        no_panic(format!("read {}", self.path.display()), || self.scan_now(prefix))
+    }
+
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        no_panic(format!("write {}", self.path.display()), || self.commit_now(txn))
+    }
+}
+
+impl SledStore {
+    fn get_now(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
         let found = self.db.get(key.encode()).map_err(|e| self.err("read", e))?;
         found.map(|v| SledStore::decode(key, &v)).transpose()
     }
 
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    fn scan_now(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.db.scan_prefix(prefix.encode()) {
             let (k, v) = entry.map_err(|e| self.err("read", e))?;
@@ -199,7 +253,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+    fn commit_now(&self, txn: Transaction) -> Result<(), StoreError> {
         let keys: Vec<Vec<u8>> = txn.ops().iter().map(|op| op.key().encode()).collect();
         let ops = txn.ops();
         let result = self.db.transaction(|tx| {
