@@ -696,3 +696,45 @@ fn spiderpool_only_fields_are_ignored_with_a_warning() {
                "ipVersion": 4, "default": true})
     );
 }
+
+/// The same commands on each embedded backend give the same answers.
+#[test]
+fn every_embedded_store_answers_alike() {
+    for backend in ["redb", "sled"] {
+        let ctl = Ctl::new();
+        let run = |args: &[&str]| {
+            let mut all = vec!["--store", backend];
+            all.extend_from_slice(args);
+            ctl.run(&all)
+        };
+        assert_eq!(
+            run(&[
+                "apply",
+                "-f",
+                s(&seed("reservedip.yaml")),
+                "-f",
+                s(&seed("ippool.yaml"))
+            ])
+            .ok(),
+            "reservedip/test-reservedip created\nippool/test-ippool created\n",
+            "{backend}"
+        );
+        assert_eq!(
+            run(&["get", "ippools"]).ok(),
+            "NAME          VERSION   SUBNET        TOTAL   RESERVED   ALLOCATED   AVAILABLE\n\
+             test-ippool   4         10.6.0.0/16   3       2          0           1\n",
+            "{backend}"
+        );
+        assert_eq!(
+            run(&["delete", "reservedip", "test-reservedip"]).ok(),
+            "reservedip/test-reservedip deleted\n",
+            "{backend}"
+        );
+        assert!(
+            run(&["get", "ippools"])
+                .ok()
+                .ends_with("3       0          0           3\n"),
+            "{backend}"
+        );
+    }
+}
