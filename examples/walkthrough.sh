@@ -32,11 +32,13 @@ for bin in "$IPAMCTL" "$IPAM_CNI"; do
     [[ -x "$bin" ]] || { echo "walkthrough: $bin is missing or not executable" >&2; exit 1; }
 done
 
-data=$(mktemp -d "${TMPDIR:-/tmp}/ipam-walkthrough.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/ipam-walkthrough.XXXXXX")
+data=$work/store          # the store's data directory (created by the first command)
+cni_log=$work/cni.stderr  # what the plugin says on stderr during one call
 finish() {
     local status=$?
     if [[ $status -eq 0 ]]; then
-        rm -rf "$data"
+        rm -rf "$work"
     else
         echo "walkthrough: FAILED (exit $status); data directory kept: $data" >&2
     fi
@@ -88,11 +90,14 @@ cni() {
     cni_out=$(CNI_COMMAND=$command CNI_CONTAINERID=$ctr CNI_IFNAME=eth0 \
         CNI_NETNS=/var/run/netns/$ctr CNI_PATH=/opt/cni/bin \
         CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" \
-        "$IPAM_CNI" <<<"$netconf")
+        "$IPAM_CNI" <<<"$netconf" 2>"$cni_log")
     cni_status=$?
     set -e
     if [[ -n "$cni_out" ]]; then
         sed 's/^/   /' <<<"$cni_out"
+    fi
+    if [[ -s "$cni_log" ]]; then
+        sed 's/^/   (stderr) /' "$cni_log"
     fi
     echo "   (exit status $cni_status)"
 }
