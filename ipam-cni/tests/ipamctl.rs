@@ -738,3 +738,52 @@ fn every_embedded_store_answers_alike() {
         );
     }
 }
+
+/// Reading, deleting and explaining never create a store; a missing data directory is
+/// reported rather than shown as empty. apply creates it.
+#[test]
+fn only_apply_creates_a_data_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("nope");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+            .arg("--data-dir")
+            .arg(&missing)
+            .args(args)
+            .output()
+            .unwrap();
+        Run {
+            status: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    };
+    let expect = format!(
+        "no store in {}: the directory does not exist (check --data-dir; ipamctl apply creates it)",
+        missing.display()
+    );
+    for args in [
+        &["get", "ippools"][..],
+        &["get", "allocations", "-o", "json"],
+        &["delete", "reservedip", "x"],
+        &["explain", "10.6.0.1"],
+    ] {
+        assert_eq!(run(args).failed(), expect, "{args:?}");
+        assert!(!missing.exists(), "{args:?} created the data directory");
+    }
+    // A refused apply creates nothing either; a valid one creates the store.
+    let bad = parent.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: r}\nspec: {ips: [x]}\n",
+    )
+    .unwrap();
+    run(&["apply", "-f", s(&bad)]).failed();
+    assert!(!missing.exists());
+    assert_eq!(
+        run(&["apply", "-f", s(&seed("reservedip.yaml"))]).ok(),
+        "reservedip/test-reservedip created\n"
+    );
+    assert!(missing.is_dir());
+    assert_eq!(run(&["get", "ippools"]).stderr, "No resources found\n");
+}

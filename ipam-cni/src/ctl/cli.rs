@@ -159,6 +159,14 @@ impl Cli {
             Command::Explain { address } => Plan::Explain(address),
         };
 
+        // Only apply creates an embedded store; the other commands never leave a new data
+        // directory behind.
+        let embedded = matches!(choice, StoreChoice::Redb | StoreChoice::Sled);
+        if embedded && !matches!(plan, Plan::Apply(_)) && !self.data_dir.exists() {
+            return Err(CtlError::NoStore {
+                data_dir: self.data_dir,
+            });
+        }
         let store = store::open(&choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
             let store = match &choice {
                 StoreChoice::Kubernetes { .. } => "kubernetes store".to_owned(),

@@ -122,6 +122,13 @@ pub enum CtlError {
         #[source]
         source: ipam_core::StoreError,
     },
+    /// A command that only reads or removes was pointed at a data directory that does not
+    /// exist. It is not created: a mistyped `--data-dir` should not look like an empty store.
+    #[error("no store in {}: the directory does not exist (check --data-dir; ipamctl apply creates it)", .data_dir.display())]
+    NoStore {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] ipam_core::Error),
