@@ -363,6 +363,27 @@ spec:
     }
 
     #[test]
+    fn resource_types_accept_kubectl_and_spiderpool_names() {
+        for (text, expect) in [
+            ("ippool", Some(Resource::Pools)),
+            ("ippools", Some(Resource::Pools)),
+            ("IPPools", Some(Resource::Pools)),
+            ("spiderippool", Some(Resource::Pools)),
+            ("sp", Some(Resource::Pools)),
+            ("reservedip", Some(Resource::ReservedIps)),
+            ("reservedips", Some(Resource::ReservedIps)),
+            ("SpiderReservedIPs", Some(Resource::ReservedIps)),
+            ("sr", Some(Resource::ReservedIps)),
+            ("allocation", Some(Resource::Allocations)),
+            ("allocations", Some(Resource::Allocations)),
+            ("pool", None),
+            ("", None),
+        ] {
+            assert_eq!(Resource::parse(text).ok(), expect, "{text:?}");
+        }
+    }
+
+    #[test]
     fn apply_reports_created_configured_unchanged() {
         let ipam = Ipam::new(MemoryStore::new());
         // Reservations go first whatever the input order.
