@@ -21,9 +21,12 @@ use crate::pool::{IpPool, IpPoolSpec};
 use crate::reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 use crate::store::{Expect, Key, Prefix, Record, Store, Transaction};
 
+/// A named scenario of the kit, run on a fresh store.
+type Scenario = (&'static str, fn(Arc<dyn Store>));
+
 /// Runs every scenario, each on a fresh store from `make`.
 pub fn run_all<S: Store + 'static>(make: impl Fn() -> S) {
-    let scenarios: &[(&str, fn(Arc<dyn Store>))] = &[
+    let scenarios: &[Scenario] = &[
         ("compare_and_swap", |s| {
             pollster::block_on(compare_and_swap(&*s))
         }),
