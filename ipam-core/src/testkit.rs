@@ -426,6 +426,7 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     }
     // 256 - network - broadcast - gateway - 1 excluded = 252; 10 reserved; 241 held; 1 left.
     assert_eq!(counts(&ipam, "p").await, [252, 10, 241, 1]);
+    assert_eq!(check_consistency(&**ipam.store()).await, 241);
     let e = ipam.explain(ip("10.6.0.25")).await.unwrap();
     assert!(!e.allocatable());
     assert_eq!(e.reserved_by, vec![name("outside-hosts")]);
@@ -653,7 +654,66 @@ pub fn concurrent_writers(store: Arc<dyn Store>, threads: usize, per_thread: usi
         .map(|a| a.address)
         .collect();
     assert_eq!(stored, held);
+    assert_eq!(pollster::block_on(check_consistency(&**ipam.store())), held.len());
     let c = pollster::block_on(counts(&ipam, "shared"));
     assert_eq!(c[2], held.len() as u128);
     assert_eq!(c[3], u128::from(capacity) - held.len() as u128);
+}
+
+/// Checks that the store's three views of allocations agree: the block bitmaps, the
+/// per-address allocation records and the owner records hold exactly the same
+/// `(pool, address)` pairs, and no address is held twice. Returns how many are held.
+pub async fn check_consistency(store: &dyn Store) -> usize {
+    use std::collections::BTreeMap;
+    let mut from_blocks = BTreeSet::new();
+    let mut pools = Vec::new();
+    for (key, v) in store.scan(&Prefix::Pools).await.unwrap() {
+        match (key, v.value) {
+            (Key::Pool(n), Record::Pool(p)) => pools.push((n, p.family())),
+            (k, _) => panic!("{k}: not a pool"),
+        }
+    }
+    for (pool_name, family) in &pools {
+        for (key, v) in store.scan(&Prefix::Blocks(pool_name.clone())).await.unwrap() {
+            let (Key::Block { index, .. }, Record::Block(b)) = (&key, &v.value) else {
+                panic!("{key}: not a block");
+            };
+            assert!(!b.is_empty(), "{key}: empty blocks are deleted, not kept");
+            for o in b.offsets() {
+                let value = (index << crate::alloc::BLOCK_BITS) | u128::from(o);
+                from_blocks.insert((pool_name.clone(), family.addr(value)));
+            }
+        }
+    }
+    let mut from_records = BTreeSet::new();
+    let mut record_owner = BTreeMap::new();
+    for (key, v) in store.scan(&Prefix::Allocations(None)).await.unwrap() {
+        let (Key::Allocation { pool, address }, Record::Allocation(a)) = (&key, &v.value) else {
+            panic!("{key}: not an allocation");
+        };
+        assert_eq!((&a.pool, &a.address), (pool, address), "{key}: record under the wrong key");
+        from_records.insert((pool.clone(), *address));
+        record_owner.insert((pool.clone(), *address), a.owner.clone());
+    }
+    let mut from_owners = BTreeSet::new();
+    for (key, v) in store.scan(&Prefix::Owners).await.unwrap() {
+        let (Key::Owner(owner), Record::Owner(list)) = (&key, &v.value) else {
+            panic!("{key}: not an owner record");
+        };
+        assert!(!list.is_empty(), "{key}: empty owner records are deleted, not kept");
+        for a in list {
+            assert_eq!(&a.owner, owner, "{key}: holds another owner's allocation");
+            assert!(
+                from_owners.insert((a.pool.clone(), a.address)),
+                "{} held twice",
+                a.address
+            );
+            assert_eq!(record_owner.get(&(a.pool.clone(), a.address)), Some(owner));
+        }
+    }
+    assert_eq!(from_blocks, from_records, "bitmaps and allocation records disagree");
+    assert_eq!(from_records, from_owners, "allocation records and owner records disagree");
+    let addresses: BTreeSet<IpAddr> = from_records.iter().map(|(_, a)| *a).collect();
+    assert_eq!(addresses.len(), from_records.len(), "an address is held in two pools");
+    from_records.len()
 }

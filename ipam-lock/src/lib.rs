@@ -181,3 +181,20 @@ mod tests {
         assert!(err.to_string().contains("try again later"));
     }
 }
+
+/// Runs `f`, turning a panic inside a database library into [`StoreError::Io`]: such
+/// libraries may panic on damaged files, and a damaged file must give an error, not a
+/// crash. The panic message still reaches stderr through the panic hook.
+pub fn no_panic<T>(
+    context: impl std::fmt::Display,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Io {
+            context: context.to_string(),
+            source: "the database library failed on the file's contents (damaged or foreign)"
+                .into(),
+        }),
+    }
+}

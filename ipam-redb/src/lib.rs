@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipam_core::store::{Key, Op, Prefix, Record, Transaction, Version, Versioned};
 use ipam_core::{Store, StoreError};
-use ipam_lock::{io_error, open_private, DirLock};
+use ipam_lock::{io_error, no_panic, open_private, DirLock};
 use redb::{
     backends::FileBackend, Database, Durability, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, TableError,
@@ -91,17 +91,19 @@ impl RedbStore {
         let lock = DirLock::acquire(dir, options.lock_wait)?;
         let path = dir.join(DB_FILE);
         let file = open_private(&path, false).map_err(|e| io_error("open", &path, e))?;
-        let backend = FileBackend::new(file).map_err(|e| db_error("open", &path, e))?;
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| db_error("open", &path, e))?;
-        let store = RedbStore {
-            db,
-            path,
-            _lock: lock,
-        };
-        store.check_schema()?;
-        Ok(store)
+        no_panic(format!("open {}", path.display()), || {
+            let backend = FileBackend::new(file).map_err(|e| db_error("open", &path, e))?;
+            let db = Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| db_error("open", &path, e))?;
+            let store = RedbStore {
+                db,
+                path: path.clone(),
+                _lock: lock,
+            };
+            store.check_schema()?;
+            Ok(store)
+        })
     }
 
     /// The database file.
@@ -194,6 +196,20 @@ fn db_error(what: &str, path: &Path, e: impl Into<redb::Error>) -> StoreError {
 #[async_trait]
 impl Store for RedbStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        no_panic(format!("read {}", self.path.display()), || self.get_now(key))
+    }
+
+    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        no_panic(format!("read {}", self.path.display()), || self.scan_now(prefix))
+    }
+
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        no_panic(format!("write {}", self.path.display()), || self.commit_now(txn))
+    }
+}
+
+impl RedbStore {
+    fn get_now(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
         let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
         let table = match read.open_table(RECORDS) {
             Ok(t) => t,
@@ -206,7 +222,7 @@ impl Store for RedbStore {
         found.map(|v| self.decode(key, v.value())).transpose()
     }
 
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    fn scan_now(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
         let table = match read.open_table(RECORDS) {
             Ok(t) => t,
@@ -229,7 +245,7 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+    fn commit_now(&self, txn: Transaction) -> Result<(), StoreError> {
         let mut write = self.db.begin_write().map_err(|e| self.err("write", e))?;
         write
             .set_durability(Durability::Immediate)
