@@ -172,6 +172,14 @@ impl Environment {
             };
             let id = get("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
             let ifname = get("CNI_IFNAME").ok_or_else(|| missing("CNI_IFNAME"))?;
+            // `.` and `..` are within the character set, but no runtime makes such an ID and
+            // anything that ever joins IDs into paths would be led astray by them.
+            if id == "." || id == ".." {
+                return Err(CniError::new(
+                    Code::BadEnvironment,
+                    format!("CNI_CONTAINERID: {id:?}: must not be '.' or '..'"),
+                ));
+            }
             Some(Owner::new(id, ifname).map_err(|e| {
                 let var = if e.field() == "ifname" {
                     "CNI_IFNAME"
@@ -247,6 +255,10 @@ mod tests {
         check(
             &[add, ("CNI_CONTAINERID", "../etc"), ifname],
             r#"4: CNI_CONTAINERID: "../etc": must be 1-256 characters of letters, digits, '-', '.' or '_'"#,
+        );
+        check(
+            &[add, ("CNI_CONTAINERID", ".."), ifname],
+            r#"4: CNI_CONTAINERID: "..": must not be '.' or '..'"#,
         );
         check(
             &[add, ("CNI_CONTAINERID", "a/b"), ifname],
