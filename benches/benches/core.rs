@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ipam_core::alloc::Allocations;
 use ipam_core::testkit::{name, owner, pool, request};
-use ipam_core::{Ipam, IntervalSet, MemoryStore, ReservedIp, ReservedIpSpec};
+use ipam_core::{IntervalSet, Ipam, MemoryStore, ReservedIp, ReservedIpSpec};
 
 /// A pool of `2^bits` addresses starting at `base`, with `reserved` small ranges spread over
 /// it and `occupancy` of the rest allocated at random.
@@ -60,12 +60,18 @@ fn setup(base: u128, bits: u32, occupancy: f64, reserved_ranges: usize) -> Setup
             }
         }
     }
-    Setup { capacity, reserved, allocations }
+    Setup {
+        capacity,
+        reserved,
+        allocations,
+    }
 }
 
 fn alloc_release(c: &mut Criterion) {
     let mut group = c.benchmark_group("alloc_release");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     let cases: &[(&str, u128, u32, &[f64])] = &[
         ("v4-24", 0x0a00_0000, 8, &[0.0, 0.5, 0.9]),
         ("v4-16", 0x0a00_0000, 16, &[0.0, 0.5, 0.9]),
@@ -96,7 +102,9 @@ fn alloc_release(c: &mut Criterion) {
 fn engine_alloc_release(c: &mut Criterion) {
     // The whole engine path over the in-memory store: reads, search, transaction, commit.
     let mut group = c.benchmark_group("engine_alloc_release");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     for (label, held) in [("v4-16-empty", 0usize), ("v4-16-60000-held", 60_000)] {
         let ipam = Ipam::new(MemoryStore::new());
         pollster::block_on(ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))).unwrap();
@@ -118,7 +126,9 @@ fn engine_alloc_release(c: &mut Criterion) {
 fn apply_reservation(c: &mut Criterion) {
     // A ReservedIP of 10,000 entries applied while 100 pools exist.
     let mut group = c.benchmark_group("apply_reservedip");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     let ipam = Ipam::new(MemoryStore::new());
     for p in 0..100 {
         let subnet = format!("10.{p}.0.0/16");
@@ -131,7 +141,13 @@ fn apply_reservation(c: &mut Criterion) {
                 let p = i % 100;
                 // 100 entries per pool, two addresses each, never across a /24 edge.
                 let host = (i / 100) * 4 + salt;
-                format!("10.{p}.{}.{}-10.{p}.{}.{}", host / 256, host % 256, host / 256, host % 256 + 1)
+                format!(
+                    "10.{p}.{}.{}-10.{p}.{}.{}",
+                    host / 256,
+                    host % 256,
+                    host / 256,
+                    host % 256 + 1
+                )
             })
             .collect()
     };
@@ -140,7 +156,10 @@ fn apply_reservation(c: &mut Criterion) {
     group.bench_function("10000-entries-100-pools", |bench| {
         bench.iter(|| {
             flip = !flip;
-            let spec = ReservedIpSpec { ips: if flip { a.clone() } else { b.clone() }, ip_version: None };
+            let spec = ReservedIpSpec {
+                ips: if flip { a.clone() } else { b.clone() },
+                ip_version: None,
+            };
             let r = ReservedIp::new("big", spec).unwrap();
             pollster::block_on(ipam.apply_reserved_ip(r)).unwrap();
         })
@@ -167,5 +186,11 @@ fn state_size(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, alloc_release, engine_alloc_release, apply_reservation, state_size);
+criterion_group!(
+    benches,
+    alloc_release,
+    engine_alloc_release,
+    apply_reservation,
+    state_size
+);
 criterion_main!(benches);

@@ -43,7 +43,9 @@ fn flat_cost(c: &mut Criterion) {
     // allocate + commit, then release + commit, on an open store: the cost must not follow
     // the number of allocations already held.
     let mut group = c.benchmark_group("alloc_commit_release_commit");
-    group.sample_size(30).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(6));
     for backend in ["redb", "sled"] {
         for held in [0usize, 60_000] {
             let dir = tempfile::tempdir().unwrap();
@@ -65,7 +67,9 @@ fn flat_cost(c: &mut Criterion) {
 fn per_process(c: &mut Criterion) {
     // What one CNI ADD pays: open (lock + database), allocate + commit, close.
     let mut group = c.benchmark_group("open_alloc_commit_close");
-    group.sample_size(30).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(8));
     for backend in ["redb", "sled"] {
         let dir = tempfile::tempdir().unwrap();
         prepare(backend, dir.path(), 4096);

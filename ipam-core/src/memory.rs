@@ -89,7 +89,7 @@ impl Store for MemoryStore {
                         (
                             key,
                             Versioned {
-                                value: record,
+                                value: *record,
                                 version,
                             },
                         ),

@@ -184,8 +184,8 @@ pub enum Op {
     Put {
         /// The key.
         key: Key,
-        /// The new record.
-        record: Record,
+        /// The new record (boxed: a pool record is much larger than a key).
+        record: Box<Record>,
         /// What the key must hold before.
         expect: Expect,
     },
@@ -237,7 +237,7 @@ impl Transaction {
     pub fn put(&mut self, key: Key, record: Record, expect: Expect) -> &mut Self {
         self.push(Op::Put {
             key,
-            record,
+            record: Box::new(record),
             expect,
         })
     }

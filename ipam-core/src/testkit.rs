@@ -21,9 +21,12 @@ use crate::pool::{IpPool, IpPoolSpec};
 use crate::reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 use crate::store::{Expect, Key, Prefix, Record, Store, Transaction};
 
+/// A named scenario of the kit, run on a fresh store.
+type Scenario = (&'static str, fn(Arc<dyn Store>));
+
 /// Runs every scenario, each on a fresh store from `make`.
 pub fn run_all<S: Store + 'static>(make: impl Fn() -> S) {
-    let scenarios: &[(&str, fn(Arc<dyn Store>))] = &[
+    let scenarios: &[Scenario] = &[
         ("compare_and_swap", |s| {
             pollster::block_on(compare_and_swap(&*s))
         }),
@@ -654,7 +657,10 @@ pub fn concurrent_writers(store: Arc<dyn Store>, threads: usize, per_thread: usi
         .map(|a| a.address)
         .collect();
     assert_eq!(stored, held);
-    assert_eq!(pollster::block_on(check_consistency(&**ipam.store())), held.len());
+    assert_eq!(
+        pollster::block_on(check_consistency(&**ipam.store())),
+        held.len()
+    );
     let c = pollster::block_on(counts(&ipam, "shared"));
     assert_eq!(c[2], held.len() as u128);
     assert_eq!(c[3], u128::from(capacity) - held.len() as u128);
@@ -674,7 +680,11 @@ pub async fn check_consistency(store: &dyn Store) -> usize {
         }
     }
     for (pool_name, family) in &pools {
-        for (key, v) in store.scan(&Prefix::Blocks(pool_name.clone())).await.unwrap() {
+        for (key, v) in store
+            .scan(&Prefix::Blocks(pool_name.clone()))
+            .await
+            .unwrap()
+        {
             let (Key::Block { index, .. }, Record::Block(b)) = (&key, &v.value) else {
                 panic!("{key}: not a block");
             };
@@ -691,7 +701,11 @@ pub async fn check_consistency(store: &dyn Store) -> usize {
         let (Key::Allocation { pool, address }, Record::Allocation(a)) = (&key, &v.value) else {
             panic!("{key}: not an allocation");
         };
-        assert_eq!((&a.pool, &a.address), (pool, address), "{key}: record under the wrong key");
+        assert_eq!(
+            (&a.pool, &a.address),
+            (pool, address),
+            "{key}: record under the wrong key"
+        );
         from_records.insert((pool.clone(), *address));
         record_owner.insert((pool.clone(), *address), a.owner.clone());
     }
@@ -700,7 +714,10 @@ pub async fn check_consistency(store: &dyn Store) -> usize {
         let (Key::Owner(owner), Record::Owner(list)) = (&key, &v.value) else {
             panic!("{key}: not an owner record");
         };
-        assert!(!list.is_empty(), "{key}: empty owner records are deleted, not kept");
+        assert!(
+            !list.is_empty(),
+            "{key}: empty owner records are deleted, not kept"
+        );
         for a in list {
             assert_eq!(&a.owner, owner, "{key}: holds another owner's allocation");
             assert!(
@@ -711,9 +728,19 @@ pub async fn check_consistency(store: &dyn Store) -> usize {
             assert_eq!(record_owner.get(&(a.pool.clone(), a.address)), Some(owner));
         }
     }
-    assert_eq!(from_blocks, from_records, "bitmaps and allocation records disagree");
-    assert_eq!(from_records, from_owners, "allocation records and owner records disagree");
+    assert_eq!(
+        from_blocks, from_records,
+        "bitmaps and allocation records disagree"
+    );
+    assert_eq!(
+        from_records, from_owners,
+        "allocation records and owner records disagree"
+    );
     let addresses: BTreeSet<IpAddr> = from_records.iter().map(|(_, a)| *a).collect();
-    assert_eq!(addresses.len(), from_records.len(), "an address is held in two pools");
+    assert_eq!(
+        addresses.len(),
+        from_records.len(),
+        "an address is held in two pools"
+    );
     from_records.len()
 }

@@ -67,7 +67,14 @@ fn child() {
 
 fn spawn(mode: &str, backend: Backend, dir: &Path, id: &str, count: usize) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env(
             CHILD_ENV,
             format!("{mode},{},{},{id},{count}", backend.name(), dir.display()),
@@ -107,17 +114,33 @@ fn many_processes_at_once() {
             .collect();
         let mut out = String::new();
         for mut child in children {
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-            assert!(child.wait().unwrap().success(), "{backend:?}: a child failed");
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            assert!(
+                child.wait().unwrap().success(),
+                "{backend:?}: a child failed"
+            );
         }
         assert_eq!(lines(&out, "ERR"), vec![], "{backend:?}: unexpected errors");
         let acked = lines(&out, "ACK");
         let addresses: BTreeSet<&str> = acked.iter().map(|(_, a)| a.as_str()).collect();
         assert_eq!(acked.len(), 400, "{backend:?}");
-        assert_eq!(addresses.len(), 400, "{backend:?}: an address was handed out twice");
+        assert_eq!(
+            addresses.len(),
+            400,
+            "{backend:?}: an address was handed out twice"
+        );
         assert_eq!(lines(&out, "USEDUP").len(), 512 - 400, "{backend:?}");
         let store = backend.open(&dir, WAIT).unwrap();
-        assert_eq!(pollster::block_on(check_consistency(&*store)), 400, "{backend:?}");
+        assert_eq!(
+            pollster::block_on(check_consistency(&*store)),
+            400,
+            "{backend:?}"
+        );
     }
 }
 
@@ -150,13 +173,19 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
             }
             for mut child in children {
                 let mut out = String::new();
-                child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+                child
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
                 child.wait().unwrap();
                 assert_eq!(lines(&out, "ERR"), vec![], "{backend:?}: unexpected errors");
                 for (who, addr) in lines(&out, "ACK") {
                     acked.insert(who, addr.parse().unwrap());
                 }
-                let rel: BTreeSet<String> = lines(&out, "REL").into_iter().map(|(w, _)| w).collect();
+                let rel: BTreeSet<String> =
+                    lines(&out, "REL").into_iter().map(|(w, _)| w).collect();
                 for (who, _) in lines(&out, "DEL") {
                     if !rel.contains(&who) {
                         interrupted.insert(who);
@@ -164,7 +193,9 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
                 }
                 released.extend(rel);
             }
-            let store = backend.open(&dir, WAIT).expect("the store opens after SIGKILL");
+            let store = backend
+                .open(&dir, WAIT)
+                .expect("the store opens after SIGKILL");
             let held = pollster::block_on(check_consistency(&*store));
             let ipam = Ipam::new(store);
             let mut must_hold = 0;
@@ -172,18 +203,33 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
                 let has = pollster::block_on(ipam.owner_allocations(&owner(who))).unwrap();
                 let has: Vec<IpAddr> = has.iter().map(|a| a.address).collect();
                 if released.contains(who) {
-                    assert!(has.is_empty(), "{backend:?}: {who} was released but still holds {has:?}");
+                    assert!(
+                        has.is_empty(),
+                        "{backend:?}: {who} was released but still holds {has:?}"
+                    );
                 } else if interrupted.contains(who) {
-                    assert!(has.is_empty() || has == vec![*addr], "{backend:?}: {who}: {has:?}");
+                    assert!(
+                        has.is_empty() || has == vec![*addr],
+                        "{backend:?}: {who}: {has:?}"
+                    );
                 } else {
                     assert_eq!(has, vec![*addr], "{backend:?}: acknowledged {who} lost");
                     must_hold += 1;
                 }
             }
-            assert!(held >= must_hold, "{backend:?}: {held} held < {must_hold} acknowledged");
+            assert!(
+                held >= must_hold,
+                "{backend:?}: {held} held < {must_hold} acknowledged"
+            );
         }
-        assert!(kills_mid_run >= rounds, "{backend:?}: children finished before the kill");
-        assert!(acked.len() > 3 * rounds, "{backend:?}: too little work to mean anything");
+        assert!(
+            kills_mid_run >= rounds,
+            "{backend:?}: children finished before the kill"
+        );
+        assert!(
+            acked.len() > 3 * rounds,
+            "{backend:?}: too little work to mean anything"
+        );
         eprintln!(
             "{backend:?}: {rounds} rounds, {} acknowledged, {} released, {} interrupted releases",
             acked.len(),
@@ -229,16 +275,24 @@ fn dump(backend: Backend, dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
                 let (k, v) = e.unwrap();
                 out.push((k.value().to_vec(), v.value().to_vec()));
             }
-            let meta = r.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+            let meta = r
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
             for e in meta.iter().unwrap() {
                 let (k, v) = e.unwrap();
-                out.push((k.value().as_bytes().to_vec(), v.value().to_be_bytes().to_vec()));
+                out.push((
+                    k.value().as_bytes().to_vec(),
+                    v.value().to_be_bytes().to_vec(),
+                ));
             }
             out
         }
         Backend::Sled => {
             let db = sled::open(dir.join(ipam_sled::DB_DIR)).unwrap();
-            db.iter().map(|e| e.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+            db.iter()
+                .map(|e| e.unwrap())
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
         }
     }
 }
@@ -266,7 +320,8 @@ fn a_newer_schema_is_refused_untouched() {
             }
             Backend::Sled => {
                 let db = sled::open(dir.join(ipam_sled::DB_DIR)).unwrap();
-                db.insert(b"\xffschema", &(ipam_sled::SCHEMA + 1).to_be_bytes()).unwrap();
+                db.insert(b"\xffschema", &(ipam_sled::SCHEMA + 1).to_be_bytes())
+                    .unwrap();
                 db.flush().unwrap();
             }
         }
@@ -276,8 +331,14 @@ fn a_newer_schema_is_refused_untouched() {
         };
         let msg = err.to_string();
         assert!(matches!(err, StoreError::Io { .. }), "{backend:?}: {msg}");
-        assert!(msg.contains("schema 2") && msg.contains("newer"), "{backend:?}: {msg}");
-        assert!(dump(backend, &dir) == before, "{backend:?}: the refused store was changed");
+        assert!(
+            msg.contains("schema 2") && msg.contains("newer"),
+            "{backend:?}: {msg}"
+        );
+        assert!(
+            dump(backend, &dir) == before,
+            "{backend:?}: the refused store was changed"
+        );
     }
 }
 
@@ -296,8 +357,14 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
             panic!("{backend:?}: a foreign file was accepted")
         };
         assert!(matches!(err, StoreError::Io { .. }), "{backend:?}: {err}");
-        assert!(err.to_string().contains(&dir.display().to_string()), "{backend:?}: {err}");
-        assert!(std::fs::read(db_file(backend, &dir)).unwrap() == junk, "{backend:?}: changed");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{backend:?}: {err}"
+        );
+        assert!(
+            std::fs::read(db_file(backend, &dir)).unwrap() == junk,
+            "{backend:?}: changed"
+        );
 
         // Truncated and corrupted copies of a real store: refused, or still holding the data.
         for damage in ["truncate", "scribble"] {
@@ -331,7 +398,10 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
                     match pollster::block_on(ipam.owner_allocations(&owner("c1"))) {
                         Ok(held) => assert_eq!(held.len(), 1, "{backend:?} {damage}: silent reset"),
                         Err(e) => assert!(
-                            matches!(e, Error::Store(StoreError::Io { .. } | StoreError::Corrupt { .. })),
+                            matches!(
+                                e,
+                                Error::Store(StoreError::Io { .. } | StoreError::Corrupt { .. })
+                            ),
                             "{backend:?} {damage}: {e}"
                         ),
                     }

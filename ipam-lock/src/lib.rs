@@ -132,6 +132,23 @@ pub fn io_error(what: &str, path: &Path, e: io::Error) -> StoreError {
     }
 }
 
+/// Runs `f`, turning a panic inside a database library into [`StoreError::Io`]: such
+/// libraries may panic on damaged files, and a damaged file must give an error, not a
+/// crash. The panic message still reaches stderr through the panic hook.
+pub fn no_panic<T>(
+    context: impl std::fmt::Display,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Io {
+            context: context.to_string(),
+            source: "the database library failed on the file's contents (damaged or foreign)"
+                .into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,22 +196,5 @@ mod tests {
         let err = DirLock::acquire(root.path(), Duration::from_millis(30)).unwrap_err();
         assert!(matches!(err, StoreError::Busy { .. }), "{err}");
         assert!(err.to_string().contains("try again later"));
-    }
-}
-
-/// Runs `f`, turning a panic inside a database library into [`StoreError::Io`]: such
-/// libraries may panic on damaged files, and a damaged file must give an error, not a
-/// crash. The panic message still reaches stderr through the panic hook.
-pub fn no_panic<T>(
-    context: impl std::fmt::Display,
-    f: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Io {
-            context: context.to_string(),
-            source: "the database library failed on the file's contents (damaged or foreign)"
-                .into(),
-        }),
     }
 }

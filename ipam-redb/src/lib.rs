@@ -196,15 +196,21 @@ fn db_error(what: &str, path: &Path, e: impl Into<redb::Error>) -> StoreError {
 #[async_trait]
 impl Store for RedbStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || self.get_now(key))
+        no_panic(format!("read {}", self.path.display()), || {
+            self.get_now(key)
+        })
     }
 
     async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || self.scan_now(prefix))
+        no_panic(format!("read {}", self.path.display()), || {
+            self.scan_now(prefix)
+        })
     }
 
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        no_panic(format!("write {}", self.path.display()), || self.commit_now(txn))
+        no_panic(format!("write {}", self.path.display()), || {
+            self.commit_now(txn)
+        })
     }
 }
 

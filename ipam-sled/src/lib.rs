@@ -64,7 +64,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("path", &self.path).finish()
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -99,7 +101,11 @@ impl SledStore {
         }
         let db = open_sled(&path, options.lock_wait)?;
         restrict_files(&path);
-        let store = SledStore { db, path, _lock: lock };
+        let store = SledStore {
+            db,
+            path,
+            _lock: lock,
+        };
         no_panic(format!("open {}", store.path.display()), || {
             store.check_schema(had_data)
         })?;
@@ -225,15 +231,21 @@ fn restrict_files(dir: &Path) {
 #[async_trait]
 impl Store for SledStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || self.get_now(key))
+        no_panic(format!("read {}", self.path.display()), || {
+            self.get_now(key)
+        })
     }
 
     async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || self.scan_now(prefix))
+        no_panic(format!("read {}", self.path.display()), || {
+            self.scan_now(prefix)
+        })
     }
 
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        no_panic(format!("write {}", self.path.display()), || self.commit_now(txn))
+        no_panic(format!("write {}", self.path.display()), || {
+            self.commit_now(txn)
+        })
     }
 }
 
@@ -272,7 +284,11 @@ impl SledStore {
                     )));
                 }
             }
-            let next = tx.get(META_NEXT_VERSION)?.as_deref().and_then(u64_of).unwrap_or(1);
+            let next = tx
+                .get(META_NEXT_VERSION)?
+                .as_deref()
+                .and_then(u64_of)
+                .unwrap_or(1);
             tx.insert(META_NEXT_VERSION, &(next + 1).to_be_bytes())?;
             for (op, k) in ops.iter().zip(&keys) {
                 match op {
