@@ -3,7 +3,7 @@
 //! puts the interface into a "container" namespace of ours, so nothing touches the machine's
 //! own network. No traffic is sent.
 //!
-//! Needs root, `ip` (iproute2) and /usr/lib/cni. Without them the tests print why and skip,
+//! Needs root, `ip` (iproute2) and /usr/lib/cni (or `CNI_PLUGINS_DIR`). Without them the tests print why and skip,
 //! except under `CI=true`, where a missing prerequisite fails them.
 
 mod common;
@@ -16,10 +16,13 @@ use common::{holders, ipam_at, Reply, BIN};
 use ipam_core::{IpPool, IpPoolSpec, ObjectName, ReservedIp, ReservedIpSpec};
 use serde_json::{json, Value};
 
-const PLUGINS: &str = "/usr/lib/cni";
+/// Where Debian puts the plugins; `CNI_PLUGINS_DIR` overrides it.
+fn plugins_dir() -> String {
+    std::env::var("CNI_PLUGINS_DIR").unwrap_or_else(|_| "/usr/lib/cni".into())
+}
 
 /// Whether the prerequisites are there; `Err` says what is missing.
-fn prerequisites() -> Result<(), String> {
+fn prerequisites(test: &str) -> Result<(), String> {
     let uid = Command::new("id")
         .arg("-u")
         .output()
@@ -28,13 +31,15 @@ fn prerequisites() -> Result<(), String> {
         return Err("not running as root (ip netns needs it)".into());
     }
     for plugin in ["bridge", "macvlan"] {
-        if !Path::new(PLUGINS).join(plugin).exists() {
+        let dir = plugins_dir();
+        if !Path::new(&dir).join(plugin).exists() {
             return Err(format!(
-                "{PLUGINS}/{plugin} is missing (apt-get install containernetworking-plugins)"
+                "{dir}/{plugin} is missing (apt-get install containernetworking-plugins)"
             ));
         }
     }
-    let probe = format!("ipamcni-probe-{}", std::process::id());
+    // One probe per test: the tests of this file run in parallel in one process.
+    let probe = format!("ipamcni-probe-{test}-{}", std::process::id());
     let made = Command::new("ip").args(["netns", "add", &probe]).status();
     match made {
         Ok(s) if s.success() => {
@@ -47,8 +52,8 @@ fn prerequisites() -> Result<(), String> {
 }
 
 /// Runs the test body only where it can run; under CI a missing prerequisite is a failure.
-fn needs_namespaces() -> bool {
-    match prerequisites() {
+fn needs_namespaces(test: &str) -> bool {
+    match prerequisites(test) {
         Ok(()) => true,
         Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("CI=true and a prerequisite is missing: {why}")
@@ -120,13 +125,14 @@ fn addresses_in(ns: &str, dev: &str) -> Option<String> {
 /// found through CNI_PATH next to Debian's plugins.
 fn plugin(plugin: &str, command: &str, host: &str, netns: &str, id: &str, conf: &Value) -> Reply {
     let bin_dir = PathBuf::from(BIN).parent().unwrap().to_path_buf();
+    let plugins = plugins_dir();
     let mut child = Command::new("ip")
-        .args(["netns", "exec", host, &format!("{PLUGINS}/{plugin}")])
+        .args(["netns", "exec", host, &format!("{plugins}/{plugin}")])
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_NETNS", netns)
-        .env("CNI_PATH", format!("{}:{PLUGINS}", bin_dir.display()))
+        .env("CNI_PATH", format!("{}:{plugins}", bin_dir.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -164,7 +170,7 @@ fn reserve(dir: &Path, name: &str, ips: &[&str]) {
 /// gone.
 #[test]
 fn bridge_plugin_with_ipam_cni() {
-    if !needs_namespaces() {
+    if !needs_namespaces("br") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +234,7 @@ fn bridge_plugin_with_ipam_cni() {
 /// deleting the ReservedIP lets it through at once.
 #[test]
 fn macvlan_plugin_with_store_pool_and_reserved_ip() {
-    if !needs_namespaces() {
+    if !needs_namespaces("mv") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

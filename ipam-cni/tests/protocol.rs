@@ -297,3 +297,26 @@ fn pod_identity_and_logging() {
         r.stderr
     );
 }
+
+/// `"store": "sled"` works end to end like the default; the two backends keep separate files
+/// in the same directory layout, so a network must keep its choice.
+#[test]
+fn sled_store_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conf = dual_stack(dir.path(), "1.1.0");
+    conf["ipam"]["store"] = json!("sled");
+    let first = call("ADD", "c1", &conf).run().ok();
+    assert_eq!(first.addresses(), ["198.51.100.10/24", "2001:db8::10/64"]);
+    assert_eq!(call("ADD", "c1", &conf).run().ok().json, first.json);
+    let second = call("ADD", "c2", &conf).run().ok();
+    assert_eq!(second.addresses(), ["198.51.100.11/24", "2001:db8::11/64"]);
+    call("DEL", "c1", &conf).run().ok();
+    call("STATUS", "", &conf).run().ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    call("GC", "", &gc).run().ok();
+    assert_eq!(
+        call("ADD", "c3", &conf).run().ok().addresses(),
+        ["198.51.100.12/24", "2001:db8::12/64"]
+    );
+}
