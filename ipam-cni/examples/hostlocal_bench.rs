@@ -127,21 +127,38 @@ fn scenario(name: &str, ours: &Plugin, theirs: &Plugin, held: usize, runs: usize
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let ours_bin = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/ipam-cni"));
+    let ours_bin = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/ipam-cni")
+    });
     let theirs_bin = args
         .next()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/cni/host-local"));
-    let (runs, cycles, held) = (env_or("RUNS", 9), env_or("CYCLES", 20), env_or("HELD", 4096));
+    let (runs, cycles, held) = (
+        env_or("RUNS", 9),
+        env_or("CYCLES", 20),
+        env_or("HELD", 4096),
+    );
     let work = tempfile::tempdir().unwrap();
     println!("# ipam-cni vs host-local (processes spawned directly)\n");
-    println!("ipam-cni: `{}`; host-local: `{}`\n", ours_bin.display(), theirs_bin.display());
+    println!(
+        "ipam-cni: `{}`; host-local: `{}`\n",
+        ours_bin.display(),
+        theirs_bin.display()
+    );
     for (name, n) in [("empty", 0), ("held", held)] {
-        let ours = Plugin::new("ipam-cni", ours_bin.clone(), "ipam-cni", &work.path().join(format!("{name}-ours")));
-        let theirs = Plugin::new("host-local", theirs_bin.clone(), "host-local", &work.path().join(format!("{name}-hl")));
+        let ours = Plugin::new(
+            "ipam-cni",
+            ours_bin.clone(),
+            "ipam-cni",
+            &work.path().join(format!("{name}-ours")),
+        );
+        let theirs = Plugin::new(
+            "host-local",
+            theirs_bin.clone(),
+            "host-local",
+            &work.path().join(format!("{name}-hl")),
+        );
         scenario(name, &ours, &theirs, n, runs, cycles);
     }
 }

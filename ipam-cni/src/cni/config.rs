@@ -398,14 +398,16 @@ impl Plan {
                 let field = format!("ipam.ranges[{i}][{j}]");
                 let range = InlineRange::parse(&field, r)?;
                 match family {
-                    Some(f) if f != range.family => return Err(invalid(
-                        &format!("{field}.subnet"),
-                        &range.subnet.to_string(),
-                        format!(
+                    Some(f) if f != range.family => {
+                        return Err(invalid(
+                            &format!("{field}.subnet"),
+                            &range.subnet.to_string(),
+                            format!(
                             "is {} while ipam.ranges[{i}][0] is {f}; a range set holds one family",
                             range.family
                         ),
-                    )),
+                        ))
+                    }
                     _ => family = Some(range.family),
                 }
                 for (other, f, first, last) in &seen {
