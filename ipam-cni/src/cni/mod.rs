@@ -140,7 +140,12 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
         );
     }
     let inv = match prepare(&var, &bytes) {
-        Err((version, e)) => return failure(version, e),
+        Err((version, e)) => {
+            // Logged too, so that a refused request leaves a trace where the runtime keeps
+            // the plugin's stderr (or in the configured file, if the refusal came late).
+            log::warn(format_args!("refused with code {}: {}", e.code(), e.msg()));
+            return failure(version, e);
+        }
         Ok(Prepared::Version) => return success(Some(result::version_result())),
         Ok(Prepared::Run(inv)) => inv,
     };
