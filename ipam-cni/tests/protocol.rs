@@ -146,7 +146,12 @@ fn check_compares_with_prev_result() {
 
     let r = call("CHECK", "stranger", &conf).run();
     assert_eq!(r.code(), Some(102), "{r:#?}");
-    assert!(r.msg().contains("the owner holds none"), "{}", r.msg());
+    assert!(
+        r.msg()
+            .contains("there is no prevResult and the owner holds no address"),
+        "{}",
+        r.msg()
+    );
 }
 
 /// GC releases what this network's stale owners hold, and nothing of other networks.
