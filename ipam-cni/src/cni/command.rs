@@ -534,6 +534,26 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_range_set_falls_through_in_order() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let c = conf(json!({"ranges": [[
+            {"subnet": "10.6.0.0/24", "rangeStart": "10.6.0.10", "rangeEnd": "10.6.0.10"},
+            {"subnet": "10.7.0.0/24", "rangeStart": "10.7.0.10", "rangeEnd": "10.7.0.10", "gateway": "10.7.0.254"}
+        ]]}));
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.0.10/24");
+        assert_eq!(cni(&ipam, "ADD", "b", &c, ""), "10.7.0.10/24");
+        assert_eq!(
+            cni(&ipam, "ADD", "c", &c, ""),
+            "100: all IP addresses used up: \
+             pool \"net1-0-0\" (total 1, reserved 0, allocated 1, available 0); \
+             pool \"net1-0-1\" (total 1, reserved 0, allocated 1, available 0)"
+        );
+        // A requested address goes to the range that contains it.
+        assert_eq!(cni(&ipam, "DEL", "b", &c, ""), "ok");
+        assert_eq!(cni(&ipam, "ADD", "c", &c, "IP=10.7.0.10"), "10.7.0.10/24");
+    }
+
+    #[test]
     fn failed_add_leaves_the_store_as_it_was() {
         let ipam = Ipam::new(MemoryStore::new());
         let before = dump(&ipam);
