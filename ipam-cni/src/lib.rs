@@ -3,4 +3,5 @@
 //!
 //! - [`store`]: picks and opens the store a configuration or a flag names.
 
+pub mod cni;
 pub mod store;
