@@ -92,7 +92,9 @@ fn raw_baseline(c: &mut Criterion) {
     // of 0 or 240,000 keys (what 60,000 allocations leave: allocation and owner records with
     // their index entries). Separates what the libraries' own cost does with size from ours.
     let mut group = c.benchmark_group("raw_4_writes_durable_commit");
-    group.sample_size(30).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(6));
     for keys in [0u32, 240_000] {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("sled")).unwrap();
@@ -106,7 +108,10 @@ fn raw_baseline(c: &mut Criterion) {
                 n += 1;
                 db.transaction(|tx| {
                     for k in 0..4 {
-                        tx.insert(format!("a/pool/{:08}x{k}", 120_000).as_bytes(), n.to_be_bytes().to_vec())?;
+                        tx.insert(
+                            format!("a/pool/{:08}x{k}", 120_000).as_bytes(),
+                            n.to_be_bytes().to_vec(),
+                        )?;
                     }
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
@@ -121,7 +126,8 @@ fn raw_baseline(c: &mut Criterion) {
         {
             let mut t = w.open_table(table).unwrap();
             for k in 0..keys {
-                t.insert(format!("a/pool/{k:08}").as_bytes(), [7u8; 120].as_slice()).unwrap();
+                t.insert(format!("a/pool/{k:08}").as_bytes(), [7u8; 120].as_slice())
+                    .unwrap();
             }
         }
         w.commit().unwrap();
@@ -132,7 +138,11 @@ fn raw_baseline(c: &mut Criterion) {
                 {
                     let mut t = w.open_table(table).unwrap();
                     for k in 0..4 {
-                        t.insert(format!("a/pool/{:08}x{k}", 120_000).as_bytes(), n.to_be_bytes().as_slice()).unwrap();
+                        t.insert(
+                            format!("a/pool/{:08}x{k}", 120_000).as_bytes(),
+                            n.to_be_bytes().as_slice(),
+                        )
+                        .unwrap();
                     }
                 }
                 w.commit().unwrap();

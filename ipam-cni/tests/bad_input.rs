@@ -205,13 +205,13 @@ fn malformed_stdin_and_environment() {
             "container ID with a slash",
             call("ADD", "../../etc/passwd", &conf),
             4,
-            r#"CNI_CONTAINERID: "../../etc/passwd": must be 1-256 characters of letters, digits, '-', '.' or '_'"#,
+            r#"CNI_CONTAINERID: "../../etc/passwd": must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'"#,
         ),
         (
             "container ID ..",
             call("DEL", "..", &conf),
             4,
-            r#"CNI_CONTAINERID: "..": must not be '.' or '..'"#,
+            r#"CNI_CONTAINERID: "..": must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'"#,
         ),
         (
             "container ID with a space",

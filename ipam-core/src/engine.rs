@@ -546,6 +546,16 @@ impl<S: Store> Ipam<S> {
 
     /// A pool's counts, as the contract defines them.
     pub async fn pool_counts(&self, pool: &IpPool) -> Result<PoolCounts, Error> {
+        self.pool_counts_with(pool, &FamilySets::default()).await
+    }
+
+    /// A pool's counts as seen by a request that also keeps `network_reserved` out (a CNI
+    /// network's own `reserved` list): `available` is what such a request could get.
+    pub async fn pool_counts_with(
+        &self,
+        pool: &IpPool,
+        network_reserved: &FamilySets,
+    ) -> Result<PoolCounts, Error> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let mut blocks = Vec::new();
         for (key, v) in self
@@ -559,7 +569,13 @@ impl<S: Store> Ipam<S> {
             }
         }
         let allocations = crate::alloc::Allocations::from_blocks(blocks);
-        Ok(counts(pool, summary.get(pool.family()), &allocations))
+        let family = pool.family();
+        Ok(counts(
+            pool,
+            summary.get(family),
+            network_reserved.get(family),
+            &allocations,
+        ))
     }
 
     // ---- allocation ------------------------------------------------------------------------
@@ -753,7 +769,9 @@ impl<S: Store> Ipam<S> {
                     pod: request.pod.clone(),
                 });
             }
-            let c = self.pool_counts(&w.pool.value).await?;
+            let c = self
+                .pool_counts_with(&w.pool.value, &request.reserved)
+                .await?;
             exhausted.push(c);
         }
         Err(Error::Exhausted { pools: exhausted })
@@ -1011,24 +1029,28 @@ impl<S: Store> Ipam<S> {
     }
 }
 
-/// The contract's counts for `pool` given the reserved set of its family and its
-/// allocations.
+/// The contract's counts for `pool`, given the store's reserved set of its family, a
+/// network's own reserved set (empty outside a CNI request) and its allocations.
 pub fn counts(
     pool: &IpPool,
-    reserved: &IntervalSet,
+    store_reserved: &IntervalSet,
+    network_reserved: &IntervalSet,
     allocations: &crate::alloc::Allocations,
 ) -> PoolCounts {
     let capacity = pool.capacity();
-    let open = capacity.difference(reserved);
+    let by_store = capacity.intersection(store_reserved);
+    let open = capacity
+        .difference(store_reserved)
+        .difference(network_reserved);
     let total = capacity.len();
-    let reserved_count = total - open.len();
-    let held_open = allocations.count_in(&open);
+    let reserved = total - open.len();
     PoolCounts {
         pool: pool.name().clone(),
         total,
-        reserved: reserved_count,
+        reserved,
+        reserved_by_network: reserved - by_store.len(),
         allocated: allocations.len(),
-        available: open.len() - held_open,
+        available: open.len() - allocations.count_in(&open),
     }
 }
 

@@ -6,9 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use ipam_core::alloc::Allocations;
-use ipam_core::store::{Prefix, Record};
-use ipam_core::{FamilySets, IpPool, Ipam, ObjectName, Owner, Request, Slot, Store};
+use ipam_core::{IpPool, Ipam, ObjectName, Owner, Request, Slot, Store};
 use serde_json::Value;
 
 use super::config::{NetConf, Plan, SlotOrigin};
@@ -172,7 +170,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniErr
                     ));
                 }
             }
-            return Err(exhausted_with_own_reservations(ipam, plan, e).await);
+            return Err(e.into());
         }
     };
 
@@ -210,56 +208,6 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniErr
         &plan.routes,
         plan.dns.as_ref(),
     ))
-}
-
-/// The engine counts only the store's ReservedIPs in its "used up" message; when the
-/// network has its own `reserved`, the counts are redone with both, so that the message adds
-/// up (`available` 0) and says how many the configuration keeps out.
-async fn exhausted_with_own_reservations<S: Store>(
-    ipam: &Ipam<S>,
-    plan: &Plan,
-    e: ipam_core::Error,
-) -> CniError {
-    let ipam_core::Error::Exhausted { pools } = &e else {
-        return e.into();
-    };
-    if plan.reserved.v4.is_empty() && plan.reserved.v6.is_empty() {
-        return e.into();
-    }
-    let Ok(reservations) = ipam.reserved_ips().await else {
-        return e.into();
-    };
-    let store_reserved = FamilySets::union_of(&reservations);
-    let mut parts = Vec::new();
-    for c in pools {
-        let pool = match plan.inline_pools.iter().find(|p| *p.name() == c.pool) {
-            Some(p) => p.clone(),
-            None => match ipam.pool(&c.pool).await {
-                Ok(Some(p)) => p,
-                _ => return e.into(),
-            },
-        };
-        let family = pool.family();
-        let capacity = pool.capacity();
-        let by_store = capacity.intersection(store_reserved.get(family)).len();
-        let all = capacity
-            .intersection(&store_reserved.get(family).union(plan.reserved.get(family)))
-            .len();
-        let Ok(free) = free_count(ipam, &pool, &store_reserved, &plan.reserved).await else {
-            return e.into();
-        };
-        parts.push(format!(
-            "pool {:?} (total {}, reserved {all} ({by_store} by ReservedIPs, {} by the network's `reserved`), allocated {}, available {free})",
-            c.pool.as_str(),
-            c.total,
-            all - by_store,
-            c.allocated
-        ));
-    }
-    CniError::new(
-        Code::Exhausted,
-        format!("all IP addresses used up: {}", parts.join("; ")),
-    )
 }
 
 /// DEL: release what the owner holds on this network; nothing held is success.
@@ -377,12 +325,6 @@ async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> 
 async fn status<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     let plan = inv.plan()?;
     let not_ready = |msg: String| CniError::new(Code::NotReady, msg);
-    let store_reserved = FamilySets::union_of(
-        &ipam
-            .reserved_ips()
-            .await
-            .map_err(|e| not_ready(format!("the store is not usable: {e}")))?,
-    );
     for slot in &plan.slots {
         let mut counts = Vec::new();
         let mut ready = false;
@@ -398,9 +340,11 @@ async fn status<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniErr
                     Err(e) => return Err(not_ready(format!("the store is not usable: {e}"))),
                 },
             };
-            let free = free_count(ipam, &pool, &store_reserved, &plan.reserved)
+            let free = ipam
+                .pool_counts_with(&pool, &plan.reserved)
                 .await
-                .map_err(|e| not_ready(format!("the store is not usable: {e}")))?;
+                .map_err(|e| not_ready(format!("the store is not usable: {e}")))?
+                .available;
             if free > 0 {
                 ready = true;
                 break;
@@ -416,41 +360,6 @@ async fn status<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniErr
         }
     }
     Ok(())
-}
-
-/// Free addresses of `pool`: its capacity less both reservation sets, less what is held in
-/// what remains.
-async fn free_count<S: Store>(
-    ipam: &Ipam<S>,
-    pool: &IpPool,
-    store_reserved: &FamilySets,
-    own_reserved: &FamilySets,
-) -> Result<u128, ipam_core::Error> {
-    let family = pool.family();
-    let open = pool
-        .capacity()
-        .difference(store_reserved.get(family))
-        .difference(own_reserved.get(family));
-    let mut blocks = Vec::new();
-    for (key, v) in ipam
-        .store()
-        .scan(&Prefix::Blocks(pool.name().clone()))
-        .await?
-    {
-        match (key, v.value) {
-            (ipam_core::store::Key::Block { index, .. }, Record::Block(b)) => {
-                blocks.push((index, b))
-            }
-            (key, _) => {
-                return Err(ipam_core::Error::Store(ipam_core::StoreError::Corrupt {
-                    key: key.to_string(),
-                    reason: "not a block".into(),
-                }))
-            }
-        }
-    }
-    let held = Allocations::from_blocks(blocks).count_in(&open);
-    Ok(open.len() - held)
 }
 
 #[cfg(test)]
@@ -497,6 +406,7 @@ mod tests {
     }
 
     fn dump(ipam: &Ipam<MemoryStore>) -> String {
+        use ipam_core::store::Prefix;
         let mut out = String::new();
         for prefix in [
             Prefix::Pools,

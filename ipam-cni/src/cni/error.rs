@@ -172,6 +172,7 @@ mod tests {
                         pool: pool.clone(),
                         total: 3,
                         reserved: 2,
+                        reserved_by_network: 0,
                         allocated: 1,
                         available: 0,
                     }],
