@@ -2,7 +2,9 @@
 //! both binaries stay thin and their logic is testable.
 //!
 //! - [`store`]: picks and opens the store a configuration or a flag names.
+//! - [`cni`]: the CNI plugin's commands.
 //! - [`ctl`]: the `ipamctl` commands.
 
+pub mod cni;
 pub mod ctl;
 pub mod store;

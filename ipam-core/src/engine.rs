@@ -22,7 +22,7 @@ use crate::pool::IpPool;
 use crate::reserved::{FamilySets, ReservedIp};
 use crate::set::IntervalSet;
 use crate::store::{
-    Allocation, Expect, Key, PodRef, Prefix, Record, Store, Transaction, Versioned,
+    Allocation, Expect, FromRecord, Key, PodRef, Prefix, Record, Store, Transaction, Versioned,
 };
 
 /// Waits between retries. The core has no runtime: callers that run one pass its timer.
@@ -337,6 +337,32 @@ impl<S: Store> Ipam<S> {
         })
     }
 
+    /// Reads one record of the expected kind; another kind under the key is corruption.
+    async fn read<T: FromRecord>(&self, key: &Key) -> Result<Option<Versioned<T>>, Error> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(Versioned { value, version }) => match T::from_record(value) {
+                Some(value) => Ok(Some(Versioned { value, version })),
+                None => Err(corrupt(key, T::KIND)),
+            },
+        }
+    }
+
+    /// Reads every record under `prefix`, all of the expected kind.
+    async fn read_all<T: FromRecord>(
+        &self,
+        prefix: &Prefix,
+    ) -> Result<Vec<(Key, Versioned<T>)>, Error> {
+        let mut out = Vec::new();
+        for (key, Versioned { value, version }) in self.store.scan(prefix).await? {
+            match T::from_record(value) {
+                Some(value) => out.push((key, Versioned { value, version })),
+                None => return Err(corrupt(&key, T::KIND)),
+            }
+        }
+        Ok(out)
+    }
+
     // ---- objects ---------------------------------------------------------------------------
 
     /// Creates a pool or replaces its spec.
@@ -346,13 +372,11 @@ impl<S: Store> Ipam<S> {
     pub async fn apply_pool(&self, pool: IpPool) -> Result<Applied, Error> {
         self.retrying("apply ippool", || async {
             let key = Key::Pool(pool.name().clone());
-            let old = self.store.get(&key).await?;
+            let old = self.read::<IpPool>(&key).await?;
             let applied = match &old {
                 None => Applied::Created,
-                Some(v) => match &v.value {
-                    Record::Pool(p) if p.spec() == pool.spec() => return Ok(Applied::Unchanged),
-                    _ => Applied::Configured,
-                },
+                Some(v) if v.value.spec() == pool.spec() => return Ok(Applied::Unchanged),
+                Some(_) => Applied::Configured,
             };
             let mut txn = Transaction::new();
             txn.put(key, Record::Pool(pool.clone()), Expect::read(&old));
@@ -371,15 +395,14 @@ impl<S: Store> Ipam<S> {
     ) -> Result<Vec<Allocation>, Error> {
         self.retrying("delete ippool", || async {
             let key = Key::Pool(name.clone());
-            let Some(old) = self.store.get(&key).await? else {
+            let Some(old) = self.read::<IpPool>(&key).await? else {
                 return Err(Error::NotFound {
                     kind: ObjectKind::IpPool,
                     name: name.to_string(),
                 });
             };
             let allocations = self
-                .store
-                .scan(&Prefix::Allocations(Some(name.clone())))
+                .read_all::<Allocation>(&Prefix::Allocations(Some(name.clone())))
                 .await?;
             if !allocations.is_empty() && !force {
                 return Err(Error::PoolInUse {
@@ -390,17 +413,21 @@ impl<S: Store> Ipam<S> {
             let mut txn = Transaction::new();
             txn.delete(key, Expect::Version(old.version));
             txn.delete(Key::Cursor(name.clone()), Expect::Any);
-            for (k, v) in self.store.scan(&Prefix::Blocks(name.clone())).await? {
+            for (k, v) in self
+                .read_all::<Block>(&Prefix::Blocks(name.clone()))
+                .await?
+            {
                 txn.delete(k, Expect::Version(v.version));
             }
             let mut by_owner: HashMap<Owner, Vec<Allocation>> = HashMap::new();
             let mut released = Vec::new();
             for (k, v) in allocations {
-                if let Record::Allocation(a) = v.value {
-                    by_owner.entry(a.owner.clone()).or_default().push(a.clone());
-                    released.push(a);
-                }
                 txn.delete(k, Expect::Version(v.version));
+                by_owner
+                    .entry(v.value.owner.clone())
+                    .or_default()
+                    .push(v.value.clone());
+                released.push(v.value);
             }
             for (owner, gone) in by_owner {
                 self.drop_from_owner(&mut txn, &owner, &gone).await?;
@@ -419,13 +446,15 @@ impl<S: Store> Ipam<S> {
         gone: &[Allocation],
     ) -> Result<(), Error> {
         let key = Key::Owner(owner.clone());
-        let Some(rec) = self.store.get(&key).await? else {
+        let Some(rec) = self.read::<Vec<Allocation>>(&key).await? else {
             return Ok(());
         };
-        let Record::Owner(list) = &rec.value else {
-            return Err(corrupt(&key, "not an owner record"));
-        };
-        let rest: Vec<Allocation> = list.iter().filter(|a| !gone.contains(a)).cloned().collect();
+        let rest: Vec<Allocation> = rec
+            .value
+            .iter()
+            .filter(|a| !gone.contains(a))
+            .cloned()
+            .collect();
         if rest.is_empty() {
             txn.delete(key, Expect::Version(rec.version));
         } else {
@@ -439,15 +468,11 @@ impl<S: Store> Ipam<S> {
     pub async fn apply_reserved_ip(&self, reserved: ReservedIp) -> Result<Applied, Error> {
         self.retrying("apply reservedip", || async {
             let key = Key::ReservedIp(reserved.name().clone());
-            let old = self.store.get(&key).await?;
+            let old = self.read::<ReservedIp>(&key).await?;
             let applied = match &old {
                 None => Applied::Created,
-                Some(v) => match &v.value {
-                    Record::ReservedIp(r) if r.spec() == reserved.spec() => {
-                        return Ok(Applied::Unchanged)
-                    }
-                    _ => Applied::Configured,
-                },
+                Some(v) if v.value.spec() == reserved.spec() => return Ok(Applied::Unchanged),
+                Some(_) => Applied::Configured,
             };
             let mut others = self.reserved_ips().await?;
             others.retain(|r| r.name() != reserved.name());
@@ -469,7 +494,7 @@ impl<S: Store> Ipam<S> {
     pub async fn delete_reserved_ip(&self, name: &ObjectName) -> Result<(), Error> {
         self.retrying("delete reservedip", || async {
             let key = Key::ReservedIp(name.clone());
-            let Some(old) = self.store.get(&key).await? else {
+            let Some(old) = self.read::<ReservedIp>(&key).await? else {
                 return Err(Error::NotFound {
                     kind: ObjectKind::ReservedIp,
                     name: name.to_string(),
@@ -489,7 +514,7 @@ impl<S: Store> Ipam<S> {
     /// Adds the write of the reservation summary, conditional on the one read: every
     /// ReservedIP change goes through it, so concurrent changes serialize there.
     async fn put_summary(&self, txn: &mut Transaction, all: &[ReservedIp]) -> Result<(), Error> {
-        let old = self.store.get(&Key::ReservedSummary).await?;
+        let old = self.summary().await?;
         txn.put(
             Key::ReservedSummary,
             Record::ReservedSummary(FamilySets::union_of(all)),
@@ -500,66 +525,59 @@ impl<S: Store> Ipam<S> {
 
     /// One pool.
     pub async fn pool(&self, name: &ObjectName) -> Result<Option<IpPool>, Error> {
-        match self.store.get(&Key::Pool(name.clone())).await? {
-            None => Ok(None),
-            Some(v) => match v.value {
-                Record::Pool(p) => Ok(Some(p)),
-                _ => Err(corrupt(&Key::Pool(name.clone()), "not a pool")),
-            },
-        }
+        Ok(self
+            .read::<IpPool>(&Key::Pool(name.clone()))
+            .await?
+            .map(|v| v.value))
     }
 
     /// Every pool, by name.
     pub async fn pools(&self) -> Result<Vec<IpPool>, Error> {
-        let mut out = Vec::new();
-        for (key, v) in self.store.scan(&Prefix::Pools).await? {
-            match v.value {
-                Record::Pool(p) => out.push(p),
-                _ => return Err(corrupt(&key, "not a pool")),
-            }
-        }
-        Ok(out)
+        let all = self.read_all::<IpPool>(&Prefix::Pools).await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
     /// Every ReservedIP, by name.
     pub async fn reserved_ips(&self) -> Result<Vec<ReservedIp>, Error> {
-        let mut out = Vec::new();
-        for (key, v) in self.store.scan(&Prefix::ReservedIps).await? {
-            match v.value {
-                Record::ReservedIp(r) => out.push(r),
-                _ => return Err(corrupt(&key, "not a reservedip")),
-            }
-        }
-        Ok(out)
+        let all = self.read_all::<ReservedIp>(&Prefix::ReservedIps).await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
     async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
-        match self.store.get(&Key::ReservedSummary).await? {
-            None => Ok(None),
-            Some(Versioned {
-                value: Record::ReservedSummary(s),
-                version,
-            }) => Ok(Some(Versioned { value: s, version })),
-            Some(_) => Err(corrupt(&Key::ReservedSummary, "not a summary")),
-        }
+        self.read(&Key::ReservedSummary).await
     }
 
     /// A pool's counts, as the contract defines them.
     pub async fn pool_counts(&self, pool: &IpPool) -> Result<PoolCounts, Error> {
+        self.pool_counts_with(pool, &FamilySets::default()).await
+    }
+
+    /// A pool's counts as seen by a request that also keeps `network_reserved` out (a CNI
+    /// network's own `reserved` list): `available` is what such a request could get.
+    pub async fn pool_counts_with(
+        &self,
+        pool: &IpPool,
+        network_reserved: &FamilySets,
+    ) -> Result<PoolCounts, Error> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let mut blocks = Vec::new();
         for (key, v) in self
-            .store
-            .scan(&Prefix::Blocks(pool.name().clone()))
+            .read_all::<Block>(&Prefix::Blocks(pool.name().clone()))
             .await?
         {
-            match (key, v.value) {
-                (Key::Block { index, .. }, Record::Block(b)) => blocks.push((index, b)),
-                (key, _) => return Err(corrupt(&key, "not a block")),
+            match key {
+                Key::Block { index, .. } => blocks.push((index, v.value)),
+                key => return Err(corrupt(&key, "a block key")),
             }
         }
         let allocations = crate::alloc::Allocations::from_blocks(blocks);
-        Ok(counts(pool, summary.get(pool.family()), &allocations))
+        let family = pool.family();
+        Ok(counts(
+            pool,
+            summary.get(family),
+            network_reserved.get(family),
+            &allocations,
+        ))
     }
 
     // ---- allocation ------------------------------------------------------------------------
@@ -575,15 +593,11 @@ impl<S: Store> Ipam<S> {
 
     async fn try_allocate(&self, request: &Request) -> Result<Vec<Allocation>, Error> {
         let owner_key = Key::Owner(request.owner.clone());
-        let owner_rec = self.store.get(&owner_key).await?;
-        let held: Vec<Allocation> = match &owner_rec {
-            None => Vec::new(),
-            Some(Versioned {
-                value: Record::Owner(list),
-                ..
-            }) => list.clone(),
-            Some(_) => return Err(corrupt(&owner_key, "not an owner record")),
-        };
+        let owner_rec = self.read::<Vec<Allocation>>(&owner_key).await?;
+        let held: Vec<Allocation> = owner_rec
+            .as_ref()
+            .map(|v| v.value.clone())
+            .unwrap_or_default();
         let summary = self.summary().await?;
         let no_reservations = FamilySets::default();
         let store_reserved = summary
@@ -665,26 +679,16 @@ impl<S: Store> Ipam<S> {
     ) -> Result<&'w mut PoolWork, Error> {
         if !work.contains_key(name) {
             let key = Key::Pool(name.clone());
-            let pool = match self.store.get(&key).await? {
-                None => {
-                    return Err(Error::NotFound {
-                        kind: ObjectKind::IpPool,
-                        name: name.to_string(),
-                    })
-                }
-                Some(Versioned {
-                    value: Record::Pool(p),
-                    version,
-                }) => Versioned { value: p, version },
-                Some(_) => return Err(corrupt(&key, "not a pool")),
+            let Some(pool) = self.read::<IpPool>(&key).await? else {
+                return Err(Error::NotFound {
+                    kind: ObjectKind::IpPool,
+                    name: name.to_string(),
+                });
             };
-            let cursor = match self.store.get(&Key::Cursor(name.clone())).await? {
-                Some(Versioned {
-                    value: Record::Cursor(c),
-                    ..
-                }) => Some(c),
-                _ => None,
-            };
+            let cursor = self
+                .read::<u128>(&Key::Cursor(name.clone()))
+                .await?
+                .map(|c| c.value);
             work.insert(
                 name.clone(),
                 PoolWork {
@@ -704,14 +708,7 @@ impl<S: Store> Ipam<S> {
             pool: w.pool.value.name().clone(),
             index,
         };
-        let block = match self.store.get(&key).await? {
-            None => None,
-            Some(Versioned {
-                value: Record::Block(b),
-                version,
-            }) => Some(Versioned { value: b, version }),
-            Some(_) => return Err(corrupt(&key, "not a block")),
-        };
+        let block = self.read::<Block>(&key).await?;
         w.blocks.insert(index, block);
         Ok(())
     }
@@ -753,7 +750,9 @@ impl<S: Store> Ipam<S> {
                     pod: request.pod.clone(),
                 });
             }
-            let c = self.pool_counts(&w.pool.value).await?;
+            let c = self
+                .pool_counts_with(&w.pool.value, &request.reserved)
+                .await?;
             exhausted.push(c);
         }
         Err(Error::Exhausted { pools: exhausted })
@@ -813,13 +812,10 @@ impl<S: Store> Ipam<S> {
                     pool: name.clone(),
                     address,
                 };
-                let holder = match self.store.get(&key).await? {
-                    Some(Versioned {
-                        value: Record::Allocation(a),
-                        ..
-                    }) => a.owner,
+                let holder = match self.read::<Allocation>(&key).await? {
+                    Some(a) => a.value.owner,
                     // Taken earlier in this same request.
-                    _ => request.owner.clone(),
+                    None => request.owner.clone(),
                 };
                 return Err(unavailable(Unavailable::Held { owner: holder }));
             }
@@ -836,27 +832,18 @@ impl<S: Store> Ipam<S> {
 
     /// What `owner` holds, on every network.
     pub async fn owner_allocations(&self, owner: &Owner) -> Result<Vec<Allocation>, Error> {
-        let key = Key::Owner(owner.clone());
-        match self.store.get(&key).await? {
-            None => Ok(Vec::new()),
-            Some(Versioned {
-                value: Record::Owner(list),
-                ..
-            }) => Ok(list),
-            Some(_) => Err(corrupt(&key, "not an owner record")),
-        }
+        let list = self
+            .read::<Vec<Allocation>>(&Key::Owner(owner.clone()))
+            .await?;
+        Ok(list.map(|v| v.value).unwrap_or_default())
     }
 
     /// Every allocation of one pool, or of all pools, in pool and address order.
     pub async fn allocations(&self, pool: Option<&ObjectName>) -> Result<Vec<Allocation>, Error> {
-        let mut out = Vec::new();
-        for (key, v) in self.store.scan(&Prefix::Allocations(pool.cloned())).await? {
-            match v.value {
-                Record::Allocation(a) => out.push(a),
-                _ => return Err(corrupt(&key, "not an allocation")),
-            }
-        }
-        Ok(out)
+        let all = self
+            .read_all::<Allocation>(&Prefix::Allocations(pool.cloned()))
+            .await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
     /// Releases what `owner` holds on `network` (on every network when `None`). Idempotent:
@@ -876,13 +863,11 @@ impl<S: Store> Ipam<S> {
         network: Option<&str>,
     ) -> Result<Vec<Allocation>, Error> {
         let owner_key = Key::Owner(owner.clone());
-        let Some(rec) = self.store.get(&owner_key).await? else {
+        let Some(rec) = self.read::<Vec<Allocation>>(&owner_key).await? else {
             return Ok(Vec::new());
         };
-        let Record::Owner(list) = rec.value else {
-            return Err(corrupt(&owner_key, "not an owner record"));
-        };
-        let (gone, kept): (Vec<Allocation>, Vec<Allocation>) = list
+        let (gone, kept): (Vec<Allocation>, Vec<Allocation>) = rec
+            .value
             .into_iter()
             .partition(|a| network.is_none_or(|n| a.network == n));
         if gone.is_empty() {
@@ -896,12 +881,9 @@ impl<S: Store> Ipam<S> {
                 pool: a.pool.clone(),
                 address: a.address,
             };
-            match self.store.get(&akey).await? {
-                Some(Versioned {
-                    value: Record::Allocation(stored),
-                    version,
-                }) if stored.owner == *owner => {
-                    txn.delete(akey, Expect::Version(version));
+            match self.read::<Allocation>(&akey).await? {
+                Some(stored) if stored.value.owner == *owner => {
+                    txn.delete(akey, Expect::Version(stored.version));
                 }
                 // The record is gone (the pool was force-deleted) or belongs to someone else:
                 // the owner's claim is stale; drop it without touching the bitmap.
@@ -914,14 +896,7 @@ impl<S: Store> Ipam<S> {
                     pool: bkey.0.clone(),
                     index: bkey.1,
                 };
-                let b = match self.store.get(&key).await? {
-                    None => None,
-                    Some(Versioned {
-                        value: Record::Block(b),
-                        version,
-                    }) => Some(Versioned { value: b, version }),
-                    Some(_) => return Err(corrupt(&key, "not a block")),
-                };
+                let b = self.read::<Block>(&key).await?;
                 blocks.insert(bkey.clone(), b);
             }
             if let Some(Some(read)) = blocks.get(&bkey) {
@@ -954,11 +929,11 @@ impl<S: Store> Ipam<S> {
     /// owners whose release fails and reports them.
     pub async fn gc(&self, network: &str, valid: &BTreeSet<Owner>) -> Result<GcReport, Error> {
         let mut report = GcReport::default();
-        for (key, v) in self.store.scan(&Prefix::Owners).await? {
-            let (Key::Owner(owner), Record::Owner(list)) = (&key, &v.value) else {
-                return Err(corrupt(&key, "not an owner record"));
+        for (key, v) in self.read_all::<Vec<Allocation>>(&Prefix::Owners).await? {
+            let Key::Owner(owner) = &key else {
+                return Err(corrupt(&key, "an owner key"));
             };
-            if valid.contains(owner) || !list.iter().any(|a| a.network == network) {
+            if valid.contains(owner) || !v.value.iter().any(|a| a.network == network) {
                 continue;
             }
             match self.release(owner, Some(network)).await {
@@ -982,13 +957,7 @@ impl<S: Store> Ipam<S> {
                 pool: pool.name().clone(),
                 address,
             };
-            let held = match self.store.get(&key).await? {
-                Some(Versioned {
-                    value: Record::Allocation(a),
-                    ..
-                }) => Some(a),
-                _ => None,
-            };
+            let held = self.read::<Allocation>(&key).await?.map(|a| a.value);
             pools.push(PoolFinding {
                 pool: pool.name().clone(),
                 listed: pool.ips().contains(value),
@@ -1011,30 +980,35 @@ impl<S: Store> Ipam<S> {
     }
 }
 
-/// The contract's counts for `pool` given the reserved set of its family and its
-/// allocations.
+/// The contract's counts for `pool`, given the store's reserved set of its family, a
+/// network's own reserved set (empty outside a CNI request) and its allocations.
 pub fn counts(
     pool: &IpPool,
-    reserved: &IntervalSet,
+    store_reserved: &IntervalSet,
+    network_reserved: &IntervalSet,
     allocations: &crate::alloc::Allocations,
 ) -> PoolCounts {
     let capacity = pool.capacity();
-    let open = capacity.difference(reserved);
+    let by_store = capacity.intersection(store_reserved);
+    let open = capacity
+        .difference(store_reserved)
+        .difference(network_reserved);
     let total = capacity.len();
-    let reserved_count = total - open.len();
-    let held_open = allocations.count_in(&open);
+    let reserved = total - open.len();
     PoolCounts {
         pool: pool.name().clone(),
         total,
-        reserved: reserved_count,
+        reserved,
+        reserved_by_network: reserved - by_store.len(),
         allocated: allocations.len(),
-        available: open.len() - held_open,
+        available: open.len() - allocations.count_in(&open),
     }
 }
 
-fn corrupt(key: &Key, reason: &str) -> Error {
+/// A record that is not what its key promises.
+fn corrupt(key: &Key, expected: &str) -> Error {
     Error::Store(StoreError::Corrupt {
         key: key.to_string(),
-        reason: reason.to_owned(),
+        reason: format!("not {expected}"),
     })
 }

@@ -95,8 +95,12 @@ pub struct PoolCounts {
     pub pool: ObjectName,
     /// `totalIPCount`.
     pub total: u128,
-    /// `reservedIPCount`.
+    /// `reservedIPCount`, plus what the requesting network's own `reserved` list keeps out
+    /// (see `reserved_by_network`).
     pub reserved: u128,
+    /// The part of `reserved` due only to the network's own `reserved` list (0 outside a
+    /// CNI request).
+    pub reserved_by_network: u128,
     /// `allocatedIPCount`.
     pub allocated: u128,
     /// `availableIPCount`.
@@ -107,12 +111,23 @@ impl fmt::Display for PoolCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pool {:?} (total {}, reserved {}, allocated {}, available {})",
+            "pool {:?} (total {}, reserved {}",
             self.pool.as_str(),
             self.total,
-            self.reserved,
-            self.allocated,
-            self.available
+            self.reserved
+        )?;
+        if self.reserved_by_network > 0 {
+            write!(
+                f,
+                " ({} by ReservedIPs, {} by the network's `reserved`)",
+                self.reserved - self.reserved_by_network,
+                self.reserved_by_network
+            )?;
+        }
+        write!(
+            f,
+            ", allocated {}, available {})",
+            self.allocated, self.available
         )
     }
 }

@@ -83,6 +83,7 @@ impl fmt::Debug for ObjectName {
 /// let owner = Owner::new("5f1c0e", "eth0").unwrap();
 /// assert_eq!(owner.to_string(), "5f1c0e/eth0");
 /// assert!(Owner::new("../etc", "eth0").is_err());
+/// assert!(Owner::new("..", "eth0").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "(String, String)", into = "(String, String)")]
@@ -98,7 +99,10 @@ impl Owner {
         ifname: impl Into<String>,
     ) -> Result<Owner, ValidationError> {
         let (container_id, ifname) = (container_id.into(), ifname.into());
+        // `.` and `..` fit the charset but name directories, not containers.
         let id_ok = (1..=256).contains(&container_id.len())
+            && container_id != "."
+            && container_id != ".."
             && container_id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
@@ -106,7 +110,7 @@ impl Owner {
             return Err(ValidationError::new(
                 "containerID",
                 &container_id,
-                "must be 1-256 characters of letters, digits, '-', '.' or '_'",
+                "must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'",
             ));
         }
         let if_ok = (1..=15).contains(&ifname.len())

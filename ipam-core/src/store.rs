@@ -140,6 +140,37 @@ pub enum Record {
     Owner(Vec<Allocation>),
 }
 
+/// A type kept in the store as one [`Record`] variant: lets readers ask for the type they
+/// expect and treat any other variant under that key as corruption.
+pub trait FromRecord: Sized {
+    /// What the record is called in messages ("a pool", "a block", ...).
+    const KIND: &'static str;
+    /// The value, if `record` is of this kind.
+    fn from_record(record: Record) -> Option<Self>;
+}
+
+macro_rules! from_record {
+    ($ty:ty, $variant:ident, $kind:literal) => {
+        impl FromRecord for $ty {
+            const KIND: &'static str = $kind;
+            fn from_record(record: Record) -> Option<Self> {
+                match record {
+                    Record::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+from_record!(IpPool, Pool, "a pool");
+from_record!(ReservedIp, ReservedIp, "a reservedip");
+from_record!(FamilySets, ReservedSummary, "a reservation summary");
+from_record!(Block, Block, "a block");
+from_record!(u128, Cursor, "a cursor");
+from_record!(Allocation, Allocation, "an allocation");
+from_record!(Vec<Allocation>, Owner, "an owner record");
+
 /// What an operation of a transaction expects of its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {

@@ -1,0 +1,28 @@
+//! `ipam-cni`: the CNI IPAM plugin. Thin: the library reads the environment and stdin, opens
+//! the store, runs the command and renders the output; this prints it and exits.
+
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ipam_cni::cni::error::{CniError, Code};
+
+fn main() {
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        ipam_cni::cni::run(|k| std::env::var(k).ok(), &mut std::io::stdin().lock())
+    }))
+    // A bug must still answer in the protocol, or the runtime sees no reason at all; the
+    // panic message itself is on stderr.
+    .unwrap_or_else(|_| ipam_cni::cni::Output {
+        stdout: format!(
+            "{}\n",
+            CniError::new(Code::Io, "internal error in ipam-cni (see its stderr)").to_json(None)
+        ),
+        exit_code: 1,
+    });
+    let mut stdout = std::io::stdout().lock();
+    // If stdout is gone the runtime cannot read the answer anyway; the exit status still says
+    // whether the command succeeded.
+    let _ = stdout.write_all(out.stdout.as_bytes());
+    let _ = stdout.flush();
+    std::process::exit(out.exit_code);
+}

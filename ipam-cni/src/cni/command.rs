@@ -1,0 +1,598 @@
+//! The commands, over any store: ADD, DEL, CHECK, GC and STATUS.
+//!
+//! Everything here takes an [`Ipam`] so that the same logic runs on the redb store in the
+//! binary and on `MemoryStore` in tests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipam_core::{IpPool, Ipam, ObjectName, Owner, Request, Slot, Store};
+use serde_json::Value;
+
+use super::config::{NetConf, Plan, SlotOrigin};
+use super::env::{Command, Environment};
+use super::error::{CniError, Code};
+use super::log;
+use super::result::add_result;
+
+/// One validated invocation: everything the command needs besides the store.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The environment.
+    pub env: Environment,
+    /// The common part of the configuration.
+    pub net: NetConf,
+    /// The allocation plan (ADD, CHECK, STATUS).
+    pub plan: Option<Plan>,
+    /// `prevResult`'s addresses (CHECK), if it has one.
+    pub prev: Option<Vec<IpAddr>>,
+    /// The attachments to keep (GC).
+    pub valid: Option<BTreeSet<Owner>>,
+}
+
+impl Invocation {
+    fn owner(&self) -> Result<&Owner, CniError> {
+        self.env.owner.as_ref().ok_or_else(|| {
+            CniError::new(
+                Code::BadEnvironment,
+                format!("{} needs CNI_CONTAINERID and CNI_IFNAME", self.env.command),
+            )
+        })
+    }
+
+    fn plan(&self) -> Result<&Plan, CniError> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| CniError::new(Code::InvalidConfig, "internal: the command has no plan"))
+    }
+}
+
+/// Runs the invocation's command. `Ok(Some(result))` is printed on stdout; `Ok(None)` prints
+/// nothing (DEL, CHECK, GC, STATUS).
+pub async fn execute<S: Store>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+) -> Result<Option<Value>, CniError> {
+    match inv.env.command {
+        Command::Add => add(ipam, inv).await.map(Some),
+        Command::Del => del(ipam, inv).await.map(|()| None),
+        Command::Check => check(ipam, inv).await.map(|()| None),
+        Command::Gc => gc(ipam, inv).await.map(|()| None),
+        Command::Status => status(ipam, inv).await.map(|()| None),
+        Command::Version => Ok(Some(super::result::version_result())),
+    }
+}
+
+/// Reads the pools `ippools` names, refusing unknown ones and ones of the wrong family
+/// (code 7), so that nothing is written for a request that cannot be served.
+async fn store_pools<S: Store>(
+    ipam: &Ipam<S>,
+    plan: &Plan,
+    net: &NetConf,
+) -> Result<HashMap<ObjectName, IpPool>, CniError> {
+    let mut out = HashMap::new();
+    for slot in plan
+        .slots
+        .iter()
+        .filter(|s| s.origin == SlotOrigin::IpPools)
+    {
+        for (k, name) in slot.pools.iter().enumerate() {
+            let field = format!("{}[{k}]", slot.field);
+            match ipam.pool(name).await? {
+                None => {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!(
+                            "{field}: {:?}: no such ippool in the store at {} (create it with `ipamctl apply`)",
+                            name.as_str(),
+                            net.data_dir.display()
+                        ),
+                    ))
+                }
+                Some(p) if p.family() != slot.family => {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!(
+                            "{field}: {:?}: is an {} pool (subnet {}), listed under {}",
+                            name.as_str(),
+                            p.family(),
+                            p.subnet(),
+                            slot.family
+                        ),
+                    ))
+                }
+                Some(p) => {
+                    out.insert(name.clone(), p);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ADD: upsert the inline pools, allocate one address per slot, all or nothing. On failure
+/// the pools this call created or changed are put back, so the store is as it was.
+async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniError> {
+    let owner = inv.owner()?;
+    let plan = inv.plan()?;
+    let pools = store_pools(ipam, plan, &inv.net).await?;
+
+    // (pool, what it was before this call) for every pool this call wrote.
+    let mut undo: Vec<(ObjectName, Option<IpPool>)> = Vec::new();
+    let outcome = async {
+        for pool in &plan.inline_pools {
+            let before = ipam.pool(pool.name()).await?;
+            // Unchanged pools are not rewritten: each write is an fsync.
+            if before.as_ref().map(IpPool::spec) == Some(pool.spec()) {
+                continue;
+            }
+            ipam.apply_pool(pool.clone()).await?;
+            log::info(format_args!(
+                "{} ippool {:?} from the network configuration",
+                if before.is_some() {
+                    "updated"
+                } else {
+                    "created"
+                },
+                pool.name().as_str()
+            ));
+            undo.push((pool.name().clone(), before));
+        }
+        let request = Request {
+            owner: owner.clone(),
+            network: inv.net.name.clone(),
+            pod: inv.env.args.pod(),
+            slots: plan
+                .slots
+                .iter()
+                .map(|s| Slot {
+                    pools: s.pools.clone(),
+                    requested: s.requested,
+                })
+                .collect(),
+            reserved: plan.reserved.clone(),
+        };
+        ipam.allocate(&request).await
+    }
+    .await;
+    let allocations = match outcome {
+        Ok(a) => a,
+        Err(e) => {
+            for (name, before) in undo.into_iter().rev() {
+                let undone = match before {
+                    None => ipam.delete_pool(&name, false).await.map(drop),
+                    Some(p) => ipam.apply_pool(p).await.map(drop),
+                };
+                if let Err(u) = undone {
+                    log::error(format_args!(
+                        "could not undo the write of ippool {:?} after a failed ADD: {u}",
+                        name.as_str()
+                    ));
+                }
+            }
+            return Err(e.into());
+        }
+    };
+
+    let mut with_pools = Vec::with_capacity(allocations.len());
+    for a in allocations {
+        let pool = match plan
+            .inline_pools
+            .iter()
+            .find(|p| *p.name() == a.pool)
+            .or_else(|| pools.get(&a.pool))
+        {
+            Some(p) => p.clone(),
+            None => ipam.pool(&a.pool).await?.ok_or_else(|| {
+                CniError::new(
+                    Code::Io,
+                    format!("ippool {:?} vanished during ADD", a.pool.as_str()),
+                )
+            })?,
+        };
+        with_pools.push((a, pool));
+    }
+    log::info(format_args!(
+        "ADD {} on {:?}: {}",
+        owner,
+        inv.net.name,
+        with_pools
+            .iter()
+            .map(|(a, _)| a.address.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(add_result(
+        inv.net.version,
+        &with_pools,
+        &plan.routes,
+        plan.dns.as_ref(),
+    ))
+}
+
+/// DEL: release what the owner holds on this network; nothing held is success.
+async fn del<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let owner = inv.owner()?;
+    let released = ipam.release(owner, Some(&inv.net.name)).await?;
+    log::info(format_args!(
+        "DEL {} on {:?}: released {}",
+        owner,
+        inv.net.name,
+        if released.is_empty() {
+            "nothing".to_string()
+        } else {
+            released
+                .iter()
+                .map(|a| a.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    Ok(())
+}
+
+/// CHECK: the owner holds every address of `prevResult` on this network (or, without a
+/// `prevResult`, any address on it: ADD is all or nothing, so one means all).
+async fn check<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let owner = inv.owner()?;
+    let held: Vec<IpAddr> = ipam
+        .owner_allocations(owner)
+        .await?
+        .into_iter()
+        .filter(|a| a.network == inv.net.name)
+        .map(|a| a.address)
+        .collect();
+    let fail = |why: String| {
+        Err(CniError::new(
+            Code::CheckFailed,
+            format!("CHECK {owner} on {:?}: {why}", inv.net.name),
+        ))
+    };
+    match &inv.prev {
+        Some(expected) => {
+            let missing: Vec<String> = expected
+                .iter()
+                .filter(|a| !held.contains(a))
+                .map(ToString::to_string)
+                .collect();
+            if !missing.is_empty() {
+                return fail(format!(
+                    "prevResult lists {} but the owner holds {}",
+                    missing.join(", "),
+                    describe(&held)
+                ));
+            }
+        }
+        None if held.is_empty() => {
+            return fail("there is no prevResult and the owner holds no address".into());
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+fn describe(held: &[IpAddr]) -> String {
+    if held.is_empty() {
+        "none".into()
+    } else {
+        held.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// GC: release every allocation of this network whose owner is not a valid attachment. Goes
+/// on past owners whose release fails, then reports them (what was released stays released:
+/// GC is idempotent and the runtime calls it again).
+async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let valid = inv.valid.clone().unwrap_or_default();
+    let report = ipam.gc(&inv.net.name, &valid).await?;
+    log::info(format_args!(
+        "GC {:?}: released {} allocation(s), {} failure(s)",
+        inv.net.name,
+        report.released.len(),
+        report.failures.len()
+    ));
+    if report.failures.is_empty() {
+        return Ok(());
+    }
+    let code = if report.failures.iter().all(|(_, e)| e.is_transient()) {
+        Code::TryAgainLater
+    } else {
+        Code::Io
+    };
+    let list = report
+        .failures
+        .iter()
+        .map(|(o, e)| format!("{o}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(CniError::new(
+        code,
+        format!(
+            "GC {:?} released {} allocation(s) but could not release {} owner(s): {list}",
+            inv.net.name,
+            report.released.len(),
+            report.failures.len()
+        ),
+    ))
+}
+
+/// STATUS: every slot has a candidate pool with a free address, counting the store's
+/// ReservedIPs and the network's own `reserved`. Inline pools not yet in the store count as
+/// empty; pools of `ippools` must exist.
+async fn status<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let plan = inv.plan()?;
+    let not_ready = |msg: String| CniError::new(Code::NotReady, msg);
+    for slot in &plan.slots {
+        let mut counts = Vec::new();
+        let mut ready = false;
+        for name in &slot.pools {
+            let pool = match plan.inline_pools.iter().find(|p| p.name() == name) {
+                Some(p) => p.clone(),
+                None => match ipam.pool(name).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        counts.push(format!("{:?} does not exist", name.as_str()));
+                        continue;
+                    }
+                    Err(e) => return Err(not_ready(format!("the store is not usable: {e}"))),
+                },
+            };
+            let free = ipam
+                .pool_counts_with(&pool, &plan.reserved)
+                .await
+                .map_err(|e| not_ready(format!("the store is not usable: {e}")))?
+                .available;
+            if free > 0 {
+                ready = true;
+                break;
+            }
+            counts.push(format!("{:?} has no free address", name.as_str()));
+        }
+        if !ready {
+            return Err(not_ready(format!(
+                "{} cannot yield an address: {}",
+                slot.field,
+                counts.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::{prepare, Prepared};
+    use ipam_core::{MemoryStore, ReservedIp, ReservedIpSpec};
+    use serde_json::json;
+
+    /// Runs one command against `ipam` as the binary would after opening the store; renders
+    /// the result's addresses, "ok", or `code: msg`.
+    fn cni(ipam: &Ipam<MemoryStore>, command: &str, id: &str, conf: &Value, args: &str) -> String {
+        let vars = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", args),
+        ];
+        let var = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let inv = match prepare(var, conf.to_string().as_bytes()) {
+            Ok(Prepared::Run(inv)) => inv,
+            Ok(Prepared::Version) => return "version".into(),
+            Err((_, e)) => return format!("{}: {}", e.code(), e.msg()),
+        };
+        match pollster::block_on(execute(ipam, &inv)) {
+            Ok(Some(r)) => r["ips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|ip| ip["address"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Ok(None) => "ok".into(),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        }
+    }
+
+    fn conf(ipam: Value) -> Value {
+        json!({"cniVersion": "1.1.0", "name": "net1", "type": "bridge", "ipam": ipam})
+    }
+
+    fn dump(ipam: &Ipam<MemoryStore>) -> String {
+        use ipam_core::store::Prefix;
+        let mut out = String::new();
+        for prefix in [
+            Prefix::Pools,
+            Prefix::ReservedIps,
+            Prefix::Owners,
+            Prefix::Allocations(None),
+        ] {
+            for (k, v) in pollster::block_on(ipam.store().scan(&prefix)).unwrap() {
+                out.push_str(&format!("{k} {:?}\n", v.value));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn add_is_idempotent_and_del_releases() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.6.0.0/24", "rangeStart": "10.6.0.10", "rangeEnd": "10.6.0.11"}],
+                                        [{"subnet": "fd00::/120", "rangeStart": "fd00::10", "rangeEnd": "fd00::10"}]]}),
+        );
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.0.10/24 fd00::10/120");
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.0.10/24 fd00::10/120");
+        assert_eq!(
+            cni(&ipam, "ADD", "b", &c, ""),
+            r#"100: all IP addresses used up: pool "net1-1" (total 1, reserved 0, allocated 1, available 0)"#
+        );
+        assert_eq!(cni(&ipam, "CHECK", "a", &c, ""), "ok");
+        assert!(cni(&ipam, "CHECK", "b", &c, "").starts_with("102: CHECK b/eth0 on \"net1\""));
+        assert_eq!(cni(&ipam, "DEL", "a", &c, ""), "ok");
+        assert_eq!(cni(&ipam, "DEL", "a", &c, ""), "ok");
+        assert_eq!(cni(&ipam, "DEL", "never", &c, ""), "ok");
+        // round-robin: the next address, not the one just released
+        assert_eq!(cni(&ipam, "ADD", "b", &c, ""), "10.6.0.11/24 fd00::10/120");
+    }
+
+    #[test]
+    fn a_multi_range_set_falls_through_in_order() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let c = conf(json!({"ranges": [[
+            {"subnet": "10.6.0.0/24", "rangeStart": "10.6.0.10", "rangeEnd": "10.6.0.10"},
+            {"subnet": "10.7.0.0/24", "rangeStart": "10.7.0.10", "rangeEnd": "10.7.0.10", "gateway": "10.7.0.254"}
+        ]]}));
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.0.10/24");
+        assert_eq!(cni(&ipam, "ADD", "b", &c, ""), "10.7.0.10/24");
+        assert_eq!(
+            cni(&ipam, "ADD", "c", &c, ""),
+            "100: all IP addresses used up: \
+             pool \"net1-0-0\" (total 1, reserved 0, allocated 1, available 0); \
+             pool \"net1-0-1\" (total 1, reserved 0, allocated 1, available 0)"
+        );
+        // A requested address goes to the range that contains it.
+        assert_eq!(cni(&ipam, "DEL", "b", &c, ""), "ok");
+        assert_eq!(cni(&ipam, "ADD", "c", &c, "IP=10.7.0.10"), "10.7.0.10/24");
+    }
+
+    #[test]
+    fn failed_add_leaves_the_store_as_it_was() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let before = dump(&ipam);
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.6.0.0/24"}]], "ippools": {"ipv4": ["missing"]}}),
+        );
+        assert_eq!(
+            cni(&ipam, "ADD", "a", &c, ""),
+            r#"7: ipam.ippools.ipv4[0]: "missing": no such ippool in the store at /var/lib/cni/ipam-cni (create it with `ipamctl apply`)"#
+        );
+        let c = conf(json!({"ranges": [[{"subnet": "10.6.0.0/24"}]]}));
+        assert_eq!(
+            cni(&ipam, "ADD", "a", &c, "IP=10.6.0.1"),
+            r#"101: requested address 10.6.0.1 is not available: pool "net1-0" keeps it out (spec.gateway)"#
+        );
+        assert_eq!(
+            dump(&ipam),
+            before,
+            "the inline pool created for the failed ADD is gone"
+        );
+        assert_eq!(cni(&ipam, "ADD", "a", &c, "IP=10.6.0.7"), "10.6.0.7/24");
+        let held = dump(&ipam);
+        // a changed range that cannot serve the request: the old pool spec is put back
+        let narrowed = conf(
+            json!({"ranges": [[{"subnet": "10.6.0.0/24", "rangeStart": "10.6.0.20", "rangeEnd": "10.6.0.20"}]]}),
+        );
+        assert!(cni(&ipam, "ADD", "b", &narrowed, "IP=10.6.0.9").starts_with("101: "));
+        assert_eq!(dump(&ipam), held);
+    }
+
+    #[test]
+    fn reservations_are_honoured_and_named() {
+        let ipam = Ipam::new(MemoryStore::new());
+        pollster::block_on(
+            ipam.apply_reserved_ip(
+                ReservedIp::new(
+                    "test-reservedip",
+                    ReservedIpSpec {
+                        ips: vec!["10.6.168.131-10.6.168.132".into()],
+                        ip_version: None,
+                    },
+                )
+                .unwrap(),
+            ),
+        )
+        .unwrap();
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.6.0.0/16", "rangeStart": "10.6.168.131",
+                                         "rangeEnd": "10.6.168.134"}]],
+                            "reserved": ["10.6.168.134"]}),
+        );
+        assert_eq!(
+            cni(&ipam, "ADD", "a", &c, "IP=10.6.168.131"),
+            r#"101: requested address 10.6.168.131 is not available: it is reserved by ReservedIP "test-reservedip""#
+        );
+        assert_eq!(
+            cni(&ipam, "ADD", "a", &c, "IP=10.6.168.134"),
+            "101: requested address 10.6.168.134 is not available: it is reserved by the network configuration"
+        );
+        assert_eq!(cni(&ipam, "STATUS", "", &c, ""), "ok");
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.168.133/16");
+        assert_eq!(
+            cni(&ipam, "ADD", "b", &c, ""),
+            r#"100: all IP addresses used up: pool "net1-0" (total 4, reserved 3 (2 by ReservedIPs, 1 by the network's `reserved`), allocated 1, available 0)"#
+        );
+        assert_eq!(
+            cni(&ipam, "STATUS", "", &c, ""),
+            r#"50: ipam.ranges[0] cannot yield an address: "net1-0" has no free address"#
+        );
+    }
+
+    #[test]
+    fn gc_releases_only_stale_owners_of_this_network() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let c1 = conf(json!({"ranges": [[{"subnet": "10.6.0.0/24"}]]}));
+        let mut c2 = conf(json!({"ranges": [[{"subnet": "10.7.0.0/24"}]]}));
+        c2["name"] = json!("net2");
+        for id in ["keep", "stale"] {
+            assert!(cni(&ipam, "ADD", id, &c1, "").ends_with("/24"));
+            assert!(cni(&ipam, "ADD", id, &c2, "").ends_with("/24"));
+        }
+        let mut gc = c1.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+        assert_eq!(cni(&ipam, "GC", "", &gc, ""), "ok");
+        let holders: Vec<String> = pollster::block_on(ipam.allocations(None))
+            .unwrap()
+            .iter()
+            .map(|a| format!("{}@{}", a.owner, a.network))
+            .collect();
+        assert_eq!(
+            holders,
+            ["keep/eth0@net1", "keep/eth0@net2", "stale/eth0@net2"]
+        );
+        let mut no_list = c1.clone();
+        no_list["cniVersion"] = json!("1.1.0");
+        assert!(cni(&ipam, "GC", "", &no_list, "")
+            .starts_with("7: cni.dev/valid-attachments: is required"));
+    }
+
+    #[test]
+    fn results_use_store_pools_for_ippools() {
+        let ipam = Ipam::new(MemoryStore::new());
+        pollster::block_on(
+            ipam.apply_pool(
+                IpPool::new(
+                    "test-ippool",
+                    ipam_core::IpPoolSpec {
+                        subnet: "10.6.0.0/16".into(),
+                        ips: vec!["10.6.168.131-10.6.168.133".into()],
+                        gateway: Some("10.6.0.1".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
+            ),
+        )
+        .unwrap();
+        let c = conf(json!({"ippools": {"ipv4": ["test-ippool"]}}));
+        assert_eq!(cni(&ipam, "ADD", "a", &c, ""), "10.6.168.131/16");
+        let c6 = conf(json!({"ippools": {"ipv6": ["test-ippool"]}}));
+        assert_eq!(
+            cni(&ipam, "ADD", "b", &c6, ""),
+            r#"7: ipam.ippools.ipv6[0]: "test-ippool": is an IPv4 pool (subnet 10.6.0.0/16), listed under IPv6"#
+        );
+        let mut old = c.clone();
+        old["cniVersion"] = json!("0.3.1");
+        assert_eq!(
+            cni(&ipam, "CHECK", "a", &old, ""),
+            "1: CHECK needs cniVersion 0.4.0 or later; the configuration says 0.3.1"
+        );
+    }
+}

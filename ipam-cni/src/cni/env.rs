@@ -1,0 +1,288 @@
+//! The `CNI_*` environment of an invocation.
+
+use std::fmt;
+
+use ipam_core::{Owner, PodRef};
+
+use super::error::{CniError, Code};
+
+/// A CNI command (`CNI_COMMAND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    /// Allocate the owner's addresses.
+    Add,
+    /// Release them.
+    Del,
+    /// Verify the owner still holds them.
+    Check,
+    /// Release what stale owners of the network hold (1.1.0).
+    Gc,
+    /// Say whether an ADD could succeed now (1.1.0).
+    Status,
+    /// List the supported versions.
+    Version,
+}
+
+impl Command {
+    /// Parses `CNI_COMMAND` (upper case, as the specification writes it).
+    pub fn parse(text: &str) -> Option<Command> {
+        Some(match text {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+
+    /// Whether the command acts on one attachment and so needs `CNI_CONTAINERID` and
+    /// `CNI_IFNAME`.
+    pub fn needs_owner(self) -> bool {
+        matches!(self, Command::Add | Command::Del | Command::Check)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        })
+    }
+}
+
+/// What this plugin reads from `CNI_ARGS` (`K=V;K=V`): requested addresses and the Pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    /// `IP=`: requested addresses as written (comma-separated values are split).
+    pub ips: Vec<String>,
+    /// `K8S_POD_NAMESPACE`.
+    pub pod_namespace: Option<String>,
+    /// `K8S_POD_NAME`.
+    pub pod_name: Option<String>,
+    /// `K8S_POD_UID`.
+    pub pod_uid: Option<String>,
+}
+
+impl CniArgs {
+    /// Parses `CNI_ARGS`. Keys this plugin does not use are ignored whether or not
+    /// `IgnoreUnknown` is set, as runtimes pass many (e.g. `K8S_POD_INFRA_CONTAINER_ID`).
+    ///
+    /// ```
+    /// use ipam_cni::cni::env::CniArgs;
+    /// let a = CniArgs::parse("IgnoreUnknown=1;IP=10.0.0.5,fd00::5;K8S_POD_NAME=web").unwrap();
+    /// assert_eq!(a.ips, ["10.0.0.5", "fd00::5"]);
+    /// assert_eq!(a.pod_name.as_deref(), Some("web"));
+    /// ```
+    pub fn parse(text: &str) -> Result<CniArgs, CniError> {
+        let mut args = CniArgs::default();
+        for pair in text.split(';').filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(CniError::new(
+                    Code::BadEnvironment,
+                    format!("CNI_ARGS: {pair:?}: is not KEY=VALUE (pairs are separated by ';')"),
+                ));
+            };
+            let value = value.to_owned();
+            match key {
+                "IP" => args.ips.extend(
+                    value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                ),
+                "K8S_POD_NAMESPACE" => args.pod_namespace = Some(value),
+                "K8S_POD_NAME" => args.pod_name = Some(value),
+                "K8S_POD_UID" => args.pod_uid = Some(value),
+                _ => {}
+            }
+        }
+        Ok(args)
+    }
+
+    /// The Pod, when both its namespace and name are given.
+    pub fn pod(&self) -> Option<PodRef> {
+        match (&self.pod_namespace, &self.pod_name) {
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(PodRef {
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: self.pod_uid.clone().filter(|u| !u.is_empty()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The environment of one invocation, validated for its command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Environment {
+    /// `CNI_COMMAND`.
+    pub command: Command,
+    /// `(CNI_CONTAINERID, CNI_IFNAME)`, for the commands that act on one attachment.
+    pub owner: Option<Owner>,
+    /// `CNI_NETNS`, where given. An IPAM plugin never enters it, so it is not required.
+    pub netns: Option<String>,
+    /// `CNI_ARGS`.
+    pub args: CniArgs,
+}
+
+impl Environment {
+    /// Reads and validates the environment through `var` (e.g. `std::env::var`). An empty
+    /// variable counts as missing.
+    ///
+    /// ```
+    /// use ipam_cni::cni::env::{Command, Environment};
+    /// let vars = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+    /// let env = Environment::from_vars(|k| {
+    ///     vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    /// }).unwrap();
+    /// assert_eq!(env.command, Command::Add);
+    /// assert_eq!(env.owner.unwrap().to_string(), "c1/eth0");
+    /// ```
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Environment, CniError> {
+        let get = |k: &str| var(k).filter(|v| !v.is_empty());
+        let command = match get("CNI_COMMAND") {
+            None => {
+                return Err(CniError::new(
+                    Code::BadEnvironment,
+                    "CNI_COMMAND is not set: expected one of ADD, DEL, CHECK, GC, STATUS, VERSION",
+                ))
+            }
+            Some(c) => Command::parse(&c).ok_or_else(|| {
+                CniError::new(
+                    Code::BadEnvironment,
+                    format!(
+                        "CNI_COMMAND: {c:?}: unknown command; expected one of ADD, DEL, CHECK, GC, STATUS, VERSION"
+                    ),
+                )
+            })?,
+        };
+        let owner = if command.needs_owner() {
+            let missing = |name: &str| {
+                CniError::new(
+                    Code::BadEnvironment,
+                    format!("{name} is not set; {command} needs it"),
+                )
+            };
+            let id = get("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
+            let ifname = get("CNI_IFNAME").ok_or_else(|| missing("CNI_IFNAME"))?;
+            Some(Owner::new(id, ifname).map_err(|e| {
+                let var = if e.field() == "ifname" {
+                    "CNI_IFNAME"
+                } else {
+                    "CNI_CONTAINERID"
+                };
+                CniError::new(
+                    Code::BadEnvironment,
+                    format!("{var}: {:?}: {}", e.value(), e.reason()),
+                )
+            })?)
+        } else {
+            None
+        };
+        let args = match get("CNI_ARGS") {
+            Some(text) => CniArgs::parse(&text)?,
+            None => CniArgs::default(),
+        };
+        Ok(Environment {
+            command,
+            owner,
+            netns: get("CNI_NETNS"),
+            args,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `from_vars` over `vars` and renders the owner or the error (`code: msg`).
+    fn check(vars: &[(&str, &str)], expect: &str) {
+        let got = match Environment::from_vars(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }) {
+            Ok(env) => format!(
+                "{} {}",
+                env.command,
+                env.owner.map(|o| o.to_string()).unwrap_or_default()
+            ),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        };
+        assert_eq!(got, expect, "{vars:?}");
+    }
+
+    #[test]
+    fn environment_is_validated_per_command() {
+        let add = ("CNI_COMMAND", "ADD");
+        let id = ("CNI_CONTAINERID", "abc-1.2_3");
+        let ifname = ("CNI_IFNAME", "eth0");
+        check(&[add, id, ifname], "ADD abc-1.2_3/eth0");
+        check(&[("CNI_COMMAND", "GC")], "GC ");
+        check(&[("CNI_COMMAND", "STATUS")], "STATUS ");
+        check(
+            &[],
+            "4: CNI_COMMAND is not set: expected one of ADD, DEL, CHECK, GC, STATUS, VERSION",
+        );
+        check(
+            &[("CNI_COMMAND", "add"), id, ifname],
+            r#"4: CNI_COMMAND: "add": unknown command; expected one of ADD, DEL, CHECK, GC, STATUS, VERSION"#,
+        );
+        check(
+            &[add, ifname],
+            "4: CNI_CONTAINERID is not set; ADD needs it",
+        );
+        check(
+            &[("CNI_COMMAND", "DEL"), id],
+            "4: CNI_IFNAME is not set; DEL needs it",
+        );
+        check(
+            &[add, ("CNI_CONTAINERID", "../etc"), ifname],
+            r#"4: CNI_CONTAINERID: "../etc": must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'"#,
+        );
+        check(
+            &[add, ("CNI_CONTAINERID", ".."), ifname],
+            r#"4: CNI_CONTAINERID: "..": must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'"#,
+        );
+        check(
+            &[add, ("CNI_CONTAINERID", "a/b"), ifname],
+            r#"4: CNI_CONTAINERID: "a/b": must be 1-256 characters of letters, digits, '-', '.' or '_', and not '.' or '..'"#,
+        );
+        check(
+            &[add, id, ("CNI_IFNAME", "eth0/1")],
+            r#"4: CNI_IFNAME: "eth0/1": must be 1-15 bytes without '/', ':' or white space, and not '.' or '..'"#,
+        );
+        check(
+            &[add, id, ifname, ("CNI_ARGS", "IP=10.0.0.1;garbage")],
+            r#"4: CNI_ARGS: "garbage": is not KEY=VALUE (pairs are separated by ';')"#,
+        );
+    }
+
+    #[test]
+    fn cni_args_give_ips_and_pod() {
+        let a = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=u1;IP=10.0.0.5,10.1.0.5;X=1",
+        )
+        .unwrap();
+        assert_eq!(a.ips, ["10.0.0.5", "10.1.0.5"]);
+        let pod = a.pod().unwrap();
+        assert_eq!(
+            (
+                pod.namespace.as_str(),
+                pod.name.as_str(),
+                pod.uid.as_deref()
+            ),
+            ("ns", "web-0", Some("u1"))
+        );
+        assert_eq!(CniArgs::parse("K8S_POD_NAME=x").unwrap().pod(), None);
+        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+    }
+}

@@ -1,0 +1,202 @@
+//! Logging. stdout carries only protocol output, so logs go to stderr (which runtimes
+//! usually capture) or to a file named in the configuration.
+//!
+//! Configuration, the later overriding the earlier:
+//! - `"log": {"level": "warn", "file": "/var/log/ipam-cni.log"}` in the `ipam` section;
+//! - environment `IPAM_CNI_LOG` (a level) and `IPAM_CNI_LOG_FILE` (a path).
+//!
+//! Levels: `off`, `error`, `warn` (default), `info`, `debug`.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How much is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Nothing.
+    Off,
+    /// Failures.
+    Error,
+    /// Failures and anything surprising (the default).
+    Warn,
+    /// One line per invocation with its outcome.
+    Info,
+    /// Everything.
+    Debug,
+}
+
+impl Level {
+    /// Parses a level name (case-insensitive).
+    ///
+    /// ```
+    /// use ipam_cni::cni::log::Level;
+    /// assert_eq!(Level::parse("INFO"), Some(Level::Info));
+    /// assert_eq!(Level::parse("loud"), None);
+    /// ```
+    pub fn parse(text: &str) -> Option<Level> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "off" | "none" => Level::Off,
+            "error" => Level::Error,
+            "warn" | "warning" => Level::Warn,
+            "info" => Level::Info,
+            "debug" | "trace" => Level::Debug,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Off => "OFF",
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        })
+    }
+}
+
+/// Where and how much to log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The most verbose level written.
+    pub level: Level,
+    /// A file to append to; stderr when absent.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: Level::Warn,
+            file: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// This configuration with the environment's overrides applied (`IPAM_CNI_LOG`,
+    /// `IPAM_CNI_LOG_FILE`); an unknown level in the environment is ignored with a warning,
+    /// since the environment is not the request's to get wrong.
+    pub fn with_env(mut self, var: impl Fn(&str) -> Option<String>) -> LogConfig {
+        if let Some(text) = var("IPAM_CNI_LOG").filter(|s| !s.is_empty()) {
+            match Level::parse(&text) {
+                Some(level) => self.level = level,
+                None => eprintln!("ipam-cni: IPAM_CNI_LOG={text:?} is not a level; ignored"),
+            }
+        }
+        if let Some(file) = var("IPAM_CNI_LOG_FILE").filter(|s| !s.is_empty()) {
+            self.file = Some(PathBuf::from(file));
+        }
+        self
+    }
+}
+
+static LOGGER: OnceLock<Mutex<LogConfig>> = OnceLock::new();
+
+fn config() -> &'static Mutex<LogConfig> {
+    LOGGER.get_or_init(|| Mutex::new(LogConfig::default()))
+}
+
+/// Sets where and how much the process logs from now on.
+pub fn init(cfg: LogConfig) {
+    *config().lock().unwrap_or_else(|e| e.into_inner()) = cfg;
+}
+
+/// Writes one line at `level`, if enabled. Logging never fails an invocation: a log file
+/// that cannot be written falls back to stderr.
+pub fn log(level: Level, msg: fmt::Arguments<'_>) {
+    let cfg = config().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if level == Level::Off || level > cfg.level {
+        return;
+    }
+    let line = format!(
+        "{} ipam-cni[{}] {level} {msg}\n",
+        timestamp(SystemTime::now()),
+        std::process::id()
+    );
+    if let Some(path) = &cfg.file {
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if written.is_ok() {
+            return;
+        }
+    }
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// `error!`-style shorthands.
+pub fn error(msg: fmt::Arguments<'_>) {
+    log(Level::Error, msg)
+}
+/// Logs at [`Level::Warn`].
+pub fn warn(msg: fmt::Arguments<'_>) {
+    log(Level::Warn, msg)
+}
+/// Logs at [`Level::Info`].
+pub fn info(msg: fmt::Arguments<'_>) {
+    log(Level::Info, msg)
+}
+/// Logs at [`Level::Debug`].
+pub fn debug(msg: fmt::Arguments<'_>) {
+    log(Level::Debug, msg)
+}
+
+/// RFC 3339 UTC with milliseconds, computed without a date crate (days to civil date, after
+/// Howard Hinnant's algorithm).
+fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let at = |s| timestamp(UNIX_EPOCH + Duration::from_millis(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(at(1_795_689_296_000), "2026-11-26T10:34:56.000Z");
+    }
+
+    #[test]
+    fn environment_overrides_configuration() {
+        let cfg = LogConfig::default().with_env(|k| match k {
+            "IPAM_CNI_LOG" => Some("debug".into()),
+            "IPAM_CNI_LOG_FILE" => Some("/tmp/x.log".into()),
+            _ => None,
+        });
+        assert_eq!(cfg.level, Level::Debug);
+        assert_eq!(cfg.file, Some(PathBuf::from("/tmp/x.log")));
+        let kept = LogConfig::default().with_env(|_| Some("loud".into()));
+        assert_eq!(kept.level, Level::Warn);
+    }
+}

@@ -1,0 +1,216 @@
+//! The CNI IPAM plugin: everything the `ipam-cni` binary does, as a library.
+//!
+//! An invocation goes through three stages, so that a refused request never touches the
+//! store:
+//! 1. [`prepare`]: read the environment and stdin, validate them ([`env`], [`config`]);
+//! 2. open the store the configuration names ([`crate::store::open`]);
+//! 3. [`command::execute`] the command against an [`ipam_core::Ipam`] on it.
+//!
+//! [`run`] strings them together and yields what the binary prints and its exit status.
+//!
+//! ```
+//! use ipam_cni::cni::run;
+//! let vars = [("CNI_COMMAND", "VERSION")];
+//! let out = run(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+//!               &mut &b"{}"[..]);
+//! assert_eq!(out.exit_code, 0);
+//! assert!(out.stdout.contains("supportedVersions"));
+//! ```
+
+pub mod command;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod log;
+pub mod result;
+pub mod version;
+
+use std::io::Read;
+use std::time::Duration;
+
+use ipam_core::Ipam;
+
+use self::command::Invocation;
+use self::config::{
+    decode_stdin, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
+    MAX_STDIN_BYTES,
+};
+use self::env::{Command, Environment};
+use self::error::{CniError, Code};
+use self::version::CniVersion;
+use crate::store::{StoreChoice, DEFAULT_LOCK_WAIT};
+
+/// What the binary prints on stdout and the status it exits with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Protocol output only: a result, an error object, or nothing.
+    pub stdout: String,
+    /// 0 on success, 1 on any error (the code is in the error object).
+    pub exit_code: i32,
+}
+
+/// A validated request.
+#[derive(Clone, Debug)]
+pub enum Prepared {
+    /// VERSION: answered without configuration or store.
+    Version,
+    /// Any other command.
+    Run(Box<Invocation>),
+}
+
+/// A refusal before the store is opened, with the request's version when it was understood
+/// (errors are written in it).
+pub type Refusal = (Option<CniVersion>, CniError);
+
+/// Validates the environment and stdin. Errors come in the order a runtime can fix them:
+/// environment (4), JSON (6), version (1), then the configuration (6 for a wrong type, 7 for
+/// a wrong value). Also sets up logging as the configuration and environment say.
+pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Prepared, Refusal> {
+    let decoded = decode_stdin(stdin);
+    let hint = decoded
+        .as_ref()
+        .ok()
+        .and_then(|c| c.get("cniVersion"))
+        .and_then(|v| v.as_str())
+        .and_then(CniVersion::parse);
+    let fail = |e: CniError| (hint, e);
+    let env = Environment::from_vars(&var).map_err(fail)?;
+    if env.command == Command::Version {
+        return Ok(Prepared::Version);
+    }
+    let conf = decoded.map_err(fail)?;
+    let version = version_of(&conf).map_err(fail)?;
+    if !version.allows(env.command) {
+        return Err(fail(CniError::new(
+            Code::IncompatibleVersion,
+            format!(
+                "{} needs cniVersion {} or later; the configuration says {version}",
+                env.command,
+                CniVersion::first_with(env.command)
+            ),
+        )));
+    }
+    let net = NetConf::parse(&conf, version).map_err(fail)?;
+    log::init(net.log.clone().with_env(&var));
+    let plan = match env.command {
+        Command::Add | Command::Check | Command::Status => {
+            Some(Plan::parse(&conf, &net, &env.args).map_err(fail)?)
+        }
+        // DEL and GC need only the network and its store: a configuration that has gone bad
+        // since ADD must not keep addresses from being released.
+        _ => None,
+    };
+    let prev = match env.command {
+        Command::Check => prev_result_addresses(&conf).map_err(fail)?,
+        _ => None,
+    };
+    let valid = match env.command {
+        Command::Gc => Some(valid_attachments(&conf).map_err(fail)?),
+        _ => None,
+    };
+    Ok(Prepared::Run(Box::new(Invocation {
+        env,
+        net,
+        plan,
+        prev,
+        valid,
+    })))
+}
+
+/// How long to wait for other processes holding the store: `IPAM_CNI_LOCK_WAIT_MS`, else
+/// [`DEFAULT_LOCK_WAIT`].
+pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
+    var("IPAM_CNI_LOCK_WAIT_MS")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_LOCK_WAIT)
+}
+
+/// Runs one invocation: validates, opens the store, executes, and renders the output.
+pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Output {
+    let mut bytes = Vec::new();
+    // One byte more than allowed, so that an oversized stdin is seen as such.
+    if let Err(e) = stdin
+        .take(MAX_STDIN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+    {
+        return failure(
+            None,
+            CniError::new(Code::Decode, format!("cannot read stdin: {e}")),
+        );
+    }
+    let inv = match prepare(&var, &bytes) {
+        Err((version, e)) => {
+            // Logged too, so that a refused request leaves a trace where the runtime keeps
+            // the plugin's stderr (or in the configured file, if the refusal came late).
+            log::warn(format_args!("refused with code {}: {}", e.code(), e.msg()));
+            return failure(version, e);
+        }
+        Ok(Prepared::Version) => return success(Some(result::version_result())),
+        Ok(Prepared::Run(inv)) => inv,
+    };
+    let version = Some(inv.net.version);
+    match open_and_execute(&inv, lock_wait(&var)) {
+        Ok(out) => success(out),
+        Err(e) => failure(version, e),
+    }
+}
+
+fn open_and_execute(
+    inv: &Invocation,
+    wait: Duration,
+) -> Result<Option<serde_json::Value>, CniError> {
+    let command = inv.env.command;
+    let embedded = !matches!(inv.net.store, StoreChoice::Kubernetes { .. });
+    if embedded && matches!(command, Command::Del | Command::Gc) {
+        // Nothing can be held in a store that was never created; creating one just to find
+        // it empty would leave a directory behind on hosts that never ran an ADD.
+        if let Err(e) = std::fs::symlink_metadata(&inv.net.data_dir) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                log::info(format_args!(
+                    "{command} on {:?}: {} does not exist; nothing to release",
+                    inv.net.name,
+                    inv.net.data_dir.display()
+                ));
+                return Ok(None);
+            }
+        }
+    }
+    let store = crate::store::open(&inv.net.store, &inv.net.data_dir, wait).map_err(|e| {
+        let e = CniError::from_store(&e);
+        if command == Command::Status {
+            CniError::new(
+                Code::NotReady,
+                format!("the store is not usable: {}", e.msg()),
+            )
+            .with_details(e.details())
+        } else {
+            e
+        }
+    })?;
+    let ipam = Ipam::new(store);
+    let out = pollster::block_on(command::execute(&ipam, inv));
+    if let Err(e) = &out {
+        log::warn(format_args!(
+            "{command} on {:?} failed with code {}: {}",
+            inv.net.name,
+            e.code(),
+            e.msg()
+        ));
+    }
+    out
+}
+
+fn success(value: Option<serde_json::Value>) -> Output {
+    Output {
+        stdout: value.map(|v| format!("{v}\n")).unwrap_or_default(),
+        exit_code: 0,
+    }
+}
+
+fn failure(version: Option<CniVersion>, e: CniError) -> Output {
+    Output {
+        stdout: format!("{}\n", e.to_json(version)),
+        exit_code: 1,
+    }
+}

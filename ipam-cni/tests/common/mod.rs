@@ -1,0 +1,205 @@
+//! Helpers shared by the integration tests: run the real `ipam-cni` binary as a runtime
+//! does (environment + stdin), and read the store it wrote through the library.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ipam_cni::store::{open, StoreChoice};
+use ipam_core::store::{Key, Prefix, Record};
+use ipam_core::{Ipam, Store};
+use serde_json::{json, Value};
+
+/// The plugin binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ipam-cni");
+
+/// What one invocation printed and how it exited.
+#[derive(Debug)]
+pub struct Reply {
+    /// stdout parsed as JSON (`Value::Null` when empty).
+    pub json: Value,
+    /// The raw stdout.
+    pub stdout: String,
+    /// stderr, for failure messages.
+    pub stderr: String,
+    /// The exit code (`None` when killed by a signal).
+    pub status: Option<i32>,
+}
+
+impl Reply {
+    /// The error code, if stdout is an error object.
+    pub fn code(&self) -> Option<u64> {
+        self.json.get("code").and_then(Value::as_u64)
+    }
+
+    /// The error message, if any.
+    pub fn msg(&self) -> &str {
+        self.json.get("msg").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The addresses of an ADD result.
+    pub fn addresses(&self) -> Vec<String> {
+        self.json["ips"]
+            .as_array()
+            .map(|ips| {
+                ips.iter()
+                    .map(|ip| ip["address"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Panics with everything known unless the invocation succeeded.
+    pub fn ok(self) -> Reply {
+        assert_eq!(self.status, Some(0), "expected success: {self:#?}");
+        self
+    }
+}
+
+/// An invocation being built: command, attachment, extra variables.
+pub struct Call<'a> {
+    env: Vec<(&'a str, String)>,
+    remove: Vec<&'a str>,
+    stdin: Vec<u8>,
+}
+
+/// Starts an invocation of `command` for container `id` on `eth0`, with `conf` on stdin.
+pub fn call<'a>(command: &str, id: &str, conf: &Value) -> Call<'a> {
+    Call {
+        env: vec![
+            ("CNI_COMMAND", command.to_owned()),
+            ("CNI_CONTAINERID", id.to_owned()),
+            ("CNI_IFNAME", "eth0".to_owned()),
+            ("CNI_NETNS", "/var/run/netns/none".to_owned()),
+            ("CNI_PATH", "/nonexistent".to_owned()),
+        ],
+        remove: Vec::new(),
+        stdin: conf.to_string().into_bytes(),
+    }
+}
+
+impl<'a> Call<'a> {
+    /// Sets (or overrides) a variable.
+    pub fn var(mut self, k: &'a str, v: &str) -> Self {
+        self.env.retain(|(n, _)| *n != k);
+        self.env.push((k, v.to_owned()));
+        self
+    }
+
+    /// Leaves a variable unset.
+    pub fn unset(mut self, k: &'a str) -> Self {
+        self.env.retain(|(n, _)| *n != k);
+        self.remove.push(k);
+        self
+    }
+
+    /// Replaces stdin with raw bytes.
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = bytes;
+        self
+    }
+
+    /// Starts the process, writes stdin and closes it.
+    pub fn spawn(self) -> Child {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn ipam-cni");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // A process killed early closes its stdin: a failed write is part of the test.
+        let _ = stdin.write_all(&self.stdin);
+        drop(stdin);
+        child
+    }
+
+    /// Runs to completion.
+    pub fn run(self) -> Reply {
+        finish(self.spawn())
+    }
+}
+
+/// Waits for a child and collects its reply.
+pub fn finish(child: Child) -> Reply {
+    let out = child.wait_with_output().expect("wait for ipam-cni");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"))
+    };
+    Reply {
+        json,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status.code(),
+    }
+}
+
+/// A network configuration of `version` for network `name` with the `ipam` section given
+/// (its `type` and `dataDir` are filled in).
+pub fn netconf(version: &str, name: &str, dir: &Path, mut ipam: Value) -> Value {
+    ipam["type"] = json!("ipam-cni");
+    ipam["dataDir"] = json!(dir.to_str().unwrap());
+    json!({"cniVersion": version, "name": name, "type": "bridge", "ipam": ipam})
+}
+
+/// Opens the store in `dir` the way the plugin does (redb), for setup and inspection. Hold
+/// it briefly: while it is open, plugin processes wait.
+pub fn ipam_at(dir: &Path) -> Ipam<Box<dyn Store>> {
+    Ipam::new(open(&StoreChoice::Redb, dir, Duration::from_secs(30)).expect("open store"))
+}
+
+/// Every record of the store, with versions, as text: equal dumps mean an unchanged store.
+pub fn dump(dir: &Path) -> String {
+    let ipam = ipam_at(dir);
+    let store = ipam.store();
+    let mut out = String::new();
+    let mut pools = Vec::new();
+    for prefix in [
+        Prefix::Pools,
+        Prefix::ReservedIps,
+        Prefix::Owners,
+        Prefix::Allocations(None),
+    ] {
+        for (key, v) in pollster::block_on(store.scan(&prefix)).expect("scan") {
+            if let Key::Pool(name) = &key {
+                pools.push(name.clone());
+            }
+            out.push_str(&format!("{key} v{:?} {:?}\n", v.version, v.value));
+        }
+    }
+    for name in pools {
+        for (key, v) in pollster::block_on(store.scan(&Prefix::Blocks(name.clone()))).unwrap() {
+            out.push_str(&format!("{key} v{:?} {:?}\n", v.version, v.value));
+        }
+        if let Some(v) = pollster::block_on(store.get(&Key::Cursor(name))).unwrap() {
+            out.push_str(&format!("cursor v{:?} {:?}\n", v.version, v.value));
+        }
+    }
+    if let Some(v) = pollster::block_on(store.get(&Key::ReservedSummary)).unwrap() {
+        if let Record::ReservedSummary(s) = v.value {
+            out.push_str(&format!("summary v{:?} {s:?}\n", v.version));
+        }
+    }
+    out
+}
+
+/// `(address, owner)` of every allocation in the store.
+pub fn holders(dir: &Path) -> Vec<(String, String)> {
+    let ipam = ipam_at(dir);
+    pollster::block_on(ipam.allocations(None))
+        .expect("allocations")
+        .into_iter()
+        .map(|a| (a.address.to_string(), a.owner.container_id().to_owned()))
+        .collect()
+}

@@ -1,0 +1,327 @@
+//! The CNI protocol through the real binary: results in each version, and the semantics of
+//! every command (ADD, DEL, CHECK, GC, STATUS, VERSION).
+
+mod common;
+
+use common::{call, dump, holders, ipam_at, netconf};
+use ipam_core::{ObjectName, ReservedIp, ReservedIpSpec};
+use serde_json::{json, Value};
+
+fn dual_stack(dir: &std::path::Path, version: &str) -> Value {
+    netconf(
+        version,
+        "net1",
+        dir,
+        json!({
+            "ranges": [
+                [{"subnet": "198.51.100.0/24", "rangeStart": "198.51.100.10", "rangeEnd": "198.51.100.20",
+                  "gateway": "198.51.100.1"}],
+                [{"subnet": "2001:db8::/64", "rangeStart": "2001:db8::10", "rangeEnd": "2001:db8::20"}]
+            ],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+            "dns": {"nameservers": ["198.51.100.53"], "domain": "example.test", "search": ["example.test"]}
+        }),
+    )
+}
+
+/// ADD answers in the request's version: 0.3.x and 0.4.0 carry `ips[].version`, later
+/// versions do not; addresses carry the subnet's prefix length; gateway, routes and dns come
+/// from the configuration.
+#[test]
+fn results_are_written_in_the_request_version() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .iter()
+        .enumerate()
+    {
+        let r = call("ADD", &format!("c{i}"), &dual_stack(dir.path(), version))
+            .run()
+            .ok();
+        let old = *version < "1.0.0";
+        let ip = |fam: &str, addr: String, gw: &str| {
+            let mut v = json!({"address": addr, "gateway": gw});
+            if old {
+                v["version"] = json!(fam);
+            }
+            v
+        };
+        assert_eq!(
+            r.json,
+            json!({
+                "cniVersion": version,
+                "ips": [
+                    ip("4", format!("198.51.100.{}/24", 10 + i), "198.51.100.1"),
+                    ip("6", format!("2001:db8::{}/64", 10 + i), "2001:db8::1"),
+                ],
+                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+                "dns": {"nameservers": ["198.51.100.53"], "domain": "example.test", "search": ["example.test"]}
+            }),
+            "{version}"
+        );
+    }
+}
+
+#[test]
+fn version_lists_every_supported_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "0.3.1");
+    for stdin in [
+        conf.to_string().into_bytes(),
+        Vec::new(),
+        b"{\"cniVersion\":\"9.9.9\"}".to_vec(),
+    ] {
+        let r = call("VERSION", "", &conf)
+            .unset("CNI_CONTAINERID")
+            .stdin(stdin)
+            .run()
+            .ok();
+        assert_eq!(
+            r.json,
+            json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+        );
+    }
+    assert!(
+        !dir.path().join("store.redb").exists(),
+        "VERSION opened the store"
+    );
+}
+
+/// ADD is all or nothing and repeatable; DEL is idempotent, needs no netns, and on a data
+/// directory that does not exist yet succeeds without creating it.
+#[test]
+fn add_repeats_and_del_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "1.1.0");
+    let first = call("ADD", "c1", &conf).run().ok();
+    let again = call("ADD", "c1", &conf).run().ok();
+    assert_eq!(first.json, again.json);
+    assert_eq!(holders(dir.path()).len(), 2);
+    // The same container on a second interface is a second owner.
+    let other_if = call("ADD", "c1", &conf)
+        .var("CNI_IFNAME", "net1")
+        .run()
+        .ok();
+    assert_ne!(other_if.addresses(), first.addresses());
+
+    for _ in 0..2 {
+        let r = call("DEL", "c1", &conf).unset("CNI_NETNS").run().ok();
+        assert_eq!(r.stdout, "", "DEL prints nothing");
+    }
+    call("DEL", "never-added", &conf).run().ok();
+    assert_eq!(holders(dir.path()).len(), 2, "only c1/eth0 was released");
+
+    let missing = dir.path().join("not-yet");
+    call("DEL", "c1", &dual_stack(&missing, "1.1.0")).run().ok();
+    assert!(!missing.exists(), "DEL created the data directory");
+    // A DEL with a configuration gone bad since ADD still releases.
+    let mut broken = conf.clone();
+    broken["ipam"]["ranges"] = json!([[{"subnet": "garbage"}]]);
+    call("DEL", "c1", &broken)
+        .var("CNI_IFNAME", "net1")
+        .run()
+        .ok();
+    assert!(holders(dir.path()).is_empty());
+}
+
+#[test]
+fn check_compares_with_prev_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "1.0.0");
+    let added = call("ADD", "c1", &conf).run().ok();
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = added.json.clone();
+    call("CHECK", "c1", &with_prev).run().ok();
+    call("CHECK", "c1", &conf).run().ok();
+
+    let mut wrong = with_prev.clone();
+    wrong["prevResult"]["ips"][0]["address"] = json!("198.51.100.99/24");
+    let r = call("CHECK", "c1", &wrong).run();
+    assert_eq!(r.code(), Some(102), "{r:#?}");
+    assert!(
+        r.msg()
+            .contains("prevResult lists 198.51.100.99 but the owner holds"),
+        "{}",
+        r.msg()
+    );
+
+    let r = call("CHECK", "stranger", &conf).run();
+    assert_eq!(r.code(), Some(102), "{r:#?}");
+    assert!(
+        r.msg()
+            .contains("there is no prevResult and the owner holds no address"),
+        "{}",
+        r.msg()
+    );
+}
+
+/// GC releases what this network's stale owners hold, and nothing of other networks.
+#[test]
+fn gc_releases_stale_attachments_of_this_network_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let net1 = dual_stack(dir.path(), "1.1.0");
+    let mut net2 = netconf(
+        "1.1.0",
+        "net2",
+        dir.path(),
+        json!({"ranges": [[{"subnet": "192.0.2.0/24"}]]}),
+    );
+    for id in ["live", "stale1", "stale2"] {
+        call("ADD", id, &net1).run().ok();
+        call("ADD", id, &net2).run().ok();
+    }
+    let mut gc = net1.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
+    let r = call("GC", "", &gc)
+        .unset("CNI_CONTAINERID")
+        .unset("CNI_IFNAME")
+        .run()
+        .ok();
+    assert_eq!(r.stdout, "");
+    let mut left: Vec<String> = holders(dir.path())
+        .into_iter()
+        .map(|(a, id)| format!("{id} {a}"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "live 192.0.2.2",
+            "live 198.51.100.10",
+            "live 2001:db8::10",
+            "stale1 192.0.2.3",
+            "stale2 192.0.2.4"
+        ]
+    );
+    // Again: nothing more to do.
+    call("GC", "", &gc).run().ok();
+    // Without the list GC refuses rather than releasing the whole network.
+    net2["cniVersion"] = json!("1.1.0");
+    let r = call("GC", "", &net2).run();
+    assert_eq!(r.code(), Some(7), "{r:#?}");
+    assert_eq!(holders(dir.path()).len(), 5);
+}
+
+/// STATUS: 0 while every range set and pool family has a free address, 50 when one has
+/// none or its pool does not exist; a reservation counts.
+#[test]
+fn status_reports_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = netconf(
+        "1.1.0",
+        "tiny",
+        dir.path(),
+        json!({"ranges": [[{"subnet": "198.51.100.0/24", "rangeStart": "198.51.100.10", "rangeEnd": "198.51.100.11"}]]}),
+    );
+    call("STATUS", "", &conf).run().ok();
+    call("ADD", "a", &conf).run().ok();
+    call("STATUS", "", &conf).run().ok();
+    {
+        let ipam = ipam_at(dir.path());
+        pollster::block_on(
+            ipam.apply_reserved_ip(
+                ReservedIp::new(
+                    "hold-11",
+                    ReservedIpSpec {
+                        ips: vec!["198.51.100.11".into()],
+                        ip_version: None,
+                    },
+                )
+                .unwrap(),
+            ),
+        )
+        .unwrap();
+    }
+    let r = call("STATUS", "", &conf).run();
+    assert_eq!(r.code(), Some(50), "{r:#?}");
+    assert_eq!(
+        r.msg(),
+        r#"ipam.ranges[0] cannot yield an address: "tiny-0" has no free address"#
+    );
+    let before = dump(dir.path());
+    let r = call("ADD", "b", &conf).run();
+    assert_eq!(r.code(), Some(100));
+    assert_eq!(dump(dir.path()), before);
+    {
+        let ipam = ipam_at(dir.path());
+        pollster::block_on(ipam.delete_reserved_ip(&ObjectName::new("hold-11").unwrap())).unwrap();
+    }
+    call("STATUS", "", &conf).run().ok();
+    assert_eq!(
+        call("ADD", "b", &conf).run().ok().addresses(),
+        ["198.51.100.11/24"]
+    );
+
+    let mut unknown = conf.clone();
+    unknown["ipam"] =
+        json!({"type": "ipam-cni", "dataDir": dir.path(), "ippools": {"ipv6": ["nope"]}});
+    let r = call("STATUS", "", &unknown).run();
+    assert_eq!(r.code(), Some(50), "{r:#?}");
+    assert!(r.msg().contains(r#""nope" does not exist"#), "{}", r.msg());
+}
+
+/// Pod identity from CNI_ARGS is recorded with the allocation; logs go to the configured
+/// file, never to stdout.
+#[test]
+fn pod_identity_and_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ipam.log");
+    let mut conf = dual_stack(dir.path(), "1.1.0");
+    conf["ipam"]["log"] = json!({"level": "info", "file": log});
+    let r = call("ADD", "c1", &conf)
+        .var(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=1234;K8S_POD_INFRA_CONTAINER_ID=c1",
+        )
+        .run()
+        .ok();
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    let allocations = pollster::block_on(ipam_at(dir.path()).allocations(None)).unwrap();
+    let pod = allocations[0].pod.clone().expect("pod recorded");
+    assert_eq!(
+        (
+            pod.namespace.as_str(),
+            pod.name.as_str(),
+            pod.uid.as_deref()
+        ),
+        ("default", "web-0", Some("1234"))
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("INFO ADD c1/eth0 on \"net1\": 198.51.100.10, 2001:db8::10"),
+        "{text}"
+    );
+
+    // The environment overrides the level: a failure logged at warn goes to stderr.
+    let mut bad = dual_stack(dir.path(), "1.1.0");
+    bad["ipam"]["ippools"] = json!({"ipv4": ["nope"]});
+    let r = call("ADD", "c2", &bad).var("IPAM_CNI_LOG", "warn").run();
+    assert_eq!(r.code(), Some(7));
+    assert!(
+        r.stderr.contains("WARN ADD on \"net1\" failed with code 7"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `"store": "sled"` works end to end like the default; the two backends keep separate files
+/// in the same directory layout, so a network must keep its choice.
+#[test]
+fn sled_store_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conf = dual_stack(dir.path(), "1.1.0");
+    conf["ipam"]["store"] = json!("sled");
+    let first = call("ADD", "c1", &conf).run().ok();
+    assert_eq!(first.addresses(), ["198.51.100.10/24", "2001:db8::10/64"]);
+    assert_eq!(call("ADD", "c1", &conf).run().ok().json, first.json);
+    let second = call("ADD", "c2", &conf).run().ok();
+    assert_eq!(second.addresses(), ["198.51.100.11/24", "2001:db8::11/64"]);
+    call("DEL", "c1", &conf).run().ok();
+    call("STATUS", "", &conf).run().ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    call("GC", "", &gc).run().ok();
+    assert_eq!(
+        call("ADD", "c3", &conf).run().ok().addresses(),
+        ["198.51.100.12/24", "2001:db8::12/64"]
+    );
+}
