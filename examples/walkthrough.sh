@@ -23,7 +23,8 @@ seed=examples/seed
 
 if [[ -z "${IPAMCTL:-}" || -z "${IPAM_CNI:-}" ]]; then
     echo "+ cargo build --release -p ipam-cni --bins" >&2
-    CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release -p ipam-cni --bins
+    # Parallelism as the caller's environment says (CARGO_BUILD_JOBS), as for any cargo build.
+    cargo build --release -p ipam-cni --bins
     target=${CARGO_TARGET_DIR:-$root/target}
     IPAMCTL=$target/release/ipamctl
     IPAM_CNI=$target/release/ipam-cni
