@@ -154,9 +154,15 @@ impl Cli {
                         resource.singular()
                     ))
                 })?;
+                if resource == Resource::Allocations {
+                    return Err(commands::delete_allocation_refusal());
+                }
                 Plan::Delete(resource, name, force)
             }
-            Command::Explain { address } => Plan::Explain(address),
+            Command::Explain { address } => {
+                commands::parse_address(&address, commands::EXPLAIN_CONTEXT)?;
+                Plan::Explain(address)
+            }
         };
 
         // Only apply creates an embedded store; the other commands never leave a new data

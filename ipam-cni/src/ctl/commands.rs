@@ -237,11 +237,7 @@ pub async fn delete<S: Store>(
         name: name.to_owned(),
     };
     let object_name = match resource {
-        Resource::Allocations => return Err(CtlError::Usage(
-            "allocations are not deleted with ipamctl: their owners release them (CNI DEL or GC); \
-                 delete the pool with --force to drop all of its allocations"
-                .to_owned(),
-        )),
+        Resource::Allocations => return Err(delete_allocation_refusal()),
         _ => ObjectName::new(name).map_err(|_| not_found())?,
     };
     let result = match resource {
@@ -275,20 +271,32 @@ pub async fn delete<S: Store>(
     Ok(())
 }
 
+/// Why `delete allocation` is refused.
+pub(crate) fn delete_allocation_refusal() -> CtlError {
+    CtlError::Usage(
+        "allocations are not deleted with ipamctl: their owners release them (CNI DEL or GC); \
+         delete the pool with --force to drop all of its allocations"
+            .to_owned(),
+    )
+}
+
+/// What `explain` says after an invalid address.
+pub(crate) const EXPLAIN_CONTEXT: &str = "explain takes one address";
+
 /// `explain`: prints every reason `address` is or is not allocatable.
 pub async fn explain<S: Store>(
     ipam: &Ipam<S>,
     address: &str,
     out: &mut dyn Write,
 ) -> Result<(), CtlError> {
-    let address = parse_address(address, "explain takes one address")?;
+    let address = parse_address(address, EXPLAIN_CONTEXT)?;
     let explanation = ipam.explain(address).await?;
     write!(out, "{explanation}")?;
     Ok(())
 }
 
 /// Parses one address strictly (as everywhere in the project).
-fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlError> {
+pub(crate) fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlError> {
     ipam_core::addr::parse_addr(text)
         .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
 }
