@@ -771,6 +771,14 @@ fn only_apply_creates_a_data_directory() {
         assert_eq!(run(args).failed(), expect, "{args:?}");
         assert!(!missing.exists(), "{args:?} created the data directory");
     }
+    // A mistake in the command itself is reported as such, before the store is looked for.
+    assert!(run(&["explain", "10.6.0.0/16"])
+        .failed()
+        .starts_with("invalid address"));
+    assert!(run(&["delete", "allocation", "10.6.0.1"])
+        .failed()
+        .starts_with("allocations are not deleted"));
+    assert!(!missing.exists());
     // A refused apply creates nothing either; a valid one creates the store.
     let bad = parent.path().join("bad.yaml");
     std::fs::write(
