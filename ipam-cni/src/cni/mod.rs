@@ -2,7 +2,7 @@
 //!
 //! An invocation goes through three stages, so that a refused request never touches the
 //! store:
-//! 1. [`prepare`]: read the environment and stdin, validate them ([`env`], [`config`]);
+//! 1. [`prepare`]: read the environment and stdin, validate them ([`mod@env`], [`config`]);
 //! 2. open the store the configuration names ([`crate::store::open`]);
 //! 3. [`command::execute`] the command against an [`ipam_core::Ipam`] on it.
 //!
