@@ -69,6 +69,9 @@ fn per_process(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         prepare(backend, dir.path(), 4096);
         let mut n = 0u64;
+        group.bench_function(format!("{backend}/open-close-only"), |b| {
+            b.iter(|| drop(open(backend, dir.path())))
+        });
         group.bench_function(backend, |b| {
             b.iter(|| {
                 n += 1;
