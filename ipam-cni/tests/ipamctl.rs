@@ -117,6 +117,7 @@ impl Ctl {
                 requested: None,
             }],
             reserved: FamilySets::default(),
+            defines: vec![],
         }))
         .map_err(|e| e.to_string())?;
         Ok(got[0].address.to_string())

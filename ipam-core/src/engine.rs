@@ -131,6 +131,10 @@ pub struct Request {
     /// Addresses this request must not get besides the store's ReservedIPs (a network's own
     /// `reserved` list).
     pub reserved: FamilySets,
+    /// Pools the request itself defines (a CNI network's `ranges`): where a slot takes an
+    /// address from one, it is created or its spec replaced in the same transaction as the
+    /// allocation, so a failed request leaves no pool behind.
+    pub defines: Vec<IpPool>,
 }
 
 /// What [`Ipam::gc`] did.
@@ -231,6 +235,7 @@ impl fmt::Display for Explanation {
 ///     pod: None,
 ///     slots: vec![Slot { pools: vec![ObjectName::new("p").unwrap()], requested: None }],
 ///     reserved: FamilySets::default(),
+///     defines: vec![],
 /// }).await.unwrap();
 /// assert_eq!(got[0].address.to_string(), "10.6.168.131");
 /// # });
@@ -251,7 +256,12 @@ impl<S> fmt::Debug for Ipam<S> {
 
 /// The state of one pool as read during one attempt.
 struct PoolWork {
-    pool: Versioned<IpPool>,
+    pool: IpPool,
+    /// What the store holds under the pool's key: checked at commit, or replaced by `pool`
+    /// when the request defines the pool and the stored spec differs.
+    stored: Expect,
+    /// Whether the commit writes `pool`.
+    define: bool,
     /// Blocks read so far: `None` when the store has none at that index.
     blocks: HashMap<u128, Option<Versioned<Block>>>,
     /// Blocks changed by this attempt.
@@ -636,8 +646,16 @@ impl<S: Store> Ipam<S> {
         let mut txn = Transaction::new();
         txn.check(Key::ReservedSummary, Expect::read(&summary));
         for w in work.values().filter(|w| !w.changed.is_empty()) {
-            let name = w.pool.value.name();
-            txn.check(Key::Pool(name.clone()), Expect::Version(w.pool.version));
+            let name = w.pool.name();
+            if w.define {
+                txn.put(
+                    Key::Pool(name.clone()),
+                    Record::Pool(w.pool.clone()),
+                    w.stored,
+                );
+            } else {
+                txn.check(Key::Pool(name.clone()), w.stored);
+            }
             for (index, block) in &w.changed {
                 let mut block = block.clone();
                 block.optimize();
@@ -675,15 +693,24 @@ impl<S: Store> Ipam<S> {
     async fn load_pool<'w>(
         &self,
         name: &ObjectName,
+        defines: &[IpPool],
         work: &'w mut HashMap<ObjectName, PoolWork>,
     ) -> Result<&'w mut PoolWork, Error> {
         if !work.contains_key(name) {
             let key = Key::Pool(name.clone());
-            let Some(pool) = self.read::<IpPool>(&key).await? else {
-                return Err(Error::NotFound {
-                    kind: ObjectKind::IpPool,
-                    name: name.to_string(),
-                });
+            let stored = self.read::<IpPool>(&key).await?;
+            let expect = Expect::read(&stored);
+            let defined = defines.iter().find(|p| p.name() == name);
+            let (pool, define) = match (stored, defined) {
+                (Some(s), Some(d)) if s.value.spec() == d.spec() => (s.value, false),
+                (_, Some(d)) => (d.clone(), true),
+                (Some(s), None) => (s.value, false),
+                (None, None) => {
+                    return Err(Error::NotFound {
+                        kind: ObjectKind::IpPool,
+                        name: name.to_string(),
+                    })
+                }
             };
             let cursor = self
                 .read::<u128>(&Key::Cursor(name.clone()))
@@ -693,6 +720,8 @@ impl<S: Store> Ipam<S> {
                 name.clone(),
                 PoolWork {
                     pool,
+                    stored: expect,
+                    define,
                     blocks: HashMap::new(),
                     changed: HashMap::new(),
                     cursor,
@@ -705,7 +734,7 @@ impl<S: Store> Ipam<S> {
 
     async fn load_block(&self, w: &mut PoolWork, index: u128) -> Result<(), Error> {
         let key = Key::Block {
-            pool: w.pool.value.name().clone(),
+            pool: w.pool.name().clone(),
             index,
         };
         let block = self.read::<Block>(&key).await?;
@@ -722,10 +751,10 @@ impl<S: Store> Ipam<S> {
     ) -> Result<Allocation, Error> {
         let mut exhausted = Vec::new();
         for name in &slot.pools {
-            let w = self.load_pool(name, work).await?;
-            let family = w.pool.value.family();
+            let w = self.load_pool(name, &request.defines, work).await?;
+            let family = w.pool.family();
             let reserved = [store_reserved.get(family), request.reserved.get(family)];
-            let capacity = w.pool.value.capacity().clone();
+            let capacity = w.pool.capacity().clone();
             let start = {
                 let cursor = w.new_cursor.or(w.cursor);
                 self.config
@@ -750,9 +779,7 @@ impl<S: Store> Ipam<S> {
                     pod: request.pod.clone(),
                 });
             }
-            let c = self
-                .pool_counts_with(&w.pool.value, &request.reserved)
-                .await?;
+            let c = self.pool_counts_with(&w.pool, &request.reserved).await?;
             exhausted.push(c);
         }
         Err(Error::Exhausted { pools: exhausted })
@@ -770,8 +797,8 @@ impl<S: Store> Ipam<S> {
         let family = Family::of(address);
         let mut home = None;
         for name in &slot.pools {
-            let w = self.load_pool(name, work).await?;
-            if w.pool.value.family() == family && w.pool.value.ips().contains(value) {
+            let w = self.load_pool(name, &request.defines, work).await?;
+            if w.pool.family() == family && w.pool.ips().contains(value) {
                 home = Some(name.clone());
                 break;
             }
@@ -783,7 +810,7 @@ impl<S: Store> Ipam<S> {
             }));
         };
         let w = work.get_mut(&name).expect("loaded above");
-        if let Some(rule) = w.pool.value.exclusion_rule(address) {
+        if let Some(rule) = w.pool.exclusion_rule(address) {
             return Err(unavailable(Unavailable::NotAllocatable {
                 pool: name,
                 rule: rule.into(),

@@ -28,6 +28,7 @@
 //!     pod: None,
 //!     slots: vec![Slot { pools: vec![ObjectName::new("test-ippool").unwrap()], requested: None }],
 //!     reserved: FamilySets::default(),
+//!     defines: vec![],
 //! };
 //! let first = ipam.allocate(&pod("a")).await.unwrap();
 //! assert_eq!(first[0].address.to_string(), "10.6.168.133");

@@ -49,6 +49,9 @@ pub fn run_all<S: Store + 'static>(make: impl Fn() -> S) {
             pollster::block_on(future_pools_and_deletion(s))
         }),
         ("ipv6_slash64", |s| pollster::block_on(ipv6_slash64(s))),
+        ("pools_defined_by_requests", |s| {
+            pollster::block_on(pools_defined_by_requests(s))
+        }),
         ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
     ];
     for (name, scenario) in scenarios {
@@ -103,6 +106,7 @@ pub fn request(owner_id: &str, pools: &[&str]) -> Request {
             requested: None,
         }],
         reserved: FamilySets::default(),
+        defines: vec![],
     }
 }
 
@@ -585,6 +589,71 @@ pub async fn future_pools_and_deletion(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(counts(&ipam, "later").await, [254, 127, 0, 127]);
+}
+
+/// A pool defined by a request (a CNI network's `ranges`) is created or updated in the same
+/// transaction as the allocation from it, and not at all when the request fails.
+pub async fn pools_defined_by_requests(store: Arc<dyn Store>) {
+    let ipam = engine(store.clone());
+    let inline = pool("net1-0", "10.30.0.0/24", &["10.30.0.10-10.30.0.11"]);
+    let defining = |id: &str, p: &IpPool| {
+        let mut r = request(id, &["net1-0"]);
+        r.defines = vec![p.clone()];
+        r
+    };
+    // A failing request (its second slot names a missing pool) creates nothing.
+    let mut failing = defining("c0", &inline);
+    failing.slots.push(Slot {
+        pools: vec![name("missing")],
+        requested: None,
+    });
+    assert!(matches!(
+        ipam.allocate(&failing).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        ipam.pool(&name("net1-0")).await.unwrap().is_none(),
+        "a failed request left a pool"
+    );
+
+    assert_eq!(
+        addr_of(&ipam, &defining("c1", &inline)).await.unwrap(),
+        ip("10.30.0.10")
+    );
+    assert_eq!(
+        ipam.pool(&name("net1-0")).await.unwrap().as_ref(),
+        Some(&inline)
+    );
+    let v1 = store
+        .get(&Key::Pool(name("net1-0")))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(
+        addr_of(&ipam, &defining("c2", &inline)).await.unwrap(),
+        ip("10.30.0.11")
+    );
+    let v2 = store
+        .get(&Key::Pool(name("net1-0")))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(v1, v2, "an unchanged definition is not rewritten");
+
+    // A wider definition replaces the spec in the allocating transaction; held addresses stay.
+    let wider = pool("net1-0", "10.30.0.0/24", &["10.30.0.10-10.30.0.12"]);
+    assert_eq!(
+        addr_of(&ipam, &defining("c3", &wider)).await.unwrap(),
+        ip("10.30.0.12")
+    );
+    assert_eq!(
+        ipam.pool(&name("net1-0")).await.unwrap().as_ref(),
+        Some(&wider)
+    );
+    assert_eq!(counts(&ipam, "net1-0").await, [3, 0, 3, 0]);
+    assert_eq!(check_consistency(&*store).await, 3);
 }
 
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.

@@ -110,69 +110,29 @@ async fn store_pools<S: Store>(
     Ok(out)
 }
 
-/// ADD: upsert the inline pools, allocate one address per slot, all or nothing. On failure
-/// the pools this call created or changed are put back, so the store is as it was.
+/// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
+/// defined by the request itself: the engine creates or updates the one it allocates from in
+/// the same transaction, so a failed ADD leaves the store as it was.
 async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniError> {
     let owner = inv.owner()?;
     let plan = inv.plan()?;
     let pools = store_pools(ipam, plan, &inv.net).await?;
-
-    // (pool, what it was before this call) for every pool this call wrote.
-    let mut undo: Vec<(ObjectName, Option<IpPool>)> = Vec::new();
-    let outcome = async {
-        for pool in &plan.inline_pools {
-            let before = ipam.pool(pool.name()).await?;
-            // Unchanged pools are not rewritten: each write is an fsync.
-            if before.as_ref().map(IpPool::spec) == Some(pool.spec()) {
-                continue;
-            }
-            ipam.apply_pool(pool.clone()).await?;
-            log::info(format_args!(
-                "{} ippool {:?} from the network configuration",
-                if before.is_some() {
-                    "updated"
-                } else {
-                    "created"
-                },
-                pool.name().as_str()
-            ));
-            undo.push((pool.name().clone(), before));
-        }
-        let request = Request {
-            owner: owner.clone(),
-            network: inv.net.name.clone(),
-            pod: inv.env.args.pod(),
-            slots: plan
-                .slots
-                .iter()
-                .map(|s| Slot {
-                    pools: s.pools.clone(),
-                    requested: s.requested,
-                })
-                .collect(),
-            reserved: plan.reserved.clone(),
-        };
-        ipam.allocate(&request).await
-    }
-    .await;
-    let allocations = match outcome {
-        Ok(a) => a,
-        Err(e) => {
-            for (name, before) in undo.into_iter().rev() {
-                let undone = match before {
-                    None => ipam.delete_pool(&name, false).await.map(drop),
-                    Some(p) => ipam.apply_pool(p).await.map(drop),
-                };
-                if let Err(u) = undone {
-                    log::error(format_args!(
-                        "could not undo the write of ippool {:?} after a failed ADD: {u}",
-                        name.as_str()
-                    ));
-                }
-            }
-            return Err(e.into());
-        }
+    let request = Request {
+        owner: owner.clone(),
+        network: inv.net.name.clone(),
+        pod: inv.env.args.pod(),
+        slots: plan
+            .slots
+            .iter()
+            .map(|s| Slot {
+                pools: s.pools.clone(),
+                requested: s.requested,
+            })
+            .collect(),
+        reserved: plan.reserved.clone(),
+        defines: plan.inline_pools.clone(),
     };
+    let allocations = ipam.allocate(&request).await?;
 
     let mut with_pools = Vec::with_capacity(allocations.len());
     for a in allocations {
@@ -479,14 +439,10 @@ mod tests {
             cni(&ipam, "ADD", "a", &c, "IP=10.6.0.1"),
             r#"101: requested address 10.6.0.1 is not available: pool "net1-0" keeps it out (spec.gateway)"#
         );
-        assert_eq!(
-            dump(&ipam),
-            before,
-            "the inline pool created for the failed ADD is gone"
-        );
+        assert_eq!(dump(&ipam), before, "a failed ADD creates no inline pool");
         assert_eq!(cni(&ipam, "ADD", "a", &c, "IP=10.6.0.7"), "10.6.0.7/24");
         let held = dump(&ipam);
-        // a changed range that cannot serve the request: the old pool spec is put back
+        // a changed range that cannot serve the request: the old pool spec stays
         let narrowed = conf(
             json!({"ranges": [[{"subnet": "10.6.0.0/24", "rangeStart": "10.6.0.20", "rangeEnd": "10.6.0.20"}]]}),
         );

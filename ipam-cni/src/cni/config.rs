@@ -344,7 +344,7 @@ pub struct SlotPlan {
     pub requested: Option<IpAddr>,
 }
 
-/// Everything an ADD asks for, validated: slots, the inline pools to upsert, the network's
+/// Everything an ADD asks for, validated: slots, the inline pools it defines, the network's
 /// own reservations, and what is copied into the result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {

@@ -367,6 +367,7 @@ spec:
                 requested: None,
             }],
             reserved: FamilySets::default(),
+            defines: vec![],
         }))
     }
 
