@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::addr::{to_u128, Family};
 use crate::alloc::{block_index, first_free_from, Block, BlockState, Probe, Strategy};
-use crate::error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable};
+use crate::error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable, ValidationError};
 use crate::name::{ObjectName, Owner};
 use crate::pool::IpPool;
 use crate::reserved::{FamilySets, ReservedIp};
@@ -380,18 +380,73 @@ impl<S: Store> Ipam<S> {
     /// Addresses held in the pool stay held even if the new spec no longer lists them, as a
     /// held address survives a new reservation; they are released by their owners as usual.
     pub async fn apply_pool(&self, pool: IpPool) -> Result<Applied, Error> {
-        self.retrying("apply ippool", || async {
-            let key = Key::Pool(pool.name().clone());
-            let old = self.read::<IpPool>(&key).await?;
-            let applied = match &old {
-                None => Applied::Created,
-                Some(v) if v.value.spec() == pool.spec() => return Ok(Applied::Unchanged),
-                Some(_) => Applied::Configured,
-            };
+        Ok(self.apply_all(&[], &[pool]).await?[0])
+    }
+
+    /// Creates or replaces ReservedIPs and pools in one transaction: either all of them are
+    /// stored or none. Returns what happened to each, reservations first, in order.
+    ///
+    /// Each name may appear once per kind.
+    pub async fn apply_all(
+        &self,
+        reservations: &[ReservedIp],
+        pools: &[IpPool],
+    ) -> Result<Vec<Applied>, Error> {
+        for (i, r) in reservations.iter().enumerate() {
+            if reservations[..i].iter().any(|o| o.name() == r.name()) {
+                return Err(ValidationError::new(
+                    "metadata.name",
+                    r.name().as_str(),
+                    "reservedip given twice",
+                )
+                .into());
+            }
+        }
+        for (i, p) in pools.iter().enumerate() {
+            if pools[..i].iter().any(|o| o.name() == p.name()) {
+                return Err(ValidationError::new(
+                    "metadata.name",
+                    p.name().as_str(),
+                    "ippool given twice",
+                )
+                .into());
+            }
+        }
+        self.retrying("apply", || async {
             let mut txn = Transaction::new();
-            txn.put(key, Record::Pool(pool.clone()), Expect::read(&old));
-            self.store.commit(txn).await?;
-            Ok(applied)
+            let mut outcome = Vec::with_capacity(reservations.len() + pools.len());
+            let mut all_reserved: Option<Vec<ReservedIp>> = None;
+            for r in reservations {
+                let key = Key::ReservedIp(r.name().clone());
+                let old = self.read::<ReservedIp>(&key).await?;
+                let applied = applied(old.as_ref().map(|v| v.value.spec() == r.spec()));
+                if applied != Applied::Unchanged {
+                    txn.put(key, Record::ReservedIp(r.clone()), Expect::read(&old));
+                    if all_reserved.is_none() {
+                        all_reserved = Some(self.reserved_ips().await?);
+                    }
+                    let all = all_reserved.as_mut().expect("read above");
+                    all.retain(|o| o.name() != r.name());
+                    all.push(r.clone());
+                }
+                outcome.push(applied);
+            }
+            if let Some(all) = &all_reserved {
+                self.put_summary(&mut txn, all).await?;
+            }
+            for p in pools {
+                let key = Key::Pool(p.name().clone());
+                let old = self.read::<IpPool>(&key).await?;
+                let applied = applied(old.as_ref().map(|v| v.value.spec() == p.spec()));
+                if applied != Applied::Unchanged {
+                    txn.put(key, Record::Pool(p.clone()), Expect::read(&old));
+                }
+                outcome.push(applied);
+            }
+            if !txn.is_empty() {
+                self.store.commit(txn).await?;
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -476,28 +531,7 @@ impl<S: Store> Ipam<S> {
     /// Creates a ReservedIP or replaces its spec. Its addresses stop being handed out by every
     /// pool at once; addresses already held stay with their owners.
     pub async fn apply_reserved_ip(&self, reserved: ReservedIp) -> Result<Applied, Error> {
-        self.retrying("apply reservedip", || async {
-            let key = Key::ReservedIp(reserved.name().clone());
-            let old = self.read::<ReservedIp>(&key).await?;
-            let applied = match &old {
-                None => Applied::Created,
-                Some(v) if v.value.spec() == reserved.spec() => return Ok(Applied::Unchanged),
-                Some(_) => Applied::Configured,
-            };
-            let mut others = self.reserved_ips().await?;
-            others.retain(|r| r.name() != reserved.name());
-            others.push(reserved.clone());
-            let mut txn = Transaction::new();
-            txn.put(
-                key,
-                Record::ReservedIp(reserved.clone()),
-                Expect::read(&old),
-            );
-            self.put_summary(&mut txn, &others).await?;
-            self.store.commit(txn).await?;
-            Ok(applied)
-        })
-        .await
+        Ok(self.apply_all(&[reserved], &[]).await?[0])
     }
 
     /// Deletes a ReservedIP: its addresses are allocatable again at once.
@@ -1004,6 +1038,15 @@ impl<S: Store> Ipam<S> {
             pools,
             reserved_by,
         })
+    }
+}
+
+/// What applying an object does, given whether it exists with the same spec.
+fn applied(same_spec: Option<bool>) -> Applied {
+    match same_spec {
+        None => Applied::Created,
+        Some(true) => Applied::Unchanged,
+        Some(false) => Applied::Configured,
     }
 }
 

@@ -65,18 +65,25 @@ pub async fn apply<S: Store>(
             writeln!(err, "warning: {w}")?;
         }
     }
-    let reserved = manifests
-        .iter()
-        .filter(|m| matches!(m.object, Object::Reserved(_)));
-    let pools = manifests
-        .iter()
-        .filter(|m| matches!(m.object, Object::Pool(_)));
-    for m in reserved.chain(pools) {
-        let applied = match &m.object {
-            Object::Pool(p) => ipam.apply_pool(p.clone()).await?,
-            Object::Reserved(r) => ipam.apply_reserved_ip(r.clone()).await?,
-        };
-        writeln!(out, "{} {applied}", m.object)?;
+    // ReservedIPs first, so a pool printed as applied already honours them; all in one
+    // transaction, so a store failure leaves nothing half-applied.
+    let (mut reserved, mut pools) = (Vec::new(), Vec::new());
+    let (mut reserved_names, mut pool_names) = (Vec::new(), Vec::new());
+    for m in manifests {
+        match &m.object {
+            Object::Reserved(r) => {
+                reserved.push(r.clone());
+                reserved_names.push(&m.object);
+            }
+            Object::Pool(p) => {
+                pools.push(p.clone());
+                pool_names.push(&m.object);
+            }
+        }
+    }
+    let applied = ipam.apply_all(&reserved, &pools).await?;
+    for (object, applied) in reserved_names.into_iter().chain(pool_names).zip(applied) {
+        writeln!(out, "{object} {applied}")?;
     }
     Ok(())
 }
