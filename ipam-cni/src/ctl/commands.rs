@@ -315,24 +315,12 @@ mod tests {
     use ipam_core::{FamilySets, MemoryStore, Owner, PodRef, Request, Slot};
     use pollster::block_on;
 
-    const SEED: &str = "\
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderIPPool
-metadata:
-  name: test-ippool
-spec:
-  subnet: 10.6.0.0/16
-  ips:
-  - 10.6.168.131-10.6.168.133
----
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderReservedIP
-metadata:
-  name: test-reservedip
-spec:
-  ips:
-  - 10.6.168.131-10.6.168.132
-";
+    /// The seed document's two manifests, verbatim, as one multi-document input.
+    const SEED: &str = concat!(
+        include_str!("../../../examples/seed/ippool.yaml"),
+        "---\n",
+        include_str!("../../../examples/seed/reservedip.yaml")
+    );
 
     /// Runs a command on `ipam` and returns (stdout, stderr) or the error's message.
     fn run(

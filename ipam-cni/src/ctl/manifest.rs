@@ -641,26 +641,9 @@ mod tests {
         assert_eq!(got, expect, "input:\n{yaml}");
     }
 
-    const SEED_RESERVED: &str = "\
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderReservedIP
-metadata:
-  name: test-reservedip
-spec:
-  ips:
-  - 10.6.168.131-10.6.168.132
-";
-
-    const SEED_POOL: &str = "\
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderIPPool
-metadata:
-  name: test-ippool
-spec:
-  subnet: 10.6.0.0/16
-  ips:
-  - 10.6.168.131-10.6.168.133
-";
+    // The seed document's manifests, verbatim, from the files users apply.
+    const SEED_RESERVED: &str = include_str!("../../../examples/seed/reservedip.yaml");
+    const SEED_POOL: &str = include_str!("../../../examples/seed/ippool.yaml");
 
     #[test]
     fn seed_manifests_parse_verbatim() {
