@@ -67,6 +67,20 @@ impl Ctl {
         }
     }
 
+    /// A store with the seed document's ReservedIP and IPPool applied.
+    fn with_seed() -> Ctl {
+        let ctl = Ctl::new();
+        ctl.run(&[
+            "apply",
+            "-f",
+            s(&seed("reservedip.yaml")),
+            "-f",
+            s(&seed("ippool.yaml")),
+        ])
+        .ok();
+        ctl
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         self.run_with_stdin(args, "")
     }
@@ -426,15 +440,7 @@ fn counts_follow_the_contract() {
 
 #[test]
 fn get_prints_json_and_yaml_objects_and_lists() {
-    let ctl = Ctl::new();
-    ctl.run(&[
-        "apply",
-        "-f",
-        s(&seed("reservedip.yaml")),
-        "-f",
-        s(&seed("ippool.yaml")),
-    ])
-    .ok();
+    let ctl = Ctl::with_seed();
     let pool = json!({
         "apiVersion": "ipam.rs/v1alpha1",
         "kind": "IPPool",
@@ -571,15 +577,7 @@ fn missing_objects_and_bad_commands_exit_1_with_one_line() {
 
 #[test]
 fn delete_refuses_a_pool_in_use_unless_forced() {
-    let ctl = Ctl::new();
-    ctl.run(&[
-        "apply",
-        "-f",
-        s(&seed("reservedip.yaml")),
-        "-f",
-        s(&seed("ippool.yaml")),
-    ])
-    .ok();
+    let ctl = Ctl::with_seed();
     ctl.allocate("test-ippool", "c1", None).unwrap();
     assert_eq!(
         ctl.run(&["delete", "ippool", "test-ippool"]).failed(),
@@ -621,15 +619,7 @@ fn delete_refuses_a_pool_in_use_unless_forced() {
 
 #[test]
 fn explain_gives_every_reason() {
-    let ctl = Ctl::new();
-    ctl.run(&[
-        "apply",
-        "-f",
-        s(&seed("reservedip.yaml")),
-        "-f",
-        s(&seed("ippool.yaml")),
-    ])
-    .ok();
+    let ctl = Ctl::with_seed();
     let gw = "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: gw}\n\
               spec: {subnet: 10.6.0.0/16, ips: [10.6.0.1-10.6.0.9], gateway: 10.6.0.1, excludeIPs: [10.6.0.9]}\n";
     ctl.run_with_stdin(&["apply", "-f", "-"], gw).ok();
