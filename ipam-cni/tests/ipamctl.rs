@@ -498,7 +498,7 @@ fn allocations_print_flat_with_pod_fields_where_known() {
     let ctl = Ctl::new();
     ctl.run(&["apply", "-f", s(&seed("ippool.yaml"))]).ok();
     let pod = PodRef {
-        namespace: "default".into(),
+        namespace: Some("default".into()),
         name: "test-app-67dd9f645-dv8xz".into(),
         uid: Some("9f8e7d6c".into()),
     };
@@ -627,7 +627,7 @@ fn explain_gives_every_reason() {
         "test-ippool",
         "c1",
         Some(PodRef {
-            namespace: "default".into(),
+            namespace: Some("default".into()),
             name: "web".into(),
             uid: None,
         }),
@@ -642,7 +642,7 @@ fn explain_gives_every_reason() {
         (
             "10.6.168.133",
             "10.6.168.133: not allocatable\n  ippool/gw: in the subnet but not in spec.ips\n  \
-             ippool/test-ippool: listed\n    held by c1/eth0 (network \"macvlan-net\", pod default/web)\n",
+             ippool/test-ippool: listed\n  held by c1/eth0 (network \"macvlan-net\", pool \"test-ippool\", pod default/web)\n",
         ),
         (
             "10.6.0.1",

@@ -279,12 +279,24 @@ fn pod_identity_and_logging() {
     let pod = allocations[0].pod.clone().expect("pod recorded");
     assert_eq!(
         (
-            pod.namespace.as_str(),
+            pod.namespace.as_deref(),
             pod.name.as_str(),
             pod.uid.as_deref()
         ),
-        ("default", "web-0", Some("1234"))
+        (Some("default"), "web-0", Some("1234"))
     );
+    // podman sends the Pod's name without a namespace: what is given is recorded.
+    call("ADD", "podman1", &conf)
+        .var("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web-1")
+        .run()
+        .ok();
+    let allocations = pollster::block_on(ipam_at(dir.path()).allocations(None)).unwrap();
+    let podman = allocations
+        .iter()
+        .find(|a| a.owner.container_id() == "podman1")
+        .and_then(|a| a.pod.clone())
+        .expect("pod recorded without a namespace");
+    assert_eq!((podman.namespace, podman.name.as_str()), (None, "web-1"));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("INFO ADD c1/eth0 on \"net1\": 198.51.100.10, 2001:db8::10"),

@@ -51,6 +51,14 @@ impl Family {
         }
     }
 
+    /// How many bits an address of the family has (32 or 128).
+    pub fn bits(self) -> u32 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
     /// The highest address of the family on the `u128` number line.
     pub fn max_value(self) -> u128 {
         match self {

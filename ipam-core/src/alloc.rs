@@ -1,10 +1,11 @@
 //! Allocation state as set algebra: capacity ∖ reserved ∖ allocated, computed lazily.
 //!
-//! A pool's allocated addresses are kept in [`Block`]s: roaring bitmaps over aligned windows
-//! of 2^16 addresses of the number line. A block exists only once something in it is
-//! allocated, so memory follows allocations, never the size of the pool (an IPv6 /64 with one
-//! allocation holds one small block). Each block is stored as its own record with its own
-//! version, which lets a distributed backend spread a pool over many objects.
+//! Allocated addresses are kept in [`Block`]s: roaring bitmaps over aligned windows of
+//! 2^[`BLOCK_BITS`] addresses of a family's number line. A block exists only once something
+//! in it is allocated, so memory follows allocations, never the size of the pool (an IPv6 /64
+//! with one allocation holds one small block). In a store, each block is one record with its
+//! own version and the holder of every address ([`BlockRecord`](crate::block::BlockRecord)),
+//! shared by every pool and network that covers the window.
 //!
 //! Finding a free address never materialises the free set: [`first_free`] walks the
 //! capacity's intervals, jumps over reserved intervals and over whole runs of allocated
@@ -18,8 +19,11 @@ use roaring::RoaringBitmap;
 
 use crate::set::IntervalSet;
 
-/// log2 of the number of addresses covered by one [`Block`].
-pub const BLOCK_BITS: u32 = 16;
+/// log2 of the number of addresses covered by one [`Block`]: 64 addresses, an IPv4 /26, as
+/// Calico's IPAM blocks. Small blocks keep one record small (a full block with its holders is
+/// about 8 KiB) and let writers on different blocks of one pool proceed without conflict;
+/// the search skips full blocks cheaply, so a large pool costs nothing more per allocation.
+pub const BLOCK_BITS: u32 = 6;
 
 const OFFSET_MASK: u128 = (1 << BLOCK_BITS) - 1;
 const LAST_BLOCK: u128 = u128::MAX >> BLOCK_BITS;
@@ -29,7 +33,7 @@ pub fn block_index(value: u128) -> u128 {
     value >> BLOCK_BITS
 }
 
-/// The allocated addresses of one pool within one aligned window of 2^16 addresses.
+/// The allocated addresses within one aligned window of 2^[`BLOCK_BITS`] addresses.
 ///
 /// ```
 /// use ipam_core::alloc::Block;
@@ -57,6 +61,11 @@ impl Block {
     /// Marks `value` free; false if it already was.
     pub fn remove(&mut self, value: u128) -> bool {
         self.bits.remove(offset(value))
+    }
+
+    /// How many allocated addresses of the window are `<= value`.
+    pub fn rank(&self, value: u128) -> usize {
+        self.bits.rank(offset(value)) as usize
     }
 
     /// How many addresses of the window are allocated.
@@ -385,27 +394,29 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    const SIZE: u128 = 1 << BLOCK_BITS;
+
     #[test]
     fn next_free_skips_a_whole_run() {
         let mut b = Block::default();
-        for v in 100..5000u128 {
+        for v in 10..50u128 {
             b.insert(v);
         }
-        assert_eq!(b.next_free(99), Some(99));
-        assert_eq!(b.next_free(100), Some(5000));
-        assert_eq!(b.next_free(4999), Some(5000));
-        for v in 5000..=OFFSET_MASK {
+        assert_eq!(b.next_free(9), Some(9));
+        assert_eq!(b.next_free(10), Some(50));
+        assert_eq!(b.next_free(49), Some(50));
+        for v in 50..=OFFSET_MASK {
             b.insert(v);
         }
-        assert_eq!(b.next_free(100), None);
+        assert_eq!(b.next_free(10), None);
     }
 
     #[test]
     fn search_crosses_blocks_and_asks_for_unknown_ones() {
-        let capacity = IntervalSet::from_intervals([(0x1_fffe, 0x2_0005)]);
+        let capacity = IntervalSet::from_intervals([(2 * SIZE - 2, 2 * SIZE + 5)]);
         let mut full = Block::default();
-        full.insert(0x1_fffe);
-        full.insert(0x1_ffff);
+        full.insert(2 * SIZE - 2);
+        full.insert(2 * SIZE - 1);
         let lookup = |i| {
             if i == 1 {
                 BlockState::Loaded(&full)
@@ -426,7 +437,7 @@ mod tests {
         };
         assert_eq!(
             first_free(&capacity, &[], lookup, 0, u128::MAX),
-            Probe::Free(0x2_0000)
+            Probe::Free(2 * SIZE)
         );
     }
 
@@ -452,14 +463,14 @@ mod tests {
     #[test]
     fn blocks_round_trip_and_refuse_foreign_bytes() {
         let mut b = Block::default();
-        for v in [0u128, 7, 65535] {
+        for v in [0u128, 7, SIZE - 1] {
             b.insert(v);
         }
         b.optimize();
         assert_eq!(Block::from_bytes(&b.to_bytes()).unwrap(), b);
         assert!(Block::from_bytes(b"not a bitmap").is_err());
         let mut wide = RoaringBitmap::new();
-        wide.insert(70_000);
+        wide.insert(SIZE as u32);
         let mut bytes = Vec::new();
         wide.serialize_into(&mut bytes).unwrap();
         assert!(Block::from_bytes(&bytes)
@@ -468,15 +479,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_slash16_bitmap_is_small() {
+    fn a_full_slash16_fills_its_blocks_and_each_bitmap_is_small() {
         let mut a = Allocations::default();
         let capacity = IntervalSet::from_intervals([(0x0a06_0001, 0x0a06_fffe)]);
         while a.allocate_first_free(&capacity, &[], 0).is_some() {}
         assert_eq!(a.len(), 65534);
-        let mut block = a.blocks().values().next().unwrap().clone();
-        assert!(block.to_bytes().len() <= 16 * 1024);
-        block.optimize();
-        assert!(block.to_bytes().len() < 64, "{}", block.to_bytes().len());
+        assert_eq!(a.blocks().len() as u128, 65536 / SIZE);
+        for block in a.blocks().values() {
+            let mut block = block.clone();
+            block.optimize();
+            assert!(block.to_bytes().len() < 64, "{}", block.to_bytes().len());
+        }
     }
 
     proptest! {

@@ -63,6 +63,17 @@ pub enum StoreError {
         /// The key whose version did not match.
         key: String,
     },
+    /// A failure that may pass: a timeout, a lost response, an overloaded or restarting
+    /// server. The engine retries it with backoff, like a conflict; past the bound the
+    /// operation fails with [`Error::TryAgainLater`].
+    #[error("store temporarily unavailable: {context}: {source}")]
+    Transient {
+        /// What was being done, and with which server or path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The store is held by others past the bounded wait.
     #[error("store busy: {what}; try again later")]
     Busy {
@@ -246,15 +257,16 @@ pub enum Error {
         /// How many addresses it still hands.
         allocated: u128,
     },
-    /// Concurrent writers kept winning past the retry budget.
-    #[error(
-        "{what}: concurrent updates kept conflicting after {attempts} attempts; try again later"
-    )]
+    /// Concurrent writers kept winning, or the store kept failing transiently, past the
+    /// retry budget.
+    #[error("{what}: {last} after {attempts} attempts; try again later")]
     TryAgainLater {
         /// The operation.
         what: String,
         /// How many attempts were made.
         attempts: u32,
+        /// What the last attempt ran into.
+        last: String,
     },
     /// The store failed.
     #[error(transparent)]

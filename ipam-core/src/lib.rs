@@ -42,9 +42,11 @@
 
 pub mod addr;
 pub mod alloc;
+pub mod block;
 pub mod engine;
 pub mod error;
 pub mod memory;
+pub mod migrate;
 pub mod name;
 pub mod pool;
 pub mod reserved;
@@ -55,11 +57,13 @@ pub mod testkit;
 
 pub use addr::{AddrError, Family, IpRange};
 pub use alloc::Strategy;
-pub use engine::{Applied, Config, Explanation, GcReport, Ipam, PoolFinding, Request, Slot};
+pub use engine::{
+    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Request, Slot,
+};
 pub use error::{Error, PoolCounts, StoreError, Unavailable, ValidationError};
 pub use memory::MemoryStore;
 pub use name::{ObjectName, Owner};
 pub use pool::{IpPool, IpPoolSpec, RouteSpec};
 pub use reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 pub use set::IntervalSet;
-pub use store::{Allocation, PodRef, Store, Version, Versioned};
+pub use store::{Allocation, KeyRange, PodRef, Store, Version, Versioned};

@@ -6,13 +6,16 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::error::StoreError;
-use crate::store::{Key, Op, Prefix, Record, Store, Transaction, Version, Versioned};
+use crate::store::{Key, KeyRange, Op, Record, Store, Transaction, Version, Versioned};
 
 /// A [`Store`] that keeps records in a `BTreeMap` behind a mutex. Nothing survives the
 /// process.
 ///
 /// Keys are kept in their encoded form, so scans exercise the same ordering as the byte
-/// backends.
+/// backends. By default a commit is atomic, as in the embedded stores; [`MemoryStore::in_order`]
+/// gives a store that applies each operation as its own compare-and-swap, as a store of single
+/// objects (Kubernetes) does, and [`MemoryStore::interrupt_after`] stops one mid-commit, as a
+/// crash or a lost connection would: the engine must be correct under all of them.
 ///
 /// ```
 /// use ipam_core::{Ipam, MemoryStore};
@@ -23,24 +26,109 @@ use crate::store::{Key, Op, Prefix, Record, Store, Transaction, Version, Version
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    in_order: bool,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     next_version: u64,
     records: BTreeMap<Vec<u8>, (Key, Versioned<Record>)>,
+    /// Operations left before the next commit is cut short (`None`: never).
+    interrupt_after: Option<usize>,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store whose commits are atomic.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
     }
 
+    /// An empty store that applies a transaction's operations one by one, in order, each as
+    /// its own compare-and-swap, and stops at the first whose expectation fails (the ones
+    /// before it stay applied).
+    pub fn in_order() -> MemoryStore {
+        MemoryStore {
+            in_order: true,
+            ..MemoryStore::default()
+        }
+    }
+
+    /// After `ops` more operations are applied, cuts the commit under way short: the rest of
+    /// its operations are not applied and it fails with [`StoreError::Transient`], as when a
+    /// process dies or a connection drops mid-commit. Once only; an atomic store applies
+    /// nothing of the commit that is cut.
+    pub fn interrupt_after(&self, ops: usize) {
+        self.lock().interrupt_after = Some(ops);
+    }
+
+    /// Every record, in key order: for tests that compare whole stores.
+    pub fn dump(&self) -> Vec<(Key, Record)> {
+        self.lock()
+            .records
+            .values()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a half-applied transaction: commit
-        // checks everything before it writes anything.
+        // A panic while holding the lock cannot leave a half-applied operation: each one is
+        // checked before anything of it is written.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn version_of(&self, key: &Key) -> Option<&Version> {
+        self.records.get(&key.encode()).map(|(_, v)| &v.version)
+    }
+
+    fn check(&self, op: &Op) -> Result<(), StoreError> {
+        if op.expect().holds(self.version_of(op.key())) {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                key: op.key().to_string(),
+            })
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        self.next_version += 1;
+        let version = Version::from(self.next_version);
+        match op {
+            Op::Put { key, record, .. } => {
+                let value = Versioned {
+                    value: *record,
+                    version,
+                };
+                self.records.insert(key.encode(), (key, value));
+            }
+            Op::Delete { key, .. } => {
+                self.records.remove(&key.encode());
+            }
+        }
+    }
+
+    /// Counts one operation against a pending interruption; true when it must not happen.
+    fn interrupted(&mut self) -> bool {
+        match self.interrupt_after {
+            Some(0) => {
+                self.interrupt_after = None;
+                true
+            }
+            Some(n) => {
+                self.interrupt_after = Some(n - 1);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn cut_short() -> StoreError {
+    StoreError::Transient {
+        context: "commit cut short (simulated crash)".into(),
+        source: "interrupted".into(),
     }
 }
 
@@ -54,51 +142,47 @@ impl Store for MemoryStore {
             .map(|(_, v)| v.clone()))
     }
 
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        let p = prefix.encode();
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        let inner = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| inner.records.get(&k.encode()).map(|(_, v)| v.clone()))
+            .collect())
+    }
+
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        let (start, end) = range.bounds();
         Ok(self
             .lock()
             .records
-            .range(p.clone()..)
-            .take_while(|(k, _)| k.starts_with(&p))
+            .range(start..end)
             .map(|(_, (key, v))| (key.clone(), v.clone()))
             .collect())
     }
 
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        if self.in_order {
+            for op in txn.into_ops() {
+                if inner.interrupted() {
+                    return Err(cut_short());
+                }
+                inner.check(&op)?;
+                inner.apply(op);
+            }
+            return Ok(());
+        }
         for op in txn.ops() {
-            let current = inner
-                .records
-                .get(&op.key().encode())
-                .map(|(_, v)| v.version);
-            if !op.expect().holds(current) {
-                return Err(StoreError::Conflict {
-                    key: op.key().to_string(),
-                });
+            inner.check(op)?;
+        }
+        // An atomic store cut short applies nothing.
+        for _ in txn.ops() {
+            if inner.interrupted() {
+                return Err(cut_short());
             }
         }
-        inner.next_version += 1;
-        let version = Version(inner.next_version);
         for op in txn.into_ops() {
-            match op {
-                Op::Check { .. } => {}
-                Op::Put { key, record, .. } => {
-                    inner.records.insert(
-                        key.encode(),
-                        (
-                            key,
-                            Versioned {
-                                value: *record,
-                                version,
-                            },
-                        ),
-                    );
-                }
-                Op::Delete { key, .. } => {
-                    inner.records.remove(&key.encode());
-                }
-            }
+            inner.apply(op);
         }
         Ok(())
     }

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::addr::{to_u128, Family};
-use crate::alloc::Block;
+use crate::addr::Family;
+use crate::block::BlockRecord;
 use crate::error::StoreError;
 use crate::name::{ObjectName, Owner};
 use crate::pool::{IpPool, IpPoolSpec};
@@ -28,9 +28,40 @@ use crate::reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 use crate::set::IntervalSet;
 
 /// The version of a stored record, assigned by the store on every write. Opaque: only
-/// equality means anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(pub u64);
+/// equality means anything (a Kubernetes `resourceVersion` is such a string; the byte
+/// backends count writes).
+///
+/// ```
+/// use ipam_core::Version;
+/// assert_eq!(Version::from(7u64), Version::new("7"));
+/// assert_ne!(Version::from(7u64), Version::from(8u64));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(Box<str>);
+
+impl Version {
+    /// A version as the store spells it.
+    pub fn new(text: impl Into<String>) -> Version {
+        Version(text.into().into_boxed_str())
+    }
+
+    /// The version as the store spells it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<u64> for Version {
+    fn from(counter: u64) -> Version {
+        Version::new(counter.to_string())
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A value read from a store, with the version it had.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,42 +83,65 @@ pub enum Key {
     /// The union of all ReservedIPs; rewritten with every ReservedIP change, and read by
     /// every allocation.
     ReservedSummary,
-    /// One block of a pool's allocation bitmap: the window `index << 16 ..` of the pool's
-    /// family.
+    /// One block of the store-wide number line of a family: who holds each address of the
+    /// window `index << BLOCK_BITS ..`. The only record that decides who holds an address.
     Block {
-        /// The pool.
-        pool: ObjectName,
-        /// The block index (`address >> 16`).
+        /// The family.
+        family: Family,
+        /// The block index (`address >> BLOCK_BITS`).
         index: u128,
     },
     /// Where a pool's round-robin search starts next. A hint: written without
-    /// precondition.
+    /// precondition, never trusted for anything but where to start looking.
     Cursor(ObjectName),
-    /// The allocation of one address of a pool.
-    Allocation {
-        /// The pool.
-        pool: ObjectName,
-        /// The address.
-        address: IpAddr,
-    },
-    /// Everything one owner holds, on every network.
+    /// A secondary index: the addresses one owner was given, on every network. Written
+    /// before the blocks on allocation and after them on release, so it may list an
+    /// address its owner does not hold (after a crash), never miss one it does; readers
+    /// check each entry against its block.
     Owner(Owner),
 }
 
-/// A set of keys read together by [`Store::scan`].
+/// A range of keys read together by [`Store::scan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Prefix {
+pub enum KeyRange {
     /// Every IPPool.
     Pools,
     /// Every ReservedIP.
     ReservedIps,
-    /// Every block of one pool.
-    Blocks(ObjectName),
-    /// Every allocation of one pool, or of all pools.
-    Allocations(Option<ObjectName>),
-    /// Every owner record.
+    /// The blocks of one family with indexes in `first..=last`.
+    Blocks {
+        /// The family.
+        family: Family,
+        /// The first block index.
+        first: u128,
+        /// The last block index.
+        last: u128,
+    },
+    /// Every owner index record.
     Owners,
+    /// Every cursor.
+    Cursors,
+}
+
+impl KeyRange {
+    /// Every block of `family`.
+    pub fn all_blocks(family: Family) -> KeyRange {
+        KeyRange::Blocks {
+            family,
+            first: 0,
+            last: family.max_value() >> crate::alloc::BLOCK_BITS,
+        }
+    }
+
+    /// The blocks that cover the addresses `first..=last` of `family`.
+    pub fn blocks_covering(family: Family, first: u128, last: u128) -> KeyRange {
+        KeyRange::Blocks {
+            family,
+            first: crate::alloc::block_index(first),
+            last: crate::alloc::block_index(last),
+        }
+    }
 }
 
 /// One allocation: an address held by an owner.
@@ -107,17 +161,36 @@ pub struct Allocation {
     pub pod: Option<PodRef>,
 }
 
-/// The Pod an allocation was made for.
+/// The Pod an allocation was made for: what the runtime said of it (`K8S_POD_*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRef {
-    /// `metadata.namespace`.
-    pub namespace: String,
+    /// `metadata.namespace`, where given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,
     /// `metadata.uid`, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One entry of an owner's index: an address it was given on a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The network (CNI `name`).
+    pub network: String,
+    /// The address.
+    pub address: IpAddr,
 }
 
 /// A stored value.
@@ -131,13 +204,11 @@ pub enum Record {
     /// Under [`Key::ReservedSummary`].
     ReservedSummary(FamilySets),
     /// Under [`Key::Block`].
-    Block(Block),
+    Block(BlockRecord),
     /// Under [`Key::Cursor`].
     Cursor(u128),
-    /// Under [`Key::Allocation`].
-    Allocation(Allocation),
-    /// Under [`Key::Owner`]: the owner's allocations.
-    Owner(Vec<Allocation>),
+    /// Under [`Key::Owner`]: what the owner was given.
+    Owner(Vec<Held>),
 }
 
 /// A type kept in the store as one [`Record`] variant: lets readers ask for the type they
@@ -166,13 +237,12 @@ macro_rules! from_record {
 from_record!(IpPool, Pool, "a pool");
 from_record!(ReservedIp, ReservedIp, "a reservedip");
 from_record!(FamilySets, ReservedSummary, "a reservation summary");
-from_record!(Block, Block, "a block");
+from_record!(BlockRecord, Block, "a block");
 from_record!(u128, Cursor, "a cursor");
-from_record!(Allocation, Allocation, "an allocation");
-from_record!(Vec<Allocation>, Owner, "an owner record");
+from_record!(Vec<Held>, Owner, "an owner index");
 
 /// What an operation of a transaction expects of its key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
     /// Anything: no precondition.
     Any,
@@ -186,13 +256,13 @@ impl Expect {
     /// The expectation that a key is as it was read.
     pub fn read<T>(read: &Option<Versioned<T>>) -> Expect {
         match read {
-            Some(v) => Expect::Version(v.version),
+            Some(v) => Expect::Version(v.version.clone()),
             None => Expect::Absent,
         }
     }
 
     /// Whether a key whose current version is `current` meets the expectation.
-    pub fn holds(self, current: Option<Version>) -> bool {
+    pub fn holds(&self, current: Option<&Version>) -> bool {
         match self {
             Expect::Any => true,
             Expect::Absent => current.is_none(),
@@ -204,13 +274,6 @@ impl Expect {
 /// One operation of a [`Transaction`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// Only a precondition.
-    Check {
-        /// The key.
-        key: Key,
-        /// What it must hold.
-        expect: Expect,
-    },
     /// Write `record` under `key`.
     Put {
         /// The key.
@@ -233,21 +296,36 @@ impl Op {
     /// The key the operation is about.
     pub fn key(&self) -> &Key {
         match self {
-            Op::Check { key, .. } | Op::Put { key, .. } | Op::Delete { key, .. } => key,
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
         }
     }
 
     /// The operation's precondition.
-    pub fn expect(&self) -> Expect {
+    pub fn expect(&self) -> &Expect {
         match self {
-            Op::Check { expect, .. } | Op::Put { expect, .. } | Op::Delete { expect, .. } => {
-                *expect
-            }
+            Op::Put { expect, .. } | Op::Delete { expect, .. } => expect,
         }
+    }
+
+    /// Whether the operation is a hint: an unconditioned write of a cursor, which a remote
+    /// store may send alongside the write before it and which nothing relies on.
+    pub fn is_hint(&self) -> bool {
+        matches!(self.key(), Key::Cursor(_)) && *self.expect() == Expect::Any
     }
 }
 
-/// Operations applied all together or not at all. At most one operation per key.
+/// Writes to one or more records, in order. At most one operation per key.
+///
+/// A store applies a transaction in one of two ways, and the engine is correct under both:
+/// - **atomically** (redb, sled, [`MemoryStore`](crate::MemoryStore)): all operations or,
+///   if any expectation fails, none;
+/// - **in order** (a store whose only atomic operation is a compare-and-swap of one object,
+///   such as Kubernetes): each operation as its own compare-and-swap, stopping at the first
+///   that fails; the ones before it stay applied.
+///
+/// So the engine orders every transaction such that each prefix of it leaves the store
+/// consistent: the block that decides who holds an address is written after the owner
+/// index on allocation and before it on release.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transaction {
     ops: Vec<Op>,
@@ -257,11 +335,6 @@ impl Transaction {
     /// An empty transaction.
     pub fn new() -> Transaction {
         Transaction::default()
-    }
-
-    /// Adds a precondition.
-    pub fn check(&mut self, key: Key, expect: Expect) -> &mut Self {
-        self.push(Op::Check { key, expect })
     }
 
     /// Adds a write.
@@ -298,85 +371,119 @@ impl Transaction {
         self.ops
     }
 
+    /// How many operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
     /// Whether nothing is to be done.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Splits the operations, in order, into transactions of at most `max` operations each
+    /// (for stores that bound a transaction's size).
+    pub fn chunks(self, max: usize) -> Vec<Transaction> {
+        let max = max.max(1);
+        let mut out = Vec::with_capacity(self.ops.len().div_ceil(max));
+        let mut ops = self.ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            out.push(Transaction {
+                ops: ops.by_ref().take(max).collect(),
+            });
+        }
+        out
     }
 }
 
 /// A place where IPAM state lives: in memory, in an embedded database, in Kubernetes.
 ///
 /// Implementations must pass the conformance kit
-/// ([`testkit`](crate::testkit), feature `testkit`) unchanged.
+/// ([`testkit`](crate::testkit), feature `testkit`) unchanged. Reads and writes are async so
+/// that a remote store waits without blocking a thread; errors that may pass (a timeout, a
+/// lost response, an overloaded server) are [`StoreError::Transient`], which the engine
+/// retries with a bounded, jittered backoff, like [`StoreError::Conflict`].
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Reads one record.
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError>;
 
-    /// Reads every record under `prefix`, in key order.
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError>;
+    /// Reads several records in one round trip where the store can; the answer has one entry
+    /// per key, in order. The default reads them one by one.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
 
-    /// Applies `txn` atomically if every expectation holds; otherwise changes nothing and
-    /// returns [`StoreError::Conflict`]. Durable before it returns `Ok`.
+    /// Reads every record in `range`, in key order.
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError>;
+
+    /// Applies `txn` (atomically, or in order: see [`Transaction`]) if its expectations hold;
+    /// otherwise returns [`StoreError::Conflict`]. Durable before it returns `Ok`.
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError>;
-}
 
-#[async_trait]
-impl<S: Store + ?Sized> Store for Box<S> {
-    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        (**self).get(key).await
-    }
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        (**self).scan(prefix).await
-    }
-    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        (**self).commit(txn).await
+    /// The most operations one [`Store::commit`] takes; the engine splits larger work (a
+    /// forced pool deletion, a large apply). Unbounded by default.
+    fn max_commit_ops(&self) -> usize {
+        usize::MAX
     }
 }
 
-#[async_trait]
-impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
-    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        (**self).get(key).await
-    }
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        (**self).scan(prefix).await
-    }
-    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        (**self).commit(txn).await
-    }
+macro_rules! forward_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<S: Store + ?Sized> Store for $ty {
+            async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+                (**self).get(key).await
+            }
+            async fn get_many(
+                &self,
+                keys: &[Key],
+            ) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+                (**self).get_many(keys).await
+            }
+            async fn scan(
+                &self,
+                range: &KeyRange,
+            ) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+                (**self).scan(range).await
+            }
+            async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+                (**self).commit(txn).await
+            }
+            fn max_commit_ops(&self) -> usize {
+                (**self).max_commit_ops()
+            }
+        }
+    };
 }
+
+forward_store!(Box<S>);
+forward_store!(std::sync::Arc<S>);
 
 // ---- byte encoding, for backends that store bytes ------------------------------------------
 
 const TAG_POOL: u8 = b'p';
 const TAG_RESERVED: u8 = b'r';
 const TAG_SUMMARY: u8 = b's';
-const TAG_BLOCK: u8 = b'b';
+const TAG_BLOCK: u8 = b'B';
 const TAG_CURSOR: u8 = b'c';
-const TAG_ALLOCATION: u8 = b'a';
-const TAG_OWNER: u8 = b'o';
+const TAG_OWNER: u8 = b'i';
 
 impl Key {
-    /// The key as bytes. Names never contain a NUL byte, which separates fields.
+    /// The key as bytes. Names never contain a NUL byte, which separates fields; numbers are
+    /// big-endian, so blocks sort by address.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48);
         match self {
             Key::Pool(name) => tagged(&mut out, TAG_POOL, name.as_str()),
             Key::ReservedIp(name) => tagged(&mut out, TAG_RESERVED, name.as_str()),
             Key::ReservedSummary => out.push(TAG_SUMMARY),
-            Key::Block { pool, index } => {
-                tagged(&mut out, TAG_BLOCK, pool.as_str());
-                out.push(0);
-                out.extend_from_slice(&index.to_be_bytes());
-            }
+            Key::Block { family, index } => block_key(&mut out, *family, *index),
             Key::Cursor(name) => tagged(&mut out, TAG_CURSOR, name.as_str()),
-            Key::Allocation { pool, address } => {
-                tagged(&mut out, TAG_ALLOCATION, pool.as_str());
-                out.push(0);
-                out.push(Family::of(*address).version());
-                out.extend_from_slice(&to_u128(*address).to_be_bytes());
-            }
             Key::Owner(owner) => {
                 tagged(&mut out, TAG_OWNER, owner.container_id());
                 out.push(0);
@@ -395,47 +502,29 @@ impl Key {
         let (&tag, rest) = bytes.split_first().ok_or_else(|| corrupt("empty key"))?;
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt("not UTF-8"));
         let name = |b: &[u8]| ObjectName::new(text(b)?).map_err(|e| corrupt(&e.to_string()));
-        let split = |b: &'_ [u8]| -> Result<(Vec<u8>, Vec<u8>), StoreError> {
-            let i = b
-                .iter()
-                .position(|&c| c == 0)
-                .ok_or_else(|| corrupt("no separator"))?;
-            Ok((b[..i].to_vec(), b[i + 1..].to_vec()))
-        };
-        let u128_of = |b: &[u8]| -> Result<u128, StoreError> {
-            Ok(u128::from_be_bytes(
-                b.try_into().map_err(|_| corrupt("bad length"))?,
-            ))
-        };
         Ok(match tag {
             TAG_POOL => Key::Pool(name(rest)?),
             TAG_RESERVED => Key::ReservedIp(name(rest)?),
             TAG_SUMMARY if rest.is_empty() => Key::ReservedSummary,
             TAG_CURSOR => Key::Cursor(name(rest)?),
             TAG_BLOCK => {
-                let (pool, index) = split(rest)?;
-                Key::Block {
-                    pool: name(&pool)?,
-                    index: u128_of(&index)?,
-                }
-            }
-            TAG_ALLOCATION => {
-                let (pool, addr) = split(rest)?;
-                let (&version, value) = addr.split_first().ok_or_else(|| corrupt("no family"))?;
+                let (&version, index) = rest.split_first().ok_or_else(|| corrupt("no family"))?;
                 let family = Family::from_version(version).ok_or_else(|| corrupt("bad family"))?;
-                let value = u128_of(value)?;
-                if value > family.max_value() {
-                    return Err(corrupt("address out of range"));
+                let index =
+                    u128::from_be_bytes(index.try_into().map_err(|_| corrupt("bad block index"))?);
+                if index > family.max_value() >> crate::alloc::BLOCK_BITS {
+                    return Err(corrupt("block index out of range"));
                 }
-                Key::Allocation {
-                    pool: name(&pool)?,
-                    address: family.addr(value),
-                }
+                Key::Block { family, index }
             }
             TAG_OWNER => {
-                let (id, ifname) = split(rest)?;
+                let i = rest
+                    .iter()
+                    .position(|&c| c == 0)
+                    .ok_or_else(|| corrupt("no separator"))?;
                 Key::Owner(
-                    Owner::new(text(&id)?, text(&ifname)?).map_err(|e| corrupt(&e.to_string()))?,
+                    Owner::new(text(&rest[..i])?, text(&rest[i + 1..])?)
+                        .map_err(|e| corrupt(&e.to_string()))?,
                 )
             }
             _ => return Err(corrupt("unknown key kind")),
@@ -449,44 +538,61 @@ impl fmt::Display for Key {
             Key::Pool(n) => write!(f, "ippool/{n}"),
             Key::ReservedIp(n) => write!(f, "reservedip/{n}"),
             Key::ReservedSummary => f.write_str("reserved-summary"),
-            Key::Block { pool, index } => write!(f, "block/{pool}/{index:#x}"),
+            Key::Block { family, index } => {
+                let first = family.addr(index << crate::alloc::BLOCK_BITS);
+                write!(
+                    f,
+                    "block/{first}/{}",
+                    family.bits() - crate::alloc::BLOCK_BITS
+                )
+            }
             Key::Cursor(n) => write!(f, "cursor/{n}"),
-            Key::Allocation { pool, address } => write!(f, "allocation/{pool}/{address}"),
             Key::Owner(o) => write!(f, "owner/{o}"),
         }
     }
 }
 
-impl Prefix {
-    /// The prefix as bytes: every key under it encodes to bytes that start with these.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32);
+impl KeyRange {
+    /// The range as bytes `[start, end)`: exactly the encoded keys in the range lie there.
+    pub fn bounds(&self) -> (Vec<u8>, Vec<u8>) {
+        let whole = |tag: u8| (vec![tag], vec![tag + 1]);
         match self {
-            Prefix::Pools => out.push(TAG_POOL),
-            Prefix::ReservedIps => out.push(TAG_RESERVED),
-            Prefix::Blocks(pool) => {
-                tagged(&mut out, TAG_BLOCK, pool.as_str());
-                out.push(0);
+            KeyRange::Pools => whole(TAG_POOL),
+            KeyRange::ReservedIps => whole(TAG_RESERVED),
+            KeyRange::Owners => whole(TAG_OWNER),
+            KeyRange::Cursors => whole(TAG_CURSOR),
+            KeyRange::Blocks {
+                family,
+                first,
+                last,
+            } => {
+                let mut start = Vec::with_capacity(18);
+                block_key(&mut start, *family, *first);
+                let mut end = Vec::with_capacity(18);
+                match last.checked_add(1) {
+                    Some(next) => block_key(&mut end, *family, next),
+                    None => end.extend_from_slice(&[TAG_BLOCK, family.version() + 1]),
+                }
+                (start, end)
             }
-            Prefix::Allocations(None) => out.push(TAG_ALLOCATION),
-            Prefix::Allocations(Some(pool)) => {
-                tagged(&mut out, TAG_ALLOCATION, pool.as_str());
-                out.push(0);
-            }
-            Prefix::Owners => out.push(TAG_OWNER),
         }
-        out
     }
 
-    /// Whether `key` is under this prefix.
-    pub fn matches(&self, key: &Key) -> bool {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &Key) -> bool {
         match (self, key) {
-            (Prefix::Pools, Key::Pool(_))
-            | (Prefix::ReservedIps, Key::ReservedIp(_))
-            | (Prefix::Owners, Key::Owner(_))
-            | (Prefix::Allocations(None), Key::Allocation { .. }) => true,
-            (Prefix::Blocks(p), Key::Block { pool, .. }) => p == pool,
-            (Prefix::Allocations(Some(p)), Key::Allocation { pool, .. }) => p == pool,
+            (KeyRange::Pools, Key::Pool(_))
+            | (KeyRange::ReservedIps, Key::ReservedIp(_))
+            | (KeyRange::Owners, Key::Owner(_))
+            | (KeyRange::Cursors, Key::Cursor(_)) => true,
+            (
+                KeyRange::Blocks {
+                    family,
+                    first,
+                    last,
+                },
+                Key::Block { family: f, index },
+            ) => f == family && (first..=last).contains(&index),
             _ => false,
         }
     }
@@ -497,18 +603,25 @@ fn tagged(out: &mut Vec<u8>, tag: u8, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
+fn block_key(out: &mut Vec<u8>, family: Family, index: u128) {
+    out.push(TAG_BLOCK);
+    out.push(family.version());
+    out.extend_from_slice(&index.to_be_bytes());
+}
+
 /// The first byte of every encoded record: the version of the record format.
 pub const RECORD_FORMAT: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct NamedSpec<S> {
-    name: String,
-    spec: S,
+pub(crate) struct NamedSpec<S> {
+    pub(crate) name: String,
+    pub(crate) spec: S,
 }
 
 impl Record {
-    /// The record as bytes: a format byte, then JSON for objects and allocations, roaring's
-    /// portable format for blocks, and fixed-width integers for cursors and summaries.
+    /// The record as bytes: a format byte, then JSON for objects and owner indexes, a
+    /// bitmap and its holders for blocks (see [`BlockRecord::to_bytes`]), and fixed-width
+    /// integers for cursors and summaries.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_FORMAT];
         let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
@@ -527,8 +640,7 @@ impl Record {
                     spec: r.spec().clone(),
                 },
             ),
-            Record::Allocation(a) => json(&mut out, a),
-            Record::Owner(all) => json(&mut out, all),
+            Record::Owner(held) => json(&mut out, held),
             Record::Cursor(c) => out.extend_from_slice(&c.to_be_bytes()),
             Record::Block(b) => out.extend_from_slice(&b.to_bytes()),
             Record::ReservedSummary(sets) => {
@@ -569,43 +681,44 @@ impl Record {
                     ReservedIp::new(&n.name, n.spec).map_err(|e| corrupt(e.to_string()))?,
                 )
             }
-            Key::Allocation { .. } => {
-                Record::Allocation(serde_json::from_slice(body).map_err(json_err)?)
-            }
             Key::Owner(_) => Record::Owner(serde_json::from_slice(body).map_err(json_err)?),
             Key::Cursor(_) => Record::Cursor(u128::from_be_bytes(
                 body.try_into()
                     .map_err(|_| corrupt("cursor is not 16 bytes".into()))?,
             )),
-            Key::Block { .. } => Record::Block(Block::from_bytes(body).map_err(corrupt)?),
-            Key::ReservedSummary => {
-                let mut rest = body;
-                let mut sets = Vec::with_capacity(2);
-                for _ in 0..2 {
-                    let (n, tail) = take_u64(rest).ok_or_else(|| corrupt("truncated".into()))?;
-                    rest = tail;
-                    let n = usize::try_from(n).map_err(|_| corrupt("bad length".into()))?;
-                    if rest.len() / 32 < n {
-                        return Err(corrupt("truncated".into()));
-                    }
-                    let mut v = Vec::with_capacity(n);
-                    for chunk in rest[..n * 32].chunks_exact(32) {
-                        let a = u128::from_be_bytes(chunk[..16].try_into().expect("16 bytes"));
-                        let b = u128::from_be_bytes(chunk[16..].try_into().expect("16 bytes"));
-                        v.push((a, b));
-                    }
-                    rest = &rest[n * 32..];
-                    sets.push(IntervalSet::try_from(v).map_err(|e| corrupt(e.to_string()))?);
-                }
-                if !rest.is_empty() {
-                    return Err(corrupt("trailing bytes".into()));
-                }
-                let v6 = sets.pop().expect("two sets");
-                let v4 = sets.pop().expect("two sets");
-                Record::ReservedSummary(FamilySets { v4, v6 })
+            Key::Block { family, index } => {
+                Record::Block(BlockRecord::from_bytes(*family, *index, body).map_err(corrupt)?)
             }
+            Key::ReservedSummary => Record::ReservedSummary(decode_summary(body).map_err(corrupt)?),
         })
     }
+}
+
+fn decode_summary(body: &[u8]) -> Result<FamilySets, String> {
+    let mut rest = body;
+    let mut sets = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let (n, tail) = take_u64(rest).ok_or("truncated")?;
+        rest = tail;
+        let n = usize::try_from(n).map_err(|_| "bad length")?;
+        if rest.len() / 32 < n {
+            return Err("truncated".into());
+        }
+        let mut v = Vec::with_capacity(n);
+        for chunk in rest[..n * 32].chunks_exact(32) {
+            let a = u128::from_be_bytes(chunk[..16].try_into().expect("16 bytes"));
+            let b = u128::from_be_bytes(chunk[16..].try_into().expect("16 bytes"));
+            v.push((a, b));
+        }
+        rest = &rest[n * 32..];
+        sets.push(IntervalSet::try_from(v).map_err(|e| e.to_string())?);
+    }
+    if !rest.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    let v6 = sets.pop().expect("two sets");
+    let v4 = sets.pop().expect("two sets");
+    Ok(FamilySets { v4, v6 })
 }
 
 fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
@@ -628,49 +741,60 @@ mod erased {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alloc::BLOCK_BITS;
+    use crate::block::Holder;
 
     fn name(s: &str) -> ObjectName {
         ObjectName::new(s).unwrap()
     }
 
     #[test]
-    fn keys_round_trip_and_sort_under_their_prefix() {
+    fn keys_round_trip_and_sort_within_their_range() {
+        let v4_block = |a: u32| Key::Block {
+            family: Family::V4,
+            index: u128::from(a) >> BLOCK_BITS,
+        };
         let keys = [
             Key::Pool(name("a")),
             Key::ReservedIp(name("r-1")),
             Key::ReservedSummary,
+            v4_block(0x0a06_0000),
             Key::Block {
-                pool: name("a"),
-                index: 0xa06,
+                family: Family::V6,
+                index: u128::MAX >> BLOCK_BITS,
             },
             Key::Cursor(name("a")),
-            Key::Allocation {
-                pool: name("a"),
-                address: "10.6.0.1".parse().unwrap(),
-            },
-            Key::Allocation {
-                pool: name("a"),
-                address: "fd00::1".parse().unwrap(),
-            },
             Key::Owner(Owner::new("c1", "eth0").unwrap()),
         ];
         for key in &keys {
             assert_eq!(&Key::decode(&key.encode()).unwrap(), key);
         }
-        // "a" and "ab" must not share a block prefix.
-        let ab = Key::Block {
-            pool: name("ab"),
-            index: 1,
+        let in_range = |range: &KeyRange, key: &Key| {
+            let (start, end) = range.bounds();
+            let bytes = key.encode();
+            let by_bytes = start <= bytes && bytes < end;
+            assert_eq!(by_bytes, range.contains(key), "{range:?} {key}");
+            by_bytes
         };
-        assert!(!ab.encode().starts_with(&Prefix::Blocks(name("a")).encode()));
-        assert!(keys[3]
-            .encode()
-            .starts_with(&Prefix::Blocks(name("a")).encode()));
-        assert!(Prefix::Blocks(name("a")).matches(&keys[3]));
-        assert!(!Prefix::Blocks(name("a")).matches(&ab));
-        for bad in [&b""[..], b"x", b"pbad/name", b"b\x00", b"a"] {
+        let slash16 = KeyRange::blocks_covering(Family::V4, 0x0a06_0000, 0x0a06_ffff);
+        assert!(in_range(&slash16, &v4_block(0x0a06_0000)));
+        assert!(in_range(&slash16, &v4_block(0x0a06_ffff)));
+        assert!(!in_range(&slash16, &v4_block(0x0a07_0000)));
+        assert!(!in_range(&slash16, &v4_block(0x0a05_ffff)));
+        assert!(!in_range(&KeyRange::all_blocks(Family::V4), &keys[4]));
+        assert!(in_range(&KeyRange::all_blocks(Family::V6), &keys[4]));
+        for key in &keys {
+            in_range(&KeyRange::Pools, key);
+            in_range(&KeyRange::Owners, key);
+            in_range(&KeyRange::Cursors, key);
+            in_range(&KeyRange::all_blocks(Family::V6), key);
+        }
+        for bad in [&b""[..], b"x", b"pbad/name", b"B\x04", b"B\x05", b"i"] {
             assert!(Key::decode(bad).is_err(), "{bad:?}");
         }
+        let mut too_high = vec![TAG_BLOCK, 4];
+        too_high.extend_from_slice(&(1u128 << 32).to_be_bytes());
+        assert!(Key::decode(&too_high).is_err());
     }
 
     #[test]
@@ -688,38 +812,40 @@ mod tests {
             v4: IntervalSet::from_intervals([(1, 2), (5, 9)]),
             v6: IntervalSet::from_intervals([(0, u128::MAX - 1)]),
         };
-        let alloc = Allocation {
-            address: "10.6.0.7".parse().unwrap(),
-            pool: name("p"),
+        let index = 0x0a06_0007u128 >> BLOCK_BITS;
+        let mut block = BlockRecord::new(Family::V4, index);
+        block.insert(
+            0x0a06_0007,
+            Holder {
+                owner: Owner::new("c1", "eth0").unwrap(),
+                network: "net1".into(),
+                pool: name("p"),
+                pod: Some(PodRef {
+                    namespace: Some("default".into()),
+                    name: "web".into(),
+                    uid: None,
+                }),
+            },
+        );
+        let held = vec![Held {
             network: "net1".into(),
-            owner: Owner::new("c1", "eth0").unwrap(),
-            pod: Some(PodRef {
-                namespace: "default".into(),
-                name: "web".into(),
-                uid: None,
-            }),
-        };
-        let mut block = Block::default();
-        block.insert(7);
+            address: "10.6.0.7".parse().unwrap(),
+        }];
         let cases = [
             (Key::Pool(name("p")), Record::Pool(pool)),
             (Key::ReservedSummary, Record::ReservedSummary(summary)),
             (Key::Cursor(name("p")), Record::Cursor(0x0a06_0008)),
             (
                 Key::Block {
-                    pool: name("p"),
-                    index: 0xa06,
+                    family: Family::V4,
+                    index,
                 },
                 Record::Block(block),
             ),
             (
-                Key::Allocation {
-                    pool: name("p"),
-                    address: alloc.address,
-                },
-                Record::Allocation(alloc.clone()),
+                Key::Owner(Owner::new("c1", "eth0").unwrap()),
+                Record::Owner(held),
             ),
-            (Key::Owner(alloc.owner.clone()), Record::Owner(vec![alloc])),
         ];
         for (key, record) in &cases {
             let bytes = record.encode();
@@ -734,5 +860,20 @@ mod tests {
                 .to_string()
                 .contains("unknown record format 9"));
         }
+    }
+
+    #[test]
+    fn transactions_split_in_order() {
+        let mut txn = Transaction::new();
+        for n in ["a", "b", "c", "d", "e"] {
+            txn.delete(Key::Pool(name(n)), Expect::Any);
+        }
+        let chunks = txn.clone().chunks(2);
+        assert_eq!(
+            chunks.iter().map(Transaction::len).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        let flat: Vec<Op> = chunks.into_iter().flat_map(Transaction::into_ops).collect();
+        assert_eq!(flat, txn.into_ops());
     }
 }

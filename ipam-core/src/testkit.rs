@@ -1,10 +1,12 @@
 //! The store conformance kit (feature `testkit`).
 //!
-//! Every [`Store`] implementation calls [`run_all`] from its own tests, unchanged, with a
-//! function that makes a fresh, empty store. The scenarios are the contract's: the seed
-//! walk-through, the three rules of reservations, repeated requests, release, GC, candidate
-//! pools, all-or-nothing, compare-and-swap semantics, and many concurrent writers on one pool
-//! with no duplicate.
+//! Every [`Store`] implementation runs these scenarios, unchanged, each on a fresh, empty
+//! store: the seed walk-through, the three rules of reservations, repeated requests, release,
+//! GC, candidate pools, all-or-nothing, one holder per address across overlapping pools and
+//! edited inline ranges, compare-and-swap semantics, and many concurrent writers on one pool
+//! with no duplicate. A backend's tests call [`conformance_tests!`](crate::conformance_tests)
+//! with an expression that makes a fresh store: one `#[test]` per scenario, so that one
+//! failure does not hide the others.
 //!
 //! ```
 //! ipam_core::testkit::run_all(ipam_core::MemoryStore::new);
@@ -12,52 +14,102 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
+pub mod model;
+
+use crate::addr::Family;
 use crate::engine::{Applied, Config, Ipam, Request, Slot};
 use crate::error::{Error, StoreError, Unavailable};
 use crate::name::{ObjectName, Owner};
 use crate::pool::{IpPool, IpPoolSpec};
 use crate::reserved::{FamilySets, ReservedIp, ReservedIpSpec};
-use crate::store::{Expect, Key, Prefix, Record, Store, Transaction};
+use crate::store::{Expect, Key, KeyRange, Record, Store, Transaction, Versioned};
 
-/// A named scenario of the kit, run on a fresh store.
-type Scenario = (&'static str, fn(Arc<dyn Store>));
+/// A scenario of the kit: a name and a function run on a fresh store.
+pub type Scenario = (&'static str, fn(Arc<dyn Store>));
 
-/// Runs every scenario, each on a fresh store from `make`.
+/// Every scenario, by name.
+pub const SCENARIOS: &[Scenario] = &[
+    ("compare_and_swap", |s| {
+        pollster::block_on(compare_and_swap(&*s))
+    }),
+    ("scan_ranges", |s| pollster::block_on(scan_ranges(&*s))),
+    ("seed_walkthrough", |s| {
+        pollster::block_on(seed_walkthrough(s))
+    }),
+    ("explicit_requests", |s| {
+        pollster::block_on(explicit_requests(s))
+    }),
+    ("repeat_release_gc", |s| {
+        pollster::block_on(repeat_release_gc(s))
+    }),
+    ("candidates_and_all_or_nothing", |s| {
+        pollster::block_on(candidates_and_all_or_nothing(s))
+    }),
+    ("future_pools_and_deletion", |s| {
+        pollster::block_on(future_pools_and_deletion(s))
+    }),
+    ("ipv6_slash64", |s| pollster::block_on(ipv6_slash64(s))),
+    ("inline_pools_are_lenses", |s| {
+        pollster::block_on(inline_pools_are_lenses(s))
+    }),
+    ("one_holder_across_pools", |s| {
+        pollster::block_on(one_holder_across_pools(s))
+    }),
+    ("pool_changes_that_would_mislead", |s| {
+        pollster::block_on(pool_changes_that_would_mislead(s))
+    }),
+    ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
+];
+
+/// Runs every scenario, each on a fresh store from `make`, in one test. Prefer
+/// [`conformance_tests!`](crate::conformance_tests), which gives each its own test.
 pub fn run_all<S: Store + 'static>(make: impl Fn() -> S) {
-    let scenarios: &[Scenario] = &[
-        ("compare_and_swap", |s| {
-            pollster::block_on(compare_and_swap(&*s))
-        }),
-        ("scan_by_prefix", |s| {
-            pollster::block_on(scan_by_prefix(&*s))
-        }),
-        ("seed_walkthrough", |s| {
-            pollster::block_on(seed_walkthrough(s))
-        }),
-        ("explicit_requests", |s| {
-            pollster::block_on(explicit_requests(s))
-        }),
-        ("repeat_release_gc", |s| {
-            pollster::block_on(repeat_release_gc(s))
-        }),
-        ("candidates_and_all_or_nothing", |s| {
-            pollster::block_on(candidates_and_all_or_nothing(s))
-        }),
-        ("future_pools_and_deletion", |s| {
-            pollster::block_on(future_pools_and_deletion(s))
-        }),
-        ("ipv6_slash64", |s| pollster::block_on(ipv6_slash64(s))),
-        ("pools_defined_by_requests", |s| {
-            pollster::block_on(pools_defined_by_requests(s))
-        }),
-        ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
-    ];
-    for (name, scenario) in scenarios {
+    for (name, scenario) in SCENARIOS {
         eprintln!("conformance: {name}");
         scenario(Arc::new(make()));
     }
+}
+
+/// Runs the scenario called `name` on `store`.
+///
+/// # Panics
+/// If there is no such scenario, or the store fails it.
+pub fn run(name: &str, store: Arc<dyn Store>) {
+    let (_, scenario) = SCENARIOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no conformance scenario {name:?}"));
+    scenario(store);
+}
+
+/// One `#[test]` per conformance scenario, each on a fresh store made by `$make` (an
+/// expression evaluated once per test).
+///
+/// ```ignore
+/// ipam_core::conformance_tests!(ipam_core::MemoryStore::new());
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            compare_and_swap, scan_ranges, seed_walkthrough, explicit_requests,
+            repeat_release_gc, candidates_and_all_or_nothing, future_pools_and_deletion,
+            ipv6_slash64, inline_pools_are_lenses, one_holder_across_pools,
+            pool_changes_that_would_mislead, concurrent_writers);
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testkit::run(stringify!($name), ::std::sync::Arc::new($make));
+            }
+        )*
+    };
 }
 
 /// Test helper: a validated name.
@@ -153,45 +205,69 @@ pub async fn compare_and_swap(store: &dyn Store) {
     let v1 = store.get(&key).await.unwrap().expect("written");
     assert_eq!(v1.value, Record::Cursor(1));
 
-    // A second create of the same key conflicts, and the other write in it is not applied.
+    // A second create of the same key conflicts.
     let mut t = Transaction::new();
-    t.put(other.clone(), Record::Cursor(9), Expect::Absent);
     t.put(key.clone(), Record::Cursor(2), Expect::Absent);
     assert!(matches!(
         store.commit(t).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert!(
-        store.get(&other).await.unwrap().is_none(),
-        "half-applied transaction"
+    assert_eq!(
+        store.get(&key).await.unwrap().map(|v| v.value),
+        Some(Record::Cursor(1))
     );
 
     // Compare-and-swap on the version read.
     let mut t = Transaction::new();
-    t.put(key.clone(), Record::Cursor(2), Expect::Version(v1.version));
+    t.put(
+        key.clone(),
+        Record::Cursor(2),
+        Expect::Version(v1.version.clone()),
+    );
     store.commit(t).await.unwrap();
     let v2 = store.get(&key).await.unwrap().unwrap();
     assert_ne!(v2.version, v1.version, "a write must change the version");
     let mut stale = Transaction::new();
-    stale.put(key.clone(), Record::Cursor(3), Expect::Version(v1.version));
+    stale.put(
+        key.clone(),
+        Record::Cursor(3),
+        Expect::Version(v1.version.clone()),
+    );
     assert!(matches!(
         store.commit(stale).await,
         Err(StoreError::Conflict { .. })
     ));
 
-    // A check alone guards a write elsewhere.
+    // Several keys read at once answer in order, absent ones as `None`.
+    let many = store
+        .get_many(&[other.clone(), key.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 3);
+    assert!(many[0].is_none() && many[2].is_none());
+    assert_eq!(many[1].as_ref().map(|v| &v.version), Some(&v2.version));
+
+    // A failed expectation in the first operation applies nothing.
     let mut t = Transaction::new();
-    t.check(key.clone(), Expect::Version(v1.version));
-    t.put(other.clone(), Record::Cursor(4), Expect::Any);
+    t.put(
+        other.clone(),
+        Record::Cursor(9),
+        Expect::Version(v1.version.clone()),
+    );
+    t.put(key.clone(), Record::Cursor(9), Expect::Any);
     assert!(matches!(
         store.commit(t).await,
         Err(StoreError::Conflict { .. })
     ));
     assert!(store.get(&other).await.unwrap().is_none());
+    assert_eq!(
+        store.get(&key).await.unwrap().map(|v| v.value),
+        Some(Record::Cursor(2))
+    );
 
     // Deletion, then the key is absent again.
     let mut t = Transaction::new();
-    t.delete(key.clone(), Expect::Version(v2.version));
+    t.delete(key.clone(), Expect::Version(v2.version.clone()));
     store.commit(t).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none());
     let mut t = Transaction::new();
@@ -205,8 +281,9 @@ pub async fn compare_and_swap(store: &dyn Store) {
     store.commit(t).await.unwrap();
 }
 
-/// Scans return exactly the keys under a prefix, in key order.
-pub async fn scan_by_prefix(store: &dyn Store) {
+/// Scans return exactly the keys in a range, in key order: pools by name, blocks by family
+/// and address.
+pub async fn scan_ranges(store: &dyn Store) {
     let mut t = Transaction::new();
     for p in ["b", "a", "ab"] {
         t.put(
@@ -216,55 +293,75 @@ pub async fn scan_by_prefix(store: &dyn Store) {
         );
         t.put(Key::Cursor(name(p)), Record::Cursor(5), Expect::Absent);
     }
-    let mut blk = crate::alloc::Block::default();
-    blk.insert(3);
-    for (p, index) in [("a", 2u128), ("a", 1), ("ab", 1)] {
-        t.put(
-            Key::Block {
-                pool: name(p),
-                index,
+    let block_at = |family: Family, value: u128| {
+        let index = crate::alloc::block_index(value);
+        let mut b = crate::block::BlockRecord::new(family, index);
+        b.insert(
+            value,
+            crate::block::Holder {
+                owner: owner("c"),
+                network: "net1".into(),
+                pool: name("a"),
+                pod: None,
             },
-            Record::Block(blk.clone()),
-            Expect::Absent,
         );
+        (Key::Block { family, index }, Record::Block(b))
+    };
+    let placed = [
+        (Family::V4, 0x0a00_0105),
+        (Family::V4, 0x0a00_0005),
+        (Family::V4, 0x0a01_0005),
+        (Family::V4, u128::from(u32::MAX)),
+        (Family::V6, 0x0a00_0005),
+        (Family::V6, u128::MAX),
+    ];
+    for (family, value) in placed {
+        let (k, r) = block_at(family, value);
+        t.put(k, r, Expect::Absent);
     }
     store.commit(t).await.unwrap();
-    let pools: Vec<Key> = store
-        .scan(&Prefix::Pools)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let keys = |found: Vec<(Key, Versioned<Record>)>| -> Vec<Key> {
+        found.into_iter().map(|(k, _)| k).collect()
+    };
     assert_eq!(
-        pools,
+        keys(store.scan(&KeyRange::Pools).await.unwrap()),
         vec![
             Key::Pool(name("a")),
             Key::Pool(name("ab")),
             Key::Pool(name("b"))
         ]
     );
-    let blocks: Vec<Key> = store
-        .scan(&Prefix::Blocks(name("a")))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let v4 = |v: u128| block_at(Family::V4, v).0;
     assert_eq!(
-        blocks,
+        keys(
+            store
+                .scan(&KeyRange::blocks_covering(
+                    Family::V4,
+                    0x0a00_0000,
+                    0x0a00_ffff
+                ))
+                .await
+                .unwrap()
+        ),
+        vec![v4(0x0a00_0005), v4(0x0a00_0105)]
+    );
+    assert_eq!(
+        keys(store.scan(&KeyRange::all_blocks(Family::V4)).await.unwrap()),
         vec![
-            Key::Block {
-                pool: name("a"),
-                index: 1
-            },
-            Key::Block {
-                pool: name("a"),
-                index: 2
-            }
+            v4(0x0a00_0005),
+            v4(0x0a00_0105),
+            v4(0x0a01_0005),
+            v4(u128::from(u32::MAX))
         ]
     );
-    assert!(store.scan(&Prefix::Owners).await.unwrap().is_empty());
+    assert_eq!(
+        keys(store.scan(&KeyRange::all_blocks(Family::V6)).await.unwrap()),
+        vec![
+            block_at(Family::V6, 0x0a00_0005).0,
+            block_at(Family::V6, u128::MAX).0
+        ]
+    );
+    assert!(store.scan(&KeyRange::Owners).await.unwrap().is_empty());
 }
 
 /// Steps 1-5 of the seed document.
@@ -438,10 +535,8 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     assert!(!e.allocatable());
     assert_eq!(e.reserved_by, vec![name("outside-hosts")]);
     let e = ipam.explain(ip("10.6.0.50")).await.unwrap();
-    assert_eq!(
-        e.pools[0].held.as_ref().map(|a| a.owner.clone()),
-        Some(owner("c1"))
-    );
+    assert_eq!(e.held.as_ref().map(|a| a.owner.clone()), Some(owner("c1")));
+    assert!(!e.allocatable());
     assert!(e.to_string().contains("held by c1/eth0"), "{e}");
 }
 
@@ -591,18 +686,20 @@ pub async fn future_pools_and_deletion(store: Arc<dyn Store>) {
     assert_eq!(counts(&ipam, "later").await, [254, 127, 0, 127]);
 }
 
-/// A pool defined by a request (a CNI network's `ranges`) is created or updated in the same
-/// transaction as the allocation from it, and not at all when the request fails.
-pub async fn pools_defined_by_requests(store: Arc<dyn Store>) {
+/// A pool defined by a request (a CNI network's `ranges`) is a lens, never stored: what
+/// decides who holds an address is its block, so renaming or reshaping the lens between
+/// requests (a config edit) neither loses a holder nor hands its address to another.
+pub async fn inline_pools_are_lenses(store: Arc<dyn Store>) {
     let ipam = engine(store.clone());
-    let inline = pool("net1-0", "10.30.0.0/24", &["10.30.0.10-10.30.0.11"]);
+    let inline = |label: &str, ips: &[&str]| pool(label, "10.30.0.0/24", ips);
     let defining = |id: &str, p: &IpPool| {
-        let mut r = request(id, &["net1-0"]);
+        let mut r = request(id, &[p.name().as_str()]);
         r.defines = vec![p.clone()];
         r
     };
-    // A failing request (its second slot names a missing pool) creates nothing.
-    let mut failing = defining("c0", &inline);
+    // A failing request (its second slot names a missing pool) takes nothing.
+    let first = inline("net1-0", &["10.30.0.10-10.30.0.11"]);
+    let mut failing = defining("c0", &first);
     failing.slots.push(Slot {
         pools: vec![name("missing")],
         requested: None,
@@ -611,49 +708,152 @@ pub async fn pools_defined_by_requests(store: Arc<dyn Store>) {
         ipam.allocate(&failing).await,
         Err(Error::NotFound { .. })
     ));
+    assert!(ipam.allocations(None).await.unwrap().is_empty());
+
+    let a = addr_of(&ipam, &defining("c1", &first)).await.unwrap();
+    assert_eq!(a, ip("10.30.0.10"));
     assert!(
-        ipam.pool(&name("net1-0")).await.unwrap().is_none(),
-        "a failed request left a pool"
+        ipam.pools().await.unwrap().is_empty(),
+        "an inline pool is not stored"
     );
-
+    // The network's ranges are edited: the set grows a range, so the lens is relabelled
+    // `net1-0-0`, and the order of addresses changes. The holder's repeated request still
+    // gets its address; another owner never does.
+    let grown = inline("net1-0-0", &["10.30.0.9-10.30.0.11"]);
+    assert_eq!(addr_of(&ipam, &defining("c1", &grown)).await.unwrap(), a);
+    let mut others = BTreeSet::new();
+    for id in ["c2", "c3"] {
+        others.insert(addr_of(&ipam, &defining(id, &grown)).await.unwrap());
+    }
+    assert_eq!(others, [ip("10.30.0.9"), ip("10.30.0.11")].into());
+    assert!(matches!(
+        ipam.allocate(&defining("c4", &grown)).await,
+        Err(Error::Exhausted { .. })
+    ));
+    // A network of another name whose ranges overlap shares the addresses: none is handed
+    // out twice.
+    let mut elsewhere = defining("c5", &inline("net2-0", &["10.30.0.8-10.30.0.12"]));
+    elsewhere.network = "net2".into();
+    let got = addr_of(&ipam, &elsewhere).await.unwrap();
+    assert!(got == ip("10.30.0.8") || got == ip("10.30.0.12"), "{got}");
+    // A range moved away from a held address: the holder gets a new one from the new
+    // range (its old one stays held until released), never its old one with the new prefix.
+    let moved = pool("net1-0", "10.31.0.0/24", &["10.31.0.10"]);
+    let again = ipam.allocate(&defining("c1", &moved)).await.unwrap();
+    assert_eq!(again[0].address, ip("10.31.0.10"));
+    assert_eq!(ipam.owner_allocations(&owner("c1")).await.unwrap().len(), 2);
     assert_eq!(
-        addr_of(&ipam, &defining("c1", &inline)).await.unwrap(),
-        ip("10.30.0.10")
+        ipam.release(&owner("c1"), Some("net1"))
+            .await
+            .unwrap()
+            .len(),
+        2
     );
-    assert_eq!(
-        ipam.pool(&name("net1-0")).await.unwrap().as_ref(),
-        Some(&inline)
-    );
-    let v1 = store
-        .get(&Key::Pool(name("net1-0")))
-        .await
-        .unwrap()
-        .unwrap()
-        .version;
-    assert_eq!(
-        addr_of(&ipam, &defining("c2", &inline)).await.unwrap(),
-        ip("10.30.0.11")
-    );
-    let v2 = store
-        .get(&Key::Pool(name("net1-0")))
-        .await
-        .unwrap()
-        .unwrap()
-        .version;
-    assert_eq!(v1, v2, "an unchanged definition is not rewritten");
-
-    // A wider definition replaces the spec in the allocating transaction; held addresses stay.
-    let wider = pool("net1-0", "10.30.0.0/24", &["10.30.0.10-10.30.0.12"]);
-    assert_eq!(
-        addr_of(&ipam, &defining("c3", &wider)).await.unwrap(),
-        ip("10.30.0.12")
-    );
-    assert_eq!(
-        ipam.pool(&name("net1-0")).await.unwrap().as_ref(),
-        Some(&wider)
-    );
-    assert_eq!(counts(&ipam, "net1-0").await, [3, 0, 3, 0]);
     assert_eq!(check_consistency(&*store).await, 3);
+}
+
+/// Pools never share an address: an apply that would make two overlap is refused, naming
+/// both and the overlap; a request whose own ranges overlap the pools it names is refused.
+pub async fn one_holder_across_pools(store: Arc<dyn Store>) {
+    let ipam = engine(store.clone());
+    ipam.apply_pool(pool("a", "10.40.0.0/24", &["10.40.0.10-10.40.0.20"]))
+        .await
+        .unwrap();
+    let refused = ipam
+        .apply_pool(pool("b", "10.40.0.0/16", &["10.40.0.20-10.40.0.30"]))
+        .await
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(matches!(refused, Error::Invalid(_)), "{text}");
+    assert!(
+        text.contains("\"b\"") && text.contains("\"a\"") && text.contains("10.40.0.20"),
+        "{text}"
+    );
+    assert!(ipam.pool(&name("b")).await.unwrap().is_none());
+    // Two overlapping pools in one apply: neither is stored.
+    let both = ipam
+        .apply_all(
+            &[],
+            &[
+                pool("c", "10.41.0.0/24", &["10.41.0.0/25"]),
+                pool("d", "10.41.0.0/24", &["10.41.0.100-10.41.0.200"]),
+            ],
+        )
+        .await;
+    assert!(matches!(both, Err(Error::Invalid(_))), "{both:?}");
+    assert!(ipam.pool(&name("c")).await.unwrap().is_none());
+    // Re-applying a pool is no overlap with itself; other families never overlap.
+    ipam.apply_pool(pool("a", "10.40.0.0/24", &["10.40.0.10-10.40.0.25"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("v6", "fd40::/120", &["fd40::10-fd40::20"]))
+        .await
+        .unwrap();
+
+    // A request defining a range over one of its named pools.
+    let mut req = request("c1", &["a"]);
+    req.slots.push(Slot {
+        pools: vec![name("net1-1")],
+        requested: None,
+    });
+    req.defines = vec![pool("net1-1", "10.40.0.0/24", &["10.40.0.25-10.40.0.30"])];
+    match ipam.allocate(&req).await {
+        Err(Error::Invalid(e)) => assert!(e.to_string().contains("\"a\""), "{e}"),
+        other => panic!("expected an invalid request, got {other:?}"),
+    }
+    assert!(ipam.allocations(None).await.unwrap().is_empty());
+    // Not overlapping, the same request gets two distinct addresses.
+    req.defines = vec![pool("net1-1", "10.40.0.0/24", &["10.40.0.26-10.40.0.30"])];
+    let got = ipam.allocate(&req).await.unwrap();
+    assert_ne!(got[0].address, got[1].address);
+    assert_eq!(check_consistency(&*store).await, 2);
+}
+
+/// Changes to a pool that would mislead a holder are refused: its subnet (and so its family)
+/// cannot change while it holds addresses. Narrowing `ips` never evicts, and counts follow
+/// the written rule ([`counts`](crate::engine::counts)).
+pub async fn pool_changes_that_would_mislead(store: Arc<dyn Store>) {
+    let ipam = engine(store.clone());
+    ipam.apply_pool(pool("p", "10.50.0.0/24", &["10.50.0.10-10.50.0.13"]))
+        .await
+        .unwrap();
+    let a = addr_of(&ipam, &request("c1", &["p"])).await.unwrap();
+    assert_eq!(a, ip("10.50.0.10"));
+    for (subnet, ips) in [("10.51.0.0/24", "10.51.0.10"), ("fd50::/120", "fd50::10")] {
+        let err = ipam
+            .apply_pool(pool("p", subnet, &[ips]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.subnet") && err.contains("holds 1"),
+            "{err}"
+        );
+    }
+    // Narrowed below the held address: it stays held, the holder's repeat still gets it,
+    // and the counts say so: allocated 1 (held from the pool), available 3 (the capacity
+    // nobody holds).
+    ipam.apply_pool(pool("p", "10.50.0.0/24", &["10.50.0.11-10.50.0.13"]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&ipam, "p").await, [3, 0, 1, 3]);
+    let again = ipam.allocate(&request("c1", &["p"])).await.unwrap();
+    assert_eq!(again[0].address, a);
+    assert_eq!(
+        (again[0].pool.as_str(), counts(&ipam, "p").await),
+        ("p", [3, 0, 1, 3])
+    );
+    let b = addr_of(&ipam, &request("c2", &["p"])).await.unwrap();
+    assert_ne!(a, b);
+    assert_eq!(counts(&ipam, "p").await, [3, 0, 2, 2]);
+    ipam.release(&owner("c1"), None).await.unwrap();
+    ipam.release(&owner("c2"), None).await.unwrap();
+    // Empty, the pool may move.
+    ipam.apply_pool(pool("p", "fd50::/120", &["fd50::10"]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&ipam, "p").await, [1, 0, 0, 1]);
+    assert_eq!(check_consistency(&*store).await, 0);
 }
 
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.
@@ -675,9 +875,14 @@ pub async fn ipv6_slash64(store: Arc<dyn Store>) {
         counts(&ipam, "v6").await,
         [1 << 64, 65536, 100, (1 << 64) - 65536 - 100]
     );
+    // 100 consecutive addresses: two blocks of 64.
     assert_eq!(
-        store.scan(&Prefix::Blocks(name("v6"))).await.unwrap().len(),
-        1
+        store
+            .scan(&KeyRange::all_blocks(Family::V6))
+            .await
+            .unwrap()
+            .len(),
+        2
     );
 }
 
@@ -735,81 +940,158 @@ pub fn concurrent_writers(store: Arc<dyn Store>, threads: usize, per_thread: usi
     assert_eq!(c[3], u128::from(capacity) - held.len() as u128);
 }
 
-/// Checks that the store's three views of allocations agree: the block bitmaps, the
-/// per-address allocation records and the owner records hold exactly the same
-/// `(pool, address)` pairs, and no address is held twice. Returns how many are held.
+/// Checks the store's allocation state and returns how many addresses are held: every block
+/// is non-empty and under its own key, and every holder in a block is named in its owner's
+/// index (the index may also name addresses its owner does not hold, after a stopped
+/// allocation: see [`check_indexes_exact`]).
 pub async fn check_consistency(store: &dyn Store) -> usize {
-    use std::collections::BTreeMap;
-    let mut from_blocks = BTreeSet::new();
-    let mut pools = Vec::new();
-    for (key, v) in store.scan(&Prefix::Pools).await.unwrap() {
-        match (key, v.value) {
-            (Key::Pool(n), Record::Pool(p)) => pools.push((n, p.family())),
-            (k, _) => panic!("{k}: not a pool"),
-        }
-    }
-    for (pool_name, family) in &pools {
-        for (key, v) in store
-            .scan(&Prefix::Blocks(pool_name.clone()))
-            .await
-            .unwrap()
-        {
-            let (Key::Block { index, .. }, Record::Block(b)) = (&key, &v.value) else {
+    let (held, _) = read_state(store).await;
+    held.len()
+}
+
+/// As [`check_consistency`], and every owner index names exactly what its owner holds: true
+/// after any sequence of operations that all ran to the end.
+pub async fn check_indexes_exact(store: &dyn Store) -> usize {
+    let (held, indexed) = read_state(store).await;
+    assert_eq!(held, indexed, "owner indexes name addresses nobody holds");
+    held.len()
+}
+
+type HeldSet = BTreeSet<(Owner, String, IpAddr)>;
+
+async fn read_state(store: &dyn Store) -> (HeldSet, HeldSet) {
+    let mut held = BTreeSet::new();
+    for family in [Family::V4, Family::V6] {
+        for (key, v) in store.scan(&KeyRange::all_blocks(family)).await.unwrap() {
+            let Record::Block(b) = &v.value else {
                 panic!("{key}: not a block");
             };
+            assert_eq!(
+                key,
+                Key::Block {
+                    family: b.family(),
+                    index: b.index()
+                },
+                "{key}: block under the wrong key"
+            );
             assert!(!b.is_empty(), "{key}: empty blocks are deleted, not kept");
-            for o in b.offsets() {
-                let value = (index << crate::alloc::BLOCK_BITS) | u128::from(o);
-                from_blocks.insert((pool_name.clone(), family.addr(value)));
+            for (value, h) in b.iter() {
+                held.insert((h.owner.clone(), h.network.clone(), family.addr(value)));
             }
         }
     }
-    let mut from_records = BTreeSet::new();
-    let mut record_owner = BTreeMap::new();
-    for (key, v) in store.scan(&Prefix::Allocations(None)).await.unwrap() {
-        let (Key::Allocation { pool, address }, Record::Allocation(a)) = (&key, &v.value) else {
-            panic!("{key}: not an allocation");
-        };
-        assert_eq!(
-            (&a.pool, &a.address),
-            (pool, address),
-            "{key}: record under the wrong key"
-        );
-        from_records.insert((pool.clone(), *address));
-        record_owner.insert((pool.clone(), *address), a.owner.clone());
-    }
-    let mut from_owners = BTreeSet::new();
-    for (key, v) in store.scan(&Prefix::Owners).await.unwrap() {
+    let mut indexed = BTreeSet::new();
+    for (key, v) in store.scan(&KeyRange::Owners).await.unwrap() {
         let (Key::Owner(owner), Record::Owner(list)) = (&key, &v.value) else {
-            panic!("{key}: not an owner record");
+            panic!("{key}: not an owner index");
         };
         assert!(
             !list.is_empty(),
-            "{key}: empty owner records are deleted, not kept"
+            "{key}: empty owner indexes are deleted, not kept"
         );
-        for a in list {
-            assert_eq!(&a.owner, owner, "{key}: holds another owner's allocation");
-            assert!(
-                from_owners.insert((a.pool.clone(), a.address)),
-                "{} held twice",
-                a.address
-            );
-            assert_eq!(record_owner.get(&(a.pool.clone(), a.address)), Some(owner));
+        for h in list {
+            indexed.insert((owner.clone(), h.network.clone(), h.address));
         }
     }
-    assert_eq!(
-        from_blocks, from_records,
-        "bitmaps and allocation records disagree"
+    let missing: Vec<_> = held.difference(&indexed).collect();
+    assert!(
+        missing.is_empty(),
+        "held but not in the owner index: {missing:?}"
     );
-    assert_eq!(
-        from_records, from_owners,
-        "allocation records and owner records disagree"
-    );
-    let addresses: BTreeSet<IpAddr> = from_records.iter().map(|(_, a)| *a).collect();
-    assert_eq!(
-        addresses.len(),
-        from_records.len(),
-        "an address is held in two pools"
-    );
-    from_records.len()
+    (held, indexed)
+}
+
+/// A [`Store`] that counts what passes through it: round trips of reads, and writes that a
+/// store of single objects makes one after another (hints, unconditioned cursor writes,
+/// travel with the write before them and are not counted).
+#[derive(Debug, Default)]
+pub struct CountingStore<S> {
+    inner: S,
+    reads: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl<S> CountingStore<S> {
+    /// Counts what passes to `inner`.
+    pub fn new(inner: S) -> CountingStore<S> {
+        CountingStore {
+            inner,
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        }
+    }
+
+    /// `(reads, writes)` since the last call, and starts counting afresh.
+    pub fn take(&self) -> (usize, usize) {
+        (
+            self.reads.swap(0, Ordering::SeqCst),
+            self.writes.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for CountingStore<S> {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_many(keys).await
+    }
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.scan(range).await
+    }
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        let writes = txn.ops().iter().filter(|op| !op.is_hint()).count();
+        self.writes.fetch_add(writes, Ordering::SeqCst);
+        self.inner.commit(txn).await
+    }
+    fn max_commit_ops(&self) -> usize {
+        self.inner.max_commit_ops()
+    }
+}
+
+/// A store with something that must outlive it, such as the temporary directory of an
+/// embedded store: dropped after the store.
+///
+/// ```ignore
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Guarded::new(RedbStore::open(dir.path(), &opts).unwrap(), dir);
+/// ```
+#[derive(Debug)]
+pub struct Guarded<S, G> {
+    store: S,
+    _guard: G,
+}
+
+impl<S, G> Guarded<S, G> {
+    /// `store`, keeping `guard` alive until after it is dropped.
+    pub fn new(store: S, guard: G) -> Guarded<S, G> {
+        Guarded {
+            store,
+            _guard: guard,
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store, G: Send + Sync> Store for Guarded<S, G> {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.store.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        self.store.get_many(keys).await
+    }
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        self.store.scan(range).await
+    }
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        self.store.commit(txn).await
+    }
+    fn max_commit_ops(&self) -> usize {
+        self.store.max_commit_ops()
+    }
 }

@@ -1,6 +1,11 @@
-//! The in-memory store passes the conformance kit that every backend must pass.
+//! The in-memory store passes the conformance kit that every backend must pass, both as an
+//! atomic store and as a store that applies each operation on its own, in order (the way a
+//! store of single objects such as Kubernetes commits).
 
-#[test]
-fn memory_store_passes_the_conformance_kit() {
-    ipam_core::testkit::run_all(ipam_core::MemoryStore::new);
+mod atomic {
+    ipam_core::conformance_tests!(ipam_core::MemoryStore::new());
+}
+
+mod in_order {
+    ipam_core::conformance_tests!(ipam_core::MemoryStore::in_order());
 }

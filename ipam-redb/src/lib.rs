@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ipam_core::store::{Key, Op, Prefix, Record, Transaction, Version, Versioned};
+use ipam_core::store::{Key, KeyRange, Op, Record, Transaction, Version, Versioned};
 use ipam_core::{Store, StoreError};
 use ipam_lock::{io_error, no_panic, open_private, DirLock};
 use redb::{
@@ -178,7 +178,7 @@ impl RedbStore {
                 reason: "record shorter than its version".into(),
             });
         };
-        let version = Version(u64::from_be_bytes(version.try_into().expect("8 bytes")));
+        let version = Version::from(u64::from_be_bytes(version.try_into().expect("8 bytes")));
         Ok(Versioned {
             value: Record::decode(key, body)?,
             version,
@@ -201,9 +201,9 @@ impl Store for RedbStore {
         })
     }
 
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         no_panic(format!("read {}", self.path.display()), || {
-            self.scan_now(prefix)
+            self.scan_now(range)
         })
     }
 
@@ -228,23 +228,20 @@ impl RedbStore {
         found.map(|v| self.decode(key, v.value())).transpose()
     }
 
-    fn scan_now(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    fn scan_now(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
         let table = match read.open_table(RECORDS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(self.err("read", e)),
         };
-        let p = prefix.encode();
+        let (start, end) = range.bounds();
         let mut out = Vec::new();
         for entry in table
-            .range(p.as_slice()..)
+            .range(start.as_slice()..end.as_slice())
             .map_err(|e| self.err("read", e))?
         {
             let (k, v) = entry.map_err(|e| self.err("read", e))?;
-            if !k.value().starts_with(&p) {
-                break;
-            }
             let key = Key::decode(k.value())?;
             out.push((key.clone(), self.decode(&key, v.value())?));
         }
@@ -267,7 +264,7 @@ impl RedbStore {
                     Some(v) => Some(self.decode(op.key(), v.value())?.version),
                     None => None,
                 };
-                if !op.expect().holds(current) {
+                if !op.expect().holds(current.as_ref()) {
                     // Dropping an uncommitted write transaction aborts it.
                     return Err(StoreError::Conflict {
                         key: op.key().to_string(),
@@ -283,7 +280,6 @@ impl RedbStore {
             let version = next.to_be_bytes();
             for (op, k) in txn.into_ops().into_iter().zip(keys) {
                 match op {
-                    Op::Check { .. } => {}
                     Op::Put { record, .. } => {
                         let mut bytes = Vec::with_capacity(8 + 64);
                         bytes.extend_from_slice(&version);

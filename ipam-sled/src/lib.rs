@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ipam_core::store::{Key, Op, Prefix, Record, Transaction, Version, Versioned};
+use ipam_core::store::{Key, KeyRange, Op, Record, Transaction, Version, Versioned};
 use ipam_core::{Store, StoreError};
 use ipam_lock::{no_panic, prepare_dir, DirLock};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -167,7 +167,7 @@ impl SledStore {
         };
         Ok(Versioned {
             value: Record::decode(key, body)?,
-            version: Version(u64::from_be_bytes(version.try_into().expect("8 bytes"))),
+            version: Version::from(u64::from_be_bytes(version.try_into().expect("8 bytes"))),
         })
     }
 }
@@ -236,9 +236,9 @@ impl Store for SledStore {
         })
     }
 
-    async fn scan(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         no_panic(format!("read {}", self.path.display()), || {
-            self.scan_now(prefix)
+            self.scan_now(range)
         })
     }
 
@@ -255,9 +255,10 @@ impl SledStore {
         found.map(|v| SledStore::decode(key, &v)).transpose()
     }
 
-    fn scan_now(&self, prefix: &Prefix) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+    fn scan_now(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix(prefix.encode()) {
+        let (start, end) = range.bounds();
+        for entry in self.db.range(start..end) {
             let (k, v) = entry.map_err(|e| self.err("read", e))?;
             let key = Key::decode(&k)?;
             out.push((key.clone(), SledStore::decode(&key, &v)?));
@@ -278,7 +279,7 @@ impl SledStore {
                     ),
                     None => None,
                 };
-                if !op.expect().holds(current) {
+                if !op.expect().holds(current.as_ref()) {
                     return Err(ConflictableTransactionError::Abort(Refusal::Conflict(
                         op.key().to_string(),
                     )));
@@ -292,7 +293,6 @@ impl SledStore {
             tx.insert(META_NEXT_VERSION, &(next + 1).to_be_bytes())?;
             for (op, k) in ops.iter().zip(&keys) {
                 match op {
-                    Op::Check { .. } => {}
                     Op::Put { record, .. } => {
                         let mut bytes = next.to_be_bytes().to_vec();
                         bytes.extend_from_slice(&record.encode());

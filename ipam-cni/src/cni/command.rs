@@ -366,17 +366,9 @@ mod tests {
     }
 
     fn dump(ipam: &Ipam<MemoryStore>) -> String {
-        use ipam_core::store::Prefix;
         let mut out = String::new();
-        for prefix in [
-            Prefix::Pools,
-            Prefix::ReservedIps,
-            Prefix::Owners,
-            Prefix::Allocations(None),
-        ] {
-            for (k, v) in pollster::block_on(ipam.store().scan(&prefix)).unwrap() {
-                out.push_str(&format!("{k} {:?}\n", v.value));
-            }
+        for (k, v) in ipam.store().dump() {
+            out.push_str(&format!("{k} {v:?}\n"));
         }
         out
     }

@@ -106,16 +106,15 @@ impl CniArgs {
         Ok(args)
     }
 
-    /// The Pod, when both its namespace and name are given.
+    /// The Pod, when its name is given, with whatever else of it is given: podman sends
+    /// `K8S_POD_NAME` without a namespace, and that name is what an operator looks for.
     pub fn pod(&self) -> Option<PodRef> {
-        match (&self.pod_namespace, &self.pod_name) {
-            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(PodRef {
-                namespace: ns.clone(),
-                name: name.clone(),
-                uid: self.pod_uid.clone().filter(|u| !u.is_empty()),
-            }),
-            _ => None,
-        }
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Some(PodRef {
+            namespace: given(&self.pod_namespace),
+            name: given(&self.pod_name)?,
+            uid: given(&self.pod_uid),
+        })
     }
 }
 
@@ -276,13 +275,22 @@ mod tests {
         let pod = a.pod().unwrap();
         assert_eq!(
             (
-                pod.namespace.as_str(),
+                pod.namespace.as_deref(),
                 pod.name.as_str(),
                 pod.uid.as_deref()
             ),
-            ("ns", "web-0", Some("u1"))
+            (Some("ns"), "web-0", Some("u1"))
         );
-        assert_eq!(CniArgs::parse("K8S_POD_NAME=x").unwrap().pod(), None);
+        // What podman sends: a name without a namespace is recorded as given.
+        assert_eq!(
+            CniArgs::parse("K8S_POD_NAME=x").unwrap().pod(),
+            Some(PodRef {
+                namespace: None,
+                name: "x".into(),
+                uid: None
+            })
+        );
+        assert_eq!(CniArgs::parse("K8S_POD_NAMESPACE=ns").unwrap().pod(), None);
         assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
     }
 }

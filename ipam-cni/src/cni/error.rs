@@ -141,7 +141,9 @@ impl CniError {
     /// Maps a store failure: busy or conflicting → 11, anything else → 5.
     pub fn from_store(e: &StoreError) -> CniError {
         let code = match e {
-            StoreError::Busy { .. } | StoreError::Conflict { .. } => Code::TryAgainLater,
+            StoreError::Busy { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::Transient { .. } => Code::TryAgainLater,
             _ => Code::Io,
         };
         let mut details = String::new();
@@ -201,6 +203,7 @@ mod tests {
                 Error::TryAgainLater {
                     what: "allocate".into(),
                     attempts: 16,
+                    last: "concurrent updates kept conflicting".into(),
                 },
                 11,
             ),

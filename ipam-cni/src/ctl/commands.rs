@@ -353,7 +353,7 @@ mod tests {
             owner: Owner::new(id, "eth0").unwrap(),
             network: "macvlan-net".into(),
             pod: Some(PodRef {
-                namespace: "default".into(),
+                namespace: Some("default".into()),
                 name: format!("pod-{id}"),
                 uid: None,
             }),
@@ -633,7 +633,7 @@ mod tests {
         );
         assert_eq!(
             explain("10.6.168.133").unwrap(),
-            "10.6.168.133: not allocatable\n  ippool/test-ippool: listed\n    held by c1/eth0 (network \"macvlan-net\", pod default/pod-c1)\n"
+            "10.6.168.133: not allocatable\n  ippool/test-ippool: listed\n  held by c1/eth0 (network \"macvlan-net\", pool \"test-ippool\", pod default/pod-c1)\n"
         );
         assert_eq!(
             explain("10.6.0.7").unwrap(),

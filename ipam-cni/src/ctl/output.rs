@@ -186,7 +186,7 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
             a.owner.ifname().to_owned(),
             a.pod
                 .as_ref()
-                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .map(|p| p.to_string())
                 .unwrap_or_else(|| NONE.into()),
         ];
         if wide {
@@ -345,7 +345,7 @@ impl From<&Allocation> for AllocationOut {
             network: a.network.clone(),
             container_id: a.owner.container_id().to_owned(),
             ifname: a.owner.ifname().to_owned(),
-            pod_namespace: a.pod.as_ref().map(|p| p.namespace.clone()),
+            pod_namespace: a.pod.as_ref().and_then(|p| p.namespace.clone()),
             pod_name: a.pod.as_ref().map(|p| p.name.clone()),
             pod_uid: a.pod.as_ref().and_then(|p| p.uid.clone()),
         }

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ipam_cni::store::{open, StoreChoice};
-use ipam_core::store::{Key, Prefix, Record};
+use ipam_core::store::{Key, KeyRange};
+use ipam_core::Family;
 use ipam_core::{Ipam, Store};
 use serde_json::{json, Value};
 
@@ -164,32 +165,20 @@ pub fn dump(dir: &Path) -> String {
     let ipam = ipam_at(dir);
     let store = ipam.store();
     let mut out = String::new();
-    let mut pools = Vec::new();
-    for prefix in [
-        Prefix::Pools,
-        Prefix::ReservedIps,
-        Prefix::Owners,
-        Prefix::Allocations(None),
+    for range in [
+        KeyRange::Pools,
+        KeyRange::ReservedIps,
+        KeyRange::Owners,
+        KeyRange::Cursors,
+        KeyRange::all_blocks(Family::V4),
+        KeyRange::all_blocks(Family::V6),
     ] {
-        for (key, v) in pollster::block_on(store.scan(&prefix)).expect("scan") {
-            if let Key::Pool(name) = &key {
-                pools.push(name.clone());
-            }
+        for (key, v) in pollster::block_on(store.scan(&range)).expect("scan") {
             out.push_str(&format!("{key} v{:?} {:?}\n", v.version, v.value));
-        }
-    }
-    for name in pools {
-        for (key, v) in pollster::block_on(store.scan(&Prefix::Blocks(name.clone()))).unwrap() {
-            out.push_str(&format!("{key} v{:?} {:?}\n", v.version, v.value));
-        }
-        if let Some(v) = pollster::block_on(store.get(&Key::Cursor(name))).unwrap() {
-            out.push_str(&format!("cursor v{:?} {:?}\n", v.version, v.value));
         }
     }
     if let Some(v) = pollster::block_on(store.get(&Key::ReservedSummary)).unwrap() {
-        if let Record::ReservedSummary(s) = v.value {
-            out.push_str(&format!("summary v{:?} {s:?}\n", v.version));
-        }
+        out.push_str(&format!("summary v{:?} {:?}\n", v.version, v.value));
     }
     out
 }

@@ -1,0 +1,414 @@
+//! Allocation: one address per slot of a request, all or nothing.
+//!
+//! A steady-state allocation makes two round trips of reads (the owner index, the
+//! reservation summary, the pools and their cursors; then the blocks where the search
+//! starts and where the owner's earlier addresses lie) and two writes in order: the owner
+//! index, then the block that decides (the cursor that follows is an unconditioned hint).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
+use crate::addr::{to_u128, Family};
+use crate::alloc::{block_index, first_free_from, Probe};
+use crate::block::Holder;
+use crate::error::{Error, ObjectKind, Unavailable, ValidationError};
+use crate::name::ObjectName;
+use crate::pool::IpPool;
+use crate::reserved::FamilySets;
+use crate::store::{Allocation, Expect, Held, Key, Record, Store, Transaction};
+
+/// One address of an allocation's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Granted {
+    /// The allocation; its `pool` is the request's name for the pool that covers it.
+    pub allocation: Allocation,
+    /// Whether this call took it (false: the owner already held it, and the request was a
+    /// repeat).
+    pub fresh: bool,
+}
+
+/// A pool as one attempt sees it: the lens, and where its round-robin search starts.
+struct Lens {
+    pool: IpPool,
+    cursor: Option<u128>,
+    start: Option<u128>,
+    new_cursor: Option<u128>,
+}
+
+impl Lens {
+    /// Whether an address the owner holds (taken from the pool named `from`) answers for
+    /// this pool: it is listed, or it was taken from this very pool and is still in its
+    /// subnet (a narrowed pool does not evict).
+    fn covers(&self, from: &ObjectName, address: IpAddr) -> bool {
+        self.pool.family() == Family::of(address)
+            && (self.pool.ips().contains(to_u128(address))
+                || (from == self.pool.name() && self.pool.in_subnet(address)))
+    }
+}
+
+impl<S: Store> Ipam<S> {
+    /// Allocates one address per slot of `request`, all or nothing.
+    ///
+    /// A repeated request by the same owner on the same network returns what it holds and
+    /// allocates nothing new: an address it holds answers for a slot if one of the slot's
+    /// pools lists it (or it was taken from that pool and is still in its subnet), whatever
+    /// the pools are called now.
+    pub async fn allocate(&self, request: &Request) -> Result<Vec<Allocation>, Error> {
+        Ok(self
+            .allocate_granted(request)
+            .await?
+            .into_iter()
+            .map(|g| g.allocation)
+            .collect())
+    }
+
+    /// As [`Ipam::allocate`], saying of each address whether this call took it: a caller
+    /// that cannot deliver the answer releases exactly those.
+    pub async fn allocate_granted(&self, request: &Request) -> Result<Vec<Granted>, Error> {
+        self.retrying("allocate", || self.try_allocate(request))
+            .await
+    }
+
+    async fn try_allocate(&self, request: &Request) -> Result<Vec<Granted>, Error> {
+        let mut names: Vec<&ObjectName> = Vec::new();
+        for name in request.slots.iter().flat_map(|s| &s.pools) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let defined = |name: &ObjectName| request.defines.iter().find(|p| p.name() == name);
+        let stored: Vec<&ObjectName> = names
+            .iter()
+            .copied()
+            .filter(|n| defined(n).is_none())
+            .collect();
+
+        // Round trip 1: the owner's index, the reservations, the pools, their cursors.
+        let owner_key = Key::Owner(request.owner.clone());
+        let mut keys = vec![owner_key.clone(), Key::ReservedSummary];
+        keys.extend(stored.iter().map(|n| Key::Pool((*n).clone())));
+        keys.extend(names.iter().map(|n| Key::Cursor((*n).clone())));
+        let found = self.store.get_many(&keys).await?;
+        if found.len() != keys.len() {
+            return Err(corrupt(&keys[0], "one answer per key read"));
+        }
+        let mut found = keys.iter().zip(found);
+        let mut next = || found.next().expect("one answer per key");
+        let (k, r) = next();
+        let index = typed::<Vec<Held>>(k, r)?;
+        let (k, r) = next();
+        let summary = typed::<FamilySets>(k, r)?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        let mut lenses: HashMap<ObjectName, Lens> = HashMap::new();
+        let lens = |pool: IpPool| Lens {
+            pool,
+            cursor: None,
+            start: None,
+            new_cursor: None,
+        };
+        for name in &stored {
+            let (k, r) = next();
+            let Some(pool) = typed::<IpPool>(k, r)? else {
+                return Err(Error::NotFound {
+                    kind: ObjectKind::IpPool,
+                    name: name.to_string(),
+                });
+            };
+            lenses.insert((*name).clone(), lens(pool.value));
+        }
+        for name in &names {
+            if let Some(pool) = defined(name) {
+                lenses.insert((*name).clone(), lens(pool.clone()));
+            }
+            let (k, r) = next();
+            let cursor = typed::<u128>(k, r)?.map(|v| v.value);
+            lenses.get_mut(*name).expect("every name has a lens").cursor = cursor;
+        }
+        refuse_overlaps(request, &stored, &lenses)?;
+
+        // Round trip 2: the blocks of what the owner already holds here, and where each
+        // slot's search starts.
+        let held: Vec<Held> = index.as_ref().map(|v| v.value.clone()).unwrap_or_default();
+        let mut wanted: Vec<(Family, u128)> = held
+            .iter()
+            .filter(|h| h.network == request.network)
+            .map(|h| block_of(h.address))
+            .collect();
+        for slot in &request.slots {
+            match (slot.requested, slot.pools.first()) {
+                (Some(address), _) => wanted.push(block_of(address)),
+                (None, Some(first)) => {
+                    let l = lenses.get_mut(first).expect("every name has a lens");
+                    let start = self.start(l);
+                    wanted.push((l.pool.family(), block_index(start)));
+                }
+                (None, None) => {}
+            }
+        }
+        let mut cache = BlockCache::default();
+        self.load_blocks(&mut cache, wanted).await?;
+
+        // What the owner holds on this network, as the blocks say; index entries they
+        // contradict are stale (a crash between the index write and the block write).
+        let mut holding: Vec<(IpAddr, Holder)> = Vec::new();
+        let mut stale = false;
+        for h in held.iter().filter(|h| h.network == request.network) {
+            let (family, idx) = block_of(h.address);
+            let value = to_u128(h.address);
+            match cache.current(family, idx).and_then(|b| b.holder(value)) {
+                Some(holder)
+                    if holder.owner == request.owner && holder.network == request.network =>
+                {
+                    holding.push((h.address, holder.clone()));
+                }
+                _ => stale = true,
+            }
+        }
+
+        let mut granted: Vec<Granted> = Vec::with_capacity(request.slots.len());
+        for slot in &request.slots {
+            let kept = holding.iter().find_map(|(address, holder)| {
+                let taken = granted.iter().any(|g| g.allocation.address == *address);
+                let lens = slot
+                    .pools
+                    .iter()
+                    .find(|n| lenses[*n].covers(&holder.pool, *address))?;
+                (!taken).then_some((address, holder, lens))
+            });
+            if let Some((address, holder, lens)) = kept {
+                granted.push(Granted {
+                    allocation: Allocation {
+                        address: *address,
+                        pool: lens.clone(),
+                        network: request.network.clone(),
+                        owner: request.owner.clone(),
+                        pod: holder.pod.clone(),
+                    },
+                    fresh: false,
+                });
+                continue;
+            }
+            let allocation = match slot.requested {
+                Some(address) => {
+                    self.take_requested(request, slot, address, &summary, &lenses, &mut cache)
+                        .await?
+                }
+                None => {
+                    self.take_free(request, slot, &summary, &mut lenses, &mut cache)
+                        .await?
+                }
+            };
+            granted.push(Granted {
+                allocation,
+                fresh: true,
+            });
+        }
+        if !cache.is_changed() && !stale {
+            return Ok(granted);
+        }
+
+        let mut txn = Transaction::new();
+        // 1. The owner index, first: a store that stops after it holds an entry that readers
+        //    find untrue in the block, never a held address the index does not name.
+        let mut entries: Vec<Held> = held
+            .iter()
+            .filter(|h| {
+                h.network != request.network || holding.iter().any(|(a, _)| *a == h.address)
+            })
+            .cloned()
+            .collect();
+        entries.extend(granted.iter().filter(|g| g.fresh).map(|g| Held {
+            network: request.network.clone(),
+            address: g.allocation.address,
+        }));
+        if entries.is_empty() {
+            txn.delete(owner_key, Expect::read(&index));
+        } else {
+            txn.put(owner_key, Record::Owner(entries), Expect::read(&index));
+        }
+        // 2. The blocks: the compare-and-swap that decides.
+        cache.write_into(&mut txn);
+        // 3. Cursors: hints.
+        for (name, l) in &lenses {
+            if let Some(c) = l.new_cursor {
+                txn.put(Key::Cursor(name.clone()), Record::Cursor(c), Expect::Any);
+            }
+        }
+        self.commit(txn).await?;
+        Ok(granted)
+    }
+
+    /// Where the search of `lens` starts in this attempt (chosen once per attempt).
+    fn start(&self, lens: &mut Lens) -> u128 {
+        if let Some(s) = lens.start {
+            return s;
+        }
+        let cursor = lens.new_cursor.or(lens.cursor);
+        let s = self
+            .config
+            .strategy
+            .start(lens.pool.capacity(), cursor, &mut self.rng());
+        lens.start = Some(s);
+        s
+    }
+
+    async fn take_free(
+        &self,
+        request: &Request,
+        slot: &Slot,
+        summary: &FamilySets,
+        lenses: &mut HashMap<ObjectName, Lens>,
+        cache: &mut BlockCache,
+    ) -> Result<Allocation, Error> {
+        let mut exhausted = Vec::new();
+        for name in &slot.pools {
+            let lens = lenses.get_mut(name).expect("every name has a lens");
+            let family = lens.pool.family();
+            let reserved = [summary.get(family), request.reserved.get(family)];
+            let start = match lens.new_cursor {
+                Some(c) => c,
+                None => self.start(lens),
+            };
+            let found = loop {
+                let probe = {
+                    let cache = &*cache;
+                    first_free_from(
+                        lens.pool.capacity(),
+                        &reserved,
+                        |i| cache.state(family, i),
+                        start,
+                    )
+                };
+                match probe {
+                    Probe::Free(x) => break Some(x),
+                    Probe::Exhausted => break None,
+                    Probe::NeedBlock(index) => {
+                        self.load_blocks(cache, [(family, index)]).await?;
+                    }
+                }
+            };
+            if let Some(x) = found {
+                let holder = holder_for(request, name);
+                let taken = cache.edit(family, block_index(x)).insert(x, holder);
+                debug_assert!(taken, "the search found a free address");
+                lens.new_cursor = Some(x.wrapping_add(1));
+                return Ok(Allocation {
+                    address: family.addr(x),
+                    pool: name.clone(),
+                    network: request.network.clone(),
+                    owner: request.owner.clone(),
+                    pod: request.pod.clone(),
+                });
+            }
+            let pool = lens.pool.clone();
+            exhausted.push(self.pool_counts_with(&pool, &request.reserved).await?);
+        }
+        Err(Error::Exhausted { pools: exhausted })
+    }
+
+    async fn take_requested(
+        &self,
+        request: &Request,
+        slot: &Slot,
+        address: IpAddr,
+        summary: &FamilySets,
+        lenses: &HashMap<ObjectName, Lens>,
+        cache: &mut BlockCache,
+    ) -> Result<Allocation, Error> {
+        let value = to_u128(address);
+        let family = Family::of(address);
+        let unavailable = |reason| Error::Unavailable { address, reason };
+        let home = slot.pools.iter().find(|n| {
+            let pool = &lenses[*n].pool;
+            pool.family() == family && pool.ips().contains(value)
+        });
+        let Some(name) = home else {
+            return Err(unavailable(Unavailable::OutsidePools {
+                pools: slot.pools.clone(),
+            }));
+        };
+        if let Some(rule) = lenses[name].pool.exclusion_rule(address) {
+            return Err(unavailable(Unavailable::NotAllocatable {
+                pool: name.clone(),
+                rule: rule.into(),
+            }));
+        }
+        if summary.get(family).contains(value) {
+            let by = self
+                .reserved_ips()
+                .await?
+                .into_iter()
+                .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
+                .map(|r| r.name().clone())
+                .collect();
+            return Err(unavailable(Unavailable::Reserved { by }));
+        }
+        if request.reserved.get(family).contains(value) {
+            return Err(unavailable(Unavailable::Reserved { by: Vec::new() }));
+        }
+        let index = block_index(value);
+        self.load_blocks(cache, [(family, index)]).await?;
+        if let Some(holder) = cache.current(family, index).and_then(|b| b.holder(value)) {
+            return Err(unavailable(Unavailable::Held {
+                owner: holder.owner.clone(),
+            }));
+        }
+        cache
+            .edit(family, index)
+            .insert(value, holder_for(request, name));
+        Ok(Allocation {
+            address,
+            pool: name.clone(),
+            network: request.network.clone(),
+            owner: request.owner.clone(),
+            pod: request.pod.clone(),
+        })
+    }
+}
+
+/// Refuses a request whose own pools overlap the stored pools it names: one address would
+/// answer for two of its pools.
+fn refuse_overlaps(
+    request: &Request,
+    stored: &[&ObjectName],
+    lenses: &HashMap<ObjectName, Lens>,
+) -> Result<(), Error> {
+    for inline in &request.defines {
+        for name in stored {
+            let pool = &lenses[*name].pool;
+            if pool.family() != inline.family() {
+                continue;
+            }
+            let shared = inline.ips().intersection(pool.ips());
+            if let Some(&(a, b)) = shared.intervals().first() {
+                let family = pool.family();
+                return Err(ValidationError::new(
+                    "ipam.ranges",
+                    &inline.spec().ips.join(","),
+                    format!(
+                        "overlaps ippool {:?} of ipam.ippools at {}: a network's ranges must not overlap its ippools",
+                        name.as_str(),
+                        super::objects::range_text(family.addr(a), family.addr(b))
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn block_of(address: IpAddr) -> (Family, u128) {
+    (Family::of(address), block_index(to_u128(address)))
+}
+
+fn holder_for(request: &Request, pool: &ObjectName) -> Holder {
+    Holder {
+        owner: request.owner.clone(),
+        network: request.network.clone(),
+        pool: pool.clone(),
+        pod: request.pod.clone(),
+    }
+}

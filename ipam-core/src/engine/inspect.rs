@@ -1,0 +1,189 @@
+//! Reading the state: counts, listings, and why an address is or is not allocatable.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::{counts, Ipam};
+use crate::addr::{to_u128, Family};
+use crate::alloc::{block_index, Allocations};
+use crate::block::BlockRecord;
+use crate::error::{Error, PoolCounts};
+use crate::name::ObjectName;
+use crate::pool::IpPool;
+use crate::reserved::FamilySets;
+use crate::store::{Allocation, Key, KeyRange, Store};
+
+/// Everything that decides whether one address is allocatable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The address.
+    pub address: IpAddr,
+    /// Each pool whose subnet contains the address.
+    pub pools: Vec<PoolFinding>,
+    /// ReservedIPs that cover the address.
+    pub reserved_by: Vec<ObjectName>,
+    /// Who holds it, whichever pool or network it was taken from.
+    pub held: Option<Allocation>,
+}
+
+/// What one pool says about an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolFinding {
+    /// The pool.
+    pub pool: ObjectName,
+    /// Whether the pool's `ips` list the address.
+    pub listed: bool,
+    /// The rule of the pool that keeps it out, if any (`spec.excludeIPs`, the gateway, ...).
+    pub excluded_by: Option<String>,
+}
+
+impl Explanation {
+    /// Whether some pool could hand the address out now.
+    pub fn allocatable(&self) -> bool {
+        self.reserved_by.is_empty()
+            && self.held.is_none()
+            && self
+                .pools
+                .iter()
+                .any(|p| p.listed && p.excluded_by.is_none())
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.allocatable() {
+            "allocatable"
+        } else {
+            "not allocatable"
+        };
+        writeln!(f, "{}: {verdict}", self.address)?;
+        if self.pools.is_empty() {
+            writeln!(f, "  no pool's subnet contains it")?;
+        }
+        for p in &self.pools {
+            let what = if !p.listed {
+                "in the subnet but not in spec.ips".to_string()
+            } else if let Some(rule) = &p.excluded_by {
+                format!("listed, but kept out by {rule}")
+            } else {
+                "listed".to_string()
+            };
+            writeln!(f, "  ippool/{}: {what}", p.pool)?;
+        }
+        if let Some(a) = &self.held {
+            let pod = a
+                .pod
+                .as_ref()
+                .map(|p| format!(", pod {p}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  held by {} (network {:?}, pool {:?}{pod})",
+                a.owner,
+                a.network,
+                a.pool.as_str()
+            )?;
+        }
+        for r in &self.reserved_by {
+            writeln!(f, "  reserved by reservedip/{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Store> Ipam<S> {
+    /// A pool's counts, as the contract defines them (see [`counts`] for held addresses
+    /// outside the pool's current `ips`).
+    pub async fn pool_counts(&self, pool: &IpPool) -> Result<PoolCounts, Error> {
+        self.pool_counts_with(pool, &FamilySets::default()).await
+    }
+
+    /// A pool's counts as seen by a request that also keeps `network_reserved` out (a CNI
+    /// network's own `reserved` list): `available` is what such a request could get.
+    pub async fn pool_counts_with(
+        &self,
+        pool: &IpPool,
+        network_reserved: &FamilySets,
+    ) -> Result<PoolCounts, Error> {
+        let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
+        let family = pool.family();
+        let subnet = super::objects::subnet_set(pool);
+        let blocks = self.blocks_over(family, &subnet).await?;
+        let allocated = blocks
+            .iter()
+            .flat_map(|b| b.value.iter())
+            .filter(|(_, h)| h.pool == *pool.name())
+            .count() as u128;
+        let taken = Allocations::from_blocks(
+            blocks
+                .into_iter()
+                .map(|b| (b.value.index(), b.value.bits().clone())),
+        );
+        Ok(counts(
+            pool,
+            summary.get(family),
+            network_reserved.get(family),
+            allocated,
+            &taken,
+        ))
+    }
+
+    /// Every allocation taken from one pool (by name, wherever it lies), or every allocation
+    /// of the store; in pool and address order.
+    pub async fn allocations(&self, pool: Option<&ObjectName>) -> Result<Vec<Allocation>, Error> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            for (_, block) in self
+                .read_all::<BlockRecord>(&KeyRange::all_blocks(family))
+                .await?
+            {
+                out.extend(
+                    block
+                        .value
+                        .allocations()
+                        .filter(|a| pool.is_none_or(|p| a.pool == *p)),
+                );
+            }
+        }
+        out.sort_by(|a, b| (&a.pool, a.address).cmp(&(&b.pool, b.address)));
+        Ok(out)
+    }
+
+    /// Every reason `address` is or is not allocatable.
+    pub async fn explain(&self, address: IpAddr) -> Result<Explanation, Error> {
+        let value = to_u128(address);
+        let family = Family::of(address);
+        let pools = self
+            .pools()
+            .await?
+            .into_iter()
+            .filter(|p| p.in_subnet(address))
+            .map(|p| PoolFinding {
+                pool: p.name().clone(),
+                listed: p.ips().contains(value),
+                excluded_by: p.exclusion_rule(address).map(str::to_owned),
+            })
+            .collect();
+        let key = Key::Block {
+            family,
+            index: block_index(value),
+        };
+        let held = self
+            .read::<BlockRecord>(&key)
+            .await?
+            .and_then(|b| b.value.allocations().find(|a| a.address == address));
+        let reserved_by = self
+            .reserved_ips()
+            .await?
+            .into_iter()
+            .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
+            .map(|r| r.name().clone())
+            .collect();
+        Ok(Explanation {
+            address,
+            pools,
+            reserved_by,
+            held,
+        })
+    }
+}

@@ -1,0 +1,500 @@
+//! The IPAM engine: pools, reservations and allocations over any [`Store`].
+//!
+//! Every operation reads what it needs with versions, decides in pure code, and commits a
+//! [`Transaction`] whose preconditions are the versions it read. When another writer got
+//! there first (a conflict) or the store failed in a way that may pass (transient), the
+//! operation starts over after a jittered backoff, a bounded number of times.
+//!
+//! Who holds an address is decided by one record, the [`BlockRecord`] of its window,
+//! store-wide: pools and inline ranges are lenses that say which addresses they may hand out.
+//! Allocation and release change exactly the blocks they touch by compare-and-swap; the
+//! owner index is written before the blocks on allocation and after them on release, so it
+//! may name an address its owner does not hold, never miss one it does (see
+//! [`Transaction`] for why every transaction is ordered).
+//!
+//! The code is split by concern: `objects` (pools and ReservedIPs), `allocate`, `release`
+//! (release, GC, forced pool deletion) and `inspect` (counts, listings, explain), around
+//! the shared [`BlockCache`] of this module.
+
+mod allocate;
+mod inspect;
+mod objects;
+mod release;
+
+pub use allocate::Granted;
+pub use inspect::{Explanation, PoolFinding};
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::addr::Family;
+use crate::alloc::{BlockState, Strategy};
+use crate::block::BlockRecord;
+use crate::error::{Error, PoolCounts, StoreError};
+use crate::name::{ObjectName, Owner};
+use crate::pool::IpPool;
+use crate::reserved::FamilySets;
+use crate::set::IntervalSet;
+use crate::store::{
+    Allocation, Expect, FromRecord, Key, KeyRange, PodRef, Record, Store, Transaction, Versioned,
+};
+
+/// Waits between retries. The core has no runtime: callers that run one pass its timer.
+#[async_trait]
+pub trait Sleep: Send + Sync {
+    /// Waits for `duration`.
+    async fn sleep(&self, duration: Duration);
+}
+
+/// Sleeps by blocking the thread: right for the CNI binary, which serves one request on one
+/// thread, and for tests that drive the engine from plain threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadSleep;
+
+#[async_trait]
+impl Sleep for ThreadSleep {
+    async fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
+
+/// How the engine allocates and retries.
+#[derive(Clone)]
+pub struct Config {
+    /// How the next free address is chosen.
+    pub strategy: Strategy,
+    /// How many times an operation is tried when concurrent writers conflict.
+    pub max_attempts: u32,
+    /// The first backoff; it doubles on each conflict up to `max_backoff`, with ±50 % jitter.
+    pub base_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// How to wait.
+    pub sleep: Arc<dyn Sleep>,
+    /// Seed for jitter and the random strategy (`None`: seeded from the OS).
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            strategy: Strategy::RoundRobin,
+            max_attempts: 16,
+            base_backoff: Duration::from_micros(500),
+            max_backoff: Duration::from_millis(50),
+            sleep: Arc::new(ThreadSleep),
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("strategy", &self.strategy)
+            .field("max_attempts", &self.max_attempts)
+            .field("base_backoff", &self.base_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// What applying an object did, as `kubectl apply` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It did not exist.
+    Created,
+    /// Its spec was replaced.
+    Configured,
+    /// Its spec was already the same.
+    Unchanged,
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Applied::Created => "created",
+            Applied::Configured => "configured",
+            Applied::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// One address wanted by a request: from the first of `pools` that has one free, or exactly
+/// `requested`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Candidate pools, tried in order (all of one family).
+    pub pools: Vec<ObjectName>,
+    /// A specific address, which must be in one of the pools.
+    pub requested: Option<IpAddr>,
+}
+
+/// A request for addresses: one per slot, all or nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Who will hold the addresses.
+    pub owner: Owner,
+    /// The network (CNI `name`) they are for.
+    pub network: String,
+    /// The Pod, where known.
+    pub pod: Option<PodRef>,
+    /// The addresses wanted.
+    pub slots: Vec<Slot>,
+    /// Addresses this request must not get besides the store's ReservedIPs (a network's own
+    /// `reserved` list).
+    pub reserved: FamilySets,
+    /// Pools the request itself defines (a CNI network's `ranges`): lenses over the
+    /// store-wide blocks, never stored. They must not overlap the stored pools the slots
+    /// name (refused as invalid), and their names must differ from those pools'.
+    pub defines: Vec<IpPool>,
+}
+
+/// What [`Ipam::gc`] did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// The allocations released.
+    pub released: Vec<Allocation>,
+    /// Owners whose release failed; the others were released regardless.
+    pub failures: Vec<(Owner, Error)>,
+}
+
+/// The IPAM engine over a store.
+///
+/// ```
+/// use ipam_core::*;
+/// # pollster::block_on(async {
+/// let ipam = Ipam::new(MemoryStore::new());
+/// let pool = IpPool::new("p", IpPoolSpec {
+///     subnet: "10.6.0.0/16".into(),
+///     ips: vec!["10.6.168.131-10.6.168.133".into()],
+///     ..Default::default()
+/// }).unwrap();
+/// ipam.apply_pool(pool).await.unwrap();
+/// let got = ipam.allocate(&Request {
+///     owner: Owner::new("c1", "eth0").unwrap(),
+///     network: "net1".into(),
+///     pod: None,
+///     slots: vec![Slot { pools: vec![ObjectName::new("p").unwrap()], requested: None }],
+///     reserved: FamilySets::default(),
+///     defines: vec![],
+/// }).await.unwrap();
+/// assert_eq!(got[0].address.to_string(), "10.6.168.131");
+/// # });
+/// ```
+pub struct Ipam<S> {
+    store: S,
+    config: Config,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl<S> fmt::Debug for Ipam<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ipam")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Blocks read and changed by one attempt of one operation, by `(family, index)`.
+///
+/// Reads go through it so that an operation sees its own changes (two slots of one request
+/// never get one address), and its writes are conditioned on exactly the versions it read.
+#[derive(Default)]
+pub(crate) struct BlockCache {
+    /// `None`: the store has no block there.
+    read: HashMap<(Family, u128), Option<Versioned<BlockRecord>>>,
+    changed: BTreeMap<(Family, u128), BlockRecord>,
+}
+
+impl BlockCache {
+    /// The block as this attempt sees it, for the free-address search.
+    pub(crate) fn state(&self, family: Family, index: u128) -> BlockState<'_> {
+        if let Some(b) = self.changed.get(&(family, index)) {
+            return BlockState::Loaded(b.bits());
+        }
+        match self.read.get(&(family, index)) {
+            None => BlockState::Unknown,
+            Some(None) => BlockState::Empty,
+            Some(Some(b)) => BlockState::Loaded(b.value.bits()),
+        }
+    }
+
+    /// Whether the block was read.
+    pub(crate) fn known(&self, family: Family, index: u128) -> bool {
+        self.read.contains_key(&(family, index))
+    }
+
+    /// The block as this attempt sees it; `None` when it is empty or not read.
+    pub(crate) fn current(&self, family: Family, index: u128) -> Option<&BlockRecord> {
+        self.changed
+            .get(&(family, index))
+            .or_else(|| self.read.get(&(family, index))?.as_ref().map(|b| &b.value))
+    }
+
+    /// The block to change (it must have been read).
+    pub(crate) fn edit(&mut self, family: Family, index: u128) -> &mut BlockRecord {
+        let read = &self.read;
+        self.changed.entry((family, index)).or_insert_with(|| {
+            read.get(&(family, index))
+                .and_then(Option::as_ref)
+                .map(|b| b.value.clone())
+                .unwrap_or_else(|| BlockRecord::new(family, index))
+        })
+    }
+
+    /// Records what the store answered for a block.
+    pub(crate) fn insert_read(
+        &mut self,
+        family: Family,
+        index: u128,
+        block: Option<Versioned<BlockRecord>>,
+    ) {
+        self.read.insert((family, index), block);
+    }
+
+    /// Whether the attempt changed anything.
+    pub(crate) fn is_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Adds the writes of every changed block, each conditioned on the version read: a put,
+    /// or a delete when the block emptied.
+    pub(crate) fn write_into(&self, txn: &mut Transaction) {
+        for (&(family, index), block) in &self.changed {
+            let read = self.read.get(&(family, index)).cloned().flatten();
+            let key = Key::Block { family, index };
+            if block.is_empty() {
+                if read.is_some() {
+                    txn.delete(key, Expect::read(&read));
+                }
+            } else {
+                txn.put(key, Record::Block(block.clone()), Expect::read(&read));
+            }
+        }
+    }
+}
+
+impl<S: Store> Ipam<S> {
+    /// An engine with the default [`Config`].
+    pub fn new(store: S) -> Ipam<S> {
+        Ipam::with_config(store, Config::default())
+    }
+
+    /// An engine with `config`.
+    pub fn with_config(store: S, config: Config) -> Ipam<S> {
+        let rng = match config.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        Ipam {
+            store,
+            config,
+            rng: Mutex::new(rng),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn rng(&self) -> std::sync::MutexGuard<'_, fastrand::Rng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `attempt` until it neither conflicts nor fails transiently, backing off between
+    /// tries; past `max_attempts`, [`Error::TryAgainLater`].
+    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut backoff = self.config.base_backoff;
+        let mut last = String::new();
+        for n in 1..=self.config.max_attempts {
+            match attempt().await {
+                Err(Error::Store(
+                    e @ (StoreError::Conflict { .. } | StoreError::Transient { .. }),
+                )) => {
+                    last = match e {
+                        StoreError::Conflict { .. } => "concurrent updates kept conflicting".into(),
+                        other => other.to_string(),
+                    };
+                    if n < self.config.max_attempts {
+                        let jitter = 0.5 + self.rng().f64();
+                        self.config.sleep.sleep(backoff.mul_f64(jitter)).await;
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(Error::TryAgainLater {
+            what: what.to_owned(),
+            attempts: self.config.max_attempts,
+            last,
+        })
+    }
+
+    /// Reads one record of the expected kind; another kind under the key is corruption.
+    async fn read<T: FromRecord>(&self, key: &Key) -> Result<Option<Versioned<T>>, Error> {
+        let record = self.store.get(key).await?;
+        typed(key, record)
+    }
+
+    /// Reads every record in `range`, all of the expected kind.
+    async fn read_all<T: FromRecord>(
+        &self,
+        range: &KeyRange,
+    ) -> Result<Vec<(Key, Versioned<T>)>, Error> {
+        let mut out = Vec::new();
+        for (key, record) in self.store.scan(range).await? {
+            let value = typed(&key, Some(record))?.expect("present");
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Reads the blocks at `wanted` that `cache` has not read yet, in one round trip.
+    async fn load_blocks(
+        &self,
+        cache: &mut BlockCache,
+        wanted: impl IntoIterator<Item = (Family, u128)>,
+    ) -> Result<(), Error> {
+        let mut keys: Vec<Key> = Vec::new();
+        for (family, index) in wanted {
+            let key = Key::Block { family, index };
+            if !cache.known(family, index) && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let found = self.store.get_many(&keys).await?;
+        for (key, record) in keys.iter().zip(found) {
+            let Key::Block { family, index } = *key else {
+                unreachable!("block keys only")
+            };
+            let block = typed::<BlockRecord>(key, record)?;
+            cache.insert_read(family, index, block);
+        }
+        Ok(())
+    }
+
+    /// Every block of the windows that cover `set`, of `family`.
+    async fn blocks_over(
+        &self,
+        family: Family,
+        set: &IntervalSet,
+    ) -> Result<Vec<Versioned<BlockRecord>>, Error> {
+        let (Some(first), Some(&(_, last))) = (set.first(), set.intervals().last()) else {
+            return Ok(Vec::new());
+        };
+        let range = KeyRange::blocks_covering(family, first, last);
+        Ok(self
+            .read_all::<BlockRecord>(&range)
+            .await?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// Commits `txn`, split into the store's largest commits. Each piece keeps the order of
+    /// the whole, so a store that stops between two pieces is left as one that stopped
+    /// between two operations.
+    async fn commit(&self, txn: Transaction) -> Result<(), Error> {
+        if txn.is_empty() {
+            return Ok(());
+        }
+        for piece in txn.chunks(self.store.max_commit_ops()) {
+            self.store.commit(piece).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A record read under `key`, as the type expected there; another kind is corruption.
+fn typed<T: FromRecord>(
+    key: &Key,
+    record: Option<Versioned<Record>>,
+) -> Result<Option<Versioned<T>>, Error> {
+    match record {
+        None => Ok(None),
+        Some(Versioned { value, version }) => match T::from_record(value) {
+            Some(value) => Ok(Some(Versioned { value, version })),
+            None => Err(corrupt(key, T::KIND)),
+        },
+    }
+}
+
+/// What applying an object does, given whether it exists with the same spec.
+fn applied(same_spec: Option<bool>) -> Applied {
+    match same_spec {
+        None => Applied::Created,
+        Some(true) => Applied::Unchanged,
+        Some(false) => Applied::Configured,
+    }
+}
+
+/// The contract's counts for `pool`, given the store's reserved set of its family, a
+/// network's own reserved set (empty outside a CNI request), the number of addresses held
+/// from the pool (`allocated`, wherever they lie), and every address held store-wide around
+/// it (`taken`).
+///
+/// The rule for addresses outside the pool's current capacity (its `ips` were narrowed while
+/// they were held): they count in `allocated`, as they are still held from the pool, and not
+/// against `available`, which counts only addresses of the capacity that nobody holds and
+/// nothing reserves. Addresses of the capacity held from another pool or network (inline
+/// ranges may overlap an applied pool) are not `allocated` here but are not `available`
+/// either.
+pub fn counts(
+    pool: &IpPool,
+    store_reserved: &IntervalSet,
+    network_reserved: &IntervalSet,
+    allocated: u128,
+    taken: &crate::alloc::Allocations,
+) -> PoolCounts {
+    let capacity = pool.capacity();
+    let by_store = capacity.intersection(store_reserved);
+    let open = capacity
+        .difference(store_reserved)
+        .difference(network_reserved);
+    let total = capacity.len();
+    let reserved = total - open.len();
+    PoolCounts {
+        pool: pool.name().clone(),
+        total,
+        reserved,
+        reserved_by_network: reserved - by_store.len(),
+        allocated,
+        available: open.len() - taken.count_in(&open),
+    }
+}
+
+/// A record that is not what its key promises.
+fn corrupt(key: &Key, expected: &str) -> Error {
+    Error::Store(StoreError::Corrupt {
+        key: key.to_string(),
+        reason: format!("not {expected}"),
+    })
+}
+
+/// The allocation `holder` has of `value`, as the public type.
+fn allocation_of(family: Family, value: u128, holder: &crate::block::Holder) -> Allocation {
+    Allocation {
+        address: family.addr(value),
+        pool: holder.pool.clone(),
+        network: holder.network.clone(),
+        owner: holder.owner.clone(),
+        pod: holder.pod.clone(),
+    }
+}

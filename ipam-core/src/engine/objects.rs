@@ -1,0 +1,244 @@
+//! Pools and ReservedIPs: apply, delete, read.
+
+use std::net::IpAddr;
+
+use super::{applied, Applied, Ipam};
+use crate::error::{Error, ObjectKind, ValidationError};
+use crate::name::ObjectName;
+use crate::pool::IpPool;
+use crate::reserved::{FamilySets, ReservedIp};
+use crate::set::IntervalSet;
+use crate::store::{Expect, Key, KeyRange, Record, Store, Transaction, Versioned};
+
+impl<S: Store> Ipam<S> {
+    /// Creates a pool or replaces its spec.
+    ///
+    /// Refused (nothing changes) when its `ips` overlap another pool's, and when it changes
+    /// the subnet of a pool that holds addresses. Addresses held in the pool stay held even
+    /// if the new spec no longer lists them, as a held address survives a new reservation;
+    /// they are released by their owners as usual.
+    pub async fn apply_pool(&self, pool: IpPool) -> Result<Applied, Error> {
+        Ok(self.apply_all(&[], &[pool]).await?[0])
+    }
+
+    /// Creates or replaces ReservedIPs and pools together: on a store with atomic commits
+    /// either all of them are stored or none. Returns what happened to each, reservations
+    /// first, in order.
+    ///
+    /// Each name may appear once per kind. Pools are checked as [`Ipam::apply_pool`] checks
+    /// one, against each other and against the stored pools.
+    pub async fn apply_all(
+        &self,
+        reservations: &[ReservedIp],
+        pools: &[IpPool],
+    ) -> Result<Vec<Applied>, Error> {
+        for (i, r) in reservations.iter().enumerate() {
+            if reservations[..i].iter().any(|o| o.name() == r.name()) {
+                return Err(ValidationError::new(
+                    "metadata.name",
+                    r.name().as_str(),
+                    "reservedip given twice",
+                )
+                .into());
+            }
+        }
+        for (i, p) in pools.iter().enumerate() {
+            if pools[..i].iter().any(|o| o.name() == p.name()) {
+                return Err(ValidationError::new(
+                    "metadata.name",
+                    p.name().as_str(),
+                    "ippool given twice",
+                )
+                .into());
+            }
+        }
+        self.retrying("apply", || async {
+            let mut txn = Transaction::new();
+            let mut outcome = Vec::with_capacity(reservations.len() + pools.len());
+            for r in reservations {
+                let key = Key::ReservedIp(r.name().clone());
+                let old = self.read::<ReservedIp>(&key).await?;
+                let applied = applied(old.as_ref().map(|v| v.value.spec() == r.spec()));
+                if applied != Applied::Unchanged {
+                    txn.put(key, Record::ReservedIp(r.clone()), Expect::read(&old));
+                }
+                outcome.push(applied);
+            }
+            if !pools.is_empty() {
+                let stored = self.read_all::<IpPool>(&KeyRange::Pools).await?;
+                for p in pools {
+                    let old = stored.iter().find(|(_, v)| v.value.name() == p.name());
+                    let old = old.map(|(_, v)| v.clone());
+                    self.check_pool_change(p, old.as_ref().map(|v| &v.value), pools, &stored)
+                        .await?;
+                    let applied = applied(old.as_ref().map(|v| v.value.spec() == p.spec()));
+                    if applied != Applied::Unchanged {
+                        let key = Key::Pool(p.name().clone());
+                        txn.put(key, Record::Pool(p.clone()), Expect::read(&old));
+                    }
+                    outcome.push(applied);
+                }
+            }
+            if !reservations.is_empty() {
+                // After the objects: a store that stops in between has the objects without
+                // their effect, which the next apply of any ReservedIP repairs here.
+                let mut all = self.reserved_ips().await?;
+                all.retain(|o| !reservations.iter().any(|r| r.name() == o.name()));
+                all.extend(reservations.iter().cloned());
+                self.put_summary(&mut txn, &all).await?;
+            }
+            self.commit(txn).await?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Refuses a pool spec that would overlap another pool, or move a pool that holds
+    /// addresses to another subnet.
+    async fn check_pool_change(
+        &self,
+        pool: &IpPool,
+        old: Option<&IpPool>,
+        batch: &[IpPool],
+        stored: &[(Key, Versioned<IpPool>)],
+    ) -> Result<(), Error> {
+        let others = batch.iter().filter(|o| o.name() != pool.name()).chain(
+            stored
+                .iter()
+                .map(|(_, v)| &v.value)
+                .filter(|o| o.name() != pool.name() && !batch.iter().any(|b| b.name() == o.name())),
+        );
+        for other in others {
+            if other.family() != pool.family() {
+                continue;
+            }
+            let shared = pool.ips().intersection(other.ips());
+            if let Some(&(a, b)) = shared.intervals().first() {
+                let family = pool.family();
+                return Err(ValidationError::new(
+                    "spec.ips",
+                    &pool.spec().ips.join(","),
+                    format!(
+                        "ippool {:?} overlaps ippool {:?} at {} ({} addresses shared); pools never share an address",
+                        pool.name().as_str(),
+                        other.name().as_str(),
+                        range_text(family.addr(a), family.addr(b)),
+                        shared.len()
+                    ),
+                )
+                .into());
+            }
+        }
+        if let Some(old) = old.filter(|o| o.subnet() != pool.subnet()) {
+            let held = self.held_from(old).await?;
+            if held > 0 {
+                return Err(ValidationError::new(
+                    "spec.subnet",
+                    &pool.spec().subnet,
+                    format!(
+                        "cannot change from {} while the pool holds {held} address(es); release them first",
+                        old.subnet()
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// How many addresses are held from `pool`, wherever in its subnet they lie.
+    pub(crate) async fn held_from(&self, pool: &IpPool) -> Result<u128, Error> {
+        let subnet = subnet_set(pool);
+        let blocks = self.blocks_over(pool.family(), &subnet).await?;
+        Ok(blocks
+            .iter()
+            .flat_map(|b| b.value.iter())
+            .filter(|(_, h)| h.pool == *pool.name())
+            .count() as u128)
+    }
+
+    /// Adds the write of the reservation summary of `all`, conditional on the one read, if
+    /// it differs: every ReservedIP change goes through it, so concurrent changes serialize
+    /// there.
+    async fn put_summary(&self, txn: &mut Transaction, all: &[ReservedIp]) -> Result<(), Error> {
+        let old = self.summary().await?;
+        let new = FamilySets::union_of(all);
+        if old.as_ref().map(|o| &o.value) != Some(&new) {
+            txn.put(
+                Key::ReservedSummary,
+                Record::ReservedSummary(new),
+                Expect::read(&old),
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a ReservedIP or replaces its spec. Its addresses stop being handed out by every
+    /// pool at once; addresses already held stay with their owners.
+    pub async fn apply_reserved_ip(&self, reserved: ReservedIp) -> Result<Applied, Error> {
+        Ok(self.apply_all(&[reserved], &[]).await?[0])
+    }
+
+    /// Deletes a ReservedIP: its addresses are allocatable again at once.
+    pub async fn delete_reserved_ip(&self, name: &ObjectName) -> Result<(), Error> {
+        self.retrying("delete reservedip", || async {
+            let key = Key::ReservedIp(name.clone());
+            let Some(old) = self.read::<ReservedIp>(&key).await? else {
+                return Err(Error::NotFound {
+                    kind: ObjectKind::ReservedIp,
+                    name: name.to_string(),
+                });
+            };
+            let mut others = self.reserved_ips().await?;
+            others.retain(|r| r.name() != name);
+            let mut txn = Transaction::new();
+            txn.delete(key, Expect::Version(old.version));
+            self.put_summary(&mut txn, &others).await?;
+            self.commit(txn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One pool.
+    pub async fn pool(&self, name: &ObjectName) -> Result<Option<IpPool>, Error> {
+        Ok(self
+            .read::<IpPool>(&Key::Pool(name.clone()))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// Every pool, by name.
+    pub async fn pools(&self) -> Result<Vec<IpPool>, Error> {
+        let all = self.read_all::<IpPool>(&KeyRange::Pools).await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
+    }
+
+    /// Every ReservedIP, by name.
+    pub async fn reserved_ips(&self) -> Result<Vec<ReservedIp>, Error> {
+        let all = self.read_all::<ReservedIp>(&KeyRange::ReservedIps).await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
+    }
+
+    pub(crate) async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
+        self.read(&Key::ReservedSummary).await
+    }
+}
+
+/// The whole subnet of a pool as a set: where its holders may lie.
+pub(crate) fn subnet_set(pool: &IpPool) -> IntervalSet {
+    let net = pool.subnet();
+    IntervalSet::from_intervals([(
+        crate::addr::to_u128(net.network()),
+        crate::addr::to_u128(net.broadcast()),
+    )])
+}
+
+/// `a` or `a-b`, as the contract writes ranges.
+pub(crate) fn range_text(a: IpAddr, b: IpAddr) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}-{b}")
+    }
+}

@@ -1,0 +1,262 @@
+//! Release, garbage collection, and forced pool deletion.
+//!
+//! Blocks are written before the owner index: a store that stops in between has an index
+//! entry that readers find untrue in its block, and drop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::{allocation_of, corrupt, BlockCache, GcReport, Ipam};
+use crate::addr::{to_u128, Family};
+use crate::alloc::block_index;
+use crate::block::BlockRecord;
+use crate::error::{Error, ObjectKind};
+use crate::name::{ObjectName, Owner};
+use crate::store::{Allocation, Expect, Held, Key, KeyRange, Record, Store, Transaction};
+
+/// Which addresses a release looks at.
+#[derive(Clone, Copy)]
+enum Candidates<'a> {
+    /// Those the owner's index names on a network (every network: `None`), and these.
+    Network(Option<&'a str>, &'a [IpAddr]),
+    /// Exactly these, on any network.
+    Only(&'a [IpAddr]),
+}
+
+impl Candidates<'_> {
+    fn network_matches(&self, network: &str) -> bool {
+        match self {
+            Candidates::Network(n, _) => n.is_none_or(|n| n == network),
+            Candidates::Only(_) => true,
+        }
+    }
+}
+
+impl<S: Store> Ipam<S> {
+    /// What `owner` holds, on every network, as the blocks say.
+    pub async fn owner_allocations(&self, owner: &Owner) -> Result<Vec<Allocation>, Error> {
+        let Some(index) = self.read::<Vec<Held>>(&Key::Owner(owner.clone())).await? else {
+            return Ok(Vec::new());
+        };
+        let mut cache = BlockCache::default();
+        let blocks = index.value.iter().map(|h| block_of(h.address));
+        self.load_blocks(&mut cache, blocks).await?;
+        let mut out = Vec::new();
+        for h in &index.value {
+            let (family, idx) = block_of(h.address);
+            let value = to_u128(h.address);
+            if let Some(holder) = cache.current(family, idx).and_then(|b| b.holder(value)) {
+                if holder.owner == *owner && holder.network == h.network {
+                    out.push(allocation_of(family, value, holder));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Releases what `owner` holds on `network` (on every network when `None`). Idempotent:
+    /// releasing nothing succeeds. Returns what was released.
+    pub async fn release(
+        &self,
+        owner: &Owner,
+        network: Option<&str>,
+    ) -> Result<Vec<Allocation>, Error> {
+        self.retrying("release", || {
+            self.try_release(owner, Candidates::Network(network, &[]))
+        })
+        .await
+    }
+
+    /// Releases exactly `addresses` if `owner` holds them, on any network: what a caller
+    /// that could not deliver an allocation's answer gives back (see
+    /// [`Ipam::allocate_granted`]).
+    pub async fn release_addresses(
+        &self,
+        owner: &Owner,
+        addresses: &[IpAddr],
+    ) -> Result<Vec<Allocation>, Error> {
+        self.retrying("release", || {
+            self.try_release(owner, Candidates::Only(addresses))
+        })
+        .await
+    }
+
+    async fn try_release(
+        &self,
+        owner: &Owner,
+        which: Candidates<'_>,
+    ) -> Result<Vec<Allocation>, Error> {
+        let key = Key::Owner(owner.clone());
+        let index = self.read::<Vec<Held>>(&key).await?;
+        let entries: &[Held] = index.as_ref().map_or(&[], |v| &v.value);
+        let mut candidates: Vec<IpAddr> = Vec::new();
+        let extra = match which {
+            Candidates::Network(_, extra) => {
+                candidates.extend(
+                    entries
+                        .iter()
+                        .filter(|h| which.network_matches(&h.network))
+                        .map(|h| h.address),
+                );
+                extra
+            }
+            Candidates::Only(only) => only,
+        };
+        for a in extra {
+            if !candidates.contains(a) {
+                candidates.push(*a);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cache = BlockCache::default();
+        self.load_blocks(&mut cache, candidates.iter().map(|a| block_of(*a)))
+            .await?;
+        let mut released = Vec::new();
+        for address in &candidates {
+            let (family, idx) = block_of(*address);
+            let value = to_u128(*address);
+            let mine = cache
+                .current(family, idx)
+                .and_then(|b| b.holder(value))
+                .is_some_and(|h| h.owner == *owner && which.network_matches(&h.network));
+            if mine {
+                let holder = cache.edit(family, idx).remove(value).expect("held");
+                released.push(allocation_of(family, value, &holder));
+            }
+        }
+        // An index entry goes when its address was looked at and the owner no longer holds
+        // it on that network (released now, or never taken: a stopped allocation).
+        let still_holds = |h: &Held| {
+            let (family, idx) = block_of(h.address);
+            cache
+                .current(family, idx)
+                .and_then(|b| b.holder(to_u128(h.address)))
+                .is_some_and(|x| x.owner == *owner && x.network == h.network)
+        };
+        let kept: Vec<Held> = entries
+            .iter()
+            .filter(|h| {
+                !(candidates.contains(&h.address)
+                    && which.network_matches(&h.network)
+                    && !still_holds(h))
+            })
+            .cloned()
+            .collect();
+        let mut txn = Transaction::new();
+        // 1. The blocks that decide.
+        cache.write_into(&mut txn);
+        // 2. The index, after.
+        if kept.len() != entries.len() {
+            if kept.is_empty() {
+                txn.delete(key, Expect::read(&index));
+            } else {
+                txn.put(key, Record::Owner(kept), Expect::read(&index));
+            }
+        }
+        self.commit(txn).await?;
+        Ok(released)
+    }
+
+    /// Releases every allocation of `network` whose owner is not in `valid`, found in the
+    /// blocks and in the owners' indexes. Goes on past owners whose release fails and
+    /// reports them.
+    pub async fn gc(&self, network: &str, valid: &BTreeSet<Owner>) -> Result<GcReport, Error> {
+        let mut targets: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
+        for family in [Family::V4, Family::V6] {
+            let blocks = self
+                .read_all::<BlockRecord>(&KeyRange::all_blocks(family))
+                .await?;
+            for (_, block) in blocks {
+                for (value, h) in block.value.iter() {
+                    if h.network == network && !valid.contains(&h.owner) {
+                        targets
+                            .entry(h.owner.clone())
+                            .or_default()
+                            .push(family.addr(value));
+                    }
+                }
+            }
+        }
+        for (key, index) in self.read_all::<Vec<Held>>(&KeyRange::Owners).await? {
+            let Key::Owner(owner) = key else {
+                return Err(corrupt(&key, "an owner key"));
+            };
+            if !valid.contains(&owner) && index.value.iter().any(|h| h.network == network) {
+                targets.entry(owner).or_default();
+            }
+        }
+        let mut report = GcReport::default();
+        for (owner, found) in targets {
+            let which = Candidates::Network(Some(network), &found);
+            match self
+                .retrying("gc", || self.try_release(&owner, which))
+                .await
+            {
+                Ok(released) => report.released.extend(released),
+                Err(e) => report.failures.push((owner, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes a pool. A pool that holds addresses is refused unless `force`, which releases
+    /// them first (each owner's by compare-and-swap of its blocks); the released allocations
+    /// are returned.
+    pub async fn delete_pool(
+        &self,
+        name: &ObjectName,
+        force: bool,
+    ) -> Result<Vec<Allocation>, Error> {
+        let not_found = || Error::NotFound {
+            kind: ObjectKind::IpPool,
+            name: name.to_string(),
+        };
+        let pool = self.pool(name).await?.ok_or_else(not_found)?;
+        let mut by_owner: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
+        let subnet = super::objects::subnet_set(&pool);
+        for block in self.blocks_over(pool.family(), &subnet).await? {
+            for (value, h) in block.value.iter() {
+                if h.pool == *name {
+                    by_owner
+                        .entry(h.owner.clone())
+                        .or_default()
+                        .push(pool.family().addr(value));
+                }
+            }
+        }
+        let held: usize = by_owner.values().map(Vec::len).sum();
+        if held > 0 && !force {
+            return Err(Error::PoolInUse {
+                pool: name.to_string(),
+                allocated: held as u128,
+            });
+        }
+        let mut released = Vec::new();
+        for (owner, addresses) in &by_owner {
+            released.extend(
+                self.retrying("delete ippool", || {
+                    self.try_release(owner, Candidates::Only(addresses))
+                })
+                .await?,
+            );
+        }
+        self.retrying("delete ippool", || async {
+            let key = Key::Pool(name.clone());
+            let Some(old) = self.read::<crate::pool::IpPool>(&key).await? else {
+                return Err(not_found());
+            };
+            let mut txn = Transaction::new();
+            txn.delete(key, Expect::Version(old.version));
+            txn.delete(Key::Cursor(name.clone()), Expect::Any);
+            self.commit(txn).await
+        })
+        .await?;
+        Ok(released)
+    }
+}
+
+fn block_of(address: IpAddr) -> (Family, u128) {
+    (Family::of(address), block_index(to_u128(address)))
+}

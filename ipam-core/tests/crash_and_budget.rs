@@ -1,0 +1,150 @@
+//! What a store of single objects (Kubernetes) needs of the engine: every prefix of a
+//! transaction leaves a consistent store, so a commit cut short at any operation loses no
+//! holder and hands no address twice; and a steady-state ADD costs at most two writes and
+//! three round trips of reads.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ipam_core::testkit::{
+    check_consistency, check_indexes_exact, name, owner, pool, request, CountingStore,
+};
+use ipam_core::{Config, Error, Ipam, MemoryStore, Slot};
+
+fn dual(id: &str) -> ipam_core::Request {
+    let mut r = request(id, &["v4"]);
+    r.slots.push(Slot {
+        pools: vec![name("v6")],
+        requested: None,
+    });
+    r
+}
+
+fn engine(store: Arc<MemoryStore>, attempts: u32) -> Ipam<Arc<MemoryStore>> {
+    Ipam::with_config(
+        store,
+        Config {
+            max_attempts: attempts,
+            seed: Some(1),
+            ..Config::default()
+        },
+    )
+}
+
+async fn setup(store: &Arc<MemoryStore>) {
+    let ipam = engine(store.clone(), 4);
+    ipam.apply_pool(pool("v4", "10.6.0.0/24", &["10.6.0.10-10.6.0.20"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("v6", "fd00::/120", &["fd00::10-fd00::20"]))
+        .await
+        .unwrap();
+    ipam.allocate(&dual("before")).await.unwrap();
+}
+
+/// A commit stopped after each of its operations in turn, never retried (a process killed
+/// mid-ADD or mid-DEL): the store stays consistent, and the next call by the same owner
+/// finishes the job without a second holder for any address.
+#[test]
+fn a_commit_stopped_at_any_operation_loses_nothing_and_doubles_nothing() {
+    pollster::block_on(async {
+        for cut in 0..6 {
+            let store = Arc::new(MemoryStore::in_order());
+            setup(&store).await;
+            let once = engine(store.clone(), 1);
+            store.interrupt_after(cut);
+            let stopped = once.allocate(&dual("c1")).await;
+            assert!(
+                matches!(stopped, Ok(_) | Err(Error::TryAgainLater { .. })),
+                "cut {cut}: {stopped:?}"
+            );
+            check_consistency(&*store).await;
+            // The runtime retries the ADD: one address per slot, the same on every repeat.
+            let ipam = engine(store.clone(), 4);
+            let got = ipam.allocate(&dual("c1")).await.unwrap();
+            assert_eq!(ipam.allocate(&dual("c1")).await.unwrap(), got, "cut {cut}");
+            let mine: BTreeSet<_> = ipam
+                .owner_allocations(&owner("c1"))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.address)
+                .collect();
+            assert_eq!(mine, got.iter().map(|a| a.address).collect(), "cut {cut}");
+            assert_eq!(check_indexes_exact(&*store).await, 4, "cut {cut}");
+
+            // DEL stopped at each operation, then retried: everything released.
+            store.interrupt_after(cut);
+            let _ = once.release(&owner("c1"), Some("net1")).await;
+            check_consistency(&*store).await;
+            ipam.release(&owner("c1"), Some("net1")).await.unwrap();
+            assert!(ipam
+                .owner_allocations(&owner("c1"))
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(check_indexes_exact(&*store).await, 2, "cut {cut}");
+        }
+    });
+}
+
+/// A commit cut short that the engine retries (a lost response, a restarting server) is
+/// invisible to the caller.
+#[test]
+fn transient_failures_are_retried() {
+    pollster::block_on(async {
+        for cut in 0..4 {
+            let store = Arc::new(MemoryStore::in_order());
+            setup(&store).await;
+            let ipam = engine(store.clone(), 4);
+            store.interrupt_after(cut);
+            let got = ipam.allocate(&dual("c1")).await.unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(check_indexes_exact(&*store).await, 4, "cut {cut}");
+        }
+    });
+}
+
+/// The budget stated in ARCHITECTURE.md: a steady-state ADD makes at most three round trips
+/// of reads and two writes (the owner index, then the block); a repeated ADD writes nothing;
+/// a DEL reads twice and writes twice.
+#[test]
+fn steady_state_calls_stay_within_the_round_trip_budget() {
+    pollster::block_on(async {
+        let store = Arc::new(CountingStore::new(MemoryStore::new()));
+        let ipam = Ipam::new(store.clone());
+        ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))
+            .await
+            .unwrap();
+        for i in 0..300 {
+            ipam.allocate(&request(&format!("h{i}"), &["p"]))
+                .await
+                .unwrap();
+        }
+        store.take();
+        let (mut worst_reads, mut worst_writes) = (0, 0);
+        for i in 0..50 {
+            let who = format!("c{i}");
+            ipam.allocate(&request(&who, &["p"])).await.unwrap();
+            let (reads, writes) = store.take();
+            worst_reads = worst_reads.max(reads);
+            worst_writes = worst_writes.max(writes);
+            ipam.allocate(&request(&who, &["p"])).await.unwrap();
+            assert_eq!(
+                store.take(),
+                (2, 0),
+                "a repeated ADD reads twice, writes nothing"
+            );
+            if i % 2 == 0 {
+                ipam.release(&owner(&who), Some("net1")).await.unwrap();
+                assert_eq!(
+                    store.take(),
+                    (2, 2),
+                    "DEL: index and block read, block and index written"
+                );
+            }
+        }
+        assert!(worst_reads <= 3, "an ADD made {worst_reads} reads");
+        assert!(worst_writes <= 2, "an ADD made {worst_writes} writes");
+    });
+}
