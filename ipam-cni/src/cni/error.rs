@@ -138,22 +138,38 @@ impl From<Error> for CniError {
 }
 
 impl CniError {
-    /// Maps a store failure: busy or conflicting → 11, anything else → 5.
+    /// Maps a store failure: busy or conflicting → 11, anything else → 5. `msg` says what
+    /// failed and `details` why: runtimes print the two joined (podman: "msg: details"), so
+    /// a cause in both would read twice.
     pub fn from_store(e: &StoreError) -> CniError {
         let code = match e {
             StoreError::Busy { .. } | StoreError::Conflict { .. } => Code::TryAgainLater,
             _ => Code::Io,
         };
-        let mut details = String::new();
+        let mut details: Vec<String> = Vec::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            if !details.is_empty() {
-                details.push_str(": ");
+            let link = own_text(s);
+            // A wrapper that displays exactly as what it wraps adds nothing.
+            if !link.is_empty() && details.last() != Some(&link) {
+                details.push(link);
             }
-            details.push_str(&s.to_string());
             source = s.source();
         }
-        CniError::new(code, e.to_string()).with_details(details)
+        CniError::new(code, own_text(e)).with_details(details.join(": "))
+    }
+}
+
+/// An error's message without its cause's, which many errors append to their own
+/// (`StoreError::Io` displays as "store I/O error: CONTEXT: CAUSE").
+fn own_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = e.to_string();
+    match e.source() {
+        Some(cause) => match text.strip_suffix(&format!(": {cause}")) {
+            Some(own) => own.to_owned(),
+            None => text,
+        },
+        None => text,
     }
 }
 
@@ -229,8 +245,44 @@ mod tests {
             let text = e.to_string();
             let c = CniError::from(e);
             assert_eq!(c.code().number(), code, "{text}");
-            assert_eq!(c.msg(), text);
+            // msg and details together say the whole message, each part once.
+            match c.details() {
+                "" => assert_eq!(c.msg(), text),
+                d => assert_eq!(format!("{}: {d}", c.msg()), text),
+            }
         }
+    }
+
+    #[test]
+    fn store_errors_give_the_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("read /d/store.redb: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let io = || std::io::Error::other("disk on fire");
+        let c = CniError::from_store(&StoreError::Io {
+            context: "open /d".into(),
+            source: Box::new(Wrapper(io())),
+        });
+        assert_eq!(
+            (c.msg(), c.details()),
+            (
+                "store I/O error: open /d",
+                "read /d/store.redb: disk on fire"
+            )
+        );
+        // A cause that does not repeat its own cause keeps its whole text.
+        let c = CniError::from_store(&StoreError::Io {
+            context: "open /d".into(),
+            source: Box::new(io()),
+        });
+        assert_eq!(c.details(), "disk on fire");
+        let c = CniError::from_store(&StoreError::Busy {
+            what: "lock /d/lock held for 30s".into(),
+        });
+        assert_eq!(
+            (c.msg(), c.details()),
+            ("store busy: lock /d/lock held for 30s; try again later", "")
+        );
     }
 
     #[test]
