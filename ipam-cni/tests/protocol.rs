@@ -155,6 +155,72 @@ fn check_compares_with_prev_result() {
 }
 
 /// GC releases what this network's stale owners hold, and nothing of other networks.
+/// Tear-down needs the network, the store and the owner; nothing else may keep DEL or GC from
+/// releasing. A bad logging setting falls back to stderr at warn, with a warning there; a
+/// malformed CNI_ARGS (which only ADD reads) is not looked at. ADD still refuses both.
+#[test]
+fn del_and_gc_release_despite_settings_they_do_not_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "1.1.0");
+    let bad_logs = [
+        (
+            json!({"level": "loud"}),
+            r#"ipam.log.level: "loud": must be one of"#,
+        ),
+        (
+            json!({"level": 5}),
+            "ipam.log.level: invalid type: integer `5`",
+        ),
+        (
+            json!({"file": "relative.log"}),
+            r#"ipam.log.file: "relative.log": must be an absolute path"#,
+        ),
+        (json!("debug"), r#"ipam.log: invalid type: string "debug""#),
+    ];
+    for (k, (log, why)) in bad_logs.iter().enumerate() {
+        let id = format!("c{k}");
+        let mut bad = conf.clone();
+        bad["ipam"]["log"] = log.clone();
+        let r = call("ADD", &id, &bad).run();
+        assert_eq!(
+            r.code(),
+            Some(if k % 2 == 0 { 7 } else { 6 }),
+            "{log}: {r:#?}"
+        );
+        assert!(r.msg().contains(why), "{log}: {r:#?}");
+
+        call("ADD", &id, &conf).run().ok();
+        let r = call("DEL", &id, &bad).run().ok();
+        assert!(
+            r.stderr.contains(why) && r.stderr.contains("WARN"),
+            "{log}: no warning on stderr: {r:#?}"
+        );
+        assert!(
+            holders(dir.path()).is_empty(),
+            "{log}: DEL released nothing"
+        );
+
+        call("ADD", &id, &conf).run().ok();
+        let mut gc = bad.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        let r = call("GC", "", &gc).run().ok();
+        assert!(
+            r.stderr.contains(why),
+            "{log}: no warning on stderr: {r:#?}"
+        );
+        assert!(holders(dir.path()).is_empty(), "{log}: GC released nothing");
+    }
+
+    call("ADD", "c1", &conf).run().ok();
+    let r = call("ADD", "c2", &conf).var("CNI_ARGS", "garbage").run();
+    assert_eq!(r.code(), Some(4), "{r:#?}");
+    call("DEL", "c1", &conf)
+        .var("CNI_ARGS", "garbage")
+        .run()
+        .ok();
+    assert!(holders(dir.path()).is_empty());
+}
+
 #[test]
 fn gc_releases_stale_attachments_of_this_network_only() {
     let dir = tempfile::tempdir().unwrap();

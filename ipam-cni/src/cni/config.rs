@@ -128,11 +128,10 @@ struct CommonIpamWire {
     data_dir: Option<String>,
     #[serde(default)]
     store: Option<Value>,
-    #[serde(default)]
-    log: Option<LogWire>,
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an object with `level` and `file`")]
 struct LogWire {
     #[serde(default)]
     level: Option<String>,
@@ -140,7 +139,8 @@ struct LogWire {
     file: Option<String>,
 }
 
-/// What every command but VERSION needs: the network and where its store is.
+/// What every command but VERSION needs: the network and where its store is. (Logging is
+/// apart, in [`log_config`]: no command needs it to do its work.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConf {
     /// The request's version, in which results and errors are written.
@@ -151,8 +151,6 @@ pub struct NetConf {
     pub data_dir: PathBuf,
     /// `ipam.store`.
     pub store: StoreChoice,
-    /// `ipam.log`.
-    pub log: LogConfig,
 }
 
 impl NetConf {
@@ -184,32 +182,52 @@ impl NetConf {
             None | Some(Value::Null) => StoreChoice::Redb,
             Some(v) => store_choice(&v)?,
         };
-        let mut log = LogConfig::default();
-        if let Some(l) = ipam.log {
-            if let Some(text) = l.level {
-                log.level = Level::parse(&text).ok_or_else(|| {
-                    invalid(
-                        "ipam.log.level",
-                        &text,
-                        "must be one of off, error, warn, info, debug",
-                    )
-                })?;
-            }
-            if let Some(file) = l.file {
-                if !file.starts_with('/') {
-                    return Err(invalid("ipam.log.file", &file, "must be an absolute path"));
-                }
-                log.file = Some(PathBuf::from(file));
-            }
-        }
         Ok(NetConf {
             version,
             name,
             data_dir,
             store,
-            log,
         })
     }
+}
+
+/// Reads `ipam.log` (absent: the default). Kept out of [`NetConf`] so that a command can go
+/// on without it: a log setting is no reason to keep an address from being released.
+///
+/// ```
+/// use ipam_cni::cni::config::log_config;
+/// use ipam_cni::cni::log::Level;
+/// let conf = serde_json::json!({"ipam": {"log": {"level": "info"}}});
+/// assert_eq!(log_config(&conf).unwrap().level, Level::Info);
+/// let bad = serde_json::json!({"ipam": {"log": {"level": "loud"}}});
+/// assert_eq!(log_config(&bad).unwrap_err().code().number(), 7);
+/// ```
+pub fn log_config(conf: &Value) -> Result<LogConfig, CniError> {
+    let mut log = LogConfig::default();
+    let Some(section) = conf
+        .get("ipam")
+        .and_then(|i| i.get("log"))
+        .filter(|l| !l.is_null())
+    else {
+        return Ok(log);
+    };
+    let wire: LogWire = typed(section, "ipam.log")?;
+    if let Some(text) = wire.level {
+        log.level = Level::parse(&text).ok_or_else(|| {
+            invalid(
+                "ipam.log.level",
+                &text,
+                "must be one of off, error, warn, info, debug",
+            )
+        })?;
+    }
+    if let Some(file) = wire.file {
+        if !file.starts_with('/') {
+            return Err(invalid("ipam.log.file", &file, "must be an absolute path"));
+        }
+        log.file = Some(PathBuf::from(file));
+    }
+    Ok(log)
 }
 
 fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
@@ -821,7 +839,6 @@ mod tests {
             name: "net1".into(),
             data_dir: PathBuf::from("/tmp/x"),
             store: StoreChoice::Redb,
-            log: LogConfig::default(),
         }
     }
 
@@ -1052,9 +1069,39 @@ mod tests {
             parse(json!({"name": "n"})),
             "7: ipam: is required: the plugin's section of the network configuration"
         );
+        // Logging is read apart, so that DEL and GC can go on without it.
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"log": {"level": "loud"}}})),
+            "n /var/lib/cni/ipam-cni Redb"
+        );
+    }
+
+    #[test]
+    fn log_settings_are_validated() {
+        let log = |l: Value| match log_config(&json!({"name": "n", "ipam": {"log": l}})) {
+            Ok(c) => format!("{} {:?}", c.level, c.file),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        };
+        assert_eq!(log(Value::Null), "WARN None");
+        assert_eq!(
+            log(json!({"level": "debug", "file": "/l"})),
+            r#"DEBUG Some("/l")"#
+        );
+        assert_eq!(
+            log(json!({"level": "loud"})),
             r#"7: ipam.log.level: "loud": must be one of off, error, warn, info, debug"#
+        );
+        assert_eq!(
+            log(json!({"file": "l"})),
+            r#"7: ipam.log.file: "l": must be an absolute path"#
+        );
+        assert_eq!(
+            log(json!({"level": 5})),
+            "6: ipam.log.level: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            log(json!("debug")),
+            r#"6: ipam.log: invalid type: string "debug", expected an object with `level` and `file`"#
         );
     }
 

@@ -42,6 +42,12 @@ impl Command {
     pub fn needs_owner(self) -> bool {
         matches!(self, Command::Add | Command::Del | Command::Check)
     }
+
+    /// Whether the command releases addresses (DEL, GC). These read only what releasing
+    /// needs, so that a setting gone bad since ADD cannot keep addresses held.
+    pub fn is_teardown(self) -> bool {
+        matches!(self, Command::Del | Command::Gc)
+    }
 }
 
 impl fmt::Display for Command {
@@ -186,9 +192,11 @@ impl Environment {
         } else {
             None
         };
+        // Requested addresses and the Pod matter only to what allocates (and to what is
+        // validated as ADD is); tear-down does not read them.
         let args = match get("CNI_ARGS") {
-            Some(text) => CniArgs::parse(&text)?,
-            None => CniArgs::default(),
+            Some(text) if !command.is_teardown() => CniArgs::parse(&text)?,
+            _ => CniArgs::default(),
         };
         Ok(Environment {
             command,
@@ -263,6 +271,11 @@ mod tests {
         check(
             &[add, id, ifname, ("CNI_ARGS", "IP=10.0.0.1;garbage")],
             r#"4: CNI_ARGS: "garbage": is not KEY=VALUE (pairs are separated by ';')"#,
+        );
+        // Tear-down does not read CNI_ARGS, so a malformed one cannot keep it from releasing.
+        check(
+            &[("CNI_COMMAND", "DEL"), id, ifname, ("CNI_ARGS", "garbage")],
+            "DEL abc-1.2_3/eth0",
         );
     }
 

@@ -32,11 +32,12 @@ use ipam_core::Ipam;
 
 use self::command::Invocation;
 use self::config::{
-    decode_stdin, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
+    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
     MAX_STDIN_BYTES,
 };
 use self::env::{Command, Environment};
 use self::error::{CniError, Code};
+use self::log::LogConfig;
 use self::version::CniVersion;
 use crate::store::{StoreChoice, DEFAULT_LOCK_WAIT};
 
@@ -91,7 +92,20 @@ pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Pre
         )));
     }
     let net = NetConf::parse(&conf, version).map_err(fail)?;
-    log::init(net.log.clone().with_env(&var));
+    match log_config(&conf) {
+        Ok(cfg) => log::init(cfg.with_env(&var)),
+        // Tear-down needs no logging: a log setting gone bad must not keep an address held.
+        // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
+        Err(e) if env.command.is_teardown() => {
+            log::init(LogConfig::default().with_env(&var));
+            log::warn(format_args!(
+                "{}; ignored: {} logs with the defaults (warn, stderr) and goes on",
+                e.msg(),
+                env.command
+            ));
+        }
+        Err(e) => return Err(fail(e)),
+    }
     let plan = match env.command {
         Command::Add | Command::Check | Command::Status => {
             Some(Plan::parse(&conf, &net, &env.args).map_err(fail)?)
