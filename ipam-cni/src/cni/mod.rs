@@ -67,7 +67,14 @@ pub type Refusal = (Option<CniVersion>, CniError);
 /// environment (4), JSON (6), version (1), then the configuration (6 for a wrong type, 7 for
 /// a wrong value). Also sets up logging as the configuration and environment say.
 pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Prepared, Refusal> {
-    let decoded = decode_stdin(stdin);
+    prepare_decoded(var, decode_stdin(stdin))
+}
+
+/// [`prepare`] with stdin already decoded (or refused), so that [`run`] reads it once.
+fn prepare_decoded(
+    var: impl Fn(&str) -> Option<String>,
+    decoded: Result<serde_json::Value, CniError>,
+) -> Result<Prepared, Refusal> {
     let hint = decoded
         .as_ref()
         .ok()
@@ -148,16 +155,17 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
         .take(MAX_STDIN_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
     {
-        return failure(
-            None,
-            CniError::new(Code::Decode, format!("cannot read stdin: {e}")),
-        );
+        let e = CniError::new(Code::Decode, format!("cannot read stdin: {e}"));
+        Subject::of(&var, None).log_failure(&e);
+        return failure(None, e);
     }
-    let inv = match prepare(&var, &bytes) {
+    let decoded = decode_stdin(&bytes);
+    // Every failure is logged, whichever stage refused it, so that it leaves a trace where
+    // the runtime keeps the plugin's stderr (or in the configured file, if it came late).
+    let subject = Subject::of(&var, decoded.as_ref().ok());
+    let inv = match prepare_decoded(&var, decoded) {
         Err((version, e)) => {
-            // Logged too, so that a refused request leaves a trace where the runtime keeps
-            // the plugin's stderr (or in the configured file, if the refusal came late).
-            log::warn(format_args!("refused with code {}: {}", e.code(), e.msg()));
+            subject.log_failure(&e);
             return failure(version, e);
         }
         Ok(Prepared::Version) => return success(Some(result::version_result())),
@@ -166,7 +174,88 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
     let version = Some(inv.net.version);
     match open_and_execute(&inv, lock_wait(&var)) {
         Ok(out) => success(out),
-        Err(e) => failure(version, e),
+        Err(e) => {
+            subject.log_failure(&e);
+            failure(version, e)
+        }
+    }
+}
+
+/// What a call is about, for the log line of its failure: read from the raw environment
+/// and stdin rather than from what was validated, so that a call refused for one of them
+/// still names the others.
+struct Subject {
+    /// `CNI_COMMAND`, quoted when it is not one, `-` when missing.
+    command: String,
+    /// `ID/IFNAME` for the commands that act on one attachment (`-` for a missing part).
+    owner: Option<String>,
+    /// The network's `name`, quoted, or `-`.
+    network: String,
+}
+
+impl Subject {
+    fn of(var: &impl Fn(&str) -> Option<String>, conf: Option<&serde_json::Value>) -> Subject {
+        let get = |k: &str| var(k).filter(|v| !v.is_empty());
+        let raw = get("CNI_COMMAND");
+        let parsed = raw.as_deref().and_then(Command::parse);
+        let command = match (parsed, raw) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(raw)) => format!("{raw:?}"),
+            (None, None) => "-".to_owned(),
+        };
+        let owner = parsed.filter(|c| c.needs_owner()).map(|_| {
+            format!(
+                "{}/{}",
+                loggable(get("CNI_CONTAINERID")),
+                loggable(get("CNI_IFNAME"))
+            )
+        });
+        let network = conf
+            .and_then(|c| c.get("name"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| "-".to_owned(), |n| format!("{n:?}"));
+        Subject {
+            command,
+            owner,
+            network,
+        }
+    }
+
+    /// `CMD ID/IFNAME on "NET" failed with code N: MSG; details: DETAILS`, at warn.
+    fn log_failure(&self, e: &CniError) {
+        let owner = self
+            .owner
+            .as_ref()
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        let details = match e.details() {
+            "" => String::new(),
+            d => format!("; details: {d}"),
+        };
+        log::warn(format_args!(
+            "{}{owner} on {} failed with code {}: {}{details}",
+            self.command,
+            self.network,
+            e.code(),
+            e.msg()
+        ));
+    }
+}
+
+/// A raw environment value as it goes into a log line: as is when it cannot be mistaken
+/// for the line's structure, quoted and escaped otherwise (a newline in a container ID must
+/// not forge a second line).
+fn loggable(value: Option<String>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(v)
+            if v.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"\"/\\".contains(c)) =>
+        {
+            v
+        }
+        Some(v) => format!("{v:?}"),
     }
 }
 
@@ -203,16 +292,7 @@ fn open_and_execute(
         }
     })?;
     let ipam = Ipam::new(store);
-    let out = pollster::block_on(command::execute(&ipam, inv));
-    if let Err(e) = &out {
-        log::warn(format_args!(
-            "{command} on {:?} failed with code {}: {}",
-            inv.net.name,
-            e.code(),
-            e.msg()
-        ));
-    }
-    out
+    pollster::block_on(command::execute(&ipam, inv))
 }
 
 fn success(value: Option<serde_json::Value>) -> Output {
