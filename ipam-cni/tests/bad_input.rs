@@ -370,12 +370,35 @@ fn invalid_configuration_names_field_and_value() {
                 "/ipam/store",
                 json!({"kubernetes": {"kubeconfig": "/etc/k"}}),
             ),
-            5,
-            r#"store I/O error: store "kubernetes""#,
+            7,
+            r#"ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#,
+        ),
+        (
+            "kubernetes store with a kubeconfig of the wrong type",
+            with(
+                &conf,
+                "/ipam/store",
+                json!({"kubernetes": {"kubeconfig": 5}}),
+            ),
+            6,
+            "ipam.store.kubernetes.kubeconfig: invalid type: integer `5`",
         ),
     ];
     for (name, c, code, msg) in table {
         expect(d, name, call("ADD", "newcomer", &c), code, msg);
+    }
+    // A store this build does not have is a configuration mistake for every command, found
+    // before anything is opened (not an I/O error).
+    let mut kube = with(&conf, "/ipam/store", json!({"kubernetes": {}}));
+    kube["cni.dev/valid-attachments"] = json!([]);
+    for command in ["DEL", "CHECK", "GC", "STATUS"] {
+        expect(
+            d,
+            command,
+            call(command, "holder", &kube),
+            7,
+            "this build has no Kubernetes backend yet",
+        );
     }
 }
 

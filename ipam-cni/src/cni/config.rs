@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipam_core::addr::{parse_addr, parse_cidr, to_u128, AddrErrorKind};
 use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner};
@@ -18,7 +18,7 @@ use super::env::CniArgs;
 use super::error::{CniError, Code};
 use super::log::{Level, LogConfig};
 use super::version::CniVersion;
-use crate::store::{StoreChoice, DEFAULT_DATA_DIR};
+use crate::store::{self, StoreChoice, Syntax, DEFAULT_DATA_DIR};
 
 /// The most stdin this plugin reads. A network configuration with a `prevResult` is a few
 /// KiB; anything near this is a mistake or an attack, refused before it is parsed.
@@ -230,11 +230,18 @@ pub fn log_config(conf: &Value) -> Result<LogConfig, CniError> {
     Ok(log)
 }
 
+/// `ipam.store`. Every kind the contract names is recognised, and one this build lacks is
+/// refused here, as a configuration mistake, rather than when the store is opened.
 fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
     const EXPECTED: &str = r#"must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH}}"#;
+    let not_built = |field: &str, e: store::NotBuilt| {
+        CniError::new(Code::InvalidConfig, format!("{field}: {e}"))
+    };
     match v {
         Value::String(s) if s == "redb" => Ok(StoreChoice::Redb),
-        Value::String(s) if s == "sled" => Ok(StoreChoice::Sled),
+        Value::String(s) if s == "sled" => {
+            store::sled(Syntax::Json).map_err(|e| not_built("ipam.store", e))
+        }
         Value::String(s) => Err(invalid("ipam.store", s, EXPECTED)),
         Value::Object(map) if map.len() == 1 && map.contains_key("kubernetes") => {
             #[derive(Deserialize)]
@@ -244,9 +251,8 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
                 kubeconfig: Option<String>,
             }
             let k: Kube = typed(&map["kubernetes"], "ipam.store.kubernetes")?;
-            Ok(StoreChoice::Kubernetes {
-                kubeconfig: k.kubeconfig.map(PathBuf::from),
-            })
+            store::kubernetes(k.kubeconfig.as_deref().map(Path::new), Syntax::Json)
+                .map_err(|e| not_built("ipam.store.kubernetes", e))
         }
         other => Err(invalid("ipam.store", &other.to_string(), EXPECTED)),
     }
@@ -1047,7 +1053,7 @@ mod tests {
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "/k"}}}})),
-            r#"n /var/lib/cni/ipam-cni Kubernetes { kubeconfig: Some("/k") }"#
+            r#"7: ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": "etcd"}})),

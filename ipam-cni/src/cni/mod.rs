@@ -39,7 +39,7 @@ use self::env::{Command, Environment};
 use self::error::{CniError, Code};
 use self::log::LogConfig;
 use self::version::CniVersion;
-use crate::store::{StoreChoice, DEFAULT_LOCK_WAIT};
+use crate::store::DEFAULT_LOCK_WAIT;
 
 /// What the binary prints on stdout and the status it exits with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,8 +264,8 @@ fn open_and_execute(
     wait: Duration,
 ) -> Result<Option<serde_json::Value>, CniError> {
     let command = inv.env.command;
-    let embedded = !matches!(inv.net.store, StoreChoice::Kubernetes { .. });
-    if embedded && matches!(command, Command::Del | Command::Gc) {
+    // Every store this build has is embedded in the data directory.
+    if matches!(command, Command::Del | Command::Gc) {
         // Nothing can be held in a store that was never created; creating one just to find
         // it empty would leave a directory behind on hosts that never ran an ADD.
         if let Err(e) = std::fs::symlink_metadata(&inv.net.data_dir) {

@@ -136,7 +136,7 @@ pub enum CtlError {
     /// The store could not be opened.
     #[error("cannot open the {store}: {source}")]
     Open {
-        /// Which store: `store in DIR`, or `kubernetes store`.
+        /// Which store: `store in DIR`.
         store: String,
         /// Why.
         #[source]
