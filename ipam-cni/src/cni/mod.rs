@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use ipam_core::Ipam;
 
-use self::command::Invocation;
+use self::command::{Add, Check, Del, Gc, Invocation, Status};
 use self::config::{
     decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
     MAX_STDIN_BYTES,
@@ -82,19 +82,20 @@ fn prepare_decoded(
         .and_then(|v| v.as_str())
         .and_then(CniVersion::parse);
     let fail = |e: CniError| (hint, e);
-    let env = Environment::from_vars(&var).map_err(fail)?;
-    if env.command == Command::Version {
-        return Ok(Prepared::Version);
-    }
+    let env = match Environment::from_vars(&var) {
+        Ok(Environment::Version) => return Ok(Prepared::Version),
+        Ok(env) => env,
+        Err(e) => return Err(fail(e)),
+    };
+    let command = env.command();
     let conf = decoded.map_err(fail)?;
     let version = version_of(&conf).map_err(fail)?;
-    if !version.allows(env.command) {
+    if !version.allows(command) {
         return Err(fail(CniError::new(
             Code::IncompatibleVersion,
             format!(
-                "{} needs cniVersion {} or later; the configuration says {version}",
-                env.command,
-                CniVersion::first_with(env.command)
+                "{command} needs cniVersion {} or later; the configuration says {version}",
+                CniVersion::first_with(command)
             ),
         )));
     }
@@ -103,39 +104,42 @@ fn prepare_decoded(
         Ok(cfg) => log::init(cfg.with_env(&var)),
         // Tear-down needs no logging: a log setting gone bad must not keep an address held.
         // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
-        Err(e) if env.command.is_teardown() => {
+        Err(e) if command.is_teardown() => {
             log::init(LogConfig::default().with_env(&var));
             log::warn(format_args!(
-                "{}; ignored: {} logs with the defaults (warn, stderr) and goes on",
-                e.msg(),
-                env.command
+                "{}; ignored: {command} logs with the defaults (warn, stderr) and goes on",
+                e.msg()
             ));
         }
         Err(e) => return Err(fail(e)),
     }
-    let plan = match env.command {
-        Command::Add | Command::Check | Command::Status => {
-            Some(Plan::parse(&conf, &net, &env.args).map_err(fail)?)
+    // Each command reads what it needs; DEL and GC do not read `ranges` or `ippools`, so a
+    // configuration that has gone bad since ADD cannot keep addresses from being released.
+    let inv = match env {
+        Environment::Add { owner, args } => Invocation::Add(Add {
+            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+            pod: args.pod(),
+            owner,
+            net,
+        }),
+        Environment::Del { owner } => Invocation::Del(Del { net, owner }),
+        Environment::Check { owner, args } => {
+            // Validated as for ADD; checking itself needs only prevResult.
+            Plan::parse(&conf, &net, &args).map_err(fail)?;
+            let prev = prev_result_addresses(&conf).map_err(fail)?;
+            Invocation::Check(Check { net, owner, prev })
         }
-        // DEL and GC need only the network and its store: a configuration that has gone bad
-        // since ADD must not keep addresses from being released.
-        _ => None,
+        Environment::Gc => Invocation::Gc(Gc {
+            valid: valid_attachments(&conf).map_err(fail)?,
+            net,
+        }),
+        Environment::Status { args } => Invocation::Status(Status {
+            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+            net,
+        }),
+        Environment::Version => return Ok(Prepared::Version),
     };
-    let prev = match env.command {
-        Command::Check => prev_result_addresses(&conf).map_err(fail)?,
-        _ => None,
-    };
-    let valid = match env.command {
-        Command::Gc => Some(valid_attachments(&conf).map_err(fail)?),
-        _ => None,
-    };
-    Ok(Prepared::Run(Box::new(Invocation {
-        env,
-        net,
-        plan,
-        prev,
-        valid,
-    })))
+    Ok(Prepared::Run(Box::new(inv)))
 }
 
 /// How long to wait for other processes holding the store: `IPAM_CNI_LOCK_WAIT_MS`, else
@@ -171,7 +175,7 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
         Ok(Prepared::Version) => return success(Some(result::version_result())),
         Ok(Prepared::Run(inv)) => inv,
     };
-    let version = Some(inv.net.version);
+    let version = Some(inv.net().version);
     match open_and_execute(&inv, lock_wait(&var)) {
         Ok(out) => success(out),
         Err(e) => {
@@ -263,23 +267,23 @@ fn open_and_execute(
     inv: &Invocation,
     wait: Duration,
 ) -> Result<Option<serde_json::Value>, CniError> {
-    let command = inv.env.command;
+    let (command, net) = (inv.command(), inv.net());
     // Every store this build has is embedded in the data directory.
-    if matches!(command, Command::Del | Command::Gc) {
+    if command.is_teardown() {
         // Nothing can be held in a store that was never created; creating one just to find
         // it empty would leave a directory behind on hosts that never ran an ADD.
-        if let Err(e) = std::fs::symlink_metadata(&inv.net.data_dir) {
+        if let Err(e) = std::fs::symlink_metadata(&net.data_dir) {
             if e.kind() == std::io::ErrorKind::NotFound {
                 log::info(format_args!(
                     "{command} on {:?}: {} does not exist; nothing to release",
-                    inv.net.name,
-                    inv.net.data_dir.display()
+                    net.name,
+                    net.data_dir.display()
                 ));
                 return Ok(None);
             }
         }
     }
-    let store = crate::store::open(&inv.net.store, &inv.net.data_dir, wait).map_err(|e| {
+    let store = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
         let e = CniError::from_store(&e);
         if command == Command::Status {
             CniError::new(
