@@ -7,13 +7,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipam_core::{IpPool, Ipam, ObjectName, Owner, PodRef, Request, Slot, Store};
-use serde_json::Value;
 
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
 use super::error::{CniError, Code};
 use super::log;
-use super::result::add_result;
+use super::result::{add_result, AddResult};
 
 /// One validated invocation of a command that works on the store: each command holds
 /// exactly its inputs, so none is looked for while it runs. (VERSION needs no store and is
@@ -113,7 +112,7 @@ impl Invocation {
 pub async fn execute<S: Store>(
     ipam: &Ipam<S>,
     inv: &Invocation,
-) -> Result<Option<Value>, CniError> {
+) -> Result<Option<AddResult>, CniError> {
     match inv {
         Invocation::Add(a) => add(ipam, a).await.map(Some),
         Invocation::Del(d) => del(ipam, d).await.map(|()| None),
@@ -173,7 +172,7 @@ async fn store_pools<S: Store>(
 /// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
 /// defined by the request itself: the engine creates or updates the one it allocates from in
 /// the same transaction, so a failed ADD leaves the store as it was.
-async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Value, CniError> {
+async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError> {
     let owner = &inv.owner;
     let plan = &inv.plan;
     let pools = store_pools(ipam, plan, &inv.net).await?;
@@ -386,7 +385,7 @@ mod tests {
     use super::*;
     use crate::cni::{prepare, Prepared};
     use ipam_core::{MemoryStore, ReservedIp, ReservedIpSpec};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// Runs one command against `ipam` as the binary would after opening the store; renders
     /// the result's addresses, "ok", or `code: msg`.
@@ -408,7 +407,7 @@ mod tests {
             Err((_, e)) => return format!("{}: {}", e.code(), e.msg()),
         };
         match pollster::block_on(execute(ipam, &inv)) {
-            Ok(Some(r)) => r["ips"]
+            Ok(Some(r)) => serde_json::to_value(r).unwrap()["ips"]
                 .as_array()
                 .unwrap()
                 .iter()

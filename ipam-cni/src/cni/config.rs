@@ -12,11 +12,12 @@ use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Own
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::env::CniArgs;
 use super::error::{CniError, Code};
 use super::log::{Level, LogConfig};
+use super::result::{Dns, Route};
 use super::version::CniVersion;
 use crate::store::{self, StoreChoice, Syntax, DEFAULT_DATA_DIR};
 
@@ -379,9 +380,9 @@ pub struct Plan {
     /// `ipam.reserved`.
     pub reserved: FamilySets,
     /// `ipam.routes`, as they go into the result.
-    pub routes: Vec<Value>,
+    pub routes: Vec<Route>,
     /// `ipam.dns`, as it goes into the result.
-    pub dns: Option<Value>,
+    pub dns: Option<Dns>,
 }
 
 impl Plan {
@@ -730,47 +731,47 @@ fn requested_addr(field: &str, text: &str) -> Result<IpAddr, CniError> {
     Ok(addr)
 }
 
-fn route(k: usize, r: RouteWire) -> Result<Value, CniError> {
+fn route(k: usize, r: RouteWire) -> Result<Route, CniError> {
     let field = format!("ipam.routes[{k}]");
     let dst = r
         .dst
         .ok_or_else(|| required(&format!("{field}.dst"), ": the route's destination CIDR"))?;
     let net = parse_cidr(&dst).map_err(|e| invalid(&format!("{field}.dst"), &dst, e.kind()))?;
-    let mut out = r.extra;
-    out.insert("dst".into(), json!(net.to_string()));
-    if let Some(gw) = r.gw {
-        let addr = parse_addr(&gw).map_err(|e| invalid(&format!("{field}.gw"), &gw, e.kind()))?;
-        if addr.is_ipv4() != net.addr().is_ipv4() {
-            return Err(invalid(
-                &format!("{field}.gw"),
-                &gw,
-                format!("is not of the family of dst {net}"),
-            ));
+    let gw = match r.gw {
+        None => None,
+        Some(gw) => {
+            let addr =
+                parse_addr(&gw).map_err(|e| invalid(&format!("{field}.gw"), &gw, e.kind()))?;
+            if addr.is_ipv4() != net.addr().is_ipv4() {
+                return Err(invalid(
+                    &format!("{field}.gw"),
+                    &gw,
+                    format!("is not of the family of dst {net}"),
+                ));
+            }
+            Some(addr)
         }
-        out.insert("gw".into(), json!(addr.to_string()));
-    }
-    Ok(Value::Object(out))
+    };
+    Ok(Route {
+        dst: net,
+        gw,
+        extra: r.extra.into_iter().collect(),
+    })
 }
 
-fn dns(d: DnsWire) -> Result<Value, CniError> {
-    let mut out = Map::new();
-    if let Some(ns) = d.nameservers {
+fn dns(d: DnsWire) -> Result<Dns, CniError> {
+    if let Some(ns) = &d.nameservers {
         for (k, n) in ns.iter().enumerate() {
             parse_addr(n)
                 .map_err(|e| invalid(&format!("ipam.dns.nameservers[{k}]"), n, e.kind()))?;
         }
-        out.insert("nameservers".into(), json!(ns));
     }
-    if let Some(domain) = d.domain {
-        out.insert("domain".into(), json!(domain));
-    }
-    if let Some(search) = d.search {
-        out.insert("search".into(), json!(search));
-    }
-    if let Some(options) = d.options {
-        out.insert("options".into(), json!(options));
-    }
-    Ok(Value::Object(out))
+    Ok(Dns {
+        domain: d.domain,
+        nameservers: d.nameservers,
+        options: d.options,
+        search: d.search,
+    })
 }
 
 // ---- CHECK and GC inputs --------------------------------------------------------------------
@@ -838,6 +839,7 @@ pub fn valid_attachments(conf: &Value) -> Result<BTreeSet<Owner>, CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn net() -> NetConf {
         NetConf {

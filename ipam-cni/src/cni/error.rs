@@ -3,9 +3,6 @@
 use std::fmt;
 
 use ipam_core::{Error, StoreError};
-use serde_json::{json, Value};
-
-use super::version::CniVersion;
 
 /// The error codes this plugin returns: the CNI specification's well-known codes and the
 /// plugin's own (100 and above), exactly as the project's contract tabulates them.
@@ -62,9 +59,13 @@ impl fmt::Display for Code {
 ///
 /// ```
 /// use ipam_cni::cni::error::{CniError, Code};
+/// use ipam_cni::cni::result::{render, ErrorResult};
 /// let e = CniError::new(Code::InvalidConfig, "ipam.dataDir: \"x\": must be an absolute path");
 /// assert_eq!(e.code().number(), 7);
-/// assert!(e.to_json(None)["msg"].as_str().unwrap().starts_with("ipam.dataDir"));
+/// assert_eq!(
+///     render(&ErrorResult::of(&e, None)).unwrap(),
+///     r#"{"cniVersion":"1.1.0","code":7,"details":"","msg":"ipam.dataDir: \"x\": must be an absolute path"}"#
+/// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{msg}")]
@@ -103,17 +104,6 @@ impl CniError {
     /// The details (may be empty).
     pub fn details(&self) -> &str {
         &self.details
-    }
-
-    /// The error as the CNI specification prints it. `version` is the request's when it was
-    /// understood; otherwise the newest version this plugin speaks.
-    pub fn to_json(&self, version: Option<CniVersion>) -> Value {
-        json!({
-            "cniVersion": version.unwrap_or(CniVersion::LATEST).as_str(),
-            "code": self.code.number(),
-            "msg": self.msg,
-            "details": self.details,
-        })
     }
 }
 
@@ -282,16 +272,6 @@ mod tests {
         assert_eq!(
             (c.msg(), c.details()),
             ("store busy: lock /d/lock held for 30s; try again later", "")
-        );
-    }
-
-    #[test]
-    fn json_has_the_four_fields() {
-        let e = CniError::new(Code::Exhausted, "used up").with_details("d");
-        let v = e.to_json(Some(CniVersion::V0_3_1));
-        assert_eq!(
-            v,
-            json!({"cniVersion": "0.3.1", "code": 100, "msg": "used up", "details": "d"})
         );
     }
 }

@@ -38,6 +38,7 @@ use self::config::{
 use self::env::{Command, Environment};
 use self::error::{CniError, Code};
 use self::log::LogConfig;
+use self::result::{AddResult, ErrorResult};
 use self::version::CniVersion;
 use crate::store::DEFAULT_LOCK_WAIT;
 
@@ -48,6 +49,38 @@ pub struct Output {
     pub stdout: String,
     /// 0 on success, 1 on any error (the code is in the error object).
     pub exit_code: i32,
+}
+
+impl Output {
+    /// A success printing `result` (nothing when `None`).
+    pub fn success(result: Option<&impl serde::Serialize>) -> Output {
+        match result.map(result::render).transpose() {
+            Ok(line) => Output {
+                stdout: line.map(|l| format!("{l}\n")).unwrap_or_default(),
+                exit_code: 0,
+            },
+            Err(e) => Output::failure(
+                None,
+                CniError::new(
+                    Code::Io,
+                    "internal error in ipam-cni: cannot write the result",
+                )
+                .with_details(e.to_string()),
+            ),
+        }
+    }
+
+    /// A failure printing `e` in `version` (the request's, when it was understood).
+    pub fn failure(version: Option<CniVersion>, e: CniError) -> Output {
+        // Rendering an error object cannot fail; should it, the runtime still gets one.
+        const FALLBACK: &str = r#"{"cniVersion":"1.1.0","code":5,"details":"","msg":"internal error in ipam-cni: cannot write the error"}"#;
+        let line =
+            result::render(&ErrorResult::of(&e, version)).unwrap_or_else(|_| FALLBACK.to_owned());
+        Output {
+            stdout: format!("{line}\n"),
+            exit_code: 1,
+        }
+    }
 }
 
 /// A validated request.
@@ -161,7 +194,7 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
     {
         let e = CniError::new(Code::Decode, format!("cannot read stdin: {e}"));
         Subject::of(&var, None).log_failure(&e);
-        return failure(None, e);
+        return Output::failure(None, e);
     }
     let decoded = decode_stdin(&bytes);
     // Every failure is logged, whichever stage refused it, so that it leaves a trace where
@@ -170,17 +203,17 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
     let inv = match prepare_decoded(&var, decoded) {
         Err((version, e)) => {
             subject.log_failure(&e);
-            return failure(version, e);
+            return Output::failure(version, e);
         }
-        Ok(Prepared::Version) => return success(Some(result::version_result())),
+        Ok(Prepared::Version) => return Output::success(Some(&result::version_result())),
         Ok(Prepared::Run(inv)) => inv,
     };
     let version = Some(inv.net().version);
     match open_and_execute(&inv, lock_wait(&var)) {
-        Ok(out) => success(out),
+        Ok(out) => Output::success(out.as_ref()),
         Err(e) => {
             subject.log_failure(&e);
-            failure(version, e)
+            Output::failure(version, e)
         }
     }
 }
@@ -263,10 +296,7 @@ fn loggable(value: Option<String>) -> String {
     }
 }
 
-fn open_and_execute(
-    inv: &Invocation,
-    wait: Duration,
-) -> Result<Option<serde_json::Value>, CniError> {
+fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult>, CniError> {
     let (command, net) = (inv.command(), inv.net());
     // Every store this build has is embedded in the data directory.
     if command.is_teardown() {
@@ -297,18 +327,4 @@ fn open_and_execute(
     })?;
     let ipam = Ipam::new(store);
     pollster::block_on(command::execute(&ipam, inv))
-}
-
-fn success(value: Option<serde_json::Value>) -> Output {
-    Output {
-        stdout: value.map(|v| format!("{v}\n")).unwrap_or_default(),
-        exit_code: 0,
-    }
-}
-
-fn failure(version: Option<CniVersion>, e: CniError) -> Output {
-    Output {
-        stdout: format!("{}\n", e.to_json(version)),
-        exit_code: 1,
-    }
 }
