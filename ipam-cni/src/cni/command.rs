@@ -11,7 +11,6 @@ use ipam_core::{IpPool, Ipam, ObjectName, Owner, PodRef, Request, Slot, Store};
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
 use super::error::{CniError, Code};
-use super::log;
 use super::result::{add_result, AddResult};
 
 /// One validated invocation of a command that works on the store: each command holds
@@ -211,7 +210,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError>
         };
         with_pools.push((a, pool));
     }
-    log::info(format_args!(
+    log::info!(
         "ADD {} on {:?}: {}",
         owner,
         inv.net.name,
@@ -220,7 +219,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError>
             .map(|(a, _)| a.address.to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    ));
+    );
     Ok(add_result(
         inv.net.version,
         &with_pools,
@@ -233,7 +232,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError>
 async fn del<S: Store>(ipam: &Ipam<S>, inv: &Del) -> Result<(), CniError> {
     let owner = &inv.owner;
     let released = ipam.release(owner, Some(&inv.net.name)).await?;
-    log::info(format_args!(
+    log::info!(
         "DEL {} on {:?}: released {}",
         owner,
         inv.net.name,
@@ -246,7 +245,7 @@ async fn del<S: Store>(ipam: &Ipam<S>, inv: &Del) -> Result<(), CniError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    ));
+    );
     Ok(())
 }
 
@@ -306,12 +305,12 @@ fn describe(held: &[IpAddr]) -> String {
 /// GC is idempotent and the runtime calls it again).
 async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Gc) -> Result<(), CniError> {
     let report = ipam.gc(&inv.net.name, &inv.valid).await?;
-    log::info(format_args!(
+    log::info!(
         "GC {:?}: released {} allocation(s), {} failure(s)",
         inv.net.name,
         report.released.len(),
         report.failures.len()
-    ));
+    );
     if report.failures.is_empty() {
         return Ok(());
     }

@@ -830,7 +830,7 @@ pub fn valid_attachments(conf: &Value) -> Result<BTreeSet<Owner>, CniError> {
             Ok(o) => {
                 owners.insert(o);
             }
-            Err(e) => super::log::warn(format_args!("{key}[{k}]: {e}; ignored")),
+            Err(e) => log::warn!("{key}[{k}]: {e}; ignored"),
         }
     }
     Ok(owners)

@@ -139,10 +139,10 @@ fn prepare_decoded(
         // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
         Err(e) if command.is_teardown() => {
             log::init(LogConfig::default().with_env(&var));
-            log::warn(format_args!(
+            ::log::warn!(
                 "{}; ignored: {command} logs with the defaults (warn, stderr) and goes on",
                 e.msg()
-            ));
+            );
         }
         Err(e) => return Err(fail(e)),
     }
@@ -186,6 +186,9 @@ pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
 
 /// Runs one invocation: validates, opens the store, executes, and renders the output.
 pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Output {
+    // Until the configuration says otherwise, so that a request refused before it is read
+    // still leaves its line.
+    log::init(LogConfig::default());
     let mut bytes = Vec::new();
     // One byte more than allowed, so that an oversized stdin is seen as such.
     if let Err(e) = stdin
@@ -270,13 +273,13 @@ impl Subject {
             "" => String::new(),
             d => format!("; details: {d}"),
         };
-        log::warn(format_args!(
+        ::log::warn!(
             "{}{owner} on {} failed with code {}: {}{details}",
             self.command,
             self.network,
             e.code(),
             e.msg()
-        ));
+        );
     }
 }
 
@@ -304,11 +307,11 @@ fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult
         // it empty would leave a directory behind on hosts that never ran an ADD.
         if let Err(e) = std::fs::symlink_metadata(&net.data_dir) {
             if e.kind() == std::io::ErrorKind::NotFound {
-                log::info(format_args!(
+                ::log::info!(
                     "{command} on {:?}: {} does not exist; nothing to release",
                     net.name,
                     net.data_dir.display()
-                ));
+                );
                 return Ok(None);
             }
         }
