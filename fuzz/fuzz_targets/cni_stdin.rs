@@ -3,7 +3,8 @@
 #![no_main]
 
 use ipam_cni::cni::config::{
-    decode_stdin, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
+    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of, NetConf,
+    Plan,
 };
 use ipam_cni::cni::env::CniArgs;
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => return check(&e),
     };
     if let Err(e) = Plan::parse(&conf, &net, &CniArgs::default()) {
+        check(&e);
+    }
+    if let Err(e) = log_config(&conf) {
         check(&e);
     }
     if let Err(e) = prev_result_addresses(&conf) {

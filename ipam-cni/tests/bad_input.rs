@@ -82,6 +82,7 @@ fn expect(dir: &Path, name: &str, call: Call<'_>, code: u64, msg: &str) {
         );
     }
     assert_eq!(r.code(), Some(code), "{name}: {}", r.stdout);
+    r.assert_cause_once();
     assert!(
         r.msg().contains(msg),
         "{name}: message {:?} does not contain {msg:?}",
@@ -369,12 +370,35 @@ fn invalid_configuration_names_field_and_value() {
                 "/ipam/store",
                 json!({"kubernetes": {"kubeconfig": "/etc/k"}}),
             ),
-            5,
-            "this build has no Kubernetes backend",
+            7,
+            r#"ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#,
+        ),
+        (
+            "kubernetes store with a kubeconfig of the wrong type",
+            with(
+                &conf,
+                "/ipam/store",
+                json!({"kubernetes": {"kubeconfig": 5}}),
+            ),
+            6,
+            "ipam.store.kubernetes.kubeconfig: invalid type: integer `5`",
         ),
     ];
     for (name, c, code, msg) in table {
         expect(d, name, call("ADD", "newcomer", &c), code, msg);
+    }
+    // A store this build does not have is a configuration mistake for every command, found
+    // before anything is opened (not an I/O error).
+    let mut kube = with(&conf, "/ipam/store", json!({"kubernetes": {}}));
+    kube["cni.dev/valid-attachments"] = json!([]);
+    for command in ["DEL", "CHECK", "GC", "STATUS"] {
+        expect(
+            d,
+            command,
+            call(command, "holder", &kube),
+            7,
+            "this build has no Kubernetes backend yet",
+        );
     }
 }
 
@@ -434,17 +458,30 @@ fn unusable_data_directories() {
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
     let conf = good(&file);
-    for command in ["ADD", "DEL", "CHECK"] {
-        let r = call(command, "c", &conf).run();
-        assert_eq!(r.code(), Some(5), "{command}: {r:#?}");
-        assert!(
-            r.msg().contains("exists and is not a directory"),
-            "{}",
-            r.msg()
+    // `msg` says what failed, `details` why, each once (runtimes print them joined).
+    let failed = format!("store I/O error: use data directory {}", file.display());
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    for (command, conf, code, msg) in [
+        ("ADD", &conf, 5, failed.clone()),
+        ("DEL", &conf, 5, failed.clone()),
+        ("CHECK", &conf, 5, failed.clone()),
+        ("GC", &gc, 5, failed.clone()),
+        (
+            "STATUS",
+            &conf,
+            50,
+            format!("the store is not usable: {failed}"),
+        ),
+    ] {
+        let r = call(command, "c", conf).run();
+        assert_eq!(r.code(), Some(code), "{command}: {r:#?}");
+        assert_eq!(
+            (r.msg(), r.details()),
+            (msg.as_str(), "exists and is not a directory"),
+            "{command}"
         );
     }
-    let r = call("STATUS", "c", &conf).run();
-    assert_eq!(r.code(), Some(50), "{r:#?}");
     assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
 
     // A store file that is not a database: refused, and left byte for byte as it was.
@@ -454,6 +491,13 @@ fn unusable_data_directories() {
     std::fs::write(&db, vec![0x5a; 4096]).unwrap();
     let r = call("ADD", "c", &good(&garbage)).run();
     assert_eq!(r.code(), Some(5), "{r:#?}");
+    assert_eq!(
+        r.msg(),
+        format!("store I/O error: open {}", db.display()),
+        "{r:#?}"
+    );
+    assert!(r.details().contains("Not a redb database"), "{r:#?}");
+    r.assert_cause_once();
     assert_eq!(std::fs::read(&db).unwrap(), vec![0x5a; 4096]);
 }
 

@@ -318,6 +318,58 @@ fn a_file_that_is_not_yaml_is_refused_naming_it() {
     );
 }
 
+/// A key given twice in one mapping is refused as kubectl refuses it, naming the file, the
+/// document and the key, instead of silently keeping the last value; nothing is applied.
+#[test]
+fn a_key_given_twice_is_refused_and_nothing_is_applied() {
+    let ctl = Ctl::with_seed();
+    let before = (
+        ctl.json(&["get", "ippools"]),
+        ctl.json(&["get", "reservedips"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A valid object first, then the seed's pool with its range listed a second time.
+    let yaml = dir.path().join("pools.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: r2}\nspec: {ips: [10.6.0.9]}\n\
+         ---\napiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: test-ippool\nspec:\n  \
+         subnet: 10.6.0.0/16\n  ips:\n  - 10.6.168.131-10.6.168.133\n  ips:\n  - 10.6.0.0/24\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ctl.run(&["apply", "-f", s(&yaml)]).failed(),
+        format!(
+            r#"{}: document 2: spec.ips: mapping key "ips" is given twice (the second value at line 15, column 3); remove one of them; nothing was applied"#,
+            yaml.display()
+        )
+    );
+    let json = dir.path().join("pool.json");
+    std::fs::write(
+        &json,
+        r#"{"apiVersion": "ipam.rs/v1alpha1", "kind": "IPPool", "metadata": {"name": "test-ippool"},
+"spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.168.131-10.6.168.133"], "ips": ["10.6.0.0/24"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ctl.run(&["apply", "-f", s(&json)]).failed(),
+        format!(
+            r#"{}: document 1: spec.ips: mapping key "ips" is given twice (the second value at line 2, column 80); remove one of them; nothing was applied"#,
+            json.display()
+        )
+    );
+    let stdin = "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nkind: IPPool\nmetadata: {name: r3}\nspec: {ips: [10.6.0.7]}\n";
+    assert_eq!(
+        ctl.run_with_stdin(&["apply", "-f", "-"], stdin).failed(),
+        r#"<stdin>: document 1: kind: mapping key "kind" is given twice (the second value at line 3, column 7); remove one of them; nothing was applied"#
+    );
+    let after = (
+        ctl.json(&["get", "ippools"]),
+        ctl.json(&["get", "reservedips"]),
+    );
+    assert_eq!(after, before, "something was applied");
+}
+
 #[test]
 fn directories_and_multi_document_files_apply_in_order() {
     let ctl = Ctl::new();
@@ -567,10 +619,32 @@ fn missing_objects_and_bad_commands_exit_1_with_one_line() {
     for (args, expect) in cases {
         assert_eq!(&ctl.run(args).failed(), expect, "{args:?}");
     }
-    let got = ctl
-        .run(&["--store", "kubernetes", "get", "ippools"])
-        .failed();
-    assert!(got.contains("no Kubernetes backend"), "{got}");
+    // A store this build does not have is refused as a command-line mistake, whatever the
+    // command, before any store is looked for.
+    for args in [
+        &["--store", "kubernetes", "get", "ippools"][..],
+        &[
+            "--store",
+            "kubernetes",
+            "--kubeconfig",
+            "/k",
+            "explain",
+            "10.6.0.1",
+        ],
+        &[
+            "apply",
+            "-f",
+            s(&seed("ippool.yaml")),
+            "--store",
+            "kubernetes",
+        ],
+    ] {
+        assert_eq!(
+            ctl.run(args).failed(),
+            "--store kubernetes: this build has no Kubernetes backend yet; use redb or sled",
+            "{args:?}"
+        );
+    }
     let got = ctl.run(&["get", "ippools", "-o", "xml"]).failed();
     assert!(got.contains("unknown output format \"xml\""), "{got}");
 }

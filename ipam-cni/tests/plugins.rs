@@ -164,6 +164,91 @@ fn reserve(dir: &Path, name: &str, ips: &[&str]) {
     .unwrap();
 }
 
+/// `(file, cniVersion, type)` of every network configuration written out in the README, the
+/// docs and the examples: a JSON object whose `cniVersion` is followed, before any nested
+/// object, by its `type`.
+fn documented_configurations() -> Vec<(String, String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "examples", "ipam-cni/examples", "ipam-cni/bench"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    let value_after = |text: &str, key: &str| -> Option<String> {
+        let rest = text.split_once(key)?.1.trim_start().strip_prefix(':')?;
+        let rest = rest.trim_start().strip_prefix('"')?;
+        Some(rest.split_once('"')?.0.to_owned())
+    };
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("\"cniVersion\"") {
+            let object = &text[at..];
+            let object = &object[..object.find(['{', '}']).unwrap_or(object.len())];
+            if let (Some(version), Some(kind)) = (
+                value_after(object, "\"cniVersion\""),
+                value_after(object, "\"type\""),
+            ) {
+                found.push((file.display().to_string(), version, kind));
+            }
+        }
+    }
+    found
+}
+
+/// Every configuration the docs show for one of Debian's plugins uses a `cniVersion` that
+/// plugin accepts (its own VERSION answer): Debian's `bridge` 1.1.1 refuses 1.1.0, so a
+/// reader copying a 1.1.0 example would fail before ipam-cni is even called.
+#[test]
+fn documented_configurations_suit_the_plugins_they_name() {
+    let dir = plugins_dir();
+    if !Path::new(&dir).join("bridge").exists() {
+        let why = format!("{dir}/bridge is missing (apt-get install containernetworking-plugins)");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and a prerequisite is missing: {why}");
+        }
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let found = documented_configurations();
+    assert!(
+        found
+            .iter()
+            .any(|(f, _, t)| f.ends_with("README.md") && t == "bridge"),
+        "the README's example was not found: {found:?}"
+    );
+    for (file, version, kind) in found {
+        let bin = Path::new(&dir).join(&kind);
+        if !bin.exists() {
+            continue; // not one of Debian's plugins (a doc may name any)
+        }
+        let mut child = Command::new(&bin)
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"cniVersion": "0.4.0"}"#)
+            .unwrap();
+        let answer = common::finish(child).ok();
+        let supported = answer.json["supportedVersions"].as_array().unwrap();
+        assert!(
+            supported.iter().any(|v| v == version.as_str()),
+            "{file}: a {kind} configuration with cniVersion {version}, which Debian's {kind} \
+             refuses (it supports {supported:?})"
+        );
+    }
+}
+
 /// bridge + ipam-cni: the address lands on eth0 in the container namespace; a ReservedIP in
 /// the store is honoured; a second container gets "used up" (code 100) through the bridge
 /// plugin; DEL removes the interface and releases the address, also once the namespace is

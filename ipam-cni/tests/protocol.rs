@@ -155,6 +155,72 @@ fn check_compares_with_prev_result() {
 }
 
 /// GC releases what this network's stale owners hold, and nothing of other networks.
+/// Tear-down needs the network, the store and the owner; nothing else may keep DEL or GC from
+/// releasing. A bad logging setting falls back to stderr at warn, with a warning there; a
+/// malformed CNI_ARGS (which only ADD reads) is not looked at. ADD still refuses both.
+#[test]
+fn del_and_gc_release_despite_settings_they_do_not_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "1.1.0");
+    let bad_logs = [
+        (
+            json!({"level": "loud"}),
+            r#"ipam.log.level: "loud": must be one of"#,
+        ),
+        (
+            json!({"level": 5}),
+            "ipam.log.level: invalid type: integer `5`",
+        ),
+        (
+            json!({"file": "relative.log"}),
+            r#"ipam.log.file: "relative.log": must be an absolute path"#,
+        ),
+        (json!("debug"), r#"ipam.log: invalid type: string "debug""#),
+    ];
+    for (k, (log, why)) in bad_logs.iter().enumerate() {
+        let id = format!("c{k}");
+        let mut bad = conf.clone();
+        bad["ipam"]["log"] = log.clone();
+        let r = call("ADD", &id, &bad).run();
+        assert_eq!(
+            r.code(),
+            Some(if k % 2 == 0 { 7 } else { 6 }),
+            "{log}: {r:#?}"
+        );
+        assert!(r.msg().contains(why), "{log}: {r:#?}");
+
+        call("ADD", &id, &conf).run().ok();
+        let r = call("DEL", &id, &bad).run().ok();
+        assert!(
+            r.stderr.contains(why) && r.stderr.contains("WARN"),
+            "{log}: no warning on stderr: {r:#?}"
+        );
+        assert!(
+            holders(dir.path()).is_empty(),
+            "{log}: DEL released nothing"
+        );
+
+        call("ADD", &id, &conf).run().ok();
+        let mut gc = bad.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        let r = call("GC", "", &gc).run().ok();
+        assert!(
+            r.stderr.contains(why),
+            "{log}: no warning on stderr: {r:#?}"
+        );
+        assert!(holders(dir.path()).is_empty(), "{log}: GC released nothing");
+    }
+
+    call("ADD", "c1", &conf).run().ok();
+    let r = call("ADD", "c2", &conf).var("CNI_ARGS", "garbage").run();
+    assert_eq!(r.code(), Some(4), "{r:#?}");
+    call("DEL", "c1", &conf)
+        .var("CNI_ARGS", "garbage")
+        .run()
+        .ok();
+    assert!(holders(dir.path()).is_empty());
+}
+
 #[test]
 fn gc_releases_stale_attachments_of_this_network_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,10 +375,87 @@ fn pod_identity_and_logging() {
     let r = call("ADD", "c2", &bad).var("IPAM_CNI_LOG", "warn").run();
     assert_eq!(r.code(), Some(7));
     assert!(
-        r.stderr.contains("WARN ADD on \"net1\" failed with code 7"),
+        r.stderr.contains(
+            r#"WARN ADD c2/eth0 on "net1" failed with code 7: ipam.ippools.ipv4[0]: "nope": no such ippool"#
+        ),
         "{}",
         r.stderr
     );
+}
+
+/// Every failed call leaves one log line, in one format whatever stage refused it, naming
+/// the command, the attachment (for the commands that act on one) and the network as far as
+/// they could be read: `CMD ID/IFNAME on "NET" failed with code N: MSG[; details: ...]`.
+#[test]
+fn failures_are_logged_naming_container_and_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = netconf(
+        "1.1.0",
+        "net1",
+        dir.path(),
+        json!({"ranges": [[{"subnet": "198.51.100.0/24", "rangeStart": "198.51.100.10", "rangeEnd": "198.51.100.10"}]]}),
+    );
+    call("ADD", "holder", &conf).run().ok();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let mut on_file = conf.clone();
+    on_file["ipam"]["dataDir"] = json!(file);
+    let mut bad_range = conf.clone();
+    bad_range["ipam"]["ranges"] = json!([[{"subnet": "198.51.100.0/33"}]]);
+    let cases = [
+        (
+            call("ADD", "c1", &conf),
+            r#"ADD c1/eth0 on "net1" failed with code 100: all IP addresses used up"#,
+        ),
+        (
+            call("ADD", "c1", &bad_range),
+            r#"ADD c1/eth0 on "net1" failed with code 7: ipam.ranges[0][0].subnet"#,
+        ),
+        (
+            call("DEL", "c1", &on_file),
+            &format!(
+                r#"DEL c1/eth0 on "net1" failed with code 5: store I/O error: use data directory {}; details: exists and is not a directory"#,
+                file.display()
+            ),
+        ),
+        (
+            call("ADD", "c1", &conf).var("CNI_IFNAME", "a-very-long-ifname"),
+            r#"ADD c1/a-very-long-ifname on "net1" failed with code 4: CNI_IFNAME"#,
+        ),
+        (
+            call("ADD", "a\nb", &conf),
+            r#"ADD "a\nb"/eth0 on "net1" failed with code 4: CNI_CONTAINERID"#,
+        ),
+        (
+            call("CHECK", "c1", &conf).unset("CNI_IFNAME"),
+            r#"CHECK c1/- on "net1" failed with code 4: CNI_IFNAME is not set"#,
+        ),
+        (
+            call("ADD", "c1", &conf).stdin(b"{".to_vec()),
+            "ADD c1/eth0 on - failed with code 6: stdin is not valid JSON",
+        ),
+        (
+            call("GC", "", &conf),
+            r#"GC on "net1" failed with code 7: cni.dev/valid-attachments: is required"#,
+        ),
+        (
+            call("ATTACH", "c1", &conf),
+            r#""ATTACH" on "net1" failed with code 4: CNI_COMMAND"#,
+        ),
+    ];
+    for (call, expect) in cases {
+        let r = call.run();
+        assert_ne!(r.status, Some(0), "{expect}");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line per failure: {r:#?}");
+        let (_, line) = lines[0]
+            .split_once(" WARN ")
+            .unwrap_or_else(|| panic!("not a WARN line: {r:#?}"));
+        assert!(
+            line.starts_with(expect),
+            "{line:?} does not start with {expect:?}"
+        );
+    }
 }
 
 /// `"store": "sled"` works end to end like the default; the two backends keep separate files

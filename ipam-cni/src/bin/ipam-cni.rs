@@ -12,12 +12,11 @@ fn main() {
     }))
     // A bug must still answer in the protocol, or the runtime sees no reason at all; the
     // panic message itself is on stderr.
-    .unwrap_or_else(|_| ipam_cni::cni::Output {
-        stdout: format!(
-            "{}\n",
-            CniError::new(Code::Io, "internal error in ipam-cni (see its stderr)").to_json(None)
-        ),
-        exit_code: 1,
+    .unwrap_or_else(|_| {
+        ipam_cni::cni::Output::failure(
+            None,
+            CniError::new(Code::Io, "internal error in ipam-cni (see its stderr)"),
+        )
     });
     let mut stdout = std::io::stdout().lock();
     // If stdout is gone the runtime cannot read the answer anyway; the exit status still says

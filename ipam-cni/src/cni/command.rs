@@ -6,44 +6,103 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use ipam_core::{IpPool, Ipam, ObjectName, Owner, Request, Slot, Store};
-use serde_json::Value;
+use ipam_core::{IpPool, Ipam, ObjectName, Owner, PodRef, Request, Slot, Store};
 
 use super::config::{NetConf, Plan, SlotOrigin};
-use super::env::{Command, Environment};
+use super::env::Command;
 use super::error::{CniError, Code};
-use super::log;
-use super::result::add_result;
+use super::result::{add_result, AddResult};
 
-/// One validated invocation: everything the command needs besides the store.
+/// One validated invocation of a command that works on the store: each command holds
+/// exactly its inputs, so none is looked for while it runs. (VERSION needs no store and is
+/// answered before one is opened: see [`Prepared`](super::Prepared).)
 #[derive(Clone, Debug)]
-pub struct Invocation {
-    /// The environment.
-    pub env: Environment,
-    /// The common part of the configuration.
+pub enum Invocation {
+    /// ADD.
+    Add(Add),
+    /// DEL.
+    Del(Del),
+    /// CHECK.
+    Check(Check),
+    /// GC.
+    Gc(Gc),
+    /// STATUS.
+    Status(Status),
+}
+
+/// ADD's inputs: the attachment, its Pod, and the allocation plan.
+#[derive(Clone, Debug)]
+pub struct Add {
+    /// The network and its store.
     pub net: NetConf,
-    /// The allocation plan (ADD, CHECK, STATUS).
-    pub plan: Option<Plan>,
-    /// `prevResult`'s addresses (CHECK), if it has one.
+    /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+    pub owner: Owner,
+    /// The Pod from `CNI_ARGS`, recorded with the allocations.
+    pub pod: Option<PodRef>,
+    /// What to allocate from, requested addresses, and what goes into the result.
+    pub plan: Plan,
+}
+
+/// DEL's inputs: the network and the attachment, nothing more, so that a configuration gone
+/// bad since ADD cannot keep addresses held.
+#[derive(Clone, Debug)]
+pub struct Del {
+    /// The network and its store.
+    pub net: NetConf,
+    /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+    pub owner: Owner,
+}
+
+/// CHECK's inputs (its configuration was validated as ADD's; only this is needed to check).
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// The network and its store.
+    pub net: NetConf,
+    /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+    pub owner: Owner,
+    /// `prevResult`'s addresses, if it has one.
     pub prev: Option<Vec<IpAddr>>,
-    /// The attachments to keep (GC).
-    pub valid: Option<BTreeSet<Owner>>,
+}
+
+/// GC's inputs: the network and the attachments to keep.
+#[derive(Clone, Debug)]
+pub struct Gc {
+    /// The network and its store.
+    pub net: NetConf,
+    /// `cni.dev/valid-attachments`.
+    pub valid: BTreeSet<Owner>,
+}
+
+/// STATUS's inputs: the network and the plan whose slots must each have a free address.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The network and its store.
+    pub net: NetConf,
+    /// The slots to check.
+    pub plan: Plan,
 }
 
 impl Invocation {
-    fn owner(&self) -> Result<&Owner, CniError> {
-        self.env.owner.as_ref().ok_or_else(|| {
-            CniError::new(
-                Code::BadEnvironment,
-                format!("{} needs CNI_CONTAINERID and CNI_IFNAME", self.env.command),
-            )
-        })
+    /// The network and its store, which every command here has.
+    pub fn net(&self) -> &NetConf {
+        match self {
+            Invocation::Add(Add { net, .. })
+            | Invocation::Del(Del { net, .. })
+            | Invocation::Check(Check { net, .. })
+            | Invocation::Gc(Gc { net, .. })
+            | Invocation::Status(Status { net, .. }) => net,
+        }
     }
 
-    fn plan(&self) -> Result<&Plan, CniError> {
-        self.plan
-            .as_ref()
-            .ok_or_else(|| CniError::new(Code::InvalidConfig, "internal: the command has no plan"))
+    /// The command.
+    pub fn command(&self) -> Command {
+        match self {
+            Invocation::Add(_) => Command::Add,
+            Invocation::Del(_) => Command::Del,
+            Invocation::Check(_) => Command::Check,
+            Invocation::Gc(_) => Command::Gc,
+            Invocation::Status(_) => Command::Status,
+        }
     }
 }
 
@@ -52,14 +111,13 @@ impl Invocation {
 pub async fn execute<S: Store>(
     ipam: &Ipam<S>,
     inv: &Invocation,
-) -> Result<Option<Value>, CniError> {
-    match inv.env.command {
-        Command::Add => add(ipam, inv).await.map(Some),
-        Command::Del => del(ipam, inv).await.map(|()| None),
-        Command::Check => check(ipam, inv).await.map(|()| None),
-        Command::Gc => gc(ipam, inv).await.map(|()| None),
-        Command::Status => status(ipam, inv).await.map(|()| None),
-        Command::Version => Ok(Some(super::result::version_result())),
+) -> Result<Option<AddResult>, CniError> {
+    match inv {
+        Invocation::Add(a) => add(ipam, a).await.map(Some),
+        Invocation::Del(d) => del(ipam, d).await.map(|()| None),
+        Invocation::Check(c) => check(ipam, c).await.map(|()| None),
+        Invocation::Gc(g) => gc(ipam, g).await.map(|()| None),
+        Invocation::Status(s) => status(ipam, s).await.map(|()| None),
     }
 }
 
@@ -113,14 +171,14 @@ async fn store_pools<S: Store>(
 /// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
 /// defined by the request itself: the engine creates or updates the one it allocates from in
 /// the same transaction, so a failed ADD leaves the store as it was.
-async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniError> {
-    let owner = inv.owner()?;
-    let plan = inv.plan()?;
+async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError> {
+    let owner = &inv.owner;
+    let plan = &inv.plan;
     let pools = store_pools(ipam, plan, &inv.net).await?;
     let request = Request {
         owner: owner.clone(),
         network: inv.net.name.clone(),
-        pod: inv.env.args.pod(),
+        pod: inv.pod.clone(),
         slots: plan
             .slots
             .iter()
@@ -152,7 +210,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniErr
         };
         with_pools.push((a, pool));
     }
-    log::info(format_args!(
+    log::info!(
         "ADD {} on {:?}: {}",
         owner,
         inv.net.name,
@@ -161,7 +219,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniErr
             .map(|(a, _)| a.address.to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    ));
+    );
     Ok(add_result(
         inv.net.version,
         &with_pools,
@@ -171,10 +229,10 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Value, CniErr
 }
 
 /// DEL: release what the owner holds on this network; nothing held is success.
-async fn del<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let owner = inv.owner()?;
+async fn del<S: Store>(ipam: &Ipam<S>, inv: &Del) -> Result<(), CniError> {
+    let owner = &inv.owner;
     let released = ipam.release(owner, Some(&inv.net.name)).await?;
-    log::info(format_args!(
+    log::info!(
         "DEL {} on {:?}: released {}",
         owner,
         inv.net.name,
@@ -187,14 +245,14 @@ async fn del<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError>
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    ));
+    );
     Ok(())
 }
 
 /// CHECK: the owner holds every address of `prevResult` on this network (or, without a
 /// `prevResult`, any address on it: ADD is all or nothing, so one means all).
-async fn check<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let owner = inv.owner()?;
+async fn check<S: Store>(ipam: &Ipam<S>, inv: &Check) -> Result<(), CniError> {
+    let owner = &inv.owner;
     let held: Vec<IpAddr> = ipam
         .owner_allocations(owner)
         .await?
@@ -245,15 +303,14 @@ fn describe(held: &[IpAddr]) -> String {
 /// GC: release every allocation of this network whose owner is not a valid attachment. Goes
 /// on past owners whose release fails, then reports them (what was released stays released:
 /// GC is idempotent and the runtime calls it again).
-async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let valid = inv.valid.clone().unwrap_or_default();
-    let report = ipam.gc(&inv.net.name, &valid).await?;
-    log::info(format_args!(
+async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Gc) -> Result<(), CniError> {
+    let report = ipam.gc(&inv.net.name, &inv.valid).await?;
+    log::info!(
         "GC {:?}: released {} allocation(s), {} failure(s)",
         inv.net.name,
         report.released.len(),
         report.failures.len()
-    ));
+    );
     if report.failures.is_empty() {
         return Ok(());
     }
@@ -282,8 +339,8 @@ async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> 
 /// STATUS: every slot has a candidate pool with a free address, counting the store's
 /// ReservedIPs and the network's own `reserved`. Inline pools not yet in the store count as
 /// empty; pools of `ippools` must exist.
-async fn status<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let plan = inv.plan()?;
+async fn status<S: Store>(ipam: &Ipam<S>, inv: &Status) -> Result<(), CniError> {
+    let plan = &inv.plan;
     let not_ready = |msg: String| CniError::new(Code::NotReady, msg);
     for slot in &plan.slots {
         let mut counts = Vec::new();
@@ -327,7 +384,7 @@ mod tests {
     use super::*;
     use crate::cni::{prepare, Prepared};
     use ipam_core::{MemoryStore, ReservedIp, ReservedIpSpec};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// Runs one command against `ipam` as the binary would after opening the store; renders
     /// the result's addresses, "ok", or `code: msg`.
@@ -349,7 +406,7 @@ mod tests {
             Err((_, e)) => return format!("{}: {}", e.code(), e.msg()),
         };
         match pollster::block_on(execute(ipam, &inv)) {
-            Ok(Some(r)) => r["ips"]
+            Ok(Some(r)) => serde_json::to_value(r).unwrap()["ips"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -5,20 +5,21 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipam_core::addr::{parse_addr, parse_cidr, to_u128, AddrErrorKind};
 use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::env::CniArgs;
 use super::error::{CniError, Code};
 use super::log::{Level, LogConfig};
+use super::result::{Dns, Route};
 use super::version::CniVersion;
-use crate::store::{StoreChoice, DEFAULT_DATA_DIR};
+use crate::store::{self, StoreChoice, Syntax, DEFAULT_DATA_DIR};
 
 /// The most stdin this plugin reads. A network configuration with a `prevResult` is a few
 /// KiB; anything near this is a mistake or an attack, refused before it is parsed.
@@ -128,11 +129,10 @@ struct CommonIpamWire {
     data_dir: Option<String>,
     #[serde(default)]
     store: Option<Value>,
-    #[serde(default)]
-    log: Option<LogWire>,
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an object with `level` and `file`")]
 struct LogWire {
     #[serde(default)]
     level: Option<String>,
@@ -140,7 +140,8 @@ struct LogWire {
     file: Option<String>,
 }
 
-/// What every command but VERSION needs: the network and where its store is.
+/// What every command but VERSION needs: the network and where its store is. (Logging is
+/// apart, in [`log_config`]: no command needs it to do its work.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConf {
     /// The request's version, in which results and errors are written.
@@ -151,8 +152,6 @@ pub struct NetConf {
     pub data_dir: PathBuf,
     /// `ipam.store`.
     pub store: StoreChoice,
-    /// `ipam.log`.
-    pub log: LogConfig,
 }
 
 impl NetConf {
@@ -184,39 +183,66 @@ impl NetConf {
             None | Some(Value::Null) => StoreChoice::Redb,
             Some(v) => store_choice(&v)?,
         };
-        let mut log = LogConfig::default();
-        if let Some(l) = ipam.log {
-            if let Some(text) = l.level {
-                log.level = Level::parse(&text).ok_or_else(|| {
-                    invalid(
-                        "ipam.log.level",
-                        &text,
-                        "must be one of off, error, warn, info, debug",
-                    )
-                })?;
-            }
-            if let Some(file) = l.file {
-                if !file.starts_with('/') {
-                    return Err(invalid("ipam.log.file", &file, "must be an absolute path"));
-                }
-                log.file = Some(PathBuf::from(file));
-            }
-        }
         Ok(NetConf {
             version,
             name,
             data_dir,
             store,
-            log,
         })
     }
 }
 
+/// Reads `ipam.log` (absent: the default). Kept out of [`NetConf`] so that a command can go
+/// on without it: a log setting is no reason to keep an address from being released.
+///
+/// ```
+/// use ipam_cni::cni::config::log_config;
+/// use ipam_cni::cni::log::Level;
+/// let conf = serde_json::json!({"ipam": {"log": {"level": "info"}}});
+/// assert_eq!(log_config(&conf).unwrap().level, Level::Info);
+/// let bad = serde_json::json!({"ipam": {"log": {"level": "loud"}}});
+/// assert_eq!(log_config(&bad).unwrap_err().code().number(), 7);
+/// ```
+pub fn log_config(conf: &Value) -> Result<LogConfig, CniError> {
+    let mut log = LogConfig::default();
+    let Some(section) = conf
+        .get("ipam")
+        .and_then(|i| i.get("log"))
+        .filter(|l| !l.is_null())
+    else {
+        return Ok(log);
+    };
+    let wire: LogWire = typed(section, "ipam.log")?;
+    if let Some(text) = wire.level {
+        log.level = Level::parse(&text).ok_or_else(|| {
+            invalid(
+                "ipam.log.level",
+                &text,
+                "must be one of off, error, warn, info, debug",
+            )
+        })?;
+    }
+    if let Some(file) = wire.file {
+        if !file.starts_with('/') {
+            return Err(invalid("ipam.log.file", &file, "must be an absolute path"));
+        }
+        log.file = Some(PathBuf::from(file));
+    }
+    Ok(log)
+}
+
+/// `ipam.store`. Every kind the contract names is recognised, and one this build lacks is
+/// refused here, as a configuration mistake, rather than when the store is opened.
 fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
     const EXPECTED: &str = r#"must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH}}"#;
+    let not_built = |field: &str, e: store::NotBuilt| {
+        CniError::new(Code::InvalidConfig, format!("{field}: {e}"))
+    };
     match v {
         Value::String(s) if s == "redb" => Ok(StoreChoice::Redb),
-        Value::String(s) if s == "sled" => Ok(StoreChoice::Sled),
+        Value::String(s) if s == "sled" => {
+            store::sled(Syntax::Json).map_err(|e| not_built("ipam.store", e))
+        }
         Value::String(s) => Err(invalid("ipam.store", s, EXPECTED)),
         Value::Object(map) if map.len() == 1 && map.contains_key("kubernetes") => {
             #[derive(Deserialize)]
@@ -226,9 +252,8 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
                 kubeconfig: Option<String>,
             }
             let k: Kube = typed(&map["kubernetes"], "ipam.store.kubernetes")?;
-            Ok(StoreChoice::Kubernetes {
-                kubeconfig: k.kubeconfig.map(PathBuf::from),
-            })
+            store::kubernetes(k.kubeconfig.as_deref().map(Path::new), Syntax::Json)
+                .map_err(|e| not_built("ipam.store.kubernetes", e))
         }
         other => Err(invalid("ipam.store", &other.to_string(), EXPECTED)),
     }
@@ -355,9 +380,9 @@ pub struct Plan {
     /// `ipam.reserved`.
     pub reserved: FamilySets,
     /// `ipam.routes`, as they go into the result.
-    pub routes: Vec<Value>,
+    pub routes: Vec<Route>,
     /// `ipam.dns`, as it goes into the result.
-    pub dns: Option<Value>,
+    pub dns: Option<Dns>,
 }
 
 impl Plan {
@@ -706,47 +731,47 @@ fn requested_addr(field: &str, text: &str) -> Result<IpAddr, CniError> {
     Ok(addr)
 }
 
-fn route(k: usize, r: RouteWire) -> Result<Value, CniError> {
+fn route(k: usize, r: RouteWire) -> Result<Route, CniError> {
     let field = format!("ipam.routes[{k}]");
     let dst = r
         .dst
         .ok_or_else(|| required(&format!("{field}.dst"), ": the route's destination CIDR"))?;
     let net = parse_cidr(&dst).map_err(|e| invalid(&format!("{field}.dst"), &dst, e.kind()))?;
-    let mut out = r.extra;
-    out.insert("dst".into(), json!(net.to_string()));
-    if let Some(gw) = r.gw {
-        let addr = parse_addr(&gw).map_err(|e| invalid(&format!("{field}.gw"), &gw, e.kind()))?;
-        if addr.is_ipv4() != net.addr().is_ipv4() {
-            return Err(invalid(
-                &format!("{field}.gw"),
-                &gw,
-                format!("is not of the family of dst {net}"),
-            ));
+    let gw = match r.gw {
+        None => None,
+        Some(gw) => {
+            let addr =
+                parse_addr(&gw).map_err(|e| invalid(&format!("{field}.gw"), &gw, e.kind()))?;
+            if addr.is_ipv4() != net.addr().is_ipv4() {
+                return Err(invalid(
+                    &format!("{field}.gw"),
+                    &gw,
+                    format!("is not of the family of dst {net}"),
+                ));
+            }
+            Some(addr)
         }
-        out.insert("gw".into(), json!(addr.to_string()));
-    }
-    Ok(Value::Object(out))
+    };
+    Ok(Route {
+        dst: net,
+        gw,
+        extra: r.extra.into_iter().collect(),
+    })
 }
 
-fn dns(d: DnsWire) -> Result<Value, CniError> {
-    let mut out = Map::new();
-    if let Some(ns) = d.nameservers {
+fn dns(d: DnsWire) -> Result<Dns, CniError> {
+    if let Some(ns) = &d.nameservers {
         for (k, n) in ns.iter().enumerate() {
             parse_addr(n)
                 .map_err(|e| invalid(&format!("ipam.dns.nameservers[{k}]"), n, e.kind()))?;
         }
-        out.insert("nameservers".into(), json!(ns));
     }
-    if let Some(domain) = d.domain {
-        out.insert("domain".into(), json!(domain));
-    }
-    if let Some(search) = d.search {
-        out.insert("search".into(), json!(search));
-    }
-    if let Some(options) = d.options {
-        out.insert("options".into(), json!(options));
-    }
-    Ok(Value::Object(out))
+    Ok(Dns {
+        domain: d.domain,
+        nameservers: d.nameservers,
+        options: d.options,
+        search: d.search,
+    })
 }
 
 // ---- CHECK and GC inputs --------------------------------------------------------------------
@@ -805,7 +830,7 @@ pub fn valid_attachments(conf: &Value) -> Result<BTreeSet<Owner>, CniError> {
             Ok(o) => {
                 owners.insert(o);
             }
-            Err(e) => super::log::warn(format_args!("{key}[{k}]: {e}; ignored")),
+            Err(e) => log::warn!("{key}[{k}]: {e}; ignored"),
         }
     }
     Ok(owners)
@@ -814,6 +839,7 @@ pub fn valid_attachments(conf: &Value) -> Result<BTreeSet<Owner>, CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn net() -> NetConf {
         NetConf {
@@ -821,7 +847,6 @@ mod tests {
             name: "net1".into(),
             data_dir: PathBuf::from("/tmp/x"),
             store: StoreChoice::Redb,
-            log: LogConfig::default(),
         }
     }
 
@@ -1030,7 +1055,7 @@ mod tests {
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "/k"}}}})),
-            r#"n /var/lib/cni/ipam-cni Kubernetes { kubeconfig: Some("/k") }"#
+            r#"7: ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": "etcd"}})),
@@ -1052,9 +1077,39 @@ mod tests {
             parse(json!({"name": "n"})),
             "7: ipam: is required: the plugin's section of the network configuration"
         );
+        // Logging is read apart, so that DEL and GC can go on without it.
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"log": {"level": "loud"}}})),
+            "n /var/lib/cni/ipam-cni Redb"
+        );
+    }
+
+    #[test]
+    fn log_settings_are_validated() {
+        let log = |l: Value| match log_config(&json!({"name": "n", "ipam": {"log": l}})) {
+            Ok(c) => format!("{} {:?}", c.level, c.file),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        };
+        assert_eq!(log(Value::Null), "WARN None");
+        assert_eq!(
+            log(json!({"level": "debug", "file": "/l"})),
+            r#"DEBUG Some("/l")"#
+        );
+        assert_eq!(
+            log(json!({"level": "loud"})),
             r#"7: ipam.log.level: "loud": must be one of off, error, warn, info, debug"#
+        );
+        assert_eq!(
+            log(json!({"file": "l"})),
+            r#"7: ipam.log.file: "l": must be an absolute path"#
+        );
+        assert_eq!(
+            log(json!({"level": 5})),
+            "6: ipam.log.level: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            log(json!("debug")),
+            r#"6: ipam.log: invalid type: string "debug", expected an object with `level` and `file`"#
         );
     }
 

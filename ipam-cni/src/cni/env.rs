@@ -42,6 +42,12 @@ impl Command {
     pub fn needs_owner(self) -> bool {
         matches!(self, Command::Add | Command::Del | Command::Check)
     }
+
+    /// Whether the command releases addresses (DEL, GC). These read only what releasing
+    /// needs, so that a setting gone bad since ADD cannot keep addresses held.
+    pub fn is_teardown(self) -> bool {
+        matches!(self, Command::Del | Command::Gc)
+    }
 }
 
 impl fmt::Display for Command {
@@ -118,17 +124,39 @@ impl CniArgs {
     }
 }
 
-/// The environment of one invocation, validated for its command.
+/// The environment of one invocation, validated for its command: each command holds the
+/// variables it reads, and nothing else. `CNI_NETNS` is read by none (an IPAM plugin never
+/// enters the namespace), so it is never required.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Environment {
-    /// `CNI_COMMAND`.
-    pub command: Command,
-    /// `(CNI_CONTAINERID, CNI_IFNAME)`, for the commands that act on one attachment.
-    pub owner: Option<Owner>,
-    /// `CNI_NETNS`, where given. An IPAM plugin never enters it, so it is not required.
-    pub netns: Option<String>,
-    /// `CNI_ARGS`.
-    pub args: CniArgs,
+pub enum Environment {
+    /// ADD: the attachment, and `CNI_ARGS` (requested addresses, the Pod).
+    Add {
+        /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+        owner: Owner,
+        /// `CNI_ARGS`.
+        args: CniArgs,
+    },
+    /// DEL: the attachment only, so that nothing else can keep it from releasing.
+    Del {
+        /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+        owner: Owner,
+    },
+    /// CHECK: the attachment, and `CNI_ARGS` (the configuration is validated as ADD's is).
+    Check {
+        /// `(CNI_CONTAINERID, CNI_IFNAME)`.
+        owner: Owner,
+        /// `CNI_ARGS`.
+        args: CniArgs,
+    },
+    /// GC: nothing from the environment (the attachments to keep are on stdin).
+    Gc,
+    /// STATUS: `CNI_ARGS` (the configuration is validated as ADD's is).
+    Status {
+        /// `CNI_ARGS`.
+        args: CniArgs,
+    },
+    /// VERSION: nothing.
+    Version,
 }
 
 impl Environment {
@@ -141,8 +169,9 @@ impl Environment {
     /// let env = Environment::from_vars(|k| {
     ///     vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     /// }).unwrap();
-    /// assert_eq!(env.command, Command::Add);
-    /// assert_eq!(env.owner.unwrap().to_string(), "c1/eth0");
+    /// assert_eq!(env.command(), Command::Add);
+    /// let Environment::Add { owner, .. } = env else { panic!() };
+    /// assert_eq!(owner.to_string(), "c1/eth0");
     /// ```
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Environment, CniError> {
         let get = |k: &str| var(k).filter(|v| !v.is_empty());
@@ -162,7 +191,7 @@ impl Environment {
                 )
             })?,
         };
-        let owner = if command.needs_owner() {
+        let owner = || -> Result<Owner, CniError> {
             let missing = |name: &str| {
                 CniError::new(
                     Code::BadEnvironment,
@@ -171,7 +200,7 @@ impl Environment {
             };
             let id = get("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
             let ifname = get("CNI_IFNAME").ok_or_else(|| missing("CNI_IFNAME"))?;
-            Some(Owner::new(id, ifname).map_err(|e| {
+            Owner::new(id, ifname).map_err(|e| {
                 let var = if e.field() == "ifname" {
                     "CNI_IFNAME"
                 } else {
@@ -181,20 +210,45 @@ impl Environment {
                     Code::BadEnvironment,
                     format!("{var}: {:?}: {}", e.value(), e.reason()),
                 )
-            })?)
-        } else {
-            None
+            })
         };
-        let args = match get("CNI_ARGS") {
-            Some(text) => CniArgs::parse(&text)?,
-            None => CniArgs::default(),
+        let args = || match get("CNI_ARGS") {
+            Some(text) => CniArgs::parse(&text),
+            None => Ok(CniArgs::default()),
         };
-        Ok(Environment {
-            command,
-            owner,
-            netns: get("CNI_NETNS"),
-            args,
+        // The attachment is checked before CNI_ARGS, as a runtime would fix them.
+        Ok(match command {
+            Command::Add => {
+                let owner = owner()?;
+                Environment::Add {
+                    owner,
+                    args: args()?,
+                }
+            }
+            Command::Del => Environment::Del { owner: owner()? },
+            Command::Check => {
+                let owner = owner()?;
+                Environment::Check {
+                    owner,
+                    args: args()?,
+                }
+            }
+            Command::Gc => Environment::Gc,
+            Command::Status => Environment::Status { args: args()? },
+            Command::Version => Environment::Version,
         })
+    }
+
+    /// The command.
+    pub fn command(&self) -> Command {
+        match self {
+            Environment::Add { .. } => Command::Add,
+            Environment::Del { .. } => Command::Del,
+            Environment::Check { .. } => Command::Check,
+            Environment::Gc => Command::Gc,
+            Environment::Status { .. } => Command::Status,
+            Environment::Version => Command::Version,
+        }
     }
 }
 
@@ -209,11 +263,15 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }) {
-            Ok(env) => format!(
-                "{} {}",
-                env.command,
-                env.owner.map(|o| o.to_string()).unwrap_or_default()
-            ),
+            Ok(env) => {
+                let owner = match &env {
+                    Environment::Add { owner, .. }
+                    | Environment::Del { owner }
+                    | Environment::Check { owner, .. } => owner.to_string(),
+                    _ => String::new(),
+                };
+                format!("{} {owner}", env.command())
+            }
             Err(e) => format!("{}: {}", e.code(), e.msg()),
         };
         assert_eq!(got, expect, "{vars:?}");
@@ -262,6 +320,11 @@ mod tests {
         check(
             &[add, id, ifname, ("CNI_ARGS", "IP=10.0.0.1;garbage")],
             r#"4: CNI_ARGS: "garbage": is not KEY=VALUE (pairs are separated by ';')"#,
+        );
+        // Tear-down does not read CNI_ARGS, so a malformed one cannot keep it from releasing.
+        check(
+            &[("CNI_COMMAND", "DEL"), id, ifname, ("CNI_ARGS", "garbage")],
+            "DEL abc-1.2_3/eth0",
         );
     }
 

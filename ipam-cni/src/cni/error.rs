@@ -3,9 +3,6 @@
 use std::fmt;
 
 use ipam_core::{Error, StoreError};
-use serde_json::{json, Value};
-
-use super::version::CniVersion;
 
 /// The error codes this plugin returns: the CNI specification's well-known codes and the
 /// plugin's own (100 and above), exactly as the project's contract tabulates them.
@@ -62,9 +59,13 @@ impl fmt::Display for Code {
 ///
 /// ```
 /// use ipam_cni::cni::error::{CniError, Code};
+/// use ipam_cni::cni::result::{render, ErrorResult};
 /// let e = CniError::new(Code::InvalidConfig, "ipam.dataDir: \"x\": must be an absolute path");
 /// assert_eq!(e.code().number(), 7);
-/// assert!(e.to_json(None)["msg"].as_str().unwrap().starts_with("ipam.dataDir"));
+/// assert_eq!(
+///     render(&ErrorResult::of(&e, None)).unwrap(),
+///     r#"{"cniVersion":"1.1.0","code":7,"details":"","msg":"ipam.dataDir: \"x\": must be an absolute path"}"#
+/// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{msg}")]
@@ -104,17 +105,6 @@ impl CniError {
     pub fn details(&self) -> &str {
         &self.details
     }
-
-    /// The error as the CNI specification prints it. `version` is the request's when it was
-    /// understood; otherwise the newest version this plugin speaks.
-    pub fn to_json(&self, version: Option<CniVersion>) -> Value {
-        json!({
-            "cniVersion": version.unwrap_or(CniVersion::LATEST).as_str(),
-            "code": self.code.number(),
-            "msg": self.msg,
-            "details": self.details,
-        })
-    }
 }
 
 impl From<Error> for CniError {
@@ -138,7 +128,9 @@ impl From<Error> for CniError {
 }
 
 impl CniError {
-    /// Maps a store failure: busy or conflicting → 11, anything else → 5.
+    /// Maps a store failure: busy or conflicting → 11, anything else → 5. `msg` says what
+    /// failed and `details` why: runtimes print the two joined (podman: "msg: details"), so
+    /// a cause in both would read twice.
     pub fn from_store(e: &StoreError) -> CniError {
         let code = match e {
             StoreError::Busy { .. }
@@ -146,16 +138,30 @@ impl CniError {
             | StoreError::Transient { .. } => Code::TryAgainLater,
             _ => Code::Io,
         };
-        let mut details = String::new();
+        let mut details: Vec<String> = Vec::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            if !details.is_empty() {
-                details.push_str(": ");
+            let link = own_text(s);
+            // A wrapper that displays exactly as what it wraps adds nothing.
+            if !link.is_empty() && details.last() != Some(&link) {
+                details.push(link);
             }
-            details.push_str(&s.to_string());
             source = s.source();
         }
-        CniError::new(code, e.to_string()).with_details(details)
+        CniError::new(code, own_text(e)).with_details(details.join(": "))
+    }
+}
+
+/// An error's message without its cause's, which many errors append to their own
+/// (`StoreError::Io` displays as "store I/O error: CONTEXT: CAUSE").
+fn own_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = e.to_string();
+    match e.source() {
+        Some(cause) => match text.strip_suffix(&format!(": {cause}")) {
+            Some(own) => own.to_owned(),
+            None => text,
+        },
+        None => text,
     }
 }
 
@@ -232,17 +238,43 @@ mod tests {
             let text = e.to_string();
             let c = CniError::from(e);
             assert_eq!(c.code().number(), code, "{text}");
-            assert_eq!(c.msg(), text);
+            // msg and details together say the whole message, each part once.
+            match c.details() {
+                "" => assert_eq!(c.msg(), text),
+                d => assert_eq!(format!("{}: {d}", c.msg()), text),
+            }
         }
     }
 
     #[test]
-    fn json_has_the_four_fields() {
-        let e = CniError::new(Code::Exhausted, "used up").with_details("d");
-        let v = e.to_json(Some(CniVersion::V0_3_1));
+    fn store_errors_give_the_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("read /d/store.redb: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let io = || std::io::Error::other("disk on fire");
+        let c = CniError::from_store(&StoreError::Io {
+            context: "open /d".into(),
+            source: Box::new(Wrapper(io())),
+        });
         assert_eq!(
-            v,
-            json!({"cniVersion": "0.3.1", "code": 100, "msg": "used up", "details": "d"})
+            (c.msg(), c.details()),
+            (
+                "store I/O error: open /d",
+                "read /d/store.redb: disk on fire"
+            )
+        );
+        // A cause that does not repeat its own cause keeps its whole text.
+        let c = CniError::from_store(&StoreError::Io {
+            context: "open /d".into(),
+            source: Box::new(io()),
+        });
+        assert_eq!(c.details(), "disk on fire");
+        let c = CniError::from_store(&StoreError::Busy {
+            what: "lock /d/lock held for 30s".into(),
+        });
+        assert_eq!(
+            (c.msg(), c.details()),
+            ("store busy: lock /d/lock held for 30s; try again later", "")
         );
     }
 }

@@ -1,17 +1,21 @@
-//! Logging. stdout carries only protocol output, so logs go to stderr (which runtimes
+//! Logging. The plugin logs through the `log` facade (`log::warn!`, ...); this module is
+//! its sink. stdout carries only protocol output, so lines go to stderr (which runtimes
 //! usually capture) or to a file named in the configuration.
 //!
 //! Configuration, the later overriding the earlier:
 //! - `"log": {"level": "warn", "file": "/var/log/ipam-cni.log"}` in the `ipam` section;
 //! - environment `IPAM_CNI_LOG` (a level) and `IPAM_CNI_LOG_FILE` (a path).
 //!
-//! Levels: `off`, `error`, `warn` (default), `info`, `debug`.
+//! Levels: `off`, `error`, `warn` (default), `info`, `debug`. Records of this project's
+//! crates are written at the configured level; those of the libraries under them (the
+//! database engines) only from `warn` up, since their debugging output is about their own
+//! internals.
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How much is logged.
@@ -97,57 +101,103 @@ impl LogConfig {
     }
 }
 
-static LOGGER: OnceLock<Mutex<LogConfig>> = OnceLock::new();
-
-fn config() -> &'static Mutex<LogConfig> {
-    LOGGER.get_or_init(|| Mutex::new(LogConfig::default()))
-}
-
-/// Sets where and how much the process logs from now on.
-pub fn init(cfg: LogConfig) {
-    *config().lock().unwrap_or_else(|e| e.into_inner()) = cfg;
-}
-
-/// Writes one line at `level`, if enabled. Logging never fails an invocation: a log file
-/// that cannot be written falls back to stderr.
-pub fn log(level: Level, msg: fmt::Arguments<'_>) {
-    let cfg = config().lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if level == Level::Off || level > cfg.level {
-        return;
-    }
-    let line = format!(
-        "{} ipam-cni[{}] {level} {msg}\n",
-        timestamp(SystemTime::now()),
-        std::process::id()
-    );
-    if let Some(path) = &cfg.file {
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if written.is_ok() {
-            return;
+impl Level {
+    /// The `log` facade's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            Level::Off => log::LevelFilter::Off,
+            Level::Error => log::LevelFilter::Error,
+            Level::Warn => log::LevelFilter::Warn,
+            Level::Info => log::LevelFilter::Info,
+            Level::Debug => log::LevelFilter::Debug,
         }
     }
-    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
-/// `error!`-style shorthands.
-pub fn error(msg: fmt::Arguments<'_>) {
-    log(Level::Error, msg)
+/// The sink: one line per record, to the configured file or stderr.
+struct Sink {
+    config: Mutex<LogConfig>,
 }
-/// Logs at [`Level::Warn`].
-pub fn warn(msg: fmt::Arguments<'_>) {
-    log(Level::Warn, msg)
+
+static SINK: Sink = Sink {
+    config: Mutex::new(LogConfig {
+        level: Level::Warn,
+        file: None,
+    }),
+};
+
+impl Sink {
+    fn config(&self) -> LogConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
-/// Logs at [`Level::Info`].
-pub fn info(msg: fmt::Arguments<'_>) {
-    log(Level::Info, msg)
+
+/// Whether a record of `target` at `level` is written under `cfg`.
+fn wanted(cfg: &LogConfig, target: &str, level: log::Level) -> bool {
+    let ours = target.starts_with("ipam_");
+    level <= cfg.level.filter() && (ours || level <= log::Level::Warn)
 }
-/// Logs at [`Level::Debug`].
-pub fn debug(msg: fmt::Arguments<'_>) {
-    log(Level::Debug, msg)
+
+impl log::Log for Sink {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        wanted(&self.config(), metadata.target(), metadata.level())
+    }
+
+    /// Logging never fails an invocation: a log file that cannot be written falls back to
+    /// stderr.
+    fn log(&self, record: &log::Record<'_>) {
+        let cfg = self.config();
+        if !wanted(&cfg, record.target(), record.level()) {
+            return;
+        }
+        let line = line(
+            SystemTime::now(),
+            record.level(),
+            record.target(),
+            record.args(),
+        );
+        if let Some(path) = &cfg.file {
+            let written = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if written.is_ok() {
+                return;
+            }
+        }
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    /// Nothing is buffered: every line is written whole when it is logged.
+    fn flush(&self) {}
+}
+
+/// One line: `TIME ipam-cni[PID] LEVEL MESSAGE`; a library's records say which library.
+fn line(at: SystemTime, level: log::Level, target: &str, msg: &fmt::Arguments<'_>) -> String {
+    let from = if target.starts_with("ipam_") {
+        String::new()
+    } else {
+        format!("{target}: ")
+    };
+    format!(
+        "{} ipam-cni[{}] {level} {from}{msg}\n",
+        timestamp(at),
+        std::process::id()
+    )
+}
+
+/// Makes this module the `log` facade's sink, writing as `cfg` says from now on.
+pub fn init(cfg: LogConfig) {
+    let level = cfg.level.filter();
+    *SINK.config.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
+    // Already set when called again (tests call it per invocation): the new settings above
+    // are what counts.
+    let _ = log::set_logger(&SINK);
+    log::set_max_level(level);
 }
 
 /// RFC 3339 UTC with milliseconds, computed without a date crate (days to civil date, after
@@ -185,6 +235,33 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(at(1_795_689_296_000), "2026-11-26T10:34:56.000Z");
+    }
+
+    #[test]
+    fn lines_say_time_process_level_and_source() {
+        let at = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
+        let pid = std::process::id();
+        assert_eq!(
+            line(
+                at,
+                log::Level::Warn,
+                "ipam_cni::cni",
+                &format_args!("x {}", 1)
+            ),
+            format!("2000-02-29T00:00:00.123Z ipam-cni[{pid}] WARN x 1\n")
+        );
+        assert_eq!(
+            line(at, log::Level::Error, "sled::tree", &format_args!("y")),
+            format!("2000-02-29T00:00:00.123Z ipam-cni[{pid}] ERROR sled::tree: y\n")
+        );
+        let debug = LogConfig {
+            level: Level::Debug,
+            file: None,
+        };
+        assert!(wanted(&debug, "ipam_cni::cni::command", log::Level::Debug));
+        assert!(!wanted(&debug, "sled::pagecache", log::Level::Debug));
+        assert!(wanted(&debug, "sled::pagecache", log::Level::Warn));
+        assert!(!wanted(&LogConfig::default(), "ipam_cni", log::Level::Info));
     }
 
     #[test]

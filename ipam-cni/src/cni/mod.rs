@@ -30,15 +30,17 @@ use std::time::Duration;
 
 use ipam_core::Ipam;
 
-use self::command::Invocation;
+use self::command::{Add, Check, Del, Gc, Invocation, Status};
 use self::config::{
-    decode_stdin, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
+    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
     MAX_STDIN_BYTES,
 };
 use self::env::{Command, Environment};
 use self::error::{CniError, Code};
+use self::log::LogConfig;
+use self::result::{AddResult, ErrorResult};
 use self::version::CniVersion;
-use crate::store::{StoreChoice, DEFAULT_LOCK_WAIT};
+use crate::store::DEFAULT_LOCK_WAIT;
 
 /// What the binary prints on stdout and the status it exits with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,38 @@ pub struct Output {
     pub stdout: String,
     /// 0 on success, 1 on any error (the code is in the error object).
     pub exit_code: i32,
+}
+
+impl Output {
+    /// A success printing `result` (nothing when `None`).
+    pub fn success(result: Option<&impl serde::Serialize>) -> Output {
+        match result.map(result::render).transpose() {
+            Ok(line) => Output {
+                stdout: line.map(|l| format!("{l}\n")).unwrap_or_default(),
+                exit_code: 0,
+            },
+            Err(e) => Output::failure(
+                None,
+                CniError::new(
+                    Code::Io,
+                    "internal error in ipam-cni: cannot write the result",
+                )
+                .with_details(e.to_string()),
+            ),
+        }
+    }
+
+    /// A failure printing `e` in `version` (the request's, when it was understood).
+    pub fn failure(version: Option<CniVersion>, e: CniError) -> Output {
+        // Rendering an error object cannot fail; should it, the runtime still gets one.
+        const FALLBACK: &str = r#"{"cniVersion":"1.1.0","code":5,"details":"","msg":"internal error in ipam-cni: cannot write the error"}"#;
+        let line =
+            result::render(&ErrorResult::of(&e, version)).unwrap_or_else(|_| FALLBACK.to_owned());
+        Output {
+            stdout: format!("{line}\n"),
+            exit_code: 1,
+        }
+    }
 }
 
 /// A validated request.
@@ -66,7 +100,14 @@ pub type Refusal = (Option<CniVersion>, CniError);
 /// environment (4), JSON (6), version (1), then the configuration (6 for a wrong type, 7 for
 /// a wrong value). Also sets up logging as the configuration and environment say.
 pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Prepared, Refusal> {
-    let decoded = decode_stdin(stdin);
+    prepare_decoded(var, decode_stdin(stdin))
+}
+
+/// [`prepare`] with stdin already decoded (or refused), so that [`run`] reads it once.
+fn prepare_decoded(
+    var: impl Fn(&str) -> Option<String>,
+    decoded: Result<serde_json::Value, CniError>,
+) -> Result<Prepared, Refusal> {
     let hint = decoded
         .as_ref()
         .ok()
@@ -74,47 +115,64 @@ pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Pre
         .and_then(|v| v.as_str())
         .and_then(CniVersion::parse);
     let fail = |e: CniError| (hint, e);
-    let env = Environment::from_vars(&var).map_err(fail)?;
-    if env.command == Command::Version {
-        return Ok(Prepared::Version);
-    }
+    let env = match Environment::from_vars(&var) {
+        Ok(Environment::Version) => return Ok(Prepared::Version),
+        Ok(env) => env,
+        Err(e) => return Err(fail(e)),
+    };
+    let command = env.command();
     let conf = decoded.map_err(fail)?;
     let version = version_of(&conf).map_err(fail)?;
-    if !version.allows(env.command) {
+    if !version.allows(command) {
         return Err(fail(CniError::new(
             Code::IncompatibleVersion,
             format!(
-                "{} needs cniVersion {} or later; the configuration says {version}",
-                env.command,
-                CniVersion::first_with(env.command)
+                "{command} needs cniVersion {} or later; the configuration says {version}",
+                CniVersion::first_with(command)
             ),
         )));
     }
     let net = NetConf::parse(&conf, version).map_err(fail)?;
-    log::init(net.log.clone().with_env(&var));
-    let plan = match env.command {
-        Command::Add | Command::Check | Command::Status => {
-            Some(Plan::parse(&conf, &net, &env.args).map_err(fail)?)
+    match log_config(&conf) {
+        Ok(cfg) => log::init(cfg.with_env(&var)),
+        // Tear-down needs no logging: a log setting gone bad must not keep an address held.
+        // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
+        Err(e) if command.is_teardown() => {
+            log::init(LogConfig::default().with_env(&var));
+            ::log::warn!(
+                "{}; ignored: {command} logs with the defaults (warn, stderr) and goes on",
+                e.msg()
+            );
         }
-        // DEL and GC need only the network and its store: a configuration that has gone bad
-        // since ADD must not keep addresses from being released.
-        _ => None,
+        Err(e) => return Err(fail(e)),
+    }
+    // Each command reads what it needs; DEL and GC do not read `ranges` or `ippools`, so a
+    // configuration that has gone bad since ADD cannot keep addresses from being released.
+    let inv = match env {
+        Environment::Add { owner, args } => Invocation::Add(Add {
+            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+            pod: args.pod(),
+            owner,
+            net,
+        }),
+        Environment::Del { owner } => Invocation::Del(Del { net, owner }),
+        Environment::Check { owner, args } => {
+            // Validated as for ADD; checking itself needs only prevResult.
+            Plan::parse(&conf, &net, &args).map_err(fail)?;
+            let prev = prev_result_addresses(&conf).map_err(fail)?;
+            Invocation::Check(Check { net, owner, prev })
+        }
+        Environment::Gc => Invocation::Gc(Gc {
+            valid: valid_attachments(&conf).map_err(fail)?,
+            net,
+        }),
+        Environment::Status { args } => Invocation::Status(Status {
+            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+            net,
+        }),
+        Environment::Version => return Ok(Prepared::Version),
     };
-    let prev = match env.command {
-        Command::Check => prev_result_addresses(&conf).map_err(fail)?,
-        _ => None,
-    };
-    let valid = match env.command {
-        Command::Gc => Some(valid_attachments(&conf).map_err(fail)?),
-        _ => None,
-    };
-    Ok(Prepared::Run(Box::new(Invocation {
-        env,
-        net,
-        plan,
-        prev,
-        valid,
-    })))
+    Ok(Prepared::Run(Box::new(inv)))
 }
 
 /// How long to wait for other processes holding the store: `IPAM_CNI_LOCK_WAIT_MS`, else
@@ -128,55 +186,137 @@ pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
 
 /// Runs one invocation: validates, opens the store, executes, and renders the output.
 pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Output {
+    // Until the configuration says otherwise, so that a request refused before it is read
+    // still leaves its line.
+    log::init(LogConfig::default());
     let mut bytes = Vec::new();
     // One byte more than allowed, so that an oversized stdin is seen as such.
     if let Err(e) = stdin
         .take(MAX_STDIN_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
     {
-        return failure(
-            None,
-            CniError::new(Code::Decode, format!("cannot read stdin: {e}")),
-        );
+        let e = CniError::new(Code::Decode, format!("cannot read stdin: {e}"));
+        Subject::of(&var, None).log_failure(&e);
+        return Output::failure(None, e);
     }
-    let inv = match prepare(&var, &bytes) {
+    let decoded = decode_stdin(&bytes);
+    // Every failure is logged, whichever stage refused it, so that it leaves a trace where
+    // the runtime keeps the plugin's stderr (or in the configured file, if it came late).
+    let subject = Subject::of(&var, decoded.as_ref().ok());
+    let inv = match prepare_decoded(&var, decoded) {
         Err((version, e)) => {
-            // Logged too, so that a refused request leaves a trace where the runtime keeps
-            // the plugin's stderr (or in the configured file, if the refusal came late).
-            log::warn(format_args!("refused with code {}: {}", e.code(), e.msg()));
-            return failure(version, e);
+            subject.log_failure(&e);
+            return Output::failure(version, e);
         }
-        Ok(Prepared::Version) => return success(Some(result::version_result())),
+        Ok(Prepared::Version) => return Output::success(Some(&result::version_result())),
         Ok(Prepared::Run(inv)) => inv,
     };
-    let version = Some(inv.net.version);
+    let version = Some(inv.net().version);
     match open_and_execute(&inv, lock_wait(&var)) {
-        Ok(out) => success(out),
-        Err(e) => failure(version, e),
+        Ok(out) => Output::success(out.as_ref()),
+        Err(e) => {
+            subject.log_failure(&e);
+            Output::failure(version, e)
+        }
     }
 }
 
-fn open_and_execute(
-    inv: &Invocation,
-    wait: Duration,
-) -> Result<Option<serde_json::Value>, CniError> {
-    let command = inv.env.command;
-    let embedded = !matches!(inv.net.store, StoreChoice::Kubernetes { .. });
-    if embedded && matches!(command, Command::Del | Command::Gc) {
+/// What a call is about, for the log line of its failure: read from the raw environment
+/// and stdin rather than from what was validated, so that a call refused for one of them
+/// still names the others.
+struct Subject {
+    /// `CNI_COMMAND`, quoted when it is not one, `-` when missing.
+    command: String,
+    /// `ID/IFNAME` for the commands that act on one attachment (`-` for a missing part).
+    owner: Option<String>,
+    /// The network's `name`, quoted, or `-`.
+    network: String,
+}
+
+impl Subject {
+    fn of(var: &impl Fn(&str) -> Option<String>, conf: Option<&serde_json::Value>) -> Subject {
+        let get = |k: &str| var(k).filter(|v| !v.is_empty());
+        let raw = get("CNI_COMMAND");
+        let parsed = raw.as_deref().and_then(Command::parse);
+        let command = match (parsed, raw) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(raw)) => format!("{raw:?}"),
+            (None, None) => "-".to_owned(),
+        };
+        let owner = parsed.filter(|c| c.needs_owner()).map(|_| {
+            format!(
+                "{}/{}",
+                loggable(get("CNI_CONTAINERID")),
+                loggable(get("CNI_IFNAME"))
+            )
+        });
+        let network = conf
+            .and_then(|c| c.get("name"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| "-".to_owned(), |n| format!("{n:?}"));
+        Subject {
+            command,
+            owner,
+            network,
+        }
+    }
+
+    /// `CMD ID/IFNAME on "NET" failed with code N: MSG; details: DETAILS`, at warn.
+    fn log_failure(&self, e: &CniError) {
+        let owner = self
+            .owner
+            .as_ref()
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        let details = match e.details() {
+            "" => String::new(),
+            d => format!("; details: {d}"),
+        };
+        ::log::warn!(
+            "{}{owner} on {} failed with code {}: {}{details}",
+            self.command,
+            self.network,
+            e.code(),
+            e.msg()
+        );
+    }
+}
+
+/// A raw environment value as it goes into a log line: as is when it cannot be mistaken
+/// for the line's structure, quoted and escaped otherwise (a newline in a container ID must
+/// not forge a second line).
+fn loggable(value: Option<String>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(v)
+            if v.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"\"/\\".contains(c)) =>
+        {
+            v
+        }
+        Some(v) => format!("{v:?}"),
+    }
+}
+
+fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult>, CniError> {
+    let (command, net) = (inv.command(), inv.net());
+    // Every store this build has is embedded in the data directory.
+    if command.is_teardown() {
         // Nothing can be held in a store that was never created; creating one just to find
         // it empty would leave a directory behind on hosts that never ran an ADD.
-        if let Err(e) = std::fs::symlink_metadata(&inv.net.data_dir) {
+        if let Err(e) = std::fs::symlink_metadata(&net.data_dir) {
             if e.kind() == std::io::ErrorKind::NotFound {
-                log::info(format_args!(
+                ::log::info!(
                     "{command} on {:?}: {} does not exist; nothing to release",
-                    inv.net.name,
-                    inv.net.data_dir.display()
-                ));
+                    net.name,
+                    net.data_dir.display()
+                );
                 return Ok(None);
             }
         }
     }
-    let store = crate::store::open(&inv.net.store, &inv.net.data_dir, wait).map_err(|e| {
+    let store = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
         let e = CniError::from_store(&e);
         if command == Command::Status {
             CniError::new(
@@ -189,28 +329,5 @@ fn open_and_execute(
         }
     })?;
     let ipam = Ipam::new(store);
-    let out = pollster::block_on(command::execute(&ipam, inv));
-    if let Err(e) = &out {
-        log::warn(format_args!(
-            "{command} on {:?} failed with code {}: {}",
-            inv.net.name,
-            e.code(),
-            e.msg()
-        ));
-    }
-    out
-}
-
-fn success(value: Option<serde_json::Value>) -> Output {
-    Output {
-        stdout: value.map(|v| format!("{v}\n")).unwrap_or_default(),
-        exit_code: 0,
-    }
-}
-
-fn failure(version: Option<CniVersion>, e: CniError) -> Output {
-    Output {
-        stdout: format!("{}\n", e.to_json(version)),
-        exit_code: 1,
-    }
+    pollster::block_on(command::execute(&ipam, inv))
 }

@@ -75,6 +75,13 @@ impl CniVersion {
     }
 }
 
+impl serde::Serialize for CniVersion {
+    /// As written in configurations and results: `"1.0.0"`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl fmt::Display for CniVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

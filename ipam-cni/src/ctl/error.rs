@@ -53,6 +53,21 @@ pub enum ManifestError {
         /// The parser's message, with its line and column.
         message: String,
     },
+    /// A mapping gives one key twice. Parsers keep the last silently; kubectl refuses the
+    /// document, and so does `ipamctl`, since which value was meant is ambiguous.
+    #[error("{source_name}: document {document}: {field}: mapping key {key:?} is given twice{}; remove one of them", at_suffix(.at))]
+    DuplicateKey {
+        /// The file, or `<stdin>`.
+        source_name: String,
+        /// 1-based number of the document.
+        document: usize,
+        /// The path of the field in the document (`spec.ips`).
+        field: String,
+        /// The key as written.
+        key: String,
+        /// The parser's line and column of the second value, when it gives them.
+        at: Option<(usize, usize)>,
+    },
     /// A document is well-formed but not a valid object: the message names the field and
     /// quotes the value.
     #[error("{origin}{}: {error}", object_suffix(.object))]
@@ -77,6 +92,11 @@ pub enum ManifestError {
     /// The input held no object at all (as `kubectl apply` refuses it).
     #[error("no objects passed to apply")]
     Empty,
+}
+
+fn at_suffix(at: &Option<(usize, usize)>) -> String {
+    at.map(|(line, column)| format!(" (the second value at line {line}, column {column})"))
+        .unwrap_or_default()
 }
 
 fn object_suffix(object: &Option<String>) -> String {
@@ -116,7 +136,7 @@ pub enum CtlError {
     /// The store could not be opened.
     #[error("cannot open the {store}: {source}")]
     Open {
-        /// Which store: `store in DIR`, or `kubernetes store`.
+        /// Which store: `store in DIR`.
         store: String,
         /// Why.
         #[source]

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use ipam_core::{IpPool, IpPoolSpec, ObjectName, ReservedIp, ReservedIpSpec, ValidationError};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{ManifestError, Origin};
+use super::strict::{self, DuplicateKey};
 
 /// The API version of this project's own kinds.
 pub const API_VERSION: &str = "ipam.rs/v1alpha1";
@@ -269,22 +269,21 @@ pub fn parse_text(
     let mut out = Vec::new();
     match format {
         Format::Json => {
-            let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
-                source_name: source.to_owned(),
-                document: 1,
-                format: "JSON",
-                message: e.to_string(),
-            })?;
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = strict::decode(&mut de)
+                .and_then(|v| de.end().map(|()| v).map_err(|e| (e, None)))
+                .map_err(|(e, duplicate)| {
+                    let at = Some((e.line(), e.column()));
+                    syntax_error(source, 1, "JSON", e.to_string(), duplicate, at)
+                })?;
             decode_document(origin(source, 1, None), &value, &mut out)?;
         }
         Format::Yaml => {
             for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
                 let number = i + 1;
-                let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
-                    source_name: source.to_owned(),
-                    document: number,
-                    format: "YAML",
-                    message: e.to_string(),
+                let value = strict::decode(doc).map_err(|(e, duplicate)| {
+                    let at = e.location().map(|l| (l.line(), l.column()));
+                    syntax_error(source, number, "YAML", e.to_string(), duplicate, at)
                 })?;
                 if value.is_null() {
                     continue;
@@ -294,6 +293,33 @@ pub fn parse_text(
         }
     }
     Ok(out)
+}
+
+/// A document the parser refused: a duplicated key is reported as such, naming it, and
+/// anything else with the parser's own message.
+fn syntax_error(
+    source: &str,
+    document: usize,
+    format: &'static str,
+    message: String,
+    duplicate: Option<DuplicateKey>,
+    at: Option<(usize, usize)>,
+) -> ManifestError {
+    match duplicate {
+        Some(DuplicateKey { field, key }) => ManifestError::DuplicateKey {
+            source_name: source.to_owned(),
+            document,
+            field,
+            key,
+            at,
+        },
+        None => ManifestError::Syntax {
+            source_name: source.to_owned(),
+            document,
+            format,
+            message,
+        },
+    }
 }
 
 fn origin(source: &str, document: usize, item: Option<usize>) -> Origin {
@@ -786,6 +812,26 @@ mod tests {
         assert!(
             got.starts_with("m.json: document 1: not valid JSON: "),
             "{got}"
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it() {
+        check(
+            &format!("{SEED_RESERVED}---\napiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {{name: p}}\nspec:\n  ips: [10.6.0.1]\n  subnet: 10.6.0.0/16\n  ips:\n  - 10.6.0.2\n"),
+            r#"error: m.yaml: document 2: spec.ips: mapping key "ips" is given twice (the second value at line 16, column 3); remove one of them"#,
+        );
+        check(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: ipam.rs/v1alpha1\n  kind: ReservedIP\n  metadata: {name: r, name: s}\n  spec: {ips: []}\n",
+            r#"error: m.yaml: document 1: items[0].metadata.name: mapping key "name" is given twice (the second value at line 6, column 29); remove one of them"#,
+        );
+        let json = r#"{"apiVersion": "ipam.rs/v1alpha1", "kind": "ReservedIP",
+  "metadata": {"name": "r"}, "spec": {"ips": ["10.0.0.1"]}, "spec": {"ips": []}}"#;
+        assert_eq!(
+            parse_text("m.json", json, Format::Json)
+                .unwrap_err()
+                .to_string(),
+            r#"m.json: document 1: spec: mapping key "spec" is given twice (the second value at line 2, column 69); remove one of them"#
         );
     }
 

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod error;
 pub mod manifest;
 pub mod output;
+mod strict;
 
 pub use cli::{main_with, Cli};
 pub use error::{CtlError, ManifestError, Origin};

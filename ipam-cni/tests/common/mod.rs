@@ -41,6 +41,28 @@ impl Reply {
         self.json.get("msg").and_then(Value::as_str).unwrap_or("")
     }
 
+    /// The error's details (the cause), if any.
+    pub fn details(&self) -> &str {
+        self.json
+            .get("details")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// Panics unless `msg` and `details` each say their part once: runtimes print them
+    /// joined (podman: "msg: details"), so a cause in both reads twice.
+    pub fn assert_cause_once(&self) {
+        let (msg, details) = (self.msg(), self.details());
+        assert!(
+            details.is_empty() || !msg.contains(details),
+            "msg repeats details: {msg:?} / {details:?}"
+        );
+        let links: Vec<&str> = details.split(": ").collect();
+        for pair in links.windows(2) {
+            assert_ne!(pair[0], pair[1], "details repeat a cause: {details:?}");
+        }
+    }
+
     /// The addresses of an ADD result.
     pub fn addresses(&self) -> Vec<String> {
         self.json["ips"]
