@@ -480,3 +480,64 @@ fn sled_store_through_the_binary() {
         ["198.51.100.12/24", "2001:db8::12/64"]
     );
 }
+
+/// An ADD whose result cannot be written (stdout full, or closed by a runtime that went
+/// away) fails and gives back what it took: the runtime never learnt the address, so it
+/// would never release it. A repeated ADD that fails the same way keeps what was held.
+#[test]
+fn an_add_whose_result_cannot_be_written_fails_and_gives_back() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dual_stack(dir.path(), "1.0.0");
+    let run = |id: &str, stdout: Stdio, close_early: bool| {
+        let mut child = Command::new(common::BIN)
+            .env_clear()
+            .envs([
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/var/run/netns/none"),
+                ("CNI_PATH", "/nonexistent"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if close_early {
+            drop(child.stdout.take());
+        }
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(conf.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = run("c1", Stdio::from(full), false);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot write the result") && stderr.contains("released"),
+        "{stderr}"
+    );
+    assert!(holders(dir.path()).is_empty(), "{:?}", holders(dir.path()));
+
+    let out = run("c2", Stdio::piped(), true);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(holders(dir.path()).is_empty());
+
+    // Delivered once, the addresses stay held even if a repeat cannot be delivered.
+    let held = call("ADD", "c3", &conf).run().ok().addresses();
+    assert_eq!(held.len(), 2);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = run("c3", Stdio::from(full), false);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(holders(dir.path()).len(), 2);
+}

@@ -106,18 +106,25 @@ impl Invocation {
     }
 }
 
-/// Runs the invocation's command. `Ok(Some(result))` is printed on stdout; `Ok(None)` prints
-/// nothing (DEL, CHECK, GC, STATUS).
-pub async fn execute<S: Store>(
-    ipam: &Ipam<S>,
-    inv: &Invocation,
-) -> Result<Option<AddResult>, CniError> {
+/// What a command did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Executed {
+    /// What to print on stdout (ADD); nothing for DEL, CHECK, GC, STATUS.
+    pub result: Option<AddResult>,
+    /// The addresses this call took (ADD; empty for a repeated ADD): what to give back if
+    /// the result cannot be delivered.
+    pub taken: Vec<IpAddr>,
+}
+
+/// Runs the invocation's command.
+pub async fn execute<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Executed, CniError> {
+    let nothing = |()| Executed::default();
     match inv {
-        Invocation::Add(a) => add(ipam, a).await.map(Some),
-        Invocation::Del(d) => del(ipam, d).await.map(|()| None),
-        Invocation::Check(c) => check(ipam, c).await.map(|()| None),
-        Invocation::Gc(g) => gc(ipam, g).await.map(|()| None),
-        Invocation::Status(s) => status(ipam, s).await.map(|()| None),
+        Invocation::Add(a) => add(ipam, a).await,
+        Invocation::Del(d) => del(ipam, d).await.map(nothing),
+        Invocation::Check(c) => check(ipam, c).await.map(nothing),
+        Invocation::Gc(g) => gc(ipam, g).await.map(nothing),
+        Invocation::Status(s) => status(ipam, s).await.map(nothing),
     }
 }
 
@@ -171,7 +178,7 @@ async fn store_pools<S: Store>(
 /// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
 /// defined by the request itself: the engine creates or updates the one it allocates from in
 /// the same transaction, so a failed ADD leaves the store as it was.
-async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError> {
+async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> {
     let owner = &inv.owner;
     let plan = &inv.plan;
     let pools = store_pools(ipam, plan, &inv.net).await?;
@@ -190,10 +197,15 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError>
         reserved: plan.reserved.clone(),
         defines: plan.inline_pools.clone(),
     };
-    let allocations = ipam.allocate(&request).await?;
+    let granted = ipam.allocate_granted(&request).await?;
+    let taken = granted
+        .iter()
+        .filter(|g| g.fresh)
+        .map(|g| g.allocation.address)
+        .collect();
 
-    let mut with_pools = Vec::with_capacity(allocations.len());
-    for a in allocations {
+    let mut with_pools = Vec::with_capacity(granted.len());
+    for a in granted.into_iter().map(|g| g.allocation) {
         let pool = match plan
             .inline_pools
             .iter()
@@ -220,12 +232,15 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<AddResult, CniError>
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(add_result(
-        inv.net.version,
-        &with_pools,
-        &plan.routes,
-        plan.dns.as_ref(),
-    ))
+    Ok(Executed {
+        result: Some(add_result(
+            inv.net.version,
+            &with_pools,
+            &plan.routes,
+            plan.dns.as_ref(),
+        )),
+        taken,
+    })
 }
 
 /// DEL: release what the owner holds on this network; nothing held is success.
@@ -405,7 +420,7 @@ mod tests {
             Ok(Prepared::Version) => return "version".into(),
             Err((_, e)) => return format!("{}: {}", e.code(), e.msg()),
         };
-        match pollster::block_on(execute(ipam, &inv)) {
+        match pollster::block_on(execute(ipam, &inv)).map(|done| done.result) {
             Ok(Some(r)) => serde_json::to_value(r).unwrap()["ips"]
                 .as_array()
                 .unwrap()

@@ -6,15 +6,17 @@
 //! 2. open the store the configuration names ([`crate::store::open`]);
 //! 3. [`command::execute`] the command against an [`ipam_core::Ipam`] on it.
 //!
-//! [`run`] strings them together and yields what the binary prints and its exit status.
+//! [`run`] strings them together, writes what the binary prints and yields its exit
+//! status.
 //!
 //! ```
 //! use ipam_cni::cni::run;
 //! let vars = [("CNI_COMMAND", "VERSION")];
-//! let out = run(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
-//!               &mut &b"{}"[..]);
-//! assert_eq!(out.exit_code, 0);
-//! assert!(out.stdout.contains("supportedVersions"));
+//! let mut stdout = Vec::new();
+//! let status = run(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+//!                  &mut &b"{}"[..], &mut stdout);
+//! assert_eq!(status, 0);
+//! assert!(String::from_utf8(stdout).unwrap().contains("supportedVersions"));
 //! ```
 
 pub mod command;
@@ -25,7 +27,7 @@ pub mod log;
 pub mod result;
 pub mod version;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use ipam_core::Ipam;
@@ -184,8 +186,17 @@ pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
         .unwrap_or(DEFAULT_LOCK_WAIT)
 }
 
-/// Runs one invocation: validates, opens the store, executes, and renders the output.
-pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Output {
+/// Runs one invocation: validates, opens the store, executes, and writes the output to
+/// `stdout`. Returns the exit status.
+///
+/// The output is written while the store is still open: an ADD whose result cannot be
+/// written (stdout closed or full) gives back the addresses it took and fails, since a
+/// runtime that never read them would never release them.
+pub fn run(
+    var: impl Fn(&str) -> Option<String>,
+    stdin: &mut impl Read,
+    stdout: &mut impl Write,
+) -> i32 {
     // Until the configuration says otherwise, so that a request refused before it is read
     // still leaves its line.
     log::init(LogConfig::default());
@@ -197,7 +208,7 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
     {
         let e = CniError::new(Code::Decode, format!("cannot read stdin: {e}"));
         Subject::of(&var, None).log_failure(&e);
-        return Output::failure(None, e);
+        return deliver_failure(stdout, Output::failure(None, e));
     }
     let decoded = decode_stdin(&bytes);
     // Every failure is logged, whichever stage refused it, so that it leaves a trace where
@@ -206,19 +217,36 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &mut impl Read) -> Outpu
     let inv = match prepare_decoded(&var, decoded) {
         Err((version, e)) => {
             subject.log_failure(&e);
-            return Output::failure(version, e);
+            return deliver_failure(stdout, Output::failure(version, e));
         }
-        Ok(Prepared::Version) => return Output::success(Some(&result::version_result())),
+        Ok(Prepared::Version) => {
+            let out = Output::success(Some(&result::version_result()));
+            return deliver_failure(stdout, out);
+        }
         Ok(Prepared::Run(inv)) => inv,
     };
     let version = Some(inv.net().version);
-    match open_and_execute(&inv, lock_wait(&var)) {
-        Ok(out) => Output::success(out.as_ref()),
+    match open_execute_and_deliver(&inv, lock_wait(&var), stdout) {
+        Ok(status) => status,
         Err(e) => {
             subject.log_failure(&e);
-            Output::failure(version, e)
+            deliver_failure(stdout, Output::failure(version, e))
         }
     }
+}
+
+/// Writes `out` and returns its exit status; when even that cannot be written, the status
+/// is still non-zero for a failure.
+fn deliver_failure(stdout: &mut impl Write, out: Output) -> i32 {
+    match write_output(stdout, &out) {
+        Ok(()) => out.exit_code,
+        Err(_) => out.exit_code.max(1),
+    }
+}
+
+fn write_output(stdout: &mut impl Write, out: &Output) -> std::io::Result<()> {
+    stdout.write_all(out.stdout.as_bytes())?;
+    stdout.flush()
 }
 
 /// What a call is about, for the log line of its failure: read from the raw environment
@@ -299,7 +327,11 @@ fn loggable(value: Option<String>) -> String {
     }
 }
 
-fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult>, CniError> {
+fn open_execute_and_deliver(
+    inv: &Invocation,
+    wait: Duration,
+    stdout: &mut impl Write,
+) -> Result<i32, CniError> {
     let (command, net) = (inv.command(), inv.net());
     // Every store this build has is embedded in the data directory.
     if command.is_teardown() {
@@ -312,7 +344,7 @@ fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult
                     net.name,
                     net.data_dir.display()
                 );
-                return Ok(None);
+                return Ok(deliver_failure(stdout, Output::success(None::<&AddResult>)));
             }
         }
     }
@@ -329,5 +361,34 @@ fn open_and_execute(inv: &Invocation, wait: Duration) -> Result<Option<AddResult
         }
     })?;
     let ipam = Ipam::new(store);
-    pollster::block_on(command::execute(&ipam, inv))
+    let done = pollster::block_on(command::execute(&ipam, inv))?;
+    let out = Output::success(done.result.as_ref());
+    let written = write_output(stdout, &out);
+    if written.is_ok() && out.exit_code == 0 {
+        return Ok(0);
+    }
+    let (Invocation::Add(add), false) = (inv, done.taken.is_empty()) else {
+        return Ok(deliver_failure(stdout, out));
+    };
+    // The runtime will not learn these addresses: give them back before failing.
+    let given_back = pollster::block_on(ipam.release_addresses(&add.owner, &done.taken));
+    let why = match &written {
+        Err(e) => format!("cannot write the result on stdout: {e}"),
+        Ok(()) => "cannot render the result".to_owned(),
+    };
+    let what = match given_back {
+        Ok(released) => format!(
+            "released what it took ({})",
+            released
+                .iter()
+                .map(|a| a.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => format!("and could not release what it took: {e}"),
+    };
+    Err(CniError::new(
+        Code::Io,
+        format!("ADD {}: {why}; {what}", add.owner),
+    ))
 }
