@@ -1,10 +1,10 @@
 //! Opening the store that a network configuration or an `ipamctl` flag names.
 //!
 //! A [`StoreChoice`] can only name a backend this build has: a store the contract names but
-//! the build lacks (Kubernetes, or sled without its feature) is refused with [`NotBuilt`]
+//! the build lacks (Kubernetes or sled without their features) is refused with [`NotBuilt`]
 //! when the configuration or the command line is read, never as a failure to open it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipam_core::{Store, StoreError};
@@ -25,6 +25,32 @@ pub enum StoreChoice {
     /// sled in the data directory.
     #[cfg(feature = "sled")]
     Sled,
+    /// Custom resources of a Kubernetes API server.
+    #[cfg(feature = "kube")]
+    Kubernetes(KubeChoice),
+}
+
+/// Where the Kubernetes store is: every field has a default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeChoice {
+    /// The kubeconfig; `None`: the in-cluster service account, else `$KUBECONFIG` or
+    /// `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The node; `None`: this host's name.
+    pub node: Option<String>,
+    /// The namespace of the allocation objects; `None`: `ipam-rs`.
+    pub namespace: Option<String>,
+}
+
+impl StoreChoice {
+    /// Whether the store lives in the data directory (redb, sled).
+    pub fn is_embedded(&self) -> bool {
+        match self {
+            #[cfg(feature = "kube")]
+            StoreChoice::Kubernetes(_) => false,
+            _ => true,
+        }
+    }
 }
 
 /// A store kind the contract names but this build does not have. It is a mistake in the
@@ -51,6 +77,8 @@ pub enum Syntax {
 }
 
 impl Syntax {
+    // Only a build without a backend gives this advice.
+    #[cfg_attr(all(feature = "sled", feature = "kube"), allow(dead_code))]
     fn alternatives(self) -> String {
         let names: &[&str] = if cfg!(feature = "sled") {
             &["redb", "sled"]
@@ -83,14 +111,30 @@ pub fn sled(syntax: Syntax) -> Result<StoreChoice, NotBuilt> {
     })
 }
 
-/// The Kubernetes store (custom resources through `kubeconfig`, or the usual discovery when
-/// absent). The contract names it, but this build has no backend for it yet.
-pub fn kubernetes(_kubeconfig: Option<&Path>, syntax: Syntax) -> Result<StoreChoice, NotBuilt> {
-    Err(NotBuilt {
-        what: "Kubernetes",
-        reason: " yet",
-        instead: syntax.alternatives(),
-    })
+/// The Kubernetes store, if this build has it (the `kube` feature, on by default).
+pub fn kubernetes(choice: KubeChoice, syntax: Syntax) -> Result<StoreChoice, NotBuilt> {
+    #[cfg(feature = "kube")]
+    {
+        let _ = syntax;
+        Ok(StoreChoice::Kubernetes(choice))
+    }
+    #[cfg(not(feature = "kube"))]
+    {
+        let _ = choice;
+        Err(NotBuilt {
+            what: "Kubernetes",
+            reason: " (it needs the `kube` feature)",
+            instead: syntax.alternatives(),
+        })
+    }
+}
+
+/// This host's name, as the kubelet names its node by default.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// Opens the chosen store in `data_dir`, waiting up to `lock_wait` for other processes.
@@ -109,26 +153,33 @@ pub fn open(
             data_dir,
             &ipam_sled::OpenOptions { lock_wait },
         )?)),
+        #[cfg(feature = "kube")]
+        StoreChoice::Kubernetes(k) => {
+            let options = ipam_kube::KubeOptions {
+                kubeconfig: k.kubeconfig.clone(),
+                namespace: k
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| ipam_kube::DEFAULT_NAMESPACE.to_owned()),
+                node: k.node.clone().or_else(hostname),
+                // A request may take what one waiting for the lock of an embedded store may.
+                request_timeout: lock_wait.min(Duration::from_secs(10)),
+                ..ipam_kube::KubeOptions::default()
+            };
+            Ok(Box::new(ipam_kube::KubeStore::connect(&options)?))
+        }
     }
 }
 
-// The advice lists the stores of the default build.
-#[cfg(all(test, feature = "sled"))]
+// The default build has every backend.
+#[cfg(all(test, feature = "sled", feature = "kube"))]
 mod tests {
     use super::*;
 
     #[test]
-    fn stores_not_built_say_what_to_use() {
-        assert_eq!(
-            kubernetes(None, Syntax::Json).unwrap_err().to_string(),
-            r#"this build has no Kubernetes backend yet; use "redb" or "sled""#
-        );
-        assert_eq!(
-            kubernetes(Some(Path::new("/k")), Syntax::Flag)
-                .unwrap_err()
-                .to_string(),
-            "this build has no Kubernetes backend yet; use redb or sled"
-        );
+    fn the_default_build_has_every_store() {
         assert!(sled(Syntax::Flag).is_ok());
+        let k = kubernetes(KubeChoice::default(), Syntax::Json).unwrap();
+        assert!(!k.is_embedded() && StoreChoice::Redb.is_embedded());
     }
 }

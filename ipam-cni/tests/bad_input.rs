@@ -364,14 +364,14 @@ fn invalid_configuration_names_field_and_value() {
             r#"name: "-net": must be 1-253 characters"#,
         ),
         (
-            "kubernetes store in this build",
+            "kubernetes store with a relative kubeconfig",
             with(
                 &conf,
                 "/ipam/store",
-                json!({"kubernetes": {"kubeconfig": "/etc/k"}}),
+                json!({"kubernetes": {"kubeconfig": "k"}}),
             ),
             7,
-            r#"ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#,
+            r#"ipam.store.kubernetes.kubeconfig: "k": must be an absolute path"#,
         ),
         (
             "kubernetes store with a kubeconfig of the wrong type",
@@ -387,17 +387,27 @@ fn invalid_configuration_names_field_and_value() {
     for (name, c, code, msg) in table {
         expect(d, name, call("ADD", "newcomer", &c), code, msg);
     }
-    // A store this build does not have is a configuration mistake for every command, found
-    // before anything is opened (not an I/O error).
-    let mut kube = with(&conf, "/ipam/store", json!({"kubernetes": {}}));
+    // A Kubernetes store whose kubeconfig cannot be read: an I/O error naming the file, for
+    // every command (STATUS: not ready).
+    let mut kube = with(
+        &conf,
+        "/ipam/store",
+        json!({"kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}}),
+    );
     kube["cni.dev/valid-attachments"] = json!([]);
-    for command in ["DEL", "CHECK", "GC", "STATUS"] {
+    for (command, code) in [
+        ("ADD", 5),
+        ("DEL", 5),
+        ("CHECK", 5),
+        ("GC", 5),
+        ("STATUS", 50),
+    ] {
         expect(
             d,
             command,
             call(command, "holder", &kube),
-            7,
-            "this build has no Kubernetes backend yet",
+            code,
+            "/nonexistent/kubeconfig",
         );
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ipam_core::addr::{parse_addr, parse_cidr, to_u128, AddrErrorKind};
 use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner};
@@ -234,7 +234,7 @@ pub fn log_config(conf: &Value) -> Result<LogConfig, CniError> {
 /// `ipam.store`. Every kind the contract names is recognised, and one this build lacks is
 /// refused here, as a configuration mistake, rather than when the store is opened.
 fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
-    const EXPECTED: &str = r#"must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH}}"#;
+    const EXPECTED: &str = r#"must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH, "nodeName": NAME, "namespace": NS}}"#;
     let not_built = |field: &str, e: store::NotBuilt| {
         CniError::new(Code::InvalidConfig, format!("{field}: {e}"))
     };
@@ -246,13 +246,29 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
         Value::String(s) => Err(invalid("ipam.store", s, EXPECTED)),
         Value::Object(map) if map.len() == 1 && map.contains_key("kubernetes") => {
             #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
+            #[serde(deny_unknown_fields, rename_all = "camelCase")]
             struct Kube {
                 #[serde(default)]
                 kubeconfig: Option<String>,
+                #[serde(default)]
+                node_name: Option<String>,
+                #[serde(default)]
+                namespace: Option<String>,
             }
             let k: Kube = typed(&map["kubernetes"], "ipam.store.kubernetes")?;
-            store::kubernetes(k.kubeconfig.as_deref().map(Path::new), Syntax::Json)
+            if let Some(path) = k.kubeconfig.as_deref().filter(|p| !p.starts_with('/')) {
+                return Err(invalid(
+                    "ipam.store.kubernetes.kubeconfig",
+                    path,
+                    "must be an absolute path",
+                ));
+            }
+            let choice = store::KubeChoice {
+                kubeconfig: k.kubeconfig.map(PathBuf::from),
+                node: k.node_name.filter(|n| !n.is_empty()),
+                namespace: k.namespace.filter(|n| !n.is_empty()),
+            };
+            store::kubernetes(choice, Syntax::Json)
                 .map_err(|e| not_built("ipam.store.kubernetes", e))
         }
         other => Err(invalid("ipam.store", &other.to_string(), EXPECTED)),
@@ -1054,12 +1070,22 @@ mod tests {
             "n /d Sled"
         );
         assert_eq!(
-            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "/k"}}}})),
-            r#"7: ipam.store.kubernetes: this build has no Kubernetes backend yet; use "redb" or "sled""#
+            parse(
+                json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "/k", "nodeName": "w1"}}}})
+            ),
+            r#"n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: Some("/k"), node: Some("w1"), namespace: None })"#
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {}}}})),
+            "n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: None, node: None, namespace: None })"
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "k"}}}})),
+            r#"7: ipam.store.kubernetes.kubeconfig: "k": must be an absolute path"#
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": "etcd"}})),
-            r#"7: ipam.store: "etcd": must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH}}"#
+            r#"7: ipam.store: "etcd": must be "redb", "sled" or {"kubernetes": {"kubeconfig": PATH, "nodeName": NAME, "namespace": NS}}"#
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"dataDir": "rel/dir"}})),

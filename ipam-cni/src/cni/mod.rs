@@ -333,8 +333,7 @@ fn open_execute_and_deliver(
     stdout: &mut impl Write,
 ) -> Result<i32, CniError> {
     let (command, net) = (inv.command(), inv.net());
-    // Every store this build has is embedded in the data directory.
-    if command.is_teardown() {
+    if command.is_teardown() && net.store.is_embedded() {
         // Nothing can be held in a store that was never created; creating one just to find
         // it empty would leave a directory behind on hosts that never ran an ADD.
         if let Err(e) = std::fs::symlink_metadata(&net.data_dir) {

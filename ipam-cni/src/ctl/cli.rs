@@ -23,9 +23,12 @@ pub struct Cli {
     /// Which store holds the state.
     #[arg(long, global = true, value_enum, default_value_t = StoreKind::Redb)]
     pub store: StoreKind,
-    /// The kubeconfig of `--store kubernetes`.
+    /// The kubeconfig of the Kubernetes store; implies `--store kubernetes`.
     #[arg(long, global = true, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the Kubernetes store's allocation objects (default `ipam-rs`).
+    #[arg(long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -38,7 +41,7 @@ pub enum StoreKind {
     Redb,
     /// sled in the data directory.
     Sled,
-    /// Kubernetes custom resources (no backend in this build).
+    /// Kubernetes custom resources (`--kubeconfig`, or the usual discovery).
     Kubernetes,
 }
 
@@ -107,18 +110,24 @@ impl Cli {
         // else is looked at.
         let not_built =
             |kind: &str, e: store::NotBuilt| CtlError::Usage(format!("--store {kind}: {e}"));
-        let choice = match (self.store, self.kubeconfig) {
-            (StoreKind::Redb, None) => StoreChoice::Redb,
-            (StoreKind::Sled, None) => {
+        let kube = self.kubeconfig.is_some() || self.namespace.is_some();
+        let choice = match (self.store, kube) {
+            (StoreKind::Redb, false) => StoreChoice::Redb,
+            (StoreKind::Sled, false) => {
                 store::sled(Syntax::Flag).map_err(|e| not_built("sled", e))?
             }
-            (StoreKind::Kubernetes, kubeconfig) => {
-                store::kubernetes(kubeconfig.as_deref(), Syntax::Flag)
-                    .map_err(|e| not_built("kubernetes", e))?
+            (StoreKind::Kubernetes, _) | (StoreKind::Redb, true) => {
+                let choice = store::KubeChoice {
+                    kubeconfig: self.kubeconfig.clone(),
+                    node: None,
+                    namespace: self.namespace.clone(),
+                };
+                store::kubernetes(choice, Syntax::Flag).map_err(|e| not_built("kubernetes", e))?
             }
-            (_, Some(_)) => {
+            (StoreKind::Sled, true) => {
                 return Err(CtlError::Usage(
-                    "--kubeconfig is for --store kubernetes".to_owned(),
+                    "--kubeconfig and --namespace are for the Kubernetes store, not --store sled"
+                        .to_owned(),
                 ))
             }
         };
@@ -176,14 +185,18 @@ impl Cli {
 
         // Only apply creates a store; the other commands never leave a new data directory
         // behind. (Every store this build has is embedded in the data directory.)
-        if !matches!(plan, Plan::Apply(_)) && !self.data_dir.exists() {
+        if choice.is_embedded() && !matches!(plan, Plan::Apply(_)) && !self.data_dir.exists() {
             return Err(CtlError::NoStore {
                 data_dir: self.data_dir,
             });
         }
         let store = store::open(&choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
             CtlError::Open {
-                store: format!("store in {}", self.data_dir.display()),
+                store: if choice.is_embedded() {
+                    format!("store in {}", self.data_dir.display())
+                } else {
+                    "Kubernetes store".to_owned()
+                },
                 source,
             }
         })?;
@@ -277,7 +290,7 @@ mod tests {
             (&["get", "ippools", "-o", "xml"], "error: invalid value 'xml' for '--output <FORMAT>': unknown output format \"xml\"; allowed: wide, json, yaml (see ipamctl --help)\n"),
             (&["delete", "ippool"], "error: delete ippool: which one? give its NAME\n"),
             (&["delete", "ippool/a", "b"], "error: \"ippool/a\": give either TYPE/NAME or TYPE NAME\n"),
-            (&["--kubeconfig", "/k", "get", "ippools"], "error: --kubeconfig is for --store kubernetes\n"),
+            (&["--store", "sled", "--kubeconfig", "/k", "get", "ippools"], "error: --kubeconfig and --namespace are for the Kubernetes store, not --store sled\n"),
             (&["apply"], "error: the following required arguments were not provided: --filename <PATH> (see ipamctl --help)\n"),
         ] {
             let (status, out, err) = ipamctl(args);
@@ -286,18 +299,23 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_store_is_refused_clearly() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().to_str().unwrap();
-        let (status, _, err) =
-            ipamctl(&["--data-dir", d, "--store", "kubernetes", "get", "ippools"]);
-        assert_eq!(
-            (status, err.as_str()),
-            (
-                1,
-                "error: --store kubernetes: this build has no Kubernetes backend yet; use redb or sled\n"
-            )
-        );
+    fn an_unreadable_kubeconfig_is_named() {
+        for args in [
+            &["--kubeconfig", "/nonexistent/kubeconfig", "get", "ippools"][..],
+            &[
+                "--store",
+                "kubernetes",
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+                "get",
+                "ippools",
+            ],
+        ] {
+            let (status, _, err) = ipamctl(args);
+            assert_eq!(status, 1, "{args:?}");
+            assert!(err.contains("/nonexistent/kubeconfig"), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,26 @@
+//! An [`ipam_core::Store`] on Kubernetes custom resources, through kube-rs.
+//!
+//! Pools and reservations are the cluster's `IPPool` and `ReservedIP` objects (group
+//! `ipam.rs/v1alpha1`, Spiderpool's field names); the allocation state is a set of small
+//! objects in one namespace, each the unit of compare-and-swap: an `IPAMBlock` per 64
+//! addresses decides who holds them, an `IPAMOwner` per container interface indexes what it
+//! holds. See [`crd`] for the kinds and [`KubeStore`] for how a transaction becomes requests.
+//!
+//! A library never picks the Kubernetes API version of `k8s-openapi`: the binary that uses
+//! this crate enables one of its `v1_*` features (the plugin and the tests use `v1_33`).
+//!
+//! ```no_run
+//! use ipam_kube::{KubeOptions, KubeStore};
+//! let store = KubeStore::connect(&KubeOptions {
+//!     kubeconfig: Some("/etc/cni/net.d/ipam-cni.kubeconfig".into()),
+//!     node: Some("node-1".into()),
+//!     ..KubeOptions::default()
+//! }).unwrap();
+//! let ipam = ipam_core::Ipam::new(store);
+//! ```
+
+pub mod codec;
+pub mod crd;
+mod store;
+
+pub use store::{KubeOptions, KubeStore, DEFAULT_NAMESPACE};

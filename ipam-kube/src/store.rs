@@ -1,0 +1,445 @@
+//! [`KubeStore`]: the [`Store`] trait on a Kubernetes API server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipam_core::store::{Expect, Key, KeyRange, Op, Record, Transaction, Versioned};
+use ipam_core::{Store, StoreError};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::DynamicObject;
+use kube::{Client, Config};
+
+use crate::codec::{Codec, Kind};
+
+/// How to reach the cluster, and where in it the store lives.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// A kubeconfig file; `None`: the in-cluster service account, else `$KUBECONFIG` or
+    /// `~/.kube/config` (kube's inference).
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the allocation objects (blocks, owners, cursors, the summary).
+    pub namespace: String,
+    /// Put before the names of the cluster-scoped objects (IPPool, ReservedIP) and set as
+    /// their `ipam.rs/store` label: sets apart stores that share a cluster. Empty in
+    /// production, where pools are the cluster's own.
+    pub prefix: String,
+    /// The node this process runs on, recorded in the blocks it writes.
+    pub node: Option<String>,
+    /// How long one request may take before it counts as lost (a transient failure).
+    pub request_timeout: Duration,
+}
+
+/// The namespace of the allocation objects unless configured otherwise.
+pub const DEFAULT_NAMESPACE: &str = "ipam-rs";
+
+impl Default for KubeOptions {
+    fn default() -> KubeOptions {
+        KubeOptions {
+            kubeconfig: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            prefix: String::new(),
+            node: None,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A [`Store`] on custom resources of a Kubernetes API server.
+///
+/// Each record is one object; its version is the object's `resourceVersion`. A transaction
+/// is applied in order, each operation a compare-and-swap of one object (create for
+/// `Absent`, replace with the `resourceVersion` read, delete with it as a precondition),
+/// stopping at the first that conflicts: the engine orders its transactions so that this is
+/// safe. Unconditioned writes of cursors (hints) go out alongside. Timeouts, lost responses,
+/// 429 and 5xx answers are [`StoreError::Transient`]; 409 is [`StoreError::Conflict`].
+///
+/// The store runs kube's client on a runtime of its own, so callers may drive it from any
+/// executor (the CNI plugin and the tests use `pollster`).
+pub struct KubeStore {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Runtime,
+}
+
+struct Inner {
+    client: Client,
+    codec: Codec,
+    namespace: String,
+    server: String,
+}
+
+impl std::fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeStore")
+            .field("server", &self.inner.server)
+            .field("namespace", &self.inner.namespace)
+            .field("prefix", &self.inner.codec.prefix)
+            .finish()
+    }
+}
+
+impl KubeStore {
+    /// Connects to the cluster `options` names. Nothing is sent yet: a server that is down
+    /// shows as a transient failure of the first request.
+    ///
+    /// Errors: [`StoreError::Io`] naming the kubeconfig when it cannot be read or used.
+    pub fn connect(options: &KubeOptions) -> Result<KubeStore, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ipam-kube")
+            .enable_all()
+            .build()
+            .map_err(|e| io("start the Kubernetes client's runtime", e))?;
+        let where_from = match &options.kubeconfig {
+            Some(p) => p.display().to_string(),
+            None => "the in-cluster or default kubeconfig".to_owned(),
+        };
+        let config = runtime
+            .block_on(async {
+                match &options.kubeconfig {
+                    Some(path) => {
+                        let kc = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+                        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    None => Config::infer().await.map_err(|e| e.to_string()),
+                }
+            })
+            .map_err(|e| io(&format!("read {where_from}"), e))?;
+        let mut config = config;
+        config.connect_timeout = Some(options.request_timeout);
+        config.read_timeout = Some(options.request_timeout);
+        config.write_timeout = Some(options.request_timeout);
+        let server = config.cluster_url.to_string();
+        let client = {
+            let _guard = runtime.enter();
+            Client::try_from(config).map_err(|e| io(&format!("use {where_from}"), e))?
+        };
+        Ok(KubeStore {
+            inner: Arc::new(Inner {
+                client,
+                codec: Codec {
+                    prefix: options.prefix.clone(),
+                    node: options.node.clone(),
+                },
+                namespace: options.namespace.clone(),
+                server,
+            }),
+            runtime,
+        })
+    }
+
+    /// The API server's address.
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Runs `f` on the store's runtime and waits for it from whatever executor calls.
+    async fn on_runtime<T, F>(&self, f: impl FnOnce(Arc<Inner>) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let task = self.runtime.spawn(f(self.inner.clone()));
+        task.await.map_err(|e| io("run a Kubernetes request", e))?
+    }
+
+    /// Creates the store's namespace if it does not exist (tests and `ipamctl` set-up).
+    pub async fn ensure_namespace(&self) -> Result<(), StoreError> {
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::api::core::v1::Namespace;
+            let api: Api<Namespace> = Api::all(inner.client.clone());
+            let ns = Namespace {
+                metadata: kube::core::ObjectMeta {
+                    name: Some(inner.namespace.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &ns).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(inner.error("create namespace", &inner.namespace, e)),
+            }
+        })
+        .await
+    }
+
+    /// Creates the project's CustomResourceDefinitions ([`crate::crd::all`]) where they are
+    /// missing and waits until the API server serves them (tests; a cluster installs them
+    /// from `deploy/crds/`).
+    pub async fn install_crds(&self) -> Result<(), StoreError> {
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+            let api: Api<CustomResourceDefinition> = Api::all(inner.client.clone());
+            let crds = crate::crd::all();
+            for crd in &crds {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                match api.create(&PostParams::default(), crd).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(inner.error("create", &name, e)),
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            for crd in &crds {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                loop {
+                    let got = api
+                        .get(&name)
+                        .await
+                        .map_err(|e| inner.error("get", &name, e))?;
+                    let established = got
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    if established {
+                        break;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(io(
+                            &format!("install {name}"),
+                            "not established after 60 s",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes the store's namespace (tests).
+    pub async fn delete_namespace(&self) -> Result<(), StoreError> {
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::api::core::v1::Namespace;
+            let api: Api<Namespace> = Api::all(inner.client.clone());
+            match api.delete(&inner.namespace, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(inner.error("delete namespace", &inner.namespace, e)),
+            }
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        let resource = kind.resource();
+        if kind.namespaced() {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        }
+    }
+
+    /// The store error for a failed request: 409 a conflict; what may pass (no answer,
+    /// 429, 5xx) transient; anything else an I/O error naming the server.
+    fn error(&self, what: &str, object: &str, e: kube::Error) -> StoreError {
+        let context = format!("{what} {object} at {}", self.server);
+        match e {
+            kube::Error::Api(s) if s.code == 409 => StoreError::Conflict {
+                key: object.to_owned(),
+            },
+            kube::Error::Api(s) if s.code == 429 || s.code >= 500 => StoreError::Transient {
+                context,
+                source: format!("{} {}: {}", s.code, s.reason, s.message).into(),
+            },
+            kube::Error::Api(s) => StoreError::Io {
+                context,
+                source: format!("{} {}: {}", s.code, s.reason, s.message).into(),
+            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) => StoreError::Transient {
+                context,
+                source: Box::new(e),
+            },
+            other => StoreError::Io {
+                context,
+                source: Box::new(other),
+            },
+        }
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        let (kind, name) = self.codec.locate(key);
+        match self.api(kind).get_opt(&name).await {
+            Ok(None) => Ok(None),
+            Ok(Some(obj)) => Ok(self.codec.decode(kind, &obj)?.map(|(_, v)| v)),
+            Err(e) => Err(self.error("get", &name, e)),
+        }
+    }
+
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        let (kind, extra) = Kind::of_range(range);
+        let api = self.api(kind);
+        let mut params = ListParams::default().limit(500);
+        if let Some(selector) = self.codec.selector(kind, extra) {
+            params = params.labels(&selector);
+        }
+        let mut out = Vec::new();
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| self.error("list", &kind.resource().plural, e))?;
+            for obj in &page.items {
+                if let Some((key, value)) = self.codec.decode(kind, obj)? {
+                    if range.contains(&key) {
+                        out.push((key, value));
+                    }
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        out.sort_by_key(|(k, _)| k.encode());
+        Ok(out)
+    }
+
+    /// One operation, as a compare-and-swap of one object.
+    async fn apply(&self, op: Op) -> Result<(), StoreError> {
+        let (kind, name) = self.codec.locate(op.key());
+        let api = self.api(kind);
+        let conflict = || StoreError::Conflict { key: name.clone() };
+        let pp = PostParams::default();
+        match op {
+            Op::Put {
+                key,
+                record,
+                expect,
+            } => {
+                let mut obj = self.codec.object(&key, &record);
+                match expect {
+                    Expect::Absent => match api.create(&pp, &obj).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(self.error("create", &name, e)),
+                    },
+                    Expect::Version(v) => {
+                        obj.metadata.resource_version = Some(v.as_str().to_owned());
+                        match api.replace(&name, &pp, &obj).await {
+                            Ok(_) => Ok(()),
+                            Err(kube::Error::Api(s)) if s.code == 404 => Err(conflict()),
+                            Err(e) => Err(self.error("replace", &name, e)),
+                        }
+                    }
+                    Expect::Any => {
+                        // Last writer wins: replace whatever is there, or create it.
+                        for _ in 0..5 {
+                            match api.replace(&name, &pp, &obj).await {
+                                Ok(_) => return Ok(()),
+                                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                                Err(e) => return Err(self.error("replace", &name, e)),
+                            }
+                            match api.create(&pp, &obj).await {
+                                Ok(_) => return Ok(()),
+                                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                                Err(e) => return Err(self.error("create", &name, e)),
+                            }
+                        }
+                        Err(conflict())
+                    }
+                }
+            }
+            Op::Delete { expect, .. } => {
+                let mut dp = DeleteParams::default();
+                match expect {
+                    Expect::Absent => {
+                        return match api.get_opt(&name).await {
+                            Ok(None) => Ok(()),
+                            Ok(Some(_)) => Err(conflict()),
+                            Err(e) => Err(self.error("get", &name, e)),
+                        }
+                    }
+                    Expect::Version(v) => {
+                        dp.preconditions = Some(Preconditions {
+                            resource_version: Some(v.as_str().to_owned()),
+                            uid: None,
+                        })
+                    }
+                    Expect::Any => {}
+                }
+                let must_exist = dp.preconditions.is_some();
+                match api.delete(&name, &dp).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 && !must_exist => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Err(conflict()),
+                    Err(e) => Err(self.error("delete", &name, e)),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        let key = key.clone();
+        self.on_runtime(|inner| async move { inner.get(&key).await })
+            .await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        let keys = keys.to_vec();
+        self.on_runtime(|inner| async move {
+            // In parallel: one round trip's worth of waiting.
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, key) in keys.into_iter().enumerate() {
+                let inner = inner.clone();
+                tasks.spawn(async move { (i, inner.get(&key).await) });
+            }
+            let mut out = vec![None; tasks.len()];
+            while let Some(done) = tasks.join_next().await {
+                let (i, found) = done.map_err(|e| io("read", e))?;
+                out[i] = found?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        let range = range.clone();
+        self.on_runtime(|inner| async move { inner.scan(&range).await })
+            .await
+    }
+
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        self.on_runtime(|inner| async move {
+            let (hints, ops): (Vec<Op>, Vec<Op>) =
+                txn.into_ops().into_iter().partition(Op::is_hint);
+            // Hints go out alongside the writes that decide; nothing waits on them but the
+            // end of the commit, and their failure is no failure of the commit.
+            let mut sent = tokio::task::JoinSet::new();
+            for hint in hints {
+                let inner = inner.clone();
+                sent.spawn(async move { inner.apply(hint).await });
+            }
+            let mut result = Ok(());
+            for op in ops {
+                if let Err(e) = inner.apply(op).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            while sent.join_next().await.is_some() {}
+            result
+        })
+        .await
+    }
+}
+
+fn io(context: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Io {
+        context: context.to_owned(),
+        source: e.into(),
+    }
+}
