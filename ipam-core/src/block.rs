@@ -1,6 +1,6 @@
 //! The record that decides who holds an address: one block of the store-wide number line.
 //!
-//! A [`BlockRecord`] covers an aligned window of 2^[`BLOCK_BITS`](crate::alloc::BLOCK_BITS)
+//! A [`BlockRecord`] covers an aligned window of 2^[`BLOCK_BITS`]
 //! addresses of one family, whatever pools or networks cover them. It holds the roaring
 //! bitmap of the addresses taken and, for each, its [`Holder`]: who holds it, on which
 //! network, from which pool. Allocating or releasing an address is a compare-and-swap of

@@ -2,16 +2,17 @@
 //!
 //! A store holds typed [`Record`]s under typed [`Key`]s. Every read returns the record's
 //! [`Version`]; every write is part of a [`Transaction`] whose operations each state what they
-//! expect of their key ([`Expect`]). A backend applies a transaction atomically if every
-//! expectation holds and otherwise refuses it with [`StoreError::Conflict`], which the engine
-//! answers by re-reading and retrying. This one model fits redb and sled transactions as
-//! well as Kubernetes `resourceVersion`s.
+//! expect of their key ([`Expect`]). A backend applies a transaction atomically, or in order
+//! one operation at a time (see [`Transaction`]), and refuses what does not meet its
+//! expectation with [`StoreError::Conflict`], which the engine answers by re-reading and
+//! retrying. This one model fits redb and sled transactions as well as Kubernetes
+//! `resourceVersion`s.
 //!
-//! Allocation state is sharded into per-block records (`Key::Block`), each with its own
-//! version, so that writers touching different blocks of one pool never conflict.
+//! Allocation state is sharded into store-wide block records (`Key::Block`), each with its
+//! own version, so that writers touching different blocks never conflict.
 //!
-//! Backends that keep bytes use [`Key::encode`], [`Prefix::encode`], [`Record::encode`] and
-//! [`Record::decode`]: keys sort so that every [`Prefix`] is a contiguous byte range.
+//! Backends that keep bytes use [`Key::encode`], [`KeyRange::bounds`], [`Record::encode`] and
+//! [`Record::decode`]: keys sort so that every [`KeyRange`] is a contiguous byte range.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -14,7 +14,7 @@
 //!
 //! The code is split by concern: `objects` (pools and ReservedIPs), `allocate`, `release`
 //! (release, GC, forced pool deletion) and `inspect` (counts, listings, explain), around
-//! the shared [`BlockCache`] of this module.
+//! the shared `BlockCache` of this module: the blocks one attempt read and changed.
 
 mod allocate;
 mod inspect;
