@@ -92,9 +92,15 @@ pub enum Key {
         /// The block index (`address >> BLOCK_BITS`).
         index: u128,
     },
-    /// Where a pool's round-robin search starts next. A hint: written without
-    /// precondition, never trusted for anything but where to start looking.
-    Cursor(ObjectName),
+    /// Where a pool's round-robin search starts next, for one node (`node`) or for every
+    /// process (`None`). A hint: written without precondition, never trusted for anything but
+    /// where to start looking.
+    Cursor {
+        /// The pool.
+        pool: ObjectName,
+        /// The node whose search it is, where processes of many nodes share the store.
+        node: Option<ObjectName>,
+    },
     /// A secondary index: the addresses one owner was given, on every network. Written
     /// before the blocks on allocation and after them on release, so it may list an
     /// address its owner does not hold (after a crash), never miss one it does; readers
@@ -311,7 +317,7 @@ impl Op {
     /// Whether the operation is a hint: an unconditioned write of a cursor, which a remote
     /// store may send alongside the write before it and which nothing relies on.
     pub fn is_hint(&self) -> bool {
-        matches!(self.key(), Key::Cursor(_)) && *self.expect() == Expect::Any
+        matches!(self.key(), Key::Cursor { .. }) && *self.expect() == Expect::Any
     }
 }
 
@@ -484,7 +490,13 @@ impl Key {
             Key::ReservedIp(name) => tagged(&mut out, TAG_RESERVED, name.as_str()),
             Key::ReservedSummary => out.push(TAG_SUMMARY),
             Key::Block { family, index } => block_key(&mut out, *family, *index),
-            Key::Cursor(name) => tagged(&mut out, TAG_CURSOR, name.as_str()),
+            Key::Cursor { pool, node } => {
+                tagged(&mut out, TAG_CURSOR, pool.as_str());
+                if let Some(node) = node {
+                    out.push(0);
+                    out.extend_from_slice(node.as_str().as_bytes());
+                }
+            }
             Key::Owner(owner) => {
                 tagged(&mut out, TAG_OWNER, owner.container_id());
                 out.push(0);
@@ -507,7 +519,16 @@ impl Key {
             TAG_POOL => Key::Pool(name(rest)?),
             TAG_RESERVED => Key::ReservedIp(name(rest)?),
             TAG_SUMMARY if rest.is_empty() => Key::ReservedSummary,
-            TAG_CURSOR => Key::Cursor(name(rest)?),
+            TAG_CURSOR => match rest.iter().position(|&c| c == 0) {
+                None => Key::Cursor {
+                    pool: name(rest)?,
+                    node: None,
+                },
+                Some(i) => Key::Cursor {
+                    pool: name(&rest[..i])?,
+                    node: Some(name(&rest[i + 1..])?),
+                },
+            },
             TAG_BLOCK => {
                 let (&version, index) = rest.split_first().ok_or_else(|| corrupt("no family"))?;
                 let family = Family::from_version(version).ok_or_else(|| corrupt("bad family"))?;
@@ -547,7 +568,11 @@ impl fmt::Display for Key {
                     family.bits() - crate::alloc::BLOCK_BITS
                 )
             }
-            Key::Cursor(n) => write!(f, "cursor/{n}"),
+            Key::Cursor { pool, node: None } => write!(f, "cursor/{pool}"),
+            Key::Cursor {
+                pool,
+                node: Some(node),
+            } => write!(f, "cursor/{pool}/{node}"),
             Key::Owner(o) => write!(f, "owner/{o}"),
         }
     }
@@ -585,7 +610,7 @@ impl KeyRange {
             (KeyRange::Pools, Key::Pool(_))
             | (KeyRange::ReservedIps, Key::ReservedIp(_))
             | (KeyRange::Owners, Key::Owner(_))
-            | (KeyRange::Cursors, Key::Cursor(_)) => true,
+            | (KeyRange::Cursors, Key::Cursor { .. }) => true,
             (
                 KeyRange::Blocks {
                     family,
@@ -683,7 +708,7 @@ impl Record {
                 )
             }
             Key::Owner(_) => Record::Owner(serde_json::from_slice(body).map_err(json_err)?),
-            Key::Cursor(_) => Record::Cursor(u128::from_be_bytes(
+            Key::Cursor { .. } => Record::Cursor(u128::from_be_bytes(
                 body.try_into()
                     .map_err(|_| corrupt("cursor is not 16 bytes".into()))?,
             )),
@@ -764,7 +789,14 @@ mod tests {
                 family: Family::V6,
                 index: u128::MAX >> BLOCK_BITS,
             },
-            Key::Cursor(name("a")),
+            Key::Cursor {
+                pool: name("a"),
+                node: None,
+            },
+            Key::Cursor {
+                pool: name("a"),
+                node: Some(name("node-1")),
+            },
             Key::Owner(Owner::new("c1", "eth0").unwrap()),
         ];
         for key in &keys {
@@ -835,7 +867,13 @@ mod tests {
         let cases = [
             (Key::Pool(name("p")), Record::Pool(pool)),
             (Key::ReservedSummary, Record::ReservedSummary(summary)),
-            (Key::Cursor(name("p")), Record::Cursor(0x0a06_0008)),
+            (
+                Key::Cursor {
+                    pool: name("p"),
+                    node: Some(name("n1")),
+                },
+                Record::Cursor(0x0a06_0008),
+            ),
             (
                 Key::Block {
                     family: Family::V4,

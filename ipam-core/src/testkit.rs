@@ -203,8 +203,14 @@ async fn addr_of(ipam: &Ipam<Arc<dyn Store>>, req: &Request) -> Result<IpAddr, E
 
 /// Versions and preconditions: a stale or wrong expectation changes nothing.
 pub async fn compare_and_swap(store: &dyn Store) {
-    let key = Key::Cursor(name("p"));
-    let other = Key::Cursor(name("q"));
+    let key = Key::Cursor {
+        pool: name("p"),
+        node: None,
+    };
+    let other = Key::Cursor {
+        pool: name("q"),
+        node: Some(name("node-1")),
+    };
     assert!(store.get(&key).await.unwrap().is_none());
 
     let mut t = Transaction::new();
@@ -299,7 +305,11 @@ pub async fn scan_ranges(store: &dyn Store) {
             Record::Pool(pool(p, "10.0.0.0/24", &["10.0.0.1"])),
             Expect::Absent,
         );
-        t.put(Key::Cursor(name(p)), Record::Cursor(5), Expect::Absent);
+        let cursor = Key::Cursor {
+            pool: name(p),
+            node: None,
+        };
+        t.put(cursor, Record::Cursor(5), Expect::Absent);
     }
     let block_at = |family: Family, value: u128| {
         let index = crate::alloc::block_index(value);

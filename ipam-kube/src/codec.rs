@@ -112,7 +112,11 @@ impl Codec {
                 };
                 (Kind::Block, name)
             }
-            Key::Cursor(n) => (Kind::Cursor, format!("c-{}", mapped_name(n.as_str()))),
+            Key::Cursor { pool, node: None } => (Kind::Cursor, mapped_name(&format!("c-{pool}"))),
+            Key::Cursor {
+                pool,
+                node: Some(node),
+            } => (Kind::Cursor, mapped_name(&format!("c-{pool}.on.{node}"))),
             Key::Owner(o) => (
                 Kind::Owner,
                 format!(
@@ -206,10 +210,14 @@ impl Codec {
                 })
             }
             Record::Cursor(next) => {
-                let Key::Cursor(pool) = key else {
+                let Key::Cursor { pool, node } = key else {
                     unreachable!("cursors live under cursor keys")
                 };
-                json!({"pool": pool.as_str(), "next": next.to_string()})
+                let mut spec = json!({"pool": pool.as_str(), "next": next.to_string()});
+                if let Some(node) = node {
+                    spec["node"] = json!(node.as_str());
+                }
+                spec
             }
             _ => Value::Null,
         };
@@ -375,7 +383,14 @@ impl Codec {
                 let next = text(&spec, "next")?
                     .parse::<u128>()
                     .map_err(|e| corrupt(format!("spec.next: {e}")))?;
-                (Key::Cursor(pool), Record::Cursor(next))
+                let node = match spec.get("node") {
+                    None => None,
+                    Some(_) => Some(
+                        ObjectName::new(text(&spec, "node")?)
+                            .map_err(|e| corrupt(e.to_string()))?,
+                    ),
+                };
+                (Key::Cursor { pool, node }, Record::Cursor(next))
             }
         };
         // An object found under a name its content does not give belongs to nobody's key.
@@ -537,8 +552,18 @@ mod tests {
                 }]),
             ),
             (
-                Key::Cursor(pool.name().clone()),
+                Key::Cursor {
+                    pool: pool.name().clone(),
+                    node: Some(ObjectName::new("worker-1.example").unwrap()),
+                },
                 Record::Cursor(0x0a06_0042),
+            ),
+            (
+                Key::Cursor {
+                    pool: pool.name().clone(),
+                    node: None,
+                },
+                Record::Cursor(7),
             ),
         ];
         for (key, record) in cases {

@@ -218,6 +218,9 @@ pub struct IPAMOwnerSpec {
 pub struct IPAMCursorSpec {
     /// The pool.
     pub pool: String,
+    /// The node whose cursor it is (none: every process's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The next number on the pool's family's line, in decimal.
     pub next: String,
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
-use crate::alloc::{block_index, first_free_from, Probe};
+use crate::alloc::{block_index, first_free_from, Probe, BLOCK_BITS};
 use crate::block::Holder;
 use crate::error::{Error, ObjectKind, Unavailable, ValidationError};
 use crate::name::ObjectName;
@@ -88,7 +88,7 @@ impl<S: Store> Ipam<S> {
         let owner_key = Key::Owner(request.owner.clone());
         let mut keys = vec![owner_key.clone(), Key::ReservedSummary];
         keys.extend(stored.iter().map(|n| Key::Pool((*n).clone())));
-        keys.extend(names.iter().map(|n| Key::Cursor((*n).clone())));
+        keys.extend(names.iter().map(|n| self.cursor_key(n)));
         let found = self.store.get_many(&keys).await?;
         if found.len() != keys.len() {
             return Err(corrupt(&keys[0], "one answer per key read"));
@@ -233,19 +233,40 @@ impl<S: Store> Ipam<S> {
         // 3. Cursors: hints.
         for (name, l) in &lenses {
             if let Some(c) = l.new_cursor {
-                txn.put(Key::Cursor(name.clone()), Record::Cursor(c), Expect::Any);
+                txn.put(self.cursor_key(name), Record::Cursor(c), Expect::Any);
             }
         }
         self.commit(txn).await?;
         Ok(granted)
     }
 
+    /// The cursor of `pool` for this engine: its node's, where it has one.
+    fn cursor_key(&self, pool: &ObjectName) -> Key {
+        Key::Cursor {
+            pool: pool.clone(),
+            node: self.config.node.clone(),
+        }
+    }
+
     /// Where the search of `lens` starts in this attempt (chosen once per attempt).
+    ///
+    /// A node without a cursor yet starts at a block of the pool chosen by its name, so that
+    /// nodes sharing a pool fill different blocks and seldom write the same one.
     fn start(&self, lens: &mut Lens) -> u128 {
         if let Some(s) = lens.start {
             return s;
         }
-        let cursor = lens.new_cursor.or(lens.cursor);
+        let cursor = lens.new_cursor.or(lens.cursor).or_else(|| {
+            let node = self.config.node.as_ref()?;
+            let capacity = lens.pool.capacity();
+            let total = capacity.len();
+            (total > 0).then(|| {
+                let at = capacity.nth(name_hash(node.as_str()) % total)?;
+                // The start of its block, or of the capacity if that is later.
+                let block_start = (at >> BLOCK_BITS) << BLOCK_BITS;
+                capacity.next_at_or_after(block_start)
+            })?
+        });
         let s = self
             .config
             .strategy
@@ -398,6 +419,17 @@ fn refuse_overlaps(
         }
     }
     Ok(())
+}
+
+/// A hash of a name that stays the same across builds and platforms (FNV-1a), spread over
+/// the whole `u128` line.
+fn name_hash(name: &str) -> u128 {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in name.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    h
 }
 
 fn block_of(address: IpAddr) -> (Family, u128) {

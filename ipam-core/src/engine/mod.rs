@@ -79,6 +79,10 @@ pub struct Config {
     pub sleep: Arc<dyn Sleep>,
     /// Seed for jitter and the random strategy (`None`: seeded from the OS).
     pub seed: Option<u64>,
+    /// The node this engine runs on, where processes of many nodes share one store
+    /// (Kubernetes): each node keeps its own round-robin cursor per pool and starts in a
+    /// block of its own, so that nodes seldom contend for one block.
+    pub node: Option<ObjectName>,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             max_backoff: Duration::from_millis(50),
             sleep: Arc::new(ThreadSleep),
             seed: None,
+            node: None,
         }
     }
 }
@@ -102,6 +107,7 @@ impl fmt::Debug for Config {
             .field("base_backoff", &self.base_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("seed", &self.seed)
+            .field("node", &self.node)
             .finish()
     }
 }

@@ -249,7 +249,13 @@ impl<S: Store> Ipam<S> {
             };
             let mut txn = Transaction::new();
             txn.delete(key, Expect::Version(old.version));
-            txn.delete(Key::Cursor(name.clone()), Expect::Any);
+            // The pool-wide cursor; nodes' cursors are hints that a re-created pool
+            // reuses or overwrites.
+            let cursor = Key::Cursor {
+                pool: name.clone(),
+                node: None,
+            };
+            txn.delete(cursor, Expect::Any);
             self.commit(txn).await
         })
         .await?;
