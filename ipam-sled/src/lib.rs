@@ -9,6 +9,15 @@
 //! updates both in one sled transaction. Every write is followed by `flush()` before it is
 //! acknowledged.
 //!
+//! What sled needs besides, on every open:
+//! - sled writes a snapshot file on open (`snap.N.generating`, then renamed to `snap.N`) and
+//!   picks the last `snap.*` file by name without skipping `.generating` ones, so a snapshot
+//!   write cut short (a full disk, `kill -9`) makes every later open fail with "Read
+//!   corrupted data". The adapter removes such leftovers first, holding sled's own lock.
+//! - Because sled writes on every open, even a read needs free space: below
+//!   [`FREE_SPACE_NEEDED`] on the file system the open is refused before sled runs, as an
+//!   I/O error that says so.
+//!
 //! Why redb is the default: reopening sled costs 5-20 ms per process (measured), redb 1-2 ms;
 //! sled's last stable release is from 2021 and its README calls it beta. It is pinned to
 //! 0.34.7 because the 1.0 alphas change the on-disk format.
@@ -28,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipam_core::StoreError;
-use ipam_embedded::{io_error, prepare_dir, Backend, Entry, Kind, Txn, TxnError};
+use ipam_embedded::{io_error, prepare_dir, Backend, Entry, Kind, Refusal, Txn, TxnError};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
@@ -40,6 +49,11 @@ pub const DB_DIR: &str = Kind::SLED.db_name();
 
 /// A store in `DIR/sled/`, held exclusively while open.
 pub type SledStore = ipam_embedded::EmbeddedStore<Sled>;
+
+/// Free space an open needs on the database's file system: sled may start a new log segment
+/// (512 KiB) and writes a snapshot on every open; the rest is margin for the snapshot, which
+/// grows with the number of pages.
+pub const FREE_SPACE_NEEDED: u64 = 1 << 20;
 
 /// Keys at or above this byte string are meta values, not records.
 const META_PREFIX: u8 = 0xff;
@@ -106,6 +120,7 @@ impl Backend for Sled {
     }
 
     fn open(path: &Path, wait: Duration) -> Result<Sled, StoreError> {
+        let refuse = |r: Refusal| r.into_store_error(path);
         let deadline = Instant::now() + wait;
         // sled treats unreadable log segments as a torn tail and starts over; remember
         // whether there was data, so that losing it all is refused rather than silent.
@@ -119,6 +134,17 @@ impl Backend for Sled {
                          database written by ipam; refusing to use it"
                     .into(),
             });
+        }
+        remove_torn_snapshots(path, deadline)?;
+        let available = rustix::fs::statvfs(path)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(|e| io_error("measure free space of", path, e.into()))?;
+        if available < FREE_SPACE_NEEDED {
+            return Err(refuse(Refusal::NoSpace {
+                available,
+                needed: FREE_SPACE_NEEDED,
+                why: "sled writes a snapshot and may start a log segment on every open",
+            }));
         }
         let db = open_sled(sled::Config::new().path(path), path, Some(deadline))?;
         restrict_files(path);
@@ -242,6 +268,33 @@ impl Txn for SledTxn<'_> {
     fn put_meta(&mut self, name: &str, value: u64) -> Result<(), TxnError> {
         self.put(&meta_key(name), &value.to_be_bytes())
     }
+}
+
+/// Removes the snapshot files a cut-short snapshot write left (`snap.*.generating`): sled
+/// would read one as its latest snapshot and fail on it for ever. Holds sled's own lock on
+/// `db` meanwhile, so that no sled instance (a previous process's flusher thread still
+/// finishing) is writing one.
+fn remove_torn_snapshots(path: &Path, deadline: Instant) -> Result<(), StoreError> {
+    let torn: Vec<PathBuf> = match fs::read_dir(path) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+            })
+            .collect(),
+        Err(e) => return Err(io_error("read", path, e)),
+    };
+    if torn.is_empty() {
+        return Ok(());
+    }
+    let _held = hold_sled_lock(&path.join("db"), deadline)?;
+    for snap in torn {
+        fs::remove_file(&snap).map_err(|e| io_error("remove torn snapshot", &snap, e))?;
+    }
+    Ok(())
 }
 
 /// How long closing waits for sled's threads to let go of its files.
