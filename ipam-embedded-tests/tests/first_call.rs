@@ -119,9 +119,11 @@ fn a_killed_first_call_never_bricks_the_directory() {
             budget.rounds,
             budget.elapsed()
         );
+        // Kills spread over 1.2 times the measured call land mostly inside it; a machine that
+        // got much faster after the measurement moves them later, hence the slack.
         assert!(
-            killed_early * 2 >= budget.rounds,
-            "{backend:?}: most kills came too late to test anything"
+            killed_early * 4 >= budget.rounds,
+            "{backend:?}: most kills came after the call was done: too late to test anything"
         );
     }
 }
