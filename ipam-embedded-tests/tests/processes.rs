@@ -6,94 +6,21 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use ipam_core::testkit::{check_consistency, owner, pool, request};
 use ipam_core::{Error, Ipam, StoreError};
-use ipam_embedded_tests::Backend;
-
-const CHILD_ENV: &str = "IPAM_TEST_CHILD";
-const WAIT: Duration = Duration::from_secs(120);
+use ipam_embedded::Entry;
+use ipam_embedded_tests::{child_main, lines, run, spawn, Backend, Budget, CHILD_ENV, WAIT};
 
 /// Entry point of the child processes; does nothing when run directly.
 #[test]
 #[ignore = "entry point of the child processes the other tests start"]
 fn child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split(',').collect();
-    let [mode, backend, dir, id, count] = parts[..] else {
-        panic!("bad child spec {spec:?}");
-    };
-    let backend = Backend::from_name(backend).expect("backend");
-    let dir = Path::new(dir);
-    let count: usize = count.parse().expect("count");
-    // One store open per operation, as one CNI call per process does.
-    let op_allocate = |who: &str| {
-        let ipam = Ipam::new(backend.open(dir, WAIT).expect("open"));
-        match pollster::block_on(ipam.allocate(&request(who, &["shared"]))) {
-            Ok(a) => println!("ACK {who} {}", a[0].address),
-            Err(Error::Exhausted { .. }) => println!("USEDUP {who}"),
-            Err(e) => println!("ERR {who} {e}"),
-        }
-    };
-    let op_release = |who: &str| {
-        println!("DEL {who}");
-        let ipam = Ipam::new(backend.open(dir, WAIT).expect("open"));
-        match pollster::block_on(ipam.release(&owner(who), Some("net1"))) {
-            Ok(_) => println!("REL {who}"),
-            Err(e) => println!("ERR {who} {e}"),
-        }
-    };
-    match mode {
-        "alloc" => {
-            for i in 0..count {
-                op_allocate(&format!("{id}-{i}"));
-            }
-        }
-        "storm" => {
-            for i in 0..count {
-                op_allocate(&format!("{id}-{i}"));
-                if i % 3 == 2 {
-                    op_release(&format!("{id}-{}", i - 1));
-                }
-            }
-        }
-        _ => panic!("unknown mode {mode}"),
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&spec);
     }
-}
-
-fn spawn(mode: &str, backend: Backend, dir: &Path, id: &str, count: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{mode},{},{},{id},{count}", backend.name(), dir.display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child")
-}
-
-/// The complete lines a child printed with a given verb, as (owner, rest).
-fn lines(out: &str, verb: &str) -> Vec<(String, String)> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' '))
-        .map(|rest| match rest.split_once(' ') {
-            Some((who, more)) => (who.to_owned(), more.to_owned()),
-            None => (rest.to_owned(), String::new()),
-        })
-        .collect()
 }
 
 fn setup(backend: Backend, dir: &Path, ips: &str) {
@@ -144,33 +71,56 @@ fn many_processes_at_once() {
     }
 }
 
+/// How long one child takes to start, open the store, allocate once and exit, on this
+/// machine now: the time scale of the kill tests (median of a few runs).
+fn one_call(backend: Backend, dir: &Path) -> Duration {
+    let mut times: Vec<Duration> = (0..5)
+        .map(|i| {
+            let t = Instant::now();
+            let (out, ok) = run("alloc", backend, dir, &format!("probe{i}"), 1);
+            assert!(ok && lines(&out, "ACK").len() == 1, "{backend:?}: {out}");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[2]
+}
+
 /// Processes allocating and releasing are killed with SIGKILL at random instants, round
 /// after round on the same store. After each round the store opens, every acknowledged
 /// allocation is held, every acknowledged release is gone, an interrupted release is all or
 /// nothing, and the store's views agree with no address held twice.
+///
+/// The kill instants scale with the time one call takes here and now, and rounds go on until
+/// enough was acknowledged (or a generous deadline passes, which fails the test with the
+/// figures): a loaded machine makes the test longer, not meaningless.
 #[test]
 fn kill_9_at_any_instant_loses_nothing_acknowledged() {
-    let rounds = 12;
     let mut rng = fastrand::Rng::with_seed(42);
     for backend in Backend::ALL {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("store");
         setup(backend, &dir, "10.20.0.0/16");
+        let call = one_call(backend, &dir);
+        let mut budget = Budget::new(12, 100, Duration::from_secs(600));
         let mut acked: BTreeMap<String, IpAddr> = BTreeMap::new();
         let mut released: BTreeSet<String> = BTreeSet::new();
         let mut interrupted: BTreeSet<String> = BTreeSet::new();
         let mut kills_mid_run = 0;
-        for round in 0..rounds {
+        while budget.another_round() {
+            let round = budget.rounds;
             let mut children: Vec<Child> = (0..3)
                 .map(|c| spawn("storm", backend, &dir, &format!("r{round}c{c}"), 100_000))
                 .collect();
-            std::thread::sleep(Duration::from_millis(rng.u64(30..400)));
+            // From before the first call completes to several calls in.
+            std::thread::sleep(call.mul_f64(rng.f64() * 10.0));
             for child in &mut children {
                 if child.try_wait().unwrap().is_none() {
                     kills_mid_run += 1;
                 }
                 child.kill().unwrap();
             }
+            let acked_before = acked.len();
             for mut child in children {
                 let mut out = String::new();
                 child
@@ -193,6 +143,7 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
                 }
                 released.extend(rel);
             }
+            budget.finish_round(acked.len() - acked_before);
             let store = backend
                 .open(&dir, WAIT)
                 .expect("the store opens after SIGKILL");
@@ -222,27 +173,21 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
                 "{backend:?}: {held} held < {must_hold} acknowledged"
             );
         }
-        assert!(
-            kills_mid_run >= rounds,
+        budget.assert_enough(&format!("{backend:?} acknowledged allocations"));
+        assert_eq!(
+            kills_mid_run,
+            3 * budget.rounds,
             "{backend:?}: children finished before the kill"
         );
-        assert!(
-            acked.len() > 3 * rounds,
-            "{backend:?}: too little work to mean anything"
-        );
         eprintln!(
-            "{backend:?}: {rounds} rounds, {} acknowledged, {} released, {} interrupted releases",
+            "{backend:?}: one call {call:?}; {} rounds in {:?}, {} acknowledged, {} released, \
+             {} interrupted releases",
+            budget.rounds,
+            budget.elapsed(),
             acked.len(),
             released.len(),
             interrupted.len()
         );
-    }
-}
-
-fn db_file(backend: Backend, dir: &Path) -> std::path::PathBuf {
-    match backend {
-        Backend::Redb => dir.join(ipam_redb::DB_FILE),
-        Backend::Sled => dir.join(ipam_sled::DB_DIR).join("db"),
     }
 }
 
@@ -255,8 +200,27 @@ fn files_are_private() {
         setup(backend, &dir, "10.20.0.0/24");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "{backend:?}");
-        assert_eq!(mode(&db_file(backend, &dir)), 0o600, "{backend:?}");
-        assert_eq!(mode(&dir.join(ipam_lock::LOCK_FILE)), 0o600, "{backend:?}");
+        assert_eq!(mode(&backend.db_file(&dir)), 0o600, "{backend:?}");
+        assert_eq!(
+            mode(&dir.join(ipam_embedded::LOCK_FILE)),
+            0o600,
+            "{backend:?}"
+        );
+    }
+}
+
+/// The sled database of `dir`, opened with sled directly, waiting for the threads of the
+/// last instance closed in this process to let go of it.
+fn raw_sled(dir: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match sled::open(dir.join(ipam_sled::DB_DIR)) {
+            Ok(db) => return db,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("acquire lock") => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("sled::open: {e}"),
+        }
     }
 }
 
@@ -288,7 +252,7 @@ fn dump(backend: Backend, dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
             out
         }
         Backend::Sled => {
-            let db = sled::open(dir.join(ipam_sled::DB_DIR)).unwrap();
+            let db = raw_sled(dir);
             db.iter()
                 .map(|e| e.unwrap())
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -319,7 +283,7 @@ fn a_newer_schema_is_refused_untouched() {
                 w.commit().unwrap();
             }
             Backend::Sled => {
-                let db = sled::open(dir.join(ipam_sled::DB_DIR)).unwrap();
+                let db = raw_sled(&dir);
                 db.insert(b"\xffschema", &(ipam_sled::SCHEMA + 1).to_be_bytes())
                     .unwrap();
                 db.flush().unwrap();
@@ -350,9 +314,9 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
         // Foreign: a file that was never a database.
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("store");
-        std::fs::create_dir_all(db_file(backend, &dir).parent().unwrap()).unwrap();
+        std::fs::create_dir_all(backend.db_file(&dir).parent().unwrap()).unwrap();
         let junk = b"this is not a database, it is somebody's notes\n".repeat(200);
-        std::fs::write(db_file(backend, &dir), &junk).unwrap();
+        std::fs::write(backend.db_file(&dir), &junk).unwrap();
         let Err(err) = backend.open(&dir, WAIT) else {
             panic!("{backend:?}: a foreign file was accepted")
         };
@@ -362,7 +326,7 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
             "{backend:?}: {err}"
         );
         assert!(
-            std::fs::read(db_file(backend, &dir)).unwrap() == junk,
+            std::fs::read(backend.db_file(&dir)).unwrap() == junk,
             "{backend:?}: changed"
         );
 
@@ -375,7 +339,7 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
                 let ipam = Ipam::new(backend.open(&dir, WAIT).unwrap());
                 pollster::block_on(ipam.allocate(&request("c1", &["shared"]))).unwrap();
             }
-            let path = db_file(backend, &dir);
+            let path = backend.db_file(&dir);
             let mut bytes = std::fs::read(&path).unwrap();
             match damage {
                 "truncate" => bytes.truncate(bytes.len() / 2),
@@ -408,5 +372,104 @@ fn foreign_truncated_and_corrupt_files_are_refused() {
                 }
             }
         }
+    }
+}
+
+/// The toy migration of the upgrade test: the record set unchanged, except one record that
+/// no key of ipam-core can name (so it is visibly the migration's).
+fn toy_migration(mut records: Vec<Entry>) -> Result<Vec<Entry>, StoreError> {
+    records.push((b"~migrated".to_vec(), b"by the toy".to_vec()));
+    Ok(records)
+}
+
+fn refusing_migration(_: Vec<Entry>) -> Result<Vec<Entry>, StoreError> {
+    Err(StoreError::Corrupt {
+        key: "~".into(),
+        reason: "the toy migration refuses".into(),
+    })
+}
+
+/// The upgrade hook on the real databases: a build of the next schema upgrades a store of
+/// this one by its migration, records and mark together (every migrated record has the same
+/// fresh version); the store works at the new schema and this build then refuses it as
+/// newer. A migration that fails leaves the store exactly as it was.
+#[test]
+fn an_older_schema_is_upgraded_by_the_next_build() {
+    use ipam_embedded::{Schema, Step, SCHEMA};
+    const NEXT: Schema = Schema {
+        current: SCHEMA + 1,
+        steps: &[Step {
+            from: SCHEMA,
+            migrate: toy_migration,
+        }],
+    };
+    const FAILING: Schema = Schema {
+        current: SCHEMA + 1,
+        steps: &[Step {
+            from: SCHEMA,
+            migrate: refusing_migration,
+        }],
+    };
+    for backend in Backend::ALL {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("store");
+        setup(backend, &dir, "10.20.0.0/24");
+        let (out, ok) = run("alloc", backend, &dir, "c", 2);
+        assert!(ok && lines(&out, "ACK").len() == 2, "{out}");
+        let before = dump(backend, &dir);
+
+        let Err(err) = backend.open_with(&dir, WAIT, &FAILING) else {
+            panic!("{backend:?}: a failing migration opened the store");
+        };
+        assert!(
+            err.to_string().contains("the toy migration refuses"),
+            "{err}"
+        );
+        assert!(
+            dump(backend, &dir) == before,
+            "{backend:?}: changed by a failed upgrade"
+        );
+
+        let store = backend.open_with(&dir, WAIT, &NEXT).unwrap();
+        assert_eq!(
+            pollster::block_on(check_consistency(&*store)),
+            2,
+            "{backend:?}"
+        );
+        drop(store);
+        let after = dump(backend, &dir);
+        let schema_key: &[u8] = match backend {
+            Backend::Redb => b"schema",
+            Backend::Sled => b"\xffschema",
+        };
+        let value = |dump: &[(Vec<u8>, Vec<u8>)], key: &[u8]| {
+            dump.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            value(&after, schema_key),
+            Some((SCHEMA + 1).to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            value(&after, b"~migrated").map(|v| v[8..].to_vec()),
+            Some(b"by the toy".to_vec())
+        );
+        let records: Vec<&(Vec<u8>, Vec<u8>)> = after
+            .iter()
+            .filter(|(k, _)| {
+                k[0] != 0xff && k.as_slice() != b"schema" && k.as_slice() != b"next_version"
+            })
+            .collect();
+        let versions: BTreeSet<&[u8]> = records.iter().map(|(_, v)| &v[..8]).collect();
+        assert_eq!(
+            versions.len(),
+            1,
+            "{backend:?}: one version for the whole upgrade"
+        );
+        assert_eq!(records.len(), before.len() - 2 + 1, "{backend:?}");
+
+        let Err(err) = backend.open(&dir, WAIT) else {
+            panic!("{backend:?}: this build opened a store of the next schema");
+        };
+        assert!(err.to_string().contains("newer"), "{err}");
     }
 }

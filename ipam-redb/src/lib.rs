@@ -1,16 +1,12 @@
 //! An [`ipam_core::Store`] on [redb](https://docs.rs/redb): the embedded default.
 //!
-//! The store lives in a data directory: `store.redb` (mode 0600) and the lock file that
-//! serializes processes ([`ipam_lock::DirLock`]). A [`RedbStore`] holds the directory from
-//! [`RedbStore::open`] until it is dropped, which is what a CNI call needs: open, one
-//! operation, close. Within a process it may be shared by threads; their transactions are
-//! checked against record versions like any other backend's.
-//!
-//! Layout: table `records` maps [`Key::encode`] bytes to an 8-byte big-endian version
-//! followed by [`Record::encode`] bytes; table `meta` holds the schema version and the
-//! version counter. A commit is one redb write transaction with [`Durability::Immediate`]
-//! (fsync before it returns), so a process killed at any instant leaves either all of a
-//! transaction or none of it.
+//! [`RedbStore`] is [`ipam_embedded::EmbeddedStore`] over [`Redb`], this crate's byte
+//! key-value adapter: the data directory, its lock, atomic creation, the kind marker, the
+//! schema, version headers and compare-and-swap are `ipam-embedded`'s. The database is
+//! `DIR/store.redb` (mode 0600): table `records` maps key bytes to values (version header,
+//! then record bytes); table `meta` holds the schema mark and the version counter. A write
+//! transaction commits with [`Durability::Immediate`] (fsync before it returns), so a process
+//! killed at any instant leaves either all of a transaction or none of it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -28,274 +24,255 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use ipam_core::store::{Key, KeyRange, Op, Record, Transaction, Version, Versioned};
-use ipam_core::{Store, StoreError};
-use ipam_lock::{io_error, no_panic, open_private, DirLock};
+use ipam_core::StoreError;
+use ipam_embedded::{io_error, open_private, Backend, Entry, Kind, Txn, TxnError};
 use redb::{
-    backends::FileBackend, Database, Durability, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableError,
+    backends::FileBackend, Database, Durability, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, TableError,
 };
 
-/// The file name of the database inside the data directory.
-pub const DB_FILE: &str = "store.redb";
+pub use ipam_embedded::{OpenOptions, SCHEMA};
 
-/// The schema this build writes and reads. A store of a higher schema was written by a newer
-/// build and is refused untouched.
-pub const SCHEMA: u64 = 1;
+/// The file name of the database inside the data directory.
+pub const DB_FILE: &str = Kind::REDB.db_name();
+
+/// A store in `DIR/store.redb`, held exclusively while open.
+pub type RedbStore = ipam_embedded::EmbeddedStore<Redb>;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const META_SCHEMA: &str = "schema";
-const META_NEXT_VERSION: &str = "next_version";
 
-/// How a store is opened.
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    /// How long to wait for other processes holding the store before failing as busy.
-    pub lock_wait: Duration,
-}
-
-impl Default for OpenOptions {
-    fn default() -> OpenOptions {
-        OpenOptions {
-            lock_wait: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A store in `DIR/store.redb`, held exclusively while open.
-pub struct RedbStore {
+/// The redb database of a store: the byte key-value adapter under [`RedbStore`].
+pub struct Redb {
     db: Database,
     path: PathBuf,
-    // Dropped after `db` (fields drop in order): the database file is closed before the
-    // next process may open it.
-    _lock: DirLock,
 }
 
-impl std::fmt::Debug for RedbStore {
+impl std::fmt::Debug for Redb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("Redb").field("path", &self.path).finish()
     }
 }
 
-impl RedbStore {
-    /// Opens (creating if needed) the store in `dir`, waiting up to `options.lock_wait` for
-    /// other processes.
-    ///
-    /// A file that is not a redb database, is truncated or corrupt, or was written by a
-    /// newer schema gives [`StoreError::Io`] naming the path; the file is left as it was.
-    pub fn open(dir: &Path, options: &OpenOptions) -> Result<RedbStore, StoreError> {
-        let lock = DirLock::acquire(dir, options.lock_wait)?;
-        let path = dir.join(DB_FILE);
-        let file = open_private(&path, false).map_err(|e| io_error("open", &path, e))?;
-        no_panic(format!("open {}", path.display()), || {
-            let backend = FileBackend::new(file).map_err(|e| db_error("open", &path, e))?;
-            let db = Database::builder()
-                .create_with_backend(backend)
-                .map_err(|e| db_error("open", &path, e))?;
-            let store = RedbStore {
-                db,
-                path: path.clone(),
-                _lock: lock,
-            };
-            store.check_schema()?;
-            Ok(store)
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn check_schema(&self) -> Result<(), StoreError> {
-        let found = {
-            let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
-            match read.open_table(META) {
-                Ok(meta) => meta
-                    .get(META_SCHEMA)
-                    .map_err(|e| self.err("read", e))?
-                    .map(|v| v.value()),
-                Err(TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(self.err("read", e)),
-            }
-        };
-        match found {
-            Some(SCHEMA) => Ok(()),
-            Some(newer) if newer > SCHEMA => Err(StoreError::Io {
-                context: format!("open {}", self.path.display()),
-                source: format!(
-                    "the store has schema {newer}, written by a newer ipam build; this build \
-                     reads schema {SCHEMA}: upgrade the binaries (the store was not changed)"
-                )
-                .into(),
-            }),
-            Some(older) => Err(StoreError::Io {
-                context: format!("open {}", self.path.display()),
-                source: format!(
-                    "the store has schema {older}, which this build cannot migrate; \
-                     export it with an older ipamctl and re-apply (the store was not changed)"
-                )
-                .into(),
-            }),
-            None => {
-                let mut write = self.db.begin_write().map_err(|e| self.err("write", e))?;
-                write
-                    .set_durability(Durability::Immediate)
-                    .map_err(|e| self.err("write", e))?;
-                {
-                    let records = write
-                        .open_table(RECORDS)
-                        .map_err(|e| self.err("write", e))?;
-                    if !records.is_empty().map_err(|e| self.err("read", e))? {
-                        return Err(StoreError::Io {
-                            context: format!("open {}", self.path.display()),
-                            source: "the database has records but no schema version: it was \
-                                     not written by ipam; refusing to use it"
-                                .into(),
-                        });
-                    }
-                    let mut meta = write.open_table(META).map_err(|e| self.err("write", e))?;
-                    meta.insert(META_SCHEMA, SCHEMA)
-                        .map_err(|e| self.err("write", e))?;
-                }
-                write.commit().map_err(|e| self.err("commit", e))
-            }
-        }
-    }
-
+impl Redb {
     fn err(&self, what: &str, e: impl Into<redb::Error>) -> StoreError {
-        db_error(what, &self.path, e)
-    }
-
-    fn decode(&self, key: &Key, bytes: &[u8]) -> Result<Versioned<Record>, StoreError> {
-        let Some((version, body)) = bytes.split_at_checked(8) else {
-            return Err(StoreError::Corrupt {
-                key: key.to_string(),
-                reason: "record shorter than its version".into(),
-            });
-        };
-        let version = Version::from(u64::from_be_bytes(version.try_into().expect("8 bytes")));
-        Ok(Versioned {
-            value: Record::decode(key, body)?,
-            version,
-        })
-    }
-}
-
-fn db_error(what: &str, path: &Path, e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Io {
-        context: format!("{what} {}", path.display()),
-        source: Box::new(e.into()),
-    }
-}
-
-#[async_trait]
-impl Store for RedbStore {
-    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || {
-            self.get_now(key)
-        })
-    }
-
-    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        no_panic(format!("read {}", self.path.display()), || {
-            self.scan_now(range)
-        })
-    }
-
-    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        no_panic(format!("write {}", self.path.display()), || {
-            self.commit_now(txn)
-        })
-    }
-}
-
-impl RedbStore {
-    fn get_now(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
-        let table = match read.open_table(RECORDS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err("read", e)),
-        };
-        let found = table
-            .get(key.encode().as_slice())
-            .map_err(|e| self.err("read", e))?;
-        found.map(|v| self.decode(key, v.value())).transpose()
-    }
-
-    fn scan_now(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
-        let table = match read.open_table(RECORDS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("read", e)),
-        };
-        let (start, end) = range.bounds();
-        let mut out = Vec::new();
-        for entry in table
-            .range(start.as_slice()..end.as_slice())
-            .map_err(|e| self.err("read", e))?
-        {
-            let (k, v) = entry.map_err(|e| self.err("read", e))?;
-            let key = Key::decode(k.value())?;
-            out.push((key.clone(), self.decode(&key, v.value())?));
+        StoreError::Io {
+            context: format!("{what} {}", self.path.display()),
+            source: Box::new(e.into()),
         }
-        Ok(out)
     }
 
-    fn commit_now(&self, txn: Transaction) -> Result<(), StoreError> {
+    /// Opens (a new file: initialises) the database in the file at `path`, made private.
+    fn at(path: &Path) -> Result<Redb, StoreError> {
+        let file = open_private(path, false).map_err(|e| io_error("open", path, e))?;
+        let redb = |e: redb::DatabaseError| StoreError::Io {
+            context: format!("open {}", path.display()),
+            source: Box::new(redb::Error::from(e)),
+        };
+        let backend = FileBackend::new(file).map_err(redb)?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(redb)?;
+        Ok(Redb {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on the records table of a read transaction; `None` when the table does not
+    /// exist (a database made by an older build and never written).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        match read.open_table(RECORDS) {
+            Ok(table) => f(&table).map(Some),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.err("read", e)),
+        }
+    }
+
+    fn collect(
+        &self,
+        range: redb::Range<'_, &'static [u8], &'static [u8]>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        range
+            .map(|entry| {
+                let (k, v) = entry.map_err(|e| self.err("read", e))?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            })
+            .collect()
+    }
+}
+
+impl Backend for Redb {
+    const KIND: Kind = Kind::REDB;
+
+    fn create(path: &Path) -> Result<Redb, StoreError> {
+        Redb::at(path)
+    }
+
+    fn open(path: &Path, _wait: Duration) -> Result<Redb, StoreError> {
+        // redb's own lock is taken and released with the file: nothing to wait for once the
+        // data directory is held.
+        Redb::at(path)
+    }
+
+    fn was_empty_before_open(&self) -> bool {
+        // redb checksums what it reads and fails loudly on damage: a database that reads as
+        // empty is empty.
+        true
+    }
+
+    fn close(self) -> Result<(), StoreError> {
+        // Every commit was durable; dropping closes the file.
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .read(|t| {
+                let v = t.get(key).map_err(|e| self.err("read", e))?;
+                Ok(v.map(|v| v.value().to_vec()))
+            })?
+            .flatten())
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        Ok(self
+            .read(|t| {
+                keys.iter()
+                    .map(|key| {
+                        let v = t.get(*key).map_err(|e| self.err("read", e))?;
+                        Ok(v.map(|v| v.value().to_vec()))
+                    })
+                    .collect()
+            })?
+            .unwrap_or_else(|| vec![None; keys.len()]))
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .read(|t| self.collect(t.range(start..end).map_err(|e| self.err("read", e))?))?
+            .unwrap_or_default())
+    }
+
+    fn records(&self) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .read(|t| self.collect(t.range::<&[u8]>(..).map_err(|e| self.err("read", e))?))?
+            .unwrap_or_default())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        match read.open_table(META) {
+            Ok(meta) => Ok(meta
+                .get(name)
+                .map_err(|e| self.err("read", e))?
+                .map(|v| v.value())),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.err("read", e)),
+        }
+    }
+
+    fn write<T>(&self, f: impl Fn(&mut dyn Txn) -> Result<T, TxnError>) -> Result<T, StoreError> {
         let mut write = self.db.begin_write().map_err(|e| self.err("write", e))?;
         write
             .set_durability(Durability::Immediate)
             .map_err(|e| self.err("write", e))?;
-        {
-            let mut records = write
+        let out = {
+            let records = write
                 .open_table(RECORDS)
                 .map_err(|e| self.err("write", e))?;
-            let mut meta = write.open_table(META).map_err(|e| self.err("write", e))?;
-            let keys: Vec<Vec<u8>> = txn.ops().iter().map(|op| op.key().encode()).collect();
-            for (op, k) in txn.ops().iter().zip(&keys) {
-                let current = match records.get(k.as_slice()).map_err(|e| self.err("read", e))? {
-                    Some(v) => Some(self.decode(op.key(), v.value())?.version),
-                    None => None,
-                };
-                if !op.expect().holds(current.as_ref()) {
-                    // Dropping an uncommitted write transaction aborts it.
-                    return Err(StoreError::Conflict {
-                        key: op.key().to_string(),
-                    });
-                }
-            }
-            let next = meta
-                .get(META_NEXT_VERSION)
-                .map_err(|e| self.err("read", e))?
-                .map_or(1, |v| v.value());
-            meta.insert(META_NEXT_VERSION, next + 1)
-                .map_err(|e| self.err("write", e))?;
-            let version = next.to_be_bytes();
-            for (op, k) in txn.into_ops().into_iter().zip(keys) {
-                match op {
-                    Op::Put { record, .. } => {
-                        let mut bytes = Vec::with_capacity(8 + 64);
-                        bytes.extend_from_slice(&version);
-                        bytes.extend_from_slice(&record.encode());
-                        records
-                            .insert(k.as_slice(), bytes.as_slice())
-                            .map_err(|e| self.err("write", e))?;
-                    }
-                    Op::Delete { .. } => {
-                        records
-                            .remove(k.as_slice())
-                            .map_err(|e| self.err("write", e))?;
-                    }
-                }
+            let meta = write.open_table(META).map_err(|e| self.err("write", e))?;
+            f(&mut RedbTxn {
+                redb: self,
+                records,
+                meta,
+            })
+        };
+        match out {
+            // Dropping an uncommitted write transaction aborts it.
+            Err(TxnError::Abort(e)) => Err(e),
+            Err(TxnError::Retry) => Err(StoreError::Io {
+                context: format!("write {}", self.path.display()),
+                source: "internal error: a retry was asked of a redb transaction".into(),
+            }),
+            Ok(out) => {
+                write.commit().map_err(|e| self.err("commit", e))?;
+                Ok(out)
             }
         }
-        write.commit().map_err(|e| self.err("commit", e))
+    }
+}
+
+struct RedbTxn<'a, 't> {
+    redb: &'a Redb,
+    records: Table<'t, &'static [u8], &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+fn txn_err(redb: &Redb, what: &str, e: impl Into<redb::Error>) -> TxnError {
+    TxnError::Abort(redb.err(what, e))
+}
+
+impl Txn for RedbTxn<'_, '_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TxnError> {
+        let redb = self.redb;
+        let v = self
+            .records
+            .get(key)
+            .map_err(|e| txn_err(redb, "read", e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TxnError> {
+        let redb = self.redb;
+        self.records
+            .insert(key, value)
+            .map_err(|e| txn_err(redb, "write", e))?;
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), TxnError> {
+        let redb = self.redb;
+        self.records
+            .remove(key)
+            .map_err(|e| txn_err(redb, "write", e))?;
+        Ok(())
+    }
+
+    fn meta(&mut self, name: &str) -> Result<Option<u64>, TxnError> {
+        let redb = self.redb;
+        let v = self.meta.get(name).map_err(|e| txn_err(redb, "read", e))?;
+        Ok(v.map(|v| v.value()))
+    }
+
+    fn put_meta(&mut self, name: &str, value: u64) -> Result<(), TxnError> {
+        let redb = self.redb;
+        self.meta
+            .insert(name, value)
+            .map_err(|e| txn_err(redb, "write", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    /// The layout older builds wrote is the layout read: tables `records` and `meta`, with
+    /// the schema under `schema`.
+    #[test]
+    fn the_layout_is_the_one_older_builds_wrote() {
+        let root = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(root.path(), &OpenOptions::default()).unwrap());
+        let db = Database::open(root.path().join(DB_FILE)).unwrap();
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(meta.get("schema").unwrap().unwrap().value(), SCHEMA);
+        assert!(read.open_table(RECORDS).unwrap().is_empty().unwrap());
     }
 }

@@ -8,11 +8,12 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use ipam_embedded::DirLock;
 //! let dir = tempfile::tempdir().unwrap();
-//! let held = ipam_lock::DirLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
-//! assert!(ipam_lock::DirLock::acquire(dir.path(), Duration::from_millis(50)).is_err());
+//! let held = DirLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+//! assert!(DirLock::acquire(dir.path(), Duration::from_millis(50)).is_err());
 //! drop(held);
-//! assert!(ipam_lock::DirLock::acquire(dir.path(), Duration::from_millis(50)).is_ok());
+//! assert!(DirLock::acquire(dir.path(), Duration::from_millis(50)).is_ok());
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -106,9 +107,8 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Opens (creating with mode 0600 when `create` or for the lock file) a file readable and
-/// writable by its owner only. An existing file keeps its mode unless it is wider, which is
-/// narrowed to 0600.
+/// Opens (creating with mode 0600 if needed) a file readable and writable by its owner only.
+/// An existing file keeps its mode unless it is wider, which is narrowed to 0600.
 pub fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -124,28 +124,49 @@ pub fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// Makes the entries of directory `dir` (creations, renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync directory", dir, e))
+}
+
+/// Makes a file, or a directory and everything in it, durable: every file's contents and
+/// every directory's entries reach the disk.
+pub fn sync_tree(path: &Path) -> Result<(), StoreError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| io_error("sync", path, e))?;
+    if meta.is_dir() {
+        let entries = fs::read_dir(path).map_err(|e| io_error("sync", path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("sync", path, e))?;
+            sync_tree(&entry.path())?;
+        }
+        sync_dir(path)
+    } else if meta.is_file() {
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_error("sync", path, e))
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes a file or a directory tree if it exists.
+pub fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| io_error("remove", path, e))
+}
+
 /// A [`StoreError::Io`] naming what was done and the path.
 pub fn io_error(what: &str, path: &Path, e: io::Error) -> StoreError {
     StoreError::Io {
         context: format!("{what} {}", path.display()),
         source: Box::new(e),
-    }
-}
-
-/// Runs `f`, turning a panic inside a database library into [`StoreError::Io`]: such
-/// libraries may panic on damaged files, and a damaged file must give an error, not a
-/// crash. The panic message still reaches stderr through the panic hook.
-pub fn no_panic<T>(
-    context: impl std::fmt::Display,
-    f: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Io {
-            context: context.to_string(),
-            source: "the database library failed on the file's contents (damaged or foreign)"
-                .into(),
-        }),
     }
 }
 
@@ -196,5 +217,20 @@ mod tests {
         let err = DirLock::acquire(root.path(), Duration::from_millis(30)).unwrap_err();
         assert!(matches!(err, StoreError::Busy { .. }), "{err}");
         assert!(err.to_string().contains("try again later"));
+    }
+
+    #[test]
+    fn remove_if_present_takes_files_and_trees_and_ignores_absence() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("f");
+        let tree = root.path().join("t");
+        fs::write(&file, b"x").unwrap();
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::write(tree.join("a/b/c"), b"x").unwrap();
+        for p in [&file, &tree] {
+            remove_if_present(p).unwrap();
+            assert!(!p.exists());
+            remove_if_present(p).unwrap();
+        }
     }
 }
