@@ -137,36 +137,89 @@ pub fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Opens the chosen store in `data_dir`, waiting up to `lock_wait` for other processes.
+/// An opened store, with what the plugin needs of it besides records.
+pub struct Opened {
+    /// The store.
+    pub store: Box<dyn Store>,
+    /// The node this process allocates for, where many nodes share the store (Kubernetes):
+    /// the engine's [`Config::node`](ipam_core::Config::node).
+    pub node: Option<ipam_core::ObjectName>,
+    /// Where Pods are looked up (their annotations and UID), if the store knows them.
+    pub pods: Option<Box<dyn PodDirectory>>,
+}
+
+/// Where the plugin looks up the Pod a call is for.
+pub trait PodDirectory {
+    /// The Pod's UID and annotations; `None` if there is no such Pod.
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError>;
+}
+
+/// What the plugin reads of a Pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodDetails {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(feature = "kube")]
+impl PodDirectory for std::sync::Arc<ipam_kube::KubeStore> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
+        Ok(
+            pollster::block_on(ipam_kube::KubeStore::pod(self, namespace, name))?.map(|p| {
+                PodDetails {
+                    uid: p.uid,
+                    annotations: p.annotations,
+                }
+            }),
+        )
+    }
+}
+
+/// Opens the chosen store (in `data_dir` for the embedded ones), waiting up to `lock_wait`
+/// for other processes.
 pub fn open(
     choice: &StoreChoice,
     data_dir: &Path,
     lock_wait: Duration,
-) -> Result<Box<dyn Store>, StoreError> {
+) -> Result<Opened, StoreError> {
+    let embedded = |store: Box<dyn Store>| Opened {
+        store,
+        node: None,
+        pods: None,
+    };
     match choice {
-        StoreChoice::Redb => Ok(Box::new(ipam_redb::RedbStore::open(
+        StoreChoice::Redb => Ok(embedded(Box::new(ipam_redb::RedbStore::open(
             data_dir,
             &ipam_redb::OpenOptions { lock_wait },
-        )?)),
+        )?))),
         #[cfg(feature = "sled")]
-        StoreChoice::Sled => Ok(Box::new(ipam_sled::SledStore::open(
+        StoreChoice::Sled => Ok(embedded(Box::new(ipam_sled::SledStore::open(
             data_dir,
             &ipam_sled::OpenOptions { lock_wait },
-        )?)),
+        )?))),
         #[cfg(feature = "kube")]
         StoreChoice::Kubernetes(k) => {
+            let node = k.node.clone().or_else(hostname);
             let options = ipam_kube::KubeOptions {
                 kubeconfig: k.kubeconfig.clone(),
                 namespace: k
                     .namespace
                     .clone()
                     .unwrap_or_else(|| ipam_kube::DEFAULT_NAMESPACE.to_owned()),
-                node: k.node.clone().or_else(hostname),
+                node: node.clone(),
                 // A request may take what one waiting for the lock of an embedded store may.
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
                 ..ipam_kube::KubeOptions::default()
             };
-            Ok(Box::new(ipam_kube::KubeStore::connect(&options)?))
+            let store = std::sync::Arc::new(ipam_kube::KubeStore::connect(&options)?);
+            Ok(Opened {
+                store: Box::new(store.clone()),
+                // A node name that cannot name a cursor only loses its own cursor.
+                node: node.and_then(|n| ipam_core::ObjectName::new(n).ok()),
+                pods: Some(Box::new(store)),
+            })
         }
     }
 }

@@ -120,6 +120,7 @@ impl Ctl {
     /// the binary can open it.
     fn allocate(&self, pool: &str, id: &str, pod: Option<PodRef>) -> Result<String, String> {
         let store = store::open(&StoreChoice::Redb, self.dir.path(), Duration::from_secs(10))
+            .map(|o| o.store)
             .map_err(|e| e.to_string())?;
         let ipam = Ipam::new(store);
         let got = pollster::block_on(ipam.allocate(&Request {

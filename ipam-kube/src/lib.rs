@@ -23,4 +23,4 @@ pub mod codec;
 pub mod crd;
 mod store;
 
-pub use store::{KubeOptions, KubeStore, DEFAULT_NAMESPACE};
+pub use store::{KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE};

@@ -32,6 +32,15 @@ pub struct KubeOptions {
     pub request_timeout: Duration,
 }
 
+/// What the plugin reads of a Pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodDetails {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
 /// The namespace of the allocation objects unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "ipam-rs";
 
@@ -211,6 +220,25 @@ impl KubeStore {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// The Pod `namespace/name`: its UID and annotations (`None` if it does not exist). The
+    /// plugin reads the pools a Pod asks for from its annotations.
+    pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::api::core::v1::Pod;
+            let api: Api<Pod> = Api::namespaced(inner.client.clone(), &namespace);
+            match api.get_opt(&name).await {
+                Ok(None) => Ok(None),
+                Ok(Some(pod)) => Ok(Some(PodDetails {
+                    uid: pod.metadata.uid,
+                    annotations: pod.metadata.annotations.unwrap_or_default(),
+                })),
+                Err(e) => Err(inner.error("get pod", &format!("{namespace}/{name}"), e)),
+            }
         })
         .await
     }

@@ -277,6 +277,42 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
 
 // ---- the allocation plan: ADD, CHECK and STATUS --------------------------------------------
 
+/// One slot per non-empty family of a list of pool names (`ipam.ippools`, or a Pod's
+/// annotation), the names validated, none twice.
+fn pool_slots(
+    field: &str,
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+) -> Result<Vec<SlotPlan>, CniError> {
+    let mut slots = Vec::new();
+    for (family, key, names) in [(Family::V4, "ipv4", ipv4), (Family::V6, "ipv6", ipv6)] {
+        if names.is_empty() {
+            continue;
+        }
+        let mut pools = Vec::new();
+        for (k, n) in names.iter().enumerate() {
+            let name = ObjectName::new(n.as_str())
+                .map_err(|e| invalid(&format!("{field}.{key}[{k}]"), n, e.reason()))?;
+            if pools.contains(&name) {
+                return Err(invalid(
+                    &format!("{field}.{key}[{k}]"),
+                    n,
+                    "is listed twice",
+                ));
+            }
+            pools.push(name);
+        }
+        slots.push(SlotPlan {
+            field: format!("{field}.{key}"),
+            family,
+            pools,
+            origin: SlotOrigin::IpPools,
+            requested: None,
+        });
+    }
+    Ok(slots)
+}
+
 #[derive(Deserialize)]
 struct PlanWire {
     ipam: IpamWire,
@@ -489,33 +525,11 @@ impl Plan {
         }
 
         if let Some(p) = ipam.ippools {
-            for (family, key, names) in [(Family::V4, "ipv4", p.ipv4), (Family::V6, "ipv6", p.ipv6)]
-            {
-                let names = names.unwrap_or_default();
-                if names.is_empty() {
-                    continue;
-                }
-                let mut pools = Vec::new();
-                for (k, n) in names.iter().enumerate() {
-                    let name = ObjectName::new(n.as_str())
-                        .map_err(|e| invalid(&format!("ipam.ippools.{key}[{k}]"), n, e.reason()))?;
-                    if pools.contains(&name) {
-                        return Err(invalid(
-                            &format!("ipam.ippools.{key}[{k}]"),
-                            n,
-                            "is listed twice",
-                        ));
-                    }
-                    pools.push(name);
-                }
-                slots.push(SlotPlan {
-                    field: format!("ipam.ippools.{key}"),
-                    family,
-                    pools,
-                    origin: SlotOrigin::IpPools,
-                    requested: None,
-                });
-            }
+            slots.extend(pool_slots(
+                "ipam.ippools",
+                p.ipv4.unwrap_or_default(),
+                p.ipv6.unwrap_or_default(),
+            )?);
         }
         if slots.is_empty() {
             return Err(CniError::new(
@@ -568,6 +582,52 @@ impl Plan {
             plan.route_requested(&net.name, &field, &text, addr)?;
         }
         Ok(plan)
+    }
+
+    /// Replaces the `ippools` slots with the pools a Pod's annotation names:
+    /// `{"ipv4": [...], "ipv6": [...]}`, Spiderpool's format (its other keys are ignored).
+    /// Addresses requested of the replaced slots go to the new ones of their family.
+    pub fn use_pod_pools(
+        &mut self,
+        network: &str,
+        annotation: &str,
+        value: &str,
+    ) -> Result<(), CniError> {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            ipv4: Vec<String>,
+            #[serde(default)]
+            ipv6: Vec<String>,
+        }
+        let field = format!("Pod annotation {annotation}");
+        let wire: Wire = serde_json::from_str(value).map_err(|e| {
+            invalid(
+                &field,
+                value,
+                format!("{e}; expected {{\"ipv4\": [POOL, ...], \"ipv6\": [...]}}"),
+            )
+        })?;
+        let moved: Vec<IpAddr> = self
+            .slots
+            .iter()
+            .filter(|s| s.origin == SlotOrigin::IpPools)
+            .filter_map(|s| s.requested)
+            .collect();
+        self.slots.retain(|s| s.origin != SlotOrigin::IpPools);
+        self.slots.extend(pool_slots(&field, wire.ipv4, wire.ipv6)?);
+        if self.slots.is_empty() {
+            return Err(invalid(
+                &field,
+                value,
+                "names no pool, and the network has no `ranges`",
+            ));
+        }
+        for addr in moved {
+            let text = addr.to_string();
+            self.route_requested(network, "a requested address", &text, addr)?;
+        }
+        Ok(())
     }
 
     /// Puts a requested address in the slot whose range contains it, or else in the

@@ -249,6 +249,43 @@ fn write_output(stdout: &mut impl Write, out: &Output) -> std::io::Result<()> {
     stdout.flush()
 }
 
+/// The annotations a Pod picks its pools with: ours, then Spiderpool's, read verbatim.
+pub const POD_POOL_ANNOTATIONS: [&str; 2] = ["ipam.rs/ippool", "ipam.spidernet.io/ippool"];
+
+/// Where the store knows Pods (Kubernetes): the Pod named in `CNI_ARGS` may pick the pools
+/// with an annotation, which replaces the network's `ippools`, and its UID is recorded.
+fn use_the_pods_choice(
+    add: &mut Add,
+    pods: &dyn crate::store::PodDirectory,
+) -> Result<(), CniError> {
+    let Some(pod) = add.pod.as_mut() else {
+        return Ok(());
+    };
+    let Some(namespace) = pod.namespace.clone() else {
+        return Ok(());
+    };
+    let Some(details) = pods
+        .pod(&namespace, &pod.name)
+        .map_err(|e| CniError::from_store(&e))?
+    else {
+        ::log::info!(
+            "Pod {namespace}/{} not found: the network's pools apply",
+            pod.name
+        );
+        return Ok(());
+    };
+    if pod.uid.is_none() {
+        pod.uid = details.uid;
+    }
+    if let Some((key, value)) = POD_POOL_ANNOTATIONS
+        .iter()
+        .find_map(|k| details.annotations.get(*k).map(|v| (*k, v)))
+    {
+        add.plan.use_pod_pools(&add.net.name, key, value)?;
+    }
+    Ok(())
+}
+
 /// What a call is about, for the log line of its failure: read from the raw environment
 /// and stdin rather than from what was validated, so that a call refused for one of them
 /// still names the others.
@@ -347,7 +384,7 @@ fn open_execute_and_deliver(
             }
         }
     }
-    let store = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
+    let opened = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
         let e = CniError::from_store(&e);
         if command == Command::Status {
             CniError::new(
@@ -359,7 +396,16 @@ fn open_execute_and_deliver(
             e
         }
     })?;
-    let ipam = Ipam::new(store);
+    let mut inv = inv.clone();
+    if let (Invocation::Add(add), Some(pods)) = (&mut inv, &opened.pods) {
+        use_the_pods_choice(add, &**pods)?;
+    }
+    let inv = &inv;
+    let config = ipam_core::Config {
+        node: opened.node,
+        ..ipam_core::Config::default()
+    };
+    let ipam = Ipam::with_config(opened.store, config);
     let done = pollster::block_on(command::execute(&ipam, inv))?;
     let out = Output::success(done.result.as_ref());
     let written = write_output(stdout, &out);

@@ -200,7 +200,7 @@ impl Cli {
                 source,
             }
         })?;
-        let ipam = Ipam::new(store);
+        let ipam = Ipam::new(store.store);
         pollster::block_on(async {
             match plan {
                 Plan::Apply(manifests) => commands::apply(&ipam, &manifests, out, err).await,

@@ -179,7 +179,11 @@ pub fn netconf(version: &str, name: &str, dir: &Path, mut ipam: Value) -> Value 
 /// Opens the store in `dir` the way the plugin does (redb), for setup and inspection. Hold
 /// it briefly: while it is open, plugin processes wait.
 pub fn ipam_at(dir: &Path) -> Ipam<Box<dyn Store>> {
-    Ipam::new(open(&StoreChoice::Redb, dir, Duration::from_secs(30)).expect("open store"))
+    Ipam::new(
+        open(&StoreChoice::Redb, dir, Duration::from_secs(30))
+            .expect("open store")
+            .store,
+    )
 }
 
 /// Every record of the store, with versions, as text: equal dumps mean an unchanged store.
