@@ -149,6 +149,9 @@ pub enum BlockState<'a> {
     Empty,
     /// Read.
     Loaded(&'a Block),
+    /// Not to be searched: skipped as if every address of it were taken (a block that
+    /// another node has claimed, while blocks of one's own or new ones remain).
+    Skip,
 }
 
 /// The outcome of one step of [`first_free`].
@@ -209,6 +212,8 @@ pub fn first_free<'a>(
         match block(index) {
             BlockState::Unknown => return Probe::NeedBlock(index),
             BlockState::Empty => return Probe::Free(x),
+            BlockState::Skip if index == LAST_BLOCK => return Probe::Exhausted,
+            BlockState::Skip => x = (index + 1) << BLOCK_BITS,
             BlockState::Loaded(b) => match b.next_free(x) {
                 Some(free) if free == x => return Probe::Free(x),
                 Some(free) => x = free,

@@ -54,6 +54,18 @@ pub struct BlockRecord {
     bits: Block,
     /// One per taken address, in address order (the bitmap's rank order).
     holders: Vec<Holder>,
+    /// The node that claimed the block (made it, taking its first address), where nodes
+    /// share a store: other nodes leave it alone while blocks of their own or new ones
+    /// remain, so that nodes seldom write one block (Calico's block affinity).
+    affinity: Option<ObjectName>,
+}
+
+/// The record's body after the bitmap: the holders and the block's affinity.
+#[derive(Serialize, Deserialize)]
+struct Body {
+    holders: Vec<Holder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    affinity: Option<ObjectName>,
 }
 
 impl BlockRecord {
@@ -64,7 +76,18 @@ impl BlockRecord {
             index,
             bits: Block::default(),
             holders: Vec::new(),
+            affinity: None,
         }
+    }
+
+    /// The node that claimed the block, if nodes share the store.
+    pub fn affinity(&self) -> Option<&ObjectName> {
+        self.affinity.as_ref()
+    }
+
+    /// Claims the block for `node`.
+    pub fn set_affinity(&mut self, node: Option<ObjectName>) {
+        self.affinity = node;
     }
 
     /// The family of its window.
@@ -138,8 +161,8 @@ impl BlockRecord {
         })
     }
 
-    /// The record's body: the portable roaring bitmap (length-prefixed), then the holders as
-    /// a JSON array in address order.
+    /// The record's body: the portable roaring bitmap (length-prefixed), then a JSON object
+    /// with the holders in address order and the affinity.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bits = self.bits.clone();
         bits.optimize();
@@ -147,7 +170,11 @@ impl BlockRecord {
         let mut out = Vec::with_capacity(8 + bitmap.len() + 96 * self.holders.len());
         out.extend_from_slice(&(bitmap.len() as u32).to_be_bytes());
         out.extend_from_slice(&bitmap);
-        serde_json::to_writer(&mut out, &self.holders).expect("holders serialize to JSON");
+        let body = Body {
+            holders: self.holders.clone(),
+            affinity: self.affinity.clone(),
+        };
+        serde_json::to_writer(&mut out, &body).expect("holders serialize to JSON");
         out
     }
 
@@ -163,7 +190,7 @@ impl BlockRecord {
             .split_at_checked(len)
             .ok_or_else(|| "truncated block bitmap".to_owned())?;
         let bits = Block::from_bytes(bitmap)?;
-        let holders: Vec<Holder> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let Body { holders, affinity } = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if holders.len() as u64 != bits.len() {
             return Err(format!(
                 "{} holders for {} taken addresses",
@@ -176,6 +203,7 @@ impl BlockRecord {
             index,
             bits,
             holders,
+            affinity,
         })
     }
 }
@@ -211,6 +239,7 @@ mod tests {
             .map(|o| (*o, format!("c{o}")))
             .collect();
         assert_eq!(seen, want);
+        b.set_affinity(Some(ObjectName::new("node-1").unwrap()));
         let back = BlockRecord::from_bytes(Family::V4, index, &b.to_bytes()).unwrap();
         assert_eq!(back, b);
     }
@@ -227,7 +256,7 @@ mod tests {
         let mut bad = bytes[..bytes.len()].to_vec();
         let json_at = 4 + u32::from_be_bytes(bad[..4].try_into().unwrap()) as usize;
         bad.truncate(json_at);
-        bad.extend_from_slice(b"[]");
+        bad.extend_from_slice(br#"{"holders": []}"#);
         let err = BlockRecord::from_bytes(Family::V6, 7, &bad).unwrap_err();
         assert!(err.contains("0 holders for 1"), "{err}");
     }

@@ -328,7 +328,8 @@ impl Op {
 ///   if any expectation fails, none;
 /// - **in order** (a store whose only atomic operation is a compare-and-swap of one object,
 ///   such as Kubernetes): each operation as its own compare-and-swap, stopping at the first
-///   that fails; the ones before it stay applied.
+///   that fails; the ones before it stay applied. Hints ([`Op::is_hint`]) may be sent
+///   alongside the others, so a hint may land even when an operation before it fails.
 ///
 /// So the engine orders every transaction such that each prefix of it leaves the store
 /// consistent: the block that decides who holds an address is written after the owner

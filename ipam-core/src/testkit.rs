@@ -261,19 +261,26 @@ pub async fn compare_and_swap(store: &dyn Store) {
     assert!(many[0].is_none() && many[2].is_none());
     assert_eq!(many[1].as_ref().map(|v| &v.version), Some(&v2.version));
 
-    // A failed expectation in the first operation applies nothing.
+    // A failed expectation in the first operation applies nothing after it (but hints,
+    // which a store may send alongside).
+    let later = Key::Pool(name("later"));
     let mut t = Transaction::new();
     t.put(
         other.clone(),
         Record::Cursor(9),
         Expect::Version(v1.version.clone()),
     );
-    t.put(key.clone(), Record::Cursor(9), Expect::Any);
+    t.put(
+        later.clone(),
+        Record::Pool(pool("later", "10.0.0.0/24", &["10.0.0.1"])),
+        Expect::Any,
+    );
     assert!(matches!(
         store.commit(t).await,
         Err(StoreError::Conflict { .. })
     ));
     assert!(store.get(&other).await.unwrap().is_none());
+    assert!(store.get(&later).await.unwrap().is_none());
     assert_eq!(
         store.get(&key).await.unwrap().map(|v| v.value),
         Some(Record::Cursor(2))
@@ -293,6 +300,17 @@ pub async fn compare_and_swap(store: &dyn Store) {
     let mut t = Transaction::new();
     t.delete(key.clone(), Expect::Any);
     store.commit(t).await.unwrap();
+
+    // An unconditioned write (a hint) creates, then overwrites, whatever is there.
+    for value in [7, 8] {
+        let mut t = Transaction::new();
+        t.put(key.clone(), Record::Cursor(value), Expect::Any);
+        store.commit(t).await.unwrap();
+        assert_eq!(
+            store.get(&key).await.unwrap().map(|v| v.value),
+            Some(Record::Cursor(value))
+        );
+    }
 }
 
 /// Scans return exactly the keys in a range, in key order: pools by name, blocks by family

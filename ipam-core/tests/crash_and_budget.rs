@@ -148,3 +148,54 @@ fn steady_state_calls_stay_within_the_round_trip_budget() {
         assert!(worst_writes <= 2, "an ADD made {worst_writes} writes");
     });
 }
+
+/// Nodes sharing a store claim blocks of their own: while unclaimed blocks remain, no two
+/// nodes write one block (so they never contend); once every block is claimed, a node takes
+/// the free addresses of another's, and the whole pool is used.
+#[test]
+fn nodes_claim_blocks_of_their_own_then_share() {
+    use ipam_core::alloc::block_index;
+    use ipam_core::ObjectName;
+    pollster::block_on(async {
+        let store = Arc::new(MemoryStore::new());
+        let node = |n: &str| {
+            Ipam::with_config(
+                store.clone(),
+                Config {
+                    node: Some(ObjectName::new(n).unwrap()),
+                    ..Config::default()
+                },
+            )
+        };
+        let (a, b) = (node("node-a"), node("node-b"));
+        a.apply_pool(pool("p", "10.6.0.0/24", &["10.6.0.0/24"]))
+            .await
+            .unwrap();
+        let mut blocks = [BTreeSet::new(), BTreeSet::new()];
+        for i in 0..100 {
+            for (k, ipam) in [&a, &b].into_iter().enumerate() {
+                let got = ipam
+                    .allocate(&request(&format!("{k}-{i}"), &["p"]))
+                    .await
+                    .unwrap();
+                let v = ipam_core::addr::to_u128(got[0].address);
+                blocks[k].insert(block_index(v));
+            }
+        }
+        assert!(
+            blocks[0].is_disjoint(&blocks[1]),
+            "two nodes wrote one block while others were free: {blocks:?}"
+        );
+        // The rest of the pool, whichever node asks.
+        let mut n = 200;
+        while a
+            .allocate(&request(&format!("rest-{n}"), &["p"]))
+            .await
+            .is_ok()
+        {
+            n += 1;
+        }
+        assert_eq!(n, 254, "the pool's 254 addresses were all handed out");
+        assert_eq!(check_indexes_exact(&*store).await, 254);
+    });
+}

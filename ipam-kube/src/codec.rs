@@ -16,8 +16,7 @@ use ipam_core::alloc::BLOCK_BITS;
 use ipam_core::block::{BlockRecord, Holder};
 use ipam_core::store::{Held, Key, KeyRange, Record, Version, Versioned};
 use ipam_core::{
-    FamilySets, IntervalSet, IpPool, IpPoolSpec, ObjectName, Owner, PodRef, ReservedIp,
-    ReservedIpSpec, StoreError,
+    IpPool, IpPoolSpec, ObjectName, Owner, PodRef, ReservedIp, ReservedIpSpec, StoreError,
 };
 use kube::core::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{json, Value};
@@ -45,8 +44,6 @@ pub enum Kind {
     Owner,
     /// `IPAMCursor`.
     Cursor,
-    /// `IPAMReservedSummary`.
-    Summary,
 }
 
 impl Kind {
@@ -62,7 +59,6 @@ impl Kind {
             Kind::Block => of::<crd::IPAMBlock>(),
             Kind::Owner => of::<crd::IPAMOwner>(),
             Kind::Cursor => of::<crd::IPAMCursor>(),
-            Kind::Summary => of::<crd::IPAMReservedSummary>(),
         }
     }
 
@@ -81,8 +77,7 @@ impl Kind {
                 Some(format!("{FAMILY_LABEL}={}", family.version())),
             ),
             KeyRange::Owners => (Kind::Owner, None),
-            KeyRange::Cursors => (Kind::Cursor, None),
-            _ => (Kind::Summary, None),
+            _ => (Kind::Cursor, None),
         }
     }
 }
@@ -98,12 +93,14 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// The kind and object name of `key`.
-    pub fn locate(&self, key: &Key) -> (Kind, String) {
-        match key {
+    /// The kind and object name of `key`; `None` for the reservation summary, which the
+    /// store derives from the ReservedIP objects instead of keeping it (so that one applied
+    /// with kubectl counts at once).
+    pub fn locate(&self, key: &Key) -> Option<(Kind, String)> {
+        Some(match key {
             Key::Pool(n) => (Kind::Pool, self.cluster_name(n)),
             Key::ReservedIp(n) => (Kind::ReservedIp, self.cluster_name(n)),
-            Key::ReservedSummary => (Kind::Summary, "reserved-summary".to_owned()),
+            Key::ReservedSummary => return None,
             Key::Block { family, index } => {
                 let first = index << BLOCK_BITS;
                 let name = match family {
@@ -124,27 +121,35 @@ impl Codec {
                     &hex(&format!("{}/{}", o.container_id(), o.ifname()))[..40]
                 ),
             ),
-            other => (Kind::Summary, format!("unknown-{other}")),
-        }
+            _ => return None,
+        })
     }
 
     fn cluster_name(&self, name: &ObjectName) -> String {
         mapped_name(&format!("{}{}", self.prefix, name.as_str()))
     }
 
-    /// The label selector that lists this store's objects of `kind`, and `extra`.
+    /// The label selector that lists this store's objects of `kind`, and `extra`. The
+    /// cluster-scoped objects of a store with a prefix carry its label; the default store's
+    /// are those that carry none (so that stores set apart in one cluster, such as tests,
+    /// never see each other's pools).
     pub fn selector(&self, kind: Kind, extra: Option<String>) -> Option<String> {
-        let mine = (!kind.namespaced() && !self.prefix.is_empty())
-            .then(|| format!("{STORE_LABEL}={}", label_value(&self.prefix)));
+        let mine = (!kind.namespaced()).then(|| {
+            if self.prefix.is_empty() {
+                format!("!{STORE_LABEL}")
+            } else {
+                format!("{STORE_LABEL}={}", label_value(&self.prefix))
+            }
+        });
         match (mine, extra) {
             (Some(a), Some(b)) => Some(format!("{a},{b}")),
             (a, b) => a.or(b),
         }
     }
 
-    /// The object `record` is written as under `key`.
+    /// The object `record` is written as under `key` (a key [`Codec::locate`] places).
     pub fn object(&self, key: &Key, record: &Record) -> DynamicObject {
-        let (kind, name) = self.locate(key);
+        let (kind, name) = self.locate(key).expect("a stored key");
         let mut labels = BTreeMap::new();
         labels.insert(
             "app.kubernetes.io/managed-by".to_owned(),
@@ -169,10 +174,6 @@ impl Codec {
                 );
                 serde_json::to_value(r.spec()).expect("a spec serializes")
             }
-            Record::ReservedSummary(sets) => json!({
-                "v4": ranges_text(Family::V4, &sets.v4),
-                "v6": ranges_text(Family::V6, &sets.v6),
-            }),
             Record::Block(b) => {
                 labels.insert(FAMILY_LABEL.to_owned(), b.family().version().to_string());
                 let first = b.family().addr(b.index() << BLOCK_BITS);
@@ -191,7 +192,7 @@ impl Codec {
                     .collect();
                 serde_json::to_value(crd::IPAMBlockSpec {
                     cidr: format!("{first}/{}", b.family().bits() - BLOCK_BITS),
-                    node: self.node.clone(),
+                    node: b.affinity().map(ToString::to_string),
                     holders,
                 })
                 .expect("a block serializes")
@@ -291,35 +292,6 @@ impl Codec {
                     (Key::ReservedIp(r.name().clone()), Record::ReservedIp(r))
                 }
             }
-            Kind::Summary => {
-                let sets = |field: &str, family: Family| -> Result<IntervalSet, StoreError> {
-                    let mut out = Vec::new();
-                    for r in spec
-                        .get(field)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        let r = r
-                            .as_str()
-                            .ok_or_else(|| corrupt(format!("spec.{field}: not a string")))?;
-                        let range = ipam_core::IpRange::parse(r)
-                            .map_err(|e| corrupt(format!("spec.{field}: {e}")))?;
-                        if range.family() != family {
-                            return Err(corrupt(format!("spec.{field}: {r} of the other family")));
-                        }
-                        out.push(range.bounds());
-                    }
-                    Ok(IntervalSet::from_intervals(out))
-                };
-                (
-                    Key::ReservedSummary,
-                    Record::ReservedSummary(FamilySets {
-                        v4: sets("v4", Family::V4)?,
-                        v6: sets("v6", Family::V6)?,
-                    }),
-                )
-            }
             Kind::Block => {
                 let spec: crd::IPAMBlockSpec =
                     serde_json::from_value(spec).map_err(|e| corrupt(e.to_string()))?;
@@ -334,6 +306,11 @@ impl Codec {
                 }
                 let index = to_u128(first) >> BLOCK_BITS;
                 let mut block = BlockRecord::new(family, index);
+                if let Some(node) = spec.node {
+                    block.set_affinity(Some(
+                        ObjectName::new(node).map_err(|e| corrupt(e.to_string()))?,
+                    ));
+                }
                 for h in spec.holders {
                     let a = address(&h.address)?;
                     let value = to_u128(a);
@@ -394,11 +371,9 @@ impl Codec {
             }
         };
         // An object found under a name its content does not give belongs to nobody's key.
-        if self.locate(&key).1 != name {
-            return Err(corrupt(format!(
-                "its content belongs under {:?}",
-                self.locate(&key).1
-            )));
+        let expected = self.locate(&key).map(|(_, n)| n).unwrap_or_default();
+        if expected != name {
+            return Err(corrupt(format!("its content belongs under {expected:?}")));
         }
         Ok(Some((
             key,
@@ -408,13 +383,6 @@ impl Codec {
             },
         )))
     }
-}
-
-fn ranges_text(family: Family, set: &IntervalSet) -> Vec<String> {
-    set.intervals()
-        .iter()
-        .map(|&(a, b)| format!("{}-{}", family.addr(a), family.addr(b)))
-        .collect()
 }
 
 fn hex(text: &str) -> String {
@@ -534,10 +502,6 @@ mod tests {
                 Record::ReservedIp(reserved.clone()),
             ),
             (
-                Key::ReservedSummary,
-                Record::ReservedSummary(FamilySets::union_of([&reserved])),
-            ),
-            (
                 Key::Block {
                     family: Family::V4,
                     index,
@@ -567,7 +531,7 @@ mod tests {
             ),
         ];
         for (key, record) in cases {
-            let (kind, name) = c.locate(&key);
+            let (kind, name) = c.locate(&key).unwrap();
             assert!(valid_object_name(&name), "{name}");
             let obj = with_version(c.object(&key, &record));
             let (k, v) = c.decode(kind, &obj).unwrap().expect("ours");

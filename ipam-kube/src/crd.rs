@@ -5,8 +5,9 @@
 //! seed manifest ports by changing `apiVersion` and `kind`. The allocation state lives in
 //! namespaced kinds in the store's namespace: `IPAMBlock` (who holds each address of a
 //! 64-address window: the record that decides), `IPAMOwner` (an owner's index),
-//! `IPAMCursor` (where a pool's round-robin search resumes, a hint) and
-//! `IPAMReservedSummary` (the union of all ReservedIPs).
+//! and `IPAMCursor` (where a pool's round-robin search resumes, a hint). The union of all
+//! ReservedIPs, which the embedded stores keep as a record, is derived from the ReservedIP
+//! objects on every read, so that one applied with kubectl counts at once.
 //!
 //! The store reads and writes them as dynamic objects (`codec`); these types give the
 //! schema the API server validates against and `kubectl` prints.
@@ -165,7 +166,8 @@ pub struct HolderSpec {
 pub struct IPAMBlockSpec {
     /// The window, as a CIDR.
     pub cidr: String,
-    /// The node that last wrote the block (informational).
+    /// The node that claimed the block: other nodes leave it alone while they have blocks
+    /// of their own or new ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// The holders, in address order.
@@ -225,25 +227,6 @@ pub struct IPAMCursorSpec {
     pub next: String,
 }
 
-/// The union of every ReservedIP, read by every allocation.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "ipam.rs",
-    version = "v1alpha1",
-    kind = "IPAMReservedSummary",
-    plural = "ipamreservedsummaries",
-    namespaced
-)]
-#[serde(rename_all = "camelCase")]
-pub struct IPAMReservedSummarySpec {
-    /// IPv4 ranges, `A-B`.
-    #[serde(default)]
-    pub v4: Vec<String>,
-    /// IPv6 ranges, `A-B`.
-    #[serde(default)]
-    pub v6: Vec<String>,
-}
-
 /// Every CustomResourceDefinition of the project, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
@@ -253,6 +236,5 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         IPAMBlock::crd(),
         IPAMOwner::crd(),
         IPAMCursor::crd(),
-        IPAMReservedSummary::crd(),
     ]
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipam_core::store::{Expect, Key, KeyRange, Op, Record, Transaction, Versioned};
 use ipam_core::{Store, StoreError};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DynamicObject;
 use kube::{Client, Config};
@@ -177,9 +177,9 @@ impl KubeStore {
         .await
     }
 
-    /// Creates the project's CustomResourceDefinitions ([`crate::crd::all`]) where they are
-    /// missing and waits until the API server serves them (tests; a cluster installs them
-    /// from `deploy/crds/`).
+    /// Creates the project's CustomResourceDefinitions ([`crate::crd::all`]), or replaces
+    /// them with this build's, and waits until the API server serves them (tests; a cluster
+    /// installs them from `deploy/crds/`).
     pub async fn install_crds(&self) -> Result<(), StoreError> {
         self.on_runtime(|inner| async move {
             use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -189,7 +189,18 @@ impl KubeStore {
                 let name = crd.metadata.name.clone().unwrap_or_default();
                 match api.create(&PostParams::default(), crd).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // An older schema would prune fields this build writes.
+                        let current = api
+                            .get(&name)
+                            .await
+                            .map_err(|e| inner.error("get", &name, e))?;
+                        let mut newer = crd.clone();
+                        newer.metadata.resource_version = current.metadata.resource_version;
+                        api.replace(&name, &PostParams::default(), &newer)
+                            .await
+                            .map_err(|e| inner.error("replace", &name, e))?;
+                    }
                     Err(e) => return Err(inner.error("create", &name, e)),
                 }
             }
@@ -296,7 +307,9 @@ impl Inner {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        let (kind, name) = self.codec.locate(key);
+        let Some((kind, name)) = self.codec.locate(key) else {
+            return self.summary().await.map(Some);
+        };
         match self.api(kind).get_opt(&name).await {
             Ok(None) => Ok(None),
             Ok(Some(obj)) => Ok(self.codec.decode(kind, &obj)?.map(|(_, v)| v)),
@@ -304,7 +317,36 @@ impl Inner {
         }
     }
 
+    /// The union of every ReservedIP, read from the objects themselves: one list, a
+    /// consistent read, so an ADD that starts after a ReservedIP was applied (by ipamctl or
+    /// kubectl) sees it. Its version is the list's.
+    async fn summary(&self) -> Result<Versioned<Record>, StoreError> {
+        let (all, version) = self.list(&KeyRange::ReservedIps).await?;
+        let reservations: Vec<ipam_core::ReservedIp> = all
+            .into_iter()
+            .filter_map(|(_, v)| match v.value {
+                Record::ReservedIp(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        Ok(Versioned {
+            value: Record::ReservedSummary(ipam_core::FamilySets::union_of(&reservations)),
+            version: ipam_core::Version::new(version),
+        })
+    }
+
     async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        Ok(self.list(range).await?.0)
+    }
+
+    /// The records of `range`, and the resourceVersion of the list. IPPool and ReservedIP
+    /// objects that do not decode (applied with kubectl, which no webhook validates) are
+    /// left out of lists, so that one bad object does not stop every allocation; reading
+    /// one by name still says what is wrong with it.
+    async fn list(
+        &self,
+        range: &KeyRange,
+    ) -> Result<(Vec<(Key, Versioned<Record>)>, String), StoreError> {
         let (kind, extra) = Kind::of_range(range);
         let api = self.api(kind);
         let mut params = ListParams::default().limit(500);
@@ -312,13 +354,21 @@ impl Inner {
             params = params.labels(&selector);
         }
         let mut out = Vec::new();
+        let mut version = String::new();
         loop {
             let page = api
                 .list(&params)
                 .await
                 .map_err(|e| self.error("list", &kind.resource().plural, e))?;
+            if version.is_empty() {
+                version = page.metadata.resource_version.clone().unwrap_or_default();
+            }
             for obj in &page.items {
-                if let Some((key, value)) = self.codec.decode(kind, obj)? {
+                let decoded = match self.codec.decode(kind, obj) {
+                    Err(_) if !kind.namespaced() => continue,
+                    other => other?,
+                };
+                if let Some((key, value)) = decoded {
                     if range.contains(&key) {
                         out.push((key, value));
                     }
@@ -330,12 +380,15 @@ impl Inner {
             }
         }
         out.sort_by_key(|(k, _)| k.encode());
-        Ok(out)
+        Ok((out, version))
     }
 
     /// One operation, as a compare-and-swap of one object.
     async fn apply(&self, op: Op) -> Result<(), StoreError> {
-        let (kind, name) = self.codec.locate(op.key());
+        let Some((kind, name)) = self.codec.locate(op.key()) else {
+            // The reservation summary is derived from the ReservedIP objects: nothing to write.
+            return Ok(());
+        };
         let api = self.api(kind);
         let conflict = || StoreError::Conflict { key: name.clone() };
         let pp = PostParams::default();
@@ -360,12 +413,15 @@ impl Inner {
                         }
                     }
                     Expect::Any => {
-                        // Last writer wins: replace whatever is there, or create it.
+                        // Last writer wins. A custom resource refuses a replace without a
+                        // resourceVersion (422), but takes a merge patch: one request where
+                        // the object exists, a create where it does not.
+                        let patch = Patch::Merge(&obj);
                         for _ in 0..5 {
-                            match api.replace(&name, &pp, &obj).await {
+                            match api.patch(&name, &PatchParams::default(), &patch).await {
                                 Ok(_) => return Ok(()),
                                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                                Err(e) => return Err(self.error("replace", &name, e)),
+                                Err(e) => return Err(self.error("patch", &name, e)),
                             }
                             match api.create(&pp, &obj).await {
                                 Ok(_) => return Ok(()),

@@ -68,8 +68,7 @@ fn the_yaml_reads_back_as_the_same_crds() {
             "reservedips.ipam.rs",
             "ipamblocks.ipam.rs",
             "ipamowners.ipam.rs",
-            "ipamcursors.ipam.rs",
-            "ipamreservedsummaries.ipam.rs"
+            "ipamcursors.ipam.rs"
         ]
     );
 }

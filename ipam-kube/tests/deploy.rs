@@ -387,9 +387,9 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
             seen += 1;
         }
     }
-    // 6 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
+    // 5 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
     // RoleBinding; the DaemonSet.
-    assert_eq!(seen, 6 + 7 + 1);
+    assert_eq!(seen, 5 + 7 + 1);
 
     // The DaemonSet runs as the ServiceAccount that RBAC binds, installs where its volumes
     // reach the host, and runs the script the Dockerfile puts in its image.
@@ -509,8 +509,7 @@ const PLUGIN_MAY: &[(&str, &str, Option<&str>)] = &[
     ("delete", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("get", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("create", "ipamcursors.ipam.rs", Some("ipam-rs")),
-    ("update", "ipamcursors.ipam.rs", Some("ipam-rs")),
-    ("get", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
+    ("patch", "ipamcursors.ipam.rs", Some("ipam-rs")),
 ];
 
 /// What a node's credentials must not allow.
@@ -521,8 +520,7 @@ const PLUGIN_MAY_NOT: &[(&str, &str, Option<&str>)] = &[
     ("update", "ippools.ipam.rs/status", None),
     ("create", "reservedips.ipam.rs", None),
     ("delete", "reservedips.ipam.rs", None),
-    ("create", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
-    ("update", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
+    ("update", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("watch", "ipamblocks.ipam.rs", Some("ipam-rs")),
     ("patch", "ipamblocks.ipam.rs", Some("ipam-rs")),
@@ -560,9 +558,6 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("update", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
-    ("get", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
-    ("create", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
-    ("update", "ipamreservedsummaries.ipam.rs", Some("ipam-rs")),
 ];
 
 #[test]

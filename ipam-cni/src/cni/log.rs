@@ -138,7 +138,11 @@ impl Sink {
 /// Whether a record of `target` at `level` is written under `cfg`.
 fn wanted(cfg: &LogConfig, target: &str, level: log::Level) -> bool {
     let ours = target.starts_with("ipam_");
-    level <= cfg.level.filter() && (ours || level <= log::Level::Warn)
+    // kube's client warns on every connection made with `insecure-skip-tls-verify`, which is
+    // the kubeconfig's choice, not news; its errors still show. (Each of its failed requests
+    // also reaches the caller as an error, which the plugin reports.)
+    let routine = target.starts_with("kube_client") && level > log::Level::Error;
+    level <= cfg.level.filter() && (ours || (level <= log::Level::Warn && !routine))
 }
 
 impl log::Log for Sink {

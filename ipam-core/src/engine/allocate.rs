@@ -292,27 +292,49 @@ impl<S: Store> Ipam<S> {
                 Some(c) => c,
                 None => self.start(lens),
             };
+            // First among the blocks of this node and new ones; then, if that is all taken,
+            // among every block (another node's too).
+            let node = self.config.node.as_ref();
+            let mut passes = if node.is_some() {
+                &[true, false][..]
+            } else {
+                &[false][..]
+            };
+            let mut reads = 0;
             let found = loop {
+                let Some((&keep_off, rest)) = passes.split_first() else {
+                    break None;
+                };
                 let probe = {
                     let cache = &*cache;
                     first_free_from(
                         lens.pool.capacity(),
                         &reserved,
-                        |i| cache.state(family, i),
+                        |i| cache.state(family, i, node, keep_off),
                         start,
                     )
                 };
                 match probe {
                     Probe::Free(x) => break Some(x),
-                    Probe::Exhausted => break None,
-                    Probe::NeedBlock(index) => {
+                    Probe::Exhausted => passes = rest,
+                    Probe::NeedBlock(index) if reads < 2 => {
+                        reads += 1;
                         self.load_blocks(cache, [(family, index)]).await?;
+                    }
+                    // A search that keeps finding blocks it has not read reads all of the
+                    // pool's at once: one round trip instead of one per block.
+                    Probe::NeedBlock(index) => {
+                        self.load_all_blocks(cache, family, lens.pool.capacity())
+                            .await?;
+                        if !cache.known(family, index) {
+                            self.load_blocks(cache, [(family, index)]).await?;
+                        }
                     }
                 }
             };
             if let Some(x) = found {
                 let holder = holder_for(request, name);
-                let taken = cache.edit(family, block_index(x)).insert(x, holder);
+                let taken = cache.edit(family, block_index(x), node).insert(x, holder);
                 debug_assert!(taken, "the search found a free address");
                 lens.new_cursor = Some(x.wrapping_add(1));
                 return Ok(Allocation {
@@ -377,7 +399,7 @@ impl<S: Store> Ipam<S> {
             }));
         }
         cache
-            .edit(family, index)
+            .edit(family, index, self.config.node.as_ref())
             .insert(value, holder_for(request, name));
         Ok(Allocation {
             address,

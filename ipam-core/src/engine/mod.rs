@@ -217,25 +217,45 @@ impl<S> fmt::Debug for Ipam<S> {
 pub(crate) struct BlockCache {
     /// `None`: the store has no block there.
     read: HashMap<(Family, u128), Option<Versioned<BlockRecord>>>,
+    /// Ranges of block indexes read whole: a block not in `read` there does not exist.
+    scanned: Vec<(Family, u128, u128)>,
     changed: BTreeMap<(Family, u128), BlockRecord>,
 }
 
 impl BlockCache {
-    /// The block as this attempt sees it, for the free-address search.
-    pub(crate) fn state(&self, family: Family, index: u128) -> BlockState<'_> {
-        if let Some(b) = self.changed.get(&(family, index)) {
-            return BlockState::Loaded(b.bits());
+    /// The block as this attempt sees it, for the free-address search; with `keep_off`,
+    /// blocks claimed by another node than `node` are skipped.
+    pub(crate) fn state(
+        &self,
+        family: Family,
+        index: u128,
+        node: Option<&ObjectName>,
+        keep_off: bool,
+    ) -> BlockState<'_> {
+        let block = match self.changed.get(&(family, index)) {
+            Some(b) => b,
+            None => match self.read.get(&(family, index)) {
+                None if self.in_scanned(family, index) => return BlockState::Empty,
+                None => return BlockState::Unknown,
+                Some(None) => return BlockState::Empty,
+                Some(Some(b)) => &b.value,
+            },
+        };
+        if keep_off && block.affinity().is_some_and(|a| Some(a) != node) {
+            return BlockState::Skip;
         }
-        match self.read.get(&(family, index)) {
-            None => BlockState::Unknown,
-            Some(None) => BlockState::Empty,
-            Some(Some(b)) => BlockState::Loaded(b.value.bits()),
-        }
+        BlockState::Loaded(block.bits())
     }
 
-    /// Whether the block was read.
+    /// Whether the block was read (or found missing by a scan of its range).
     pub(crate) fn known(&self, family: Family, index: u128) -> bool {
-        self.read.contains_key(&(family, index))
+        self.read.contains_key(&(family, index)) || self.in_scanned(family, index)
+    }
+
+    fn in_scanned(&self, family: Family, index: u128) -> bool {
+        self.scanned
+            .iter()
+            .any(|&(f, a, b)| f == family && (a..=b).contains(&index))
     }
 
     /// The block as this attempt sees it; `None` when it is empty or not read.
@@ -245,14 +265,23 @@ impl BlockCache {
             .or_else(|| self.read.get(&(family, index))?.as_ref().map(|b| &b.value))
     }
 
-    /// The block to change (it must have been read).
-    pub(crate) fn edit(&mut self, family: Family, index: u128) -> &mut BlockRecord {
+    /// The block to change (it must have been read); a new one is claimed for `node`.
+    pub(crate) fn edit(
+        &mut self,
+        family: Family,
+        index: u128,
+        node: Option<&ObjectName>,
+    ) -> &mut BlockRecord {
         let read = &self.read;
         self.changed.entry((family, index)).or_insert_with(|| {
             read.get(&(family, index))
                 .and_then(Option::as_ref)
                 .map(|b| b.value.clone())
-                .unwrap_or_else(|| BlockRecord::new(family, index))
+                .unwrap_or_else(|| {
+                    let mut new = BlockRecord::new(family, index);
+                    new.set_affinity(node.cloned());
+                    new
+                })
         })
     }
 
@@ -392,6 +421,29 @@ impl<S: Store> Ipam<S> {
             };
             let block = typed::<BlockRecord>(key, record)?;
             cache.insert_read(family, index, block);
+        }
+        Ok(())
+    }
+
+    /// Reads every block over `set` into `cache` in one scan (blocks it read already keep the
+    /// version it saw first).
+    async fn load_all_blocks(
+        &self,
+        cache: &mut BlockCache,
+        family: Family,
+        set: &IntervalSet,
+    ) -> Result<(), Error> {
+        let (Some(first), Some(&(_, last))) = (set.first(), set.intervals().last()) else {
+            return Ok(());
+        };
+        let range = KeyRange::blocks_covering(family, first, last);
+        for (key, block) in self.read_all::<BlockRecord>(&range).await? {
+            if let Key::Block { family, index } = key {
+                cache.read.entry((family, index)).or_insert(Some(block));
+            }
+        }
+        if let KeyRange::Blocks { first, last, .. } = range {
+            cache.scanned.push((family, first, last));
         }
         Ok(())
     }

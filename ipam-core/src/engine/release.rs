@@ -122,7 +122,7 @@ impl<S: Store> Ipam<S> {
                 .and_then(|b| b.holder(value))
                 .is_some_and(|h| h.owner == *owner && which.network_matches(&h.network));
             if mine {
-                let holder = cache.edit(family, idx).remove(value).expect("held");
+                let holder = cache.edit(family, idx, None).remove(value).expect("held");
                 released.push(allocation_of(family, value, &holder));
             }
         }

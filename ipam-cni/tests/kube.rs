@@ -1,0 +1,421 @@
+//! The plugin and ipamctl on the Kubernetes store, against a real kube-apiserver
+//! (`testenv/`; `IPAM_TEST_KUBECONFIG` names its admin kubeconfig). Without one the tests say
+//! so and pass, except under `CI=true`, where a missing cluster is a failure.
+//!
+//! Cluster-scoped pools are shared by every test of the cluster: each test names its own.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{call, Reply};
+use serde_json::{json, Value};
+
+/// The test cluster, or `None` (skipped) outside CI.
+fn cluster() -> Option<PathBuf> {
+    match std::env::var_os("IPAM_TEST_KUBECONFIG") {
+        Some(k) => Some(PathBuf::from(k)),
+        None => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
+            );
+            eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
+            None
+        }
+    }
+}
+
+/// A name no other test or run uses.
+fn unique(what: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
+    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testenv/kubectl.sh")
+            .display()
+            .to_string()
+    });
+    let mut child = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {kubectl}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ipamctl(
+    kubeconfig: &Path,
+    namespace: &str,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--namespace", namespace])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A network on the Kubernetes store of `namespace`, for `node`, drawing from `ipam`.
+fn network(kubeconfig: &Path, namespace: &str, node: &str, mut ipam: Value) -> Value {
+    ipam["type"] = json!("ipam-cni");
+    ipam["store"] = json!({"kubernetes": {
+        "kubeconfig": kubeconfig.to_str().unwrap(),
+        "nodeName": node,
+        "namespace": namespace,
+    }});
+    json!({"cniVersion": "1.0.0", "name": "kube-net", "type": "macvlan", "ipam": ipam})
+}
+
+/// A namespace for the allocation objects of one test (as `deploy/` creates `ipam-rs`).
+fn namespace(kubeconfig: &Path) -> String {
+    let ns = unique("cni");
+    kubectl(kubeconfig, &["create", "namespace", &ns], "");
+    ns
+}
+
+/// The seed's manifests with the objects renamed, so that runs do not meet.
+fn seed(pool: &str, reserved: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
+    let text = std::fs::read_to_string(root.join("reservedip.yaml")).unwrap()
+        + "---\n"
+        + &std::fs::read_to_string(root.join("ippool.yaml")).unwrap();
+    text.replace("name: test-ippool", &format!("name: {pool}"))
+        .replace("name: test-reservedip", &format!("name: {reserved}"))
+}
+
+#[test]
+fn the_seed_walkthrough_and_pod_annotations_on_the_cluster() {
+    let Some(k) = cluster() else { return };
+    let ns = namespace(&k);
+    let (pool, reserved) = (unique("seed-pool"), unique("seed-reserved"));
+    let (status, out, err) = ipamctl(&k, &ns, &["apply", "-f", "-"], &seed(&pool, &reserved));
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("reservedip/{reserved} created\nippool/{pool} created\n")
+    );
+    let conf = network(&k, &ns, "node-a", json!({"ippools": {"ipv4": [pool]}}));
+    let a = call("ADD", "pod-a", &conf).run().ok();
+    assert_eq!(a.addresses(), ["10.6.168.133/16"]);
+    assert_eq!(
+        call("ADD", "pod-a", &conf).run().ok().addresses(),
+        a.addresses()
+    );
+    let b = call("ADD", "pod-b", &conf).run();
+    assert_eq!(b.code(), Some(100), "{b:#?}");
+    call("CHECK", "pod-a", &conf).run().ok();
+    let json = ipamctl(&k, &ns, &["get", "ippool", &pool, "-o", "json"], "").1;
+    let counts: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(counts["status"]["allocatedIPCount"], 1, "{json}");
+
+    // A Pod that asks for another pool by Spiderpool's annotation gets it, and its UID is
+    // recorded.
+    let other = unique("annotated-pool");
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {other}\nspec:\n  subnet: 10.7.0.0/24\n  ips:\n  - 10.7.0.10-10.7.0.20\n"
+    );
+    assert_eq!(ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest).0, 0);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: {ns}\n  annotations:\n    ipam.spidernet.io/ippool: '{{\"ipv4\": [\"{other}\"]}}'\nspec:\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: example.invalid/web\n"
+    );
+    // No controller manager runs: the Pod's service account is made by hand, and no token is
+    // mounted.
+    kubectl(&k, &["-n", &ns, "create", "serviceaccount", "default"], "");
+    kubectl(&k, &["apply", "-f", "-"], &pod);
+    let uid = kubectl(
+        &k,
+        &[
+            "-n",
+            &ns,
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        "",
+    );
+    let args = format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME=web");
+    let web = call("ADD", "web-1", &conf)
+        .var("CNI_ARGS", &args)
+        .run()
+        .ok();
+    assert_eq!(web.addresses(), ["10.7.0.10/24"]);
+    let allocations: Value =
+        serde_json::from_str(&ipamctl(&k, &ns, &["get", "allocations", "-o", "json"], "").1)
+            .unwrap();
+    let item = allocations["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["containerID"] == "web-1")
+        .cloned()
+        .expect("web-1 listed");
+    assert_eq!(item["podUID"], json!(uid), "{item}");
+    assert_eq!(item["pool"], json!(other));
+
+    // The objects are there for kubectl too.
+    let blocks = kubectl(&k, &["-n", &ns, "get", "ipamblocks"], "");
+    assert!(
+        blocks.contains("10.6.168.128/26") && blocks.contains("10.7.0.0/26"),
+        "{blocks}"
+    );
+
+    // The seed's step 5: deleting the ReservedIP frees its addresses for pod-b.
+    assert_eq!(
+        ipamctl(&k, &ns, &["delete", "reservedip", &reserved], "").0,
+        0
+    );
+    call("ADD", "pod-b", &conf).run().ok();
+    for id in ["pod-a", "pod-b", "web-1"] {
+        call("DEL", id, &conf).run().ok();
+        call("DEL", id, &conf).run().ok();
+    }
+    let left = ipamctl(&k, &ns, &["get", "allocations", "-o", "json"], "").1;
+    assert_eq!(
+        serde_json::from_str::<Value>(&left).unwrap()["items"],
+        json!([]),
+        "{left}"
+    );
+    // A ReservedIP applied with kubectl counts at once, and deleted with kubectl, frees.
+    let kubectl_reserved = unique("kubectl-reserved");
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata:\n  name: {kubectl_reserved}\nspec:\n  ips:\n  - 10.7.0.10\n"
+    );
+    kubectl(&k, &["apply", "-f", "-"], &manifest);
+    let web2 = call("ADD", "web-2", &conf)
+        .var("CNI_ARGS", &args)
+        .run()
+        .ok();
+    assert_eq!(web2.addresses(), ["10.7.0.11/24"]);
+    kubectl(&k, &["delete", "reservedip", &kubectl_reserved], "");
+    let web3 = call("ADD", "web-3", &conf)
+        .var("CNI_ARGS", &args)
+        .run()
+        .ok();
+    assert_eq!(
+        web3.addresses(),
+        ["10.7.0.12/24"],
+        "round-robin goes on from .11"
+    );
+    for id in ["web-2", "web-3"] {
+        call("DEL", id, &conf).run().ok();
+    }
+    let reserved_again = call("ADD", "web-4", &conf)
+        .var("CNI_ARGS", &format!("{args};IP=10.7.0.10"))
+        .run()
+        .ok();
+    assert_eq!(reserved_again.addresses(), ["10.7.0.10/24"]);
+    call("DEL", "web-4", &conf).run().ok();
+
+    // Pools are the cluster's: leave none that would overlap another test's.
+    for p in [&pool, &other] {
+        assert_eq!(ipamctl(&k, &ns, &["delete", "ippool", p], "").0, 0);
+    }
+}
+
+#[test]
+fn an_unreachable_or_refusing_api_server_is_named_and_never_hangs() {
+    let Some(k) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&k).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.split("server:").nth(1))
+        .map(|s| {
+            s.trim()
+                .trim_matches(|c| c == '"' || c == ',' || c == '}')
+                .trim_matches('"')
+                .to_owned()
+        })
+        .expect("server in the kubeconfig");
+    // Nothing listens on port 1.
+    let down = dir.path().join("down");
+    std::fs::write(&down, text.replace(&server, "https://127.0.0.1:1")).unwrap();
+    let conf = network(&down, "ipam-rs", "n", json!({"ippools": {"ipv4": ["p"]}}));
+    let started = Instant::now();
+    let r = call("ADD", "c1", &conf).run();
+    assert_eq!(r.code(), Some(11), "{r:#?}");
+    assert!(
+        r.msg().contains("127.0.0.1:1") || r.stdout.contains("127.0.0.1:1"),
+        "{r:#?}"
+    );
+    eprintln!(
+        "ADD with the API server down answered in {:?}",
+        started.elapsed()
+    );
+    // Credentials the server refuses: an I/O error naming the server.
+    let nobody = dir.path().join("nobody");
+    let token_line = text
+        .lines()
+        .find(|l| l.contains("token:"))
+        .expect("a token in the kubeconfig");
+    std::fs::write(&nobody, text.replace(token_line, "    token: not-a-token")).unwrap();
+    let conf = network(&nobody, "ipam-rs", "n", json!({"ippools": {"ipv4": ["p"]}}));
+    let r: Reply = call("ADD", "c1", &conf).run();
+    assert_eq!(r.code(), Some(5), "{r:#?}");
+    assert!(r.stdout.contains("401"), "{r:#?}");
+}
+
+/// Ten nodes (plugin processes with distinct `nodeName`s) make 100 ADDs each, all at once,
+/// into one pool with a ReservedIP: every address distinct, none reserved; then every DEL
+/// releases everything. Prints the wall time and, from the API server's own metrics, the
+/// writes and conflicts per ADD (a benchmark's figures, not assertions on speed).
+#[test]
+fn many_nodes_one_pool() {
+    let Some(k) = cluster() else { return };
+    const NODES: usize = 10;
+    const PER_NODE: usize = 100;
+    let ns = namespace(&k);
+    let (pool, reserved) = (unique("many-pool"), unique("many-reserved"));
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata:\n  name: {reserved}\nspec:\n  ips:\n  - 10.40.1.0-10.40.1.255\n---\n\
+         apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {pool}\nspec:\n  subnet: 10.40.0.0/16\n  ips:\n  - 10.40.0.1-10.40.15.254\n"
+    );
+    assert_eq!(ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest).0, 0);
+    let writes_and_conflicts = || metrics(&k);
+    let before = writes_and_conflicts();
+    let started = Instant::now();
+    let got: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..NODES)
+            .map(|n| {
+                let conf = network(
+                    &k,
+                    &ns,
+                    &format!("node-{n}"),
+                    json!({"ippools": {"ipv4": [pool]}}),
+                );
+                s.spawn(move || {
+                    (0..PER_NODE)
+                        .map(|i| {
+                            let r = call("ADD", &format!("n{n}-c{i}"), &conf).run().ok();
+                            r.addresses()[0].clone()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let add_time = started.elapsed();
+    let after = writes_and_conflicts();
+    let all: Vec<&String> = got.iter().flatten().collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        NODES * PER_NODE,
+        "an address was handed out twice"
+    );
+    assert!(
+        all.iter().all(|a| !a.starts_with("10.40.1.")),
+        "a reserved address was handed out"
+    );
+    let adds = (NODES * PER_NODE) as f64;
+    eprintln!(
+        "many_nodes_one_pool: {NODES} nodes x {PER_NODE} ADDs in {:.1} s ({:.1} ms per ADD per node); \
+         {:.2} API writes per ADD, {:.3} conflicts (409) per ADD",
+        add_time.as_secs_f64(),
+        add_time.as_secs_f64() * 1000.0 / PER_NODE as f64,
+        (after.0 - before.0) / adds,
+        (after.1 - before.1) / adds,
+    );
+    std::thread::scope(|s| {
+        for n in 0..NODES {
+            let conf = network(
+                &k,
+                &ns,
+                &format!("node-{n}"),
+                json!({"ippools": {"ipv4": [pool]}}),
+            );
+            s.spawn(move || {
+                for i in 0..PER_NODE {
+                    call("DEL", &format!("n{n}-c{i}"), &conf).run().ok();
+                }
+            });
+        }
+    });
+    let left = ipamctl(&k, &ns, &["get", "allocations", "-o", "json"], "").1;
+    assert_eq!(
+        serde_json::from_str::<Value>(&left).unwrap()["items"],
+        json!([])
+    );
+    assert_eq!(ipamctl(&k, &ns, &["delete", "ippool", &pool], "").0, 0);
+    assert_eq!(
+        ipamctl(&k, &ns, &["delete", "reservedip", &reserved], "").0,
+        0
+    );
+}
+
+/// `(writes, conflicts)` the API server has answered for the allocation objects so far,
+/// from its `apiserver_request_total` metric.
+fn metrics(kubeconfig: &Path) -> (f64, f64) {
+    let text = kubectl(kubeconfig, &["get", "--raw", "/metrics"], "");
+    let (mut writes, mut conflicts) = (0.0, 0.0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let ours = ["ipamblocks", "ipamowners", "ipamcursors"]
+            .iter()
+            .any(|r| line.contains(&format!("resource=\"{r}\"")));
+        let write = ["\"POST\"", "\"PUT\"", "\"DELETE\"", "\"PATCH\""]
+            .iter()
+            .any(|v| line.contains(&format!("verb={v}")));
+        if !(ours && write) {
+            continue;
+        }
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        writes += n;
+        if line.contains("code=\"409\"") {
+            conflicts += n;
+        }
+    }
+    (writes, conflicts)
+}
