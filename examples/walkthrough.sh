@@ -12,8 +12,23 @@
 #
 # It builds what it needs (cargo build --release -p ipam-cni --bins). To use other builds,
 # set IPAMCTL and IPAM_CNI to the two binaries.
+#
+#   examples/walkthrough.sh --kubernetes KUBECONFIG
+#
+# runs the same steps on a cluster's Kubernetes store instead (the CRDs of deploy/crds/ and
+# the namespace of the allocation objects, IPAM_NAMESPACE or `ipam-rs`, must exist). The
+# seed's objects keep their names, as in the seed document, and are deleted at the end.
 
 set -euo pipefail
+
+kubeconfig=""
+if [[ "${1:-}" == "--kubernetes" ]]; then
+    kubeconfig=${2:?"--kubernetes needs the path of a kubeconfig"}
+    namespace=${IPAM_NAMESPACE:-ipam-rs}
+elif [[ $# -gt 0 ]]; then
+    echo "usage: $0 [--kubernetes KUBECONFIG]" >&2
+    exit 2
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -40,6 +55,10 @@ finish() {
     local status=$?
     if [[ $status -eq 0 ]]; then
         rm -rf "$work"
+    elif [[ -n "$kubeconfig" ]]; then
+        echo "walkthrough: FAILED (exit $status); removing the seed's objects from the cluster" >&2
+        "$IPAMCTL" "${where[@]}" delete ippool test-ippool --force >/dev/null 2>&1 || true
+        "$IPAMCTL" "${where[@]}" delete reservedip test-reservedip >/dev/null 2>&1 || true
     else
         echo "walkthrough: FAILED (exit $status); data directory kept: $data" >&2
     fi
@@ -48,8 +67,15 @@ trap finish EXIT
 
 # The network the Pods attach to (the seed's macvlan network), its IPAM section naming the
 # seed's pool, as the annotation ipam.spidernet.io/ippool: '{"ipv4": ["test-ippool"]}' does.
+if [[ -z "$kubeconfig" ]]; then
+    store='"dataDir":"'"$data"'"'
+    where=(--data-dir "$data")
+else
+    store='"store":{"kubernetes":{"kubeconfig":"'"$kubeconfig"'","namespace":"'"$namespace"'","nodeName":"walkthrough-node"}}'
+    where=(--kubeconfig "$kubeconfig" --namespace "$namespace")
+fi
 netconf='{"cniVersion":"1.0.0","name":"macvlan-net","type":"macvlan","master":"ens192",
-"ipam":{"type":"ipam-cni","dataDir":"'"$data"'","ippools":{"ipv4":["test-ippool"]}}}'
+"ipam":{"type":"ipam-cni",'"$store"',"ippools":{"ipv4":["test-ippool"]}}}'
 
 step() { printf '\n=== %s\n' "$*"; }
 fail() { echo "walkthrough: UNEXPECTED: $*" >&2; exit 1; }
@@ -57,13 +83,13 @@ fail() { echo "walkthrough: UNEXPECTED: $*" >&2; exit 1; }
 # ipamctl on the walk-through's data directory, echoed like the seed's "~# kubectl ..." lines.
 ctl() {
     echo "~# ipamctl $*"
-    "$IPAMCTL" --data-dir "$data" "$@"
+    "$IPAMCTL" "${where[@]}" "$@"
 }
 
 # The pool's four counts, "TOTAL RESERVED ALLOCATED AVAILABLE", read from -o json.
 counts() {
     local json
-    json=$("$IPAMCTL" --data-dir "$data" get ippool test-ippool -o json | tr -d ' \n')
+    json=$("$IPAMCTL" "${where[@]}" get ippool test-ippool -o json | tr -d ' \n')
     local out="" field
     for field in totalIPCount reservedIPCount allocatedIPCount availableIPCount; do
         out+="$(sed -n "s/.*\"$field\":\([0-9]*\).*/\1/p" <<<"$json") "
@@ -214,6 +240,13 @@ add_ok test-app-67dd9f645-lpjgs
 show_pods
 ctl get allocations
 expect_counts "3 0 2 1"
+
+if [[ -n "$kubeconfig" ]]; then
+    step "The cluster's objects go again: the Pods are deleted, then the pool"
+    delete_pod test-app-67dd9f645-fvx4m
+    delete_pod test-app-67dd9f645-lpjgs
+    ctl delete ippool test-ippool
+fi
 
 echo
 echo "walkthrough: OK: every step behaved as the seed document says."

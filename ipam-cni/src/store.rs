@@ -43,6 +43,15 @@ pub struct KubeChoice {
 }
 
 impl StoreChoice {
+    /// The store, as messages name it: `the store at DIR`, or `the Kubernetes store`.
+    pub fn describe(&self, data_dir: &Path) -> String {
+        if self.is_embedded() {
+            format!("the store at {}", data_dir.display())
+        } else {
+            "the Kubernetes store".to_owned()
+        }
+    }
+
     /// Whether the store lives in the data directory (redb, sled).
     pub fn is_embedded(&self) -> bool {
         match self {
@@ -146,6 +155,22 @@ pub struct Opened {
     pub node: Option<ipam_core::ObjectName>,
     /// Where Pods are looked up (their annotations and UID), if the store knows them.
     pub pods: Option<Box<dyn PodDirectory>>,
+    /// Where pools' counts are published for others to read (`kubectl get ippools`), if the
+    /// store has such a place.
+    pub counts: Option<Box<dyn CountsBoard>>,
+}
+
+/// Where a pool's counts are shown outside ipamctl: an IPPool object's `status`.
+pub trait CountsBoard {
+    /// Publishes `counts` for its pool.
+    fn publish(&self, counts: &ipam_core::PoolCounts) -> Result<(), StoreError>;
+}
+
+#[cfg(feature = "kube")]
+impl CountsBoard for std::sync::Arc<ipam_kube::KubeStore> {
+    fn publish(&self, counts: &ipam_core::PoolCounts) -> Result<(), StoreError> {
+        pollster::block_on(self.publish_pool_status(counts))
+    }
 }
 
 /// Where the plugin looks up the Pod a call is for.
@@ -188,6 +213,7 @@ pub fn open(
         store,
         node: None,
         pods: None,
+        counts: None,
     };
     match choice {
         StoreChoice::Redb => Ok(embedded(Box::new(ipam_redb::RedbStore::open(
@@ -218,7 +244,8 @@ pub fn open(
                 store: Box::new(store.clone()),
                 // A node name that cannot name a cursor only loses its own cursor.
                 node: node.and_then(|n| ipam_core::ObjectName::new(n).ok()),
-                pods: Some(Box::new(store)),
+                pods: Some(Box::new(store.clone())),
+                counts: Some(Box::new(store)),
             })
         }
     }

@@ -154,6 +154,11 @@ fn the_seed_walkthrough_and_pod_annotations_on_the_cluster() {
     let json = ipamctl(&k, &ns, &["get", "ippool", &pool, "-o", "json"], "").1;
     let counts: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(counts["status"]["allocatedIPCount"], 1, "{json}");
+    // ipamctl's get refreshed the pool's status, which kubectl prints.
+    let row = kubectl(&k, &["get", "ippool", &pool, "--no-headers"], "");
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // (VERSION is empty: the seed's pool does not set spec.ipVersion.)
+    assert_eq!(columns[1..], ["10.6.0.0/16", "3", "2", "1", "0"], "{row}");
 
     // A Pod that asks for another pool by Spiderpool's annotation gets it, and its UID is
     // recorded.

@@ -156,7 +156,8 @@ impl KubeStore {
         task.await.map_err(|e| io("run a Kubernetes request", e))?
     }
 
-    /// Creates the store's namespace if it does not exist (tests and `ipamctl` set-up).
+    /// Creates the store's namespace if it does not exist (tests; a cluster gets it from
+    /// `deploy/rbac.yaml`).
     pub async fn ensure_namespace(&self) -> Result<(), StoreError> {
         self.on_runtime(|inner| async move {
             use k8s_openapi::api::core::v1::Namespace;
@@ -254,6 +255,31 @@ impl KubeStore {
         .await
     }
 
+    /// Writes a pool's counts into its `status` (what `kubectl get ippools` prints), by a
+    /// merge patch of the status subresource: unconditioned, last writer wins.
+    pub async fn publish_pool_status(
+        &self,
+        counts: &ipam_core::PoolCounts,
+    ) -> Result<(), StoreError> {
+        let key = Key::Pool(counts.pool.clone());
+        let status = serde_json::json!({"status": {
+            "totalIPCount": counts.total.to_string(),
+            "reservedIPCount": counts.reserved.to_string(),
+            "allocatedIPCount": counts.allocated.to_string(),
+            "availableIPCount": counts.available.to_string(),
+        }});
+        self.on_runtime(|inner| async move {
+            let (kind, name) = inner.codec.locate(&key).expect("pools are stored");
+            inner
+                .api(kind)
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map(|_| ())
+                .map_err(|e| inner.error("update status of", &name, e))
+        })
+        .await
+    }
+
     /// Deletes the store's namespace (tests).
     pub async fn delete_namespace(&self) -> Result<(), StoreError> {
         self.on_runtime(|inner| async move {
@@ -291,6 +317,16 @@ impl Inner {
                 context,
                 source: format!("{} {}: {}", s.code, s.reason, s.message).into(),
             },
+            kube::Error::Api(s) if s.code == 404 && s.message.contains("namespaces") => {
+                StoreError::Io {
+                    context,
+                    source: format!(
+                        "{} {}: {}; the store's namespace {:?} must exist (deploy/rbac.yaml creates `ipam-rs`)",
+                        s.code, s.reason, s.message, self.namespace
+                    )
+                    .into(),
+                }
+            }
             kube::Error::Api(s) => StoreError::Io {
                 context,
                 source: format!("{} {}: {}", s.code, s.reason, s.message).into(),

@@ -558,6 +558,7 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("update", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
+    ("patch", "ippools.ipam.rs/status", None),
 ];
 
 #[test]

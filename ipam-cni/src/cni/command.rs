@@ -148,9 +148,9 @@ async fn store_pools<S: Store>(
                     return Err(CniError::new(
                         Code::InvalidConfig,
                         format!(
-                            "{field}: {:?}: no such ippool in the store at {} (create it with `ipamctl apply`)",
+                            "{field}: {:?}: no such ippool in {} (create it with `ipamctl apply`)",
                             name.as_str(),
-                            net.data_dir.display()
+                            net.store.describe(&net.data_dir)
                         ),
                     ))
                 }

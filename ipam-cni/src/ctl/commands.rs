@@ -308,6 +308,18 @@ pub(crate) fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlErro
         .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
 }
 
+/// Writes every pool's counts where the store shows them to others.
+pub async fn publish_counts<S: Store>(
+    ipam: &Ipam<S>,
+    board: &dyn crate::store::CountsBoard,
+) -> Result<(), Error> {
+    for pool in ipam.pools().await? {
+        let counts = ipam.pool_counts(&pool).await?;
+        board.publish(&counts)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
