@@ -265,23 +265,25 @@ impl BlockCache {
             .or_else(|| self.read.get(&(family, index))?.as_ref().map(|b| &b.value))
     }
 
-    /// The block to change (it must have been read); a new one is claimed for `node`.
+    /// The block to change (it must have been read); a new one is claimed for `node`. The
+    /// block read moves into the changed set (only its version stays behind): a full block
+    /// carries 64 holders, not worth a copy.
     pub(crate) fn edit(
         &mut self,
         family: Family,
         index: u128,
         node: Option<&ObjectName>,
     ) -> &mut BlockRecord {
-        let read = &self.read;
+        let read = &mut self.read;
         self.changed.entry((family, index)).or_insert_with(|| {
-            read.get(&(family, index))
-                .and_then(Option::as_ref)
-                .map(|b| b.value.clone())
-                .unwrap_or_else(|| {
+            match read.get_mut(&(family, index)).and_then(Option::as_mut) {
+                Some(b) => std::mem::replace(&mut b.value, BlockRecord::new(family, index)),
+                None => {
                     let mut new = BlockRecord::new(family, index);
                     new.set_affinity(node.cloned());
                     new
-                })
+                }
+            }
         })
     }
 
@@ -302,16 +304,19 @@ impl BlockCache {
 
     /// Adds the writes of every changed block, each conditioned on the version read: a put,
     /// or a delete when the block emptied.
-    pub(crate) fn write_into(&self, txn: &mut Transaction) {
-        for (&(family, index), block) in &self.changed {
-            let read = self.read.get(&(family, index)).cloned().flatten();
+    pub(crate) fn write_into(self, txn: &mut Transaction) {
+        for ((family, index), block) in self.changed {
+            let expect = match self.read.get(&(family, index)) {
+                Some(Some(read)) => Expect::Version(read.version.clone()),
+                _ => Expect::Absent,
+            };
             let key = Key::Block { family, index };
             if block.is_empty() {
-                if read.is_some() {
-                    txn.delete(key, Expect::read(&read));
+                if expect != Expect::Absent {
+                    txn.delete(key, expect);
                 }
             } else {
-                txn.put(key, Record::Block(block.clone()), Expect::read(&read));
+                txn.put(key, Record::Block(block), expect);
             }
         }
     }
