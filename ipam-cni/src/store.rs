@@ -237,6 +237,8 @@ pub fn open(
                 node: node.clone(),
                 // A request may take what one waiting for the lock of an embedded store may.
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
+                // One call waits for the cluster no longer than for an embedded store's lock.
+                deadline: Some(lock_wait),
                 ..ipam_kube::KubeOptions::default()
             };
             let store = std::sync::Arc::new(ipam_kube::KubeStore::connect(&options)?);

@@ -30,6 +30,11 @@ pub struct KubeOptions {
     pub node: Option<String>,
     /// How long one request may take before it counts as lost (a transient failure).
     pub request_timeout: Duration,
+    /// How long the store may be used, from [`KubeStore::connect`], before every request
+    /// fails as busy ([`StoreError::Busy`], not retried): a bound on one CNI call however
+    /// many times the engine retries against a server that accepts connections but never
+    /// answers. `None`: no bound.
+    pub deadline: Option<Duration>,
 }
 
 /// What the plugin reads of a Pod.
@@ -52,6 +57,7 @@ impl Default for KubeOptions {
             prefix: String::new(),
             node: None,
             request_timeout: Duration::from_secs(10),
+            deadline: None,
         }
     }
 }
@@ -77,6 +83,8 @@ struct Inner {
     codec: Codec,
     namespace: String,
     server: String,
+    /// When requests stop being sent, and how long the bound was (for the message).
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -136,6 +144,9 @@ impl KubeStore {
                 },
                 namespace: options.namespace.clone(),
                 server,
+                deadline: options
+                    .deadline
+                    .map(|d| (tokio::time::Instant::now() + d, d)),
             }),
             runtime,
         })
@@ -152,7 +163,23 @@ impl KubeStore {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let task = self.runtime.spawn(f(self.inner.clone()));
+        let inner = self.inner.clone();
+        let work = f(inner.clone());
+        let task = self.runtime.spawn(async move {
+            let Some((at, bound)) = inner.deadline else {
+                return work.await;
+            };
+            match tokio::time::timeout_at(at, work).await {
+                Ok(done) => done,
+                Err(_) => Err(StoreError::Busy {
+                    what: format!(
+                        "the API server at {} did not answer within {} s",
+                        inner.server,
+                        bound.as_secs()
+                    ),
+                }),
+            }
+        });
         task.await.map_err(|e| io("run a Kubernetes request", e))?
     }
 
