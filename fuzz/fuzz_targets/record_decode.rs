@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         Key::ReservedSummary,
         Key::Block { family: Family::V4, index: 0x0a06_0000 >> ipam_core::alloc::BLOCK_BITS },
         Key::Block { family: Family::V6, index: u128::MAX >> ipam_core::alloc::BLOCK_BITS },
-        Key::Cursor(name("p")),
+        Key::Cursor { pool: name("p"), node: None },
+        Key::Cursor { pool: name("p"), node: Some(name("node-1")) },
         Key::Owner(owner("c")),
     ];
     for key in &keys {
