@@ -9,8 +9,8 @@
 //! After each: every acknowledged allocation is held, every acknowledged release is gone,
 //! no address is held twice, and after a CNI GC nothing leaks.
 //!
-//! A fourth test, `bug_a_server_that_never_answers_gets_code_11_within_60_s`, shows a bug
-//! these found and fails until it is fixed (see its documentation).
+//! A fourth, `a_server_that_never_answers_gets_code_11_within_60_s`, pins the fix of a bug
+//! these found: a silent server kept a call for 160 s (see its documentation).
 //!
 //! As the other Kubernetes tests: without `IPAM_TEST_KUBECONFIG` they say so and pass, except
 //! under `CI=true`, where a missing cluster (or a missing prerequisite of `testenv/`) is a
