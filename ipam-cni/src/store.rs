@@ -234,7 +234,6 @@ pub fn open(
                     .namespace
                     .clone()
                     .unwrap_or_else(|| ipam_kube::DEFAULT_NAMESPACE.to_owned()),
-                node: node.clone(),
                 // A request may take what one waiting for the lock of an embedded store may.
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
                 // One call waits for the cluster no longer than for an embedded store's lock.

@@ -88,8 +88,6 @@ pub struct Codec {
     /// Put before the names of cluster-scoped objects, and their label's value: sets apart
     /// stores that share a cluster (tests). Empty in production.
     pub prefix: String,
-    /// The node that writes, recorded in blocks.
-    pub node: Option<String>,
 }
 
 impl Codec {
@@ -454,7 +452,6 @@ mod tests {
     fn codec() -> Codec {
         Codec {
             prefix: String::new(),
-            node: Some("node-1".into()),
         }
     }
 
@@ -554,7 +551,6 @@ mod tests {
         // A store with a prefix does not see it.
         let other = Codec {
             prefix: "t1-".into(),
-            node: None,
         };
         obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": []}});
         assert!(other.decode(Kind::Pool, &obj).unwrap().is_none());

@@ -13,10 +13,14 @@
 //! use ipam_kube::{KubeOptions, KubeStore};
 //! let store = KubeStore::connect(&KubeOptions {
 //!     kubeconfig: Some("/etc/cni/net.d/ipam-cni.kubeconfig".into()),
-//!     node: Some("node-1".into()),
 //!     ..KubeOptions::default()
 //! }).unwrap();
-//! let ipam = ipam_core::Ipam::new(store);
+//! // Each node allocates from blocks of its own.
+//! let config = ipam_core::Config {
+//!     node: Some(ipam_core::ObjectName::new("node-1").unwrap()),
+//!     ..ipam_core::Config::default()
+//! };
+//! let ipam = ipam_core::Ipam::with_config(store, config);
 //! ```
 
 pub mod codec;

@@ -26,8 +26,6 @@ pub struct KubeOptions {
     /// their `ipam.rs/store` label: sets apart stores that share a cluster. Empty in
     /// production, where pools are the cluster's own.
     pub prefix: String,
-    /// The node this process runs on, recorded in the blocks it writes.
-    pub node: Option<String>,
     /// How long one request may take before it counts as lost (a transient failure).
     pub request_timeout: Duration,
     /// How long the store may be used, from [`KubeStore::connect`], before every request
@@ -55,7 +53,6 @@ impl Default for KubeOptions {
             kubeconfig: None,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             prefix: String::new(),
-            node: None,
             request_timeout: Duration::from_secs(10),
             deadline: None,
         }
@@ -140,7 +137,6 @@ impl KubeStore {
                 client,
                 codec: Codec {
                     prefix: options.prefix.clone(),
-                    node: options.node.clone(),
                 },
                 namespace: options.namespace.clone(),
                 server,

@@ -28,7 +28,6 @@ fn fresh() -> Option<KubeStore> {
         kubeconfig: Some(kubeconfig.into()),
         namespace: format!("conf-{run}"),
         prefix: format!("t{run}-"),
-        node: Some("node-1".into()),
         ..KubeOptions::default()
     })
     .expect("connect to the test API server");

@@ -340,13 +340,16 @@ impl Cluster {
     /// The engine on the store as installed (namespace `ipam-rs`, no prefix), through
     /// `kubeconfig`.
     fn ipam(&self, kubeconfig: &Path, node: &str) -> Ipam<KubeStore> {
-        Ipam::new(
+        Ipam::with_config(
             KubeStore::connect(&KubeOptions {
                 kubeconfig: Some(kubeconfig.to_owned()),
-                node: Some(node.to_owned()),
                 ..KubeOptions::default()
             })
             .expect("connect to the test API server"),
+            ipam_core::Config {
+                node: Some(ipam_core::ObjectName::new(node).expect("a node name")),
+                ..ipam_core::Config::default()
+            },
         )
     }
 }
