@@ -491,6 +491,10 @@ fn the_seed_ports_by_changing_only_apiversion_and_kind() {
         .find(|r| r.name().as_str() == "test-reservedip")
         .expect("the store sees test-reservedip");
     assert_eq!(r.spec().ips, ["10.6.168.131-10.6.168.132"]);
+
+    // The seed's objects are the cluster's: leave none behind that would overlap the pools
+    // of other tests or of the walk-through on the same cluster.
+    c.ok(&["delete", "-f", "-"], Some(&ported_seed()));
 }
 
 /// What the plugin's requests need: `(verb, resource, namespace)`.
