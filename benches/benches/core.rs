@@ -192,7 +192,7 @@ fn state_size(_: &mut Criterion) {
         let s = setup(0x0a06_0000, 16, occ, 0);
         let mut largest = 0;
         let mut total = 0;
-        for (&index, bits) in s.allocations.blocks() {
+        for (index, bits) in s.allocations.blocks() {
             let mut block = BlockRecord::new(Family::V4, index);
             for (k, offset) in bits.offsets().enumerate() {
                 let value = (index << ipam_core::alloc::BLOCK_BITS) | u128::from(offset);

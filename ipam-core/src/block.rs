@@ -7,6 +7,8 @@
 //! exactly this one record, so two writers can never both take one address, even in a store
 //! whose only atomic operation is a write of one object (Kubernetes).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::addr::Family;
@@ -52,8 +54,11 @@ pub struct BlockRecord {
     family: Family,
     index: u128,
     bits: Block,
-    /// One per taken address, in address order (the bitmap's rank order).
-    holders: Vec<Holder>,
+    /// One per taken address, in address order (the bitmap's rank order). Shared at two
+    /// levels, so that a copy of a block (a read from an in-memory store, a scan of a
+    /// pool's blocks) costs one reference count, and the first change to a copy costs 64,
+    /// never 64 holders' strings.
+    holders: Arc<Vec<Arc<Holder>>>,
     /// The node that claimed the block (made it, taking its first address), where nodes
     /// share a store: other nodes leave it alone while blocks of their own or new ones
     /// remain, so that nodes seldom write one block (Calico's block affinity).
@@ -61,11 +66,19 @@ pub struct BlockRecord {
 }
 
 /// The record's body after the bitmap: the holders and the block's affinity.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Body {
     holders: Vec<Holder>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     affinity: Option<ObjectName>,
+}
+
+/// [`Body`] as written, borrowing from the record.
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    holders: Vec<&'a Holder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    affinity: Option<&'a ObjectName>,
 }
 
 impl BlockRecord {
@@ -75,7 +88,7 @@ impl BlockRecord {
             family,
             index,
             bits: Block::default(),
-            holders: Vec::new(),
+            holders: Arc::default(),
             affinity: None,
         }
     }
@@ -122,7 +135,7 @@ impl BlockRecord {
 
     /// Who holds `value`, if anyone.
     pub fn holder(&self, value: u128) -> Option<&Holder> {
-        self.rank(value).map(|i| &self.holders[i])
+        self.rank(value).map(|i| &*self.holders[i])
     }
 
     /// Gives `value` to `holder`; false (and nothing changes) if it is taken.
@@ -130,7 +143,7 @@ impl BlockRecord {
         if !self.bits.insert(value) {
             return false;
         }
-        self.holders.insert(self.bits.rank(value) - 1, holder);
+        Arc::make_mut(&mut self.holders).insert(self.bits.rank(value) - 1, Arc::new(holder));
         true
     }
 
@@ -138,7 +151,9 @@ impl BlockRecord {
     pub fn remove(&mut self, value: u128) -> Option<Holder> {
         let i = self.rank(value)?;
         self.bits.remove(value);
-        Some(self.holders.remove(i))
+        Some(Arc::unwrap_or_clone(
+            Arc::make_mut(&mut self.holders).remove(i),
+        ))
     }
 
     /// Every taken address (as a number) with its holder, in address order.
@@ -147,7 +162,7 @@ impl BlockRecord {
         self.bits
             .offsets()
             .map(move |o| base | u128::from(o))
-            .zip(&self.holders)
+            .zip(self.holders.iter().map(|h| &**h))
     }
 
     /// Every allocation of the block, as the public [`Allocation`] type.
@@ -164,15 +179,13 @@ impl BlockRecord {
     /// The record's body: the portable roaring bitmap (length-prefixed), then a JSON object
     /// with the holders in address order and the affinity.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bits = self.bits.clone();
-        bits.optimize();
-        let bitmap = bits.to_bytes();
+        let bitmap = self.bits.to_bytes();
         let mut out = Vec::with_capacity(8 + bitmap.len() + 96 * self.holders.len());
         out.extend_from_slice(&(bitmap.len() as u32).to_be_bytes());
         out.extend_from_slice(&bitmap);
-        let body = Body {
-            holders: self.holders.clone(),
-            affinity: self.affinity.clone(),
+        let body = BodyRef {
+            holders: self.holders.iter().map(|h| &**h).collect(),
+            affinity: self.affinity.as_ref(),
         };
         serde_json::to_writer(&mut out, &body).expect("holders serialize to JSON");
         out
@@ -202,7 +215,7 @@ impl BlockRecord {
             family,
             index,
             bits,
-            holders,
+            holders: Arc::new(holders.into_iter().map(Arc::new).collect()),
             affinity,
         })
     }

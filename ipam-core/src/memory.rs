@@ -1,18 +1,19 @@
 //! An in-memory [`Store`]: for tests, benchmarks and embedding in a single process.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
 use crate::store::{Key, KeyRange, Op, Record, Store, Transaction, Version, Versioned};
 
-/// A [`Store`] that keeps records in a `BTreeMap` behind a mutex. Nothing survives the
-/// process.
+/// A [`Store`] that keeps records in memory behind a mutex. Nothing survives the process.
 ///
 /// Keys are kept in their encoded form, so scans exercise the same ordering as the byte
-/// backends. By default a commit is atomic, as in the embedded stores; [`MemoryStore::in_order`]
+/// backends. Records are found by hash and the keys are also kept in order for scans, so a
+/// read or write costs the same with 60,000 records as with ten. By default a commit is atomic, as in the embedded stores; [`MemoryStore::in_order`]
 /// gives a store that applies each operation as its own compare-and-swap, as a store of single
 /// objects (Kubernetes) does, and [`MemoryStore::interrupt_after`] stops one mid-commit, as a
 /// crash or a lost connection would: the engine must be correct under all of them.
@@ -32,7 +33,11 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     next_version: u64,
-    records: BTreeMap<Vec<u8>, (Key, Versioned<Record>)>,
+    /// By encoded key. A fast hash, not a DoS-resistant one: the keys are the engine's
+    /// own records in one process.
+    records: FxHashMap<Vec<u8>, (Key, Versioned<Record>)>,
+    /// The keys of `records`, in byte order: what scans walk.
+    order: BTreeSet<Vec<u8>>,
     /// Operations left before the next commit is cut short (`None`: never).
     interrupt_after: Option<usize>,
 }
@@ -63,10 +68,14 @@ impl MemoryStore {
 
     /// Every record, in key order: for tests that compare whole stores.
     pub fn dump(&self) -> Vec<(Key, Record)> {
-        self.lock()
-            .records
-            .values()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .map(|bytes| {
+                let (k, v) = &inner.records[bytes];
+                (k.clone(), v.value.clone())
+            })
             .collect()
     }
 
@@ -101,10 +110,19 @@ impl Inner {
                     value: *record,
                     version,
                 };
-                self.records.insert(key.encode(), (key, value));
+                let bytes = key.encode();
+                if let Some(slot) = self.records.get_mut(&bytes) {
+                    *slot = (key, value);
+                } else {
+                    self.order.insert(bytes.clone());
+                    self.records.insert(bytes, (key, value));
+                }
             }
             Op::Delete { key, .. } => {
-                self.records.remove(&key.encode());
+                let bytes = key.encode();
+                if self.records.remove(&bytes).is_some() {
+                    self.order.remove(&bytes);
+                }
             }
         }
     }
@@ -152,11 +170,14 @@ impl Store for MemoryStore {
 
     async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
         let (start, end) = range.bounds();
-        Ok(self
-            .lock()
-            .records
+        let inner = self.lock();
+        Ok(inner
+            .order
             .range(start..end)
-            .map(|(_, (key, v))| (key.clone(), v.clone()))
+            .map(|bytes| {
+                let (key, v) = &inner.records[bytes];
+                (key.clone(), v.clone())
+            })
             .collect())
     }
 

@@ -1,6 +1,7 @@
 //! IPPool: a subnet and the addresses of it that may be handed out.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,12 @@ pub struct Route {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpPool {
+    /// Shared: a pool is read on every allocation and copied into each attempt's view.
+    inner: Arc<PoolInner>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct PoolInner {
     name: ObjectName,
     spec: IpPoolSpec,
     family: Family,
@@ -167,90 +174,95 @@ impl IpPool {
             ));
         }
         Ok(IpPool {
-            name,
-            spec,
-            family,
-            subnet,
-            ips,
-            excluded,
-            gateway,
-            routes,
-            capacity,
+            inner: Arc::new(PoolInner {
+                name,
+                spec,
+                family,
+                subnet,
+                ips,
+                excluded,
+                gateway,
+                routes,
+                capacity,
+            }),
         })
     }
 
     /// The pool's name.
     pub fn name(&self) -> &ObjectName {
-        &self.name
+        &self.inner.name
     }
 
     /// The spec as it was written.
     pub fn spec(&self) -> &IpPoolSpec {
-        &self.spec
+        &self.inner.spec
     }
 
     /// The family of every address of the pool.
     pub fn family(&self) -> Family {
-        self.family
+        self.inner.family
     }
 
     /// The subnet.
     pub fn subnet(&self) -> IpNet {
-        self.subnet
+        self.inner.subnet
     }
 
     /// The addresses of `spec.ips`.
     pub fn ips(&self) -> &IntervalSet {
-        &self.ips
+        &self.inner.ips
     }
 
     /// The addresses of `spec.excludeIPs`.
     pub fn excluded(&self) -> &IntervalSet {
-        &self.excluded
+        &self.inner.excluded
     }
 
     /// The gateway, if any.
     pub fn gateway(&self) -> Option<IpAddr> {
-        self.gateway
+        self.inner.gateway
     }
 
     /// The routes.
     pub fn routes(&self) -> &[Route] {
-        &self.routes
+        &self.inner.routes
     }
 
     /// Whether the pool is marked default.
     pub fn is_default(&self) -> bool {
-        self.spec.default.unwrap_or(false)
+        self.inner.spec.default.unwrap_or(false)
     }
 
     /// The addresses the pool may ever hand out: `ips` minus `excludeIPs`, the gateway and,
     /// for IPv4 subnets of /30 or wider, the network and broadcast addresses.
     pub fn capacity(&self) -> &IntervalSet {
-        &self.capacity
+        &self.inner.capacity
     }
 
     /// `totalIPCount`: the size of [`IpPool::capacity`].
     pub fn total(&self) -> u128 {
-        self.capacity.len()
+        self.inner.capacity.len()
     }
 
     /// Whether `addr` is of the pool's family and in its subnet.
     pub fn in_subnet(&self, addr: IpAddr) -> bool {
-        self.subnet.contains(&addr)
+        self.inner.subnet.contains(&addr)
     }
 
     /// Which rule keeps `addr` (listed in `ips`) out of the capacity, if any.
     pub fn exclusion_rule(&self, addr: IpAddr) -> Option<&'static str> {
         let v = to_u128(addr);
-        if Family::of(addr) != self.family || !self.ips.contains(v) || self.capacity.contains(v) {
+        if Family::of(addr) != self.inner.family
+            || !self.inner.ips.contains(v)
+            || self.inner.capacity.contains(v)
+        {
             return None;
         }
-        Some(if self.excluded.contains(v) {
+        Some(if self.inner.excluded.contains(v) {
             "spec.excludeIPs"
-        } else if Some(addr) == self.gateway {
+        } else if Some(addr) == self.inner.gateway {
             "spec.gateway"
-        } else if addr == self.subnet.network() {
+        } else if addr == self.inner.subnet.network() {
             "network address of the subnet"
         } else {
             "broadcast address of the subnet"

@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -38,12 +39,12 @@ use crate::set::IntervalSet;
 /// assert_ne!(Version::from(7u64), Version::from(8u64));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(Box<str>);
+pub struct Version(Arc<str>);
 
 impl Version {
     /// A version as the store spells it.
     pub fn new(text: impl Into<String>) -> Version {
-        Version(text.into().into_boxed_str())
+        Version(Arc::from(text.into()))
     }
 
     /// The version as the store spells it.

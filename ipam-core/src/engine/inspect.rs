@@ -117,7 +117,7 @@ impl<S: Store> Ipam<S> {
         let taken = Allocations::from_blocks(
             blocks
                 .into_iter()
-                .map(|b| (b.value.index(), b.value.bits().clone())),
+                .map(|b| (b.value.index(), *b.value.bits())),
         );
         Ok(counts(
             pool,

@@ -24,7 +24,7 @@ mod release;
 pub use allocate::Granted;
 pub use inspect::{Explanation, PoolFinding};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rustc_hash::FxHashMap;
 
 use crate::addr::Family;
 use crate::alloc::{BlockState, Strategy};
@@ -216,7 +217,7 @@ impl<S> fmt::Debug for Ipam<S> {
 #[derive(Default)]
 pub(crate) struct BlockCache {
     /// `None`: the store has no block there.
-    read: HashMap<(Family, u128), Option<Versioned<BlockRecord>>>,
+    read: FxHashMap<(Family, u128), Option<Versioned<BlockRecord>>>,
     /// Ranges of block indexes read whole: a block not in `read` there does not exist.
     scanned: Vec<(Family, u128, u128)>,
     changed: BTreeMap<(Family, u128), BlockRecord>,
