@@ -35,7 +35,7 @@ need_commands() {
 
 # True if PIDFILE names a live process that is really ours: pids get reused, so the process's
 # command line must mention a path in this instance's DIR (each process we start has one as an
-# argument: etcd's --data-dir, the apiserver's --cert-dir).
+# argument: etcd's --data-dir, the apiserver's --tls-cert-file).
 pid_is_ours() { # PIDFILE DIR
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 1

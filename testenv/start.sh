@@ -10,7 +10,8 @@
 # Everything an instance owns lives in DIR: etcd's data (DIR/etcd), logs, pid files, keys and
 #   DIR/env          shell-sourceable: ETCD_PORT ETCD_PEER_PORT APISERVER_PORT APISERVER_URL
 #                    ADMIN_TOKEN NOBODY_TOKEN KUBECONFIG
-#   DIR/kubeconfig   cluster-admin (group system:masters) by bearer token, TLS not verified
+#   DIR/kubeconfig   cluster-admin (group system:masters) by bearer token; the server is
+#                    verified against DIR/ca.crt, which signed its certificate
 #   DIR/kubeconfig-nobody  an authenticated user with no RBAC grants: every request gets 403
 # so instances in different DIRs run side by side: the ports are picked free at random and
 # claimed (see claim_ports), never fixed.
@@ -184,7 +185,7 @@ EOF
 exec 8>&-   # the env file now holds the claims
 
 # A fresh, empty cluster each time; logs of a previous run are replaced.
-rm -rf "$dir/etcd" "$dir/certs"
+rm -rf "$dir/etcd"
 : >"$dir/apiserver.log"
 
 # Static token authentication: a token file, no client certificates to mint. The admin is in
@@ -194,11 +195,19 @@ rm -rf "$dir/etcd" "$dir/certs"
   # The apiserver refuses to start without a service-account signing key (1.20).
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
   openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+  # A CA and the serving certificate it signs, as a real cluster has: clients verify the
+  # server (no insecure-skip-tls-verify) against the CA the kubeconfigs carry.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=ipam-testenv-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
+    -keyout "$dir/apiserver.key" -out "$dir/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$dir/apiserver.ext"
+  openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$dir/apiserver.ext" -out "$dir/apiserver.crt" 2>/dev/null
+  ca_data=$(base64 -w0 <"$dir/ca.crt")
   for who in admin nobody; do
     f=$dir/kubeconfig; token=$ADMIN_TOKEN
     [ $who = nobody ] && f=$dir/kubeconfig-nobody token=$NOBODY_TOKEN
-    # insecure-skip-tls-verify: the serving certificate is self-signed by the apiserver at
-    # start-up (--cert-dir), so there is no CA to write here before it runs.
     cat >"$f" <<EOF
 apiVersion: v1
 kind: Config
@@ -206,7 +215,7 @@ clusters:
 - name: ipam-testenv
   cluster:
     server: $APISERVER_URL
-    insecure-skip-tls-verify: true
+    certificate-authority-data: $ca_data
 users:
 - name: $who
   user:
@@ -242,7 +251,7 @@ echo $! >"$dir/etcd.pid"
 args=("$apiserver"
   --etcd-servers="http://127.0.0.1:$ETCD_PORT"
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT"
-  --cert-dir="$dir/certs"
+  --tls-cert-file="$dir/apiserver.crt" --tls-private-key-file="$dir/apiserver.key"
   --token-auth-file="$dir/tokens.csv" --authorization-mode=RBAC
   --service-account-issuer=https://kubernetes.default.svc.cluster.local
   --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key"

@@ -63,14 +63,20 @@ pub struct BlockRecord {
     /// share a store: other nodes leave it alone while blocks of their own or new ones
     /// remain, so that nodes seldom write one block (Calico's block affinity).
     affinity: Option<ObjectName>,
+    /// The address after the last one handed out of this block (a hint): a round-robin
+    /// search that starts in the block goes on from there, so that the pool's cursor is
+    /// written only when the search leaves the block, not on every allocation.
+    next: Option<u128>,
 }
 
-/// The record's body after the bitmap: the holders and the block's affinity.
+/// The record's body after the bitmap: the holders, the block's affinity, the next hint.
 #[derive(Deserialize)]
 struct Body {
     holders: Vec<Holder>,
     #[serde(default)]
     affinity: Option<ObjectName>,
+    #[serde(default)]
+    next: Option<u128>,
 }
 
 /// [`Body`] as written, borrowing from the record.
@@ -79,6 +85,8 @@ struct BodyRef<'a> {
     holders: Vec<&'a Holder>,
     #[serde(skip_serializing_if = "Option::is_none")]
     affinity: Option<&'a ObjectName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<u128>,
 }
 
 impl BlockRecord {
@@ -90,6 +98,7 @@ impl BlockRecord {
             bits: Block::default(),
             holders: Arc::default(),
             affinity: None,
+            next: None,
         }
     }
 
@@ -101,6 +110,18 @@ impl BlockRecord {
     /// Claims the block for `node`.
     pub fn set_affinity(&mut self, node: Option<ObjectName>) {
         self.affinity = node;
+    }
+
+    /// The address after the last one handed out of this block, if recorded: where a
+    /// round-robin search that starts in this block goes on.
+    pub fn next(&self) -> Option<u128> {
+        self.next
+    }
+
+    /// Records where a round-robin search in this block goes on. A hint only: ignored
+    /// unless it lies in the block or just after it.
+    pub fn set_next(&mut self, next: Option<u128>) {
+        self.next = next;
     }
 
     /// The family of its window.
@@ -186,6 +207,7 @@ impl BlockRecord {
         let body = BodyRef {
             holders: self.holders.iter().map(|h| &**h).collect(),
             affinity: self.affinity.as_ref(),
+            next: self.next,
         };
         serde_json::to_writer(&mut out, &body).expect("holders serialize to JSON");
         out
@@ -203,7 +225,11 @@ impl BlockRecord {
             .split_at_checked(len)
             .ok_or_else(|| "truncated block bitmap".to_owned())?;
         let bits = Block::from_bytes(bitmap)?;
-        let Body { holders, affinity } = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let Body {
+            holders,
+            affinity,
+            next,
+        } = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if holders.len() as u64 != bits.len() {
             return Err(format!(
                 "{} holders for {} taken addresses",
@@ -217,6 +243,7 @@ impl BlockRecord {
             bits,
             holders: Arc::new(holders.into_iter().map(Arc::new).collect()),
             affinity,
+            next,
         })
     }
 }
@@ -253,6 +280,7 @@ mod tests {
             .collect();
         assert_eq!(seen, want);
         b.set_affinity(Some(ObjectName::new("node-1").unwrap()));
+        b.set_next(Some(base + 41));
         let back = BlockRecord::from_bytes(Family::V4, index, &b.to_bytes()).unwrap();
         assert_eq!(back, b);
     }

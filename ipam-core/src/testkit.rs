@@ -63,6 +63,9 @@ pub const SCENARIOS: &[Scenario] = &[
     ("pool_changes_that_would_mislead", |s| {
         pollster::block_on(pool_changes_that_would_mislead(s))
     }),
+    ("round_robin_across_blocks", |s| {
+        pollster::block_on(round_robin_across_blocks(s))
+    }),
     ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
 ];
 
@@ -103,7 +106,7 @@ macro_rules! conformance_tests {
             compare_and_swap, scan_ranges, seed_walkthrough, explicit_requests,
             repeat_release_gc, candidates_and_all_or_nothing, future_pools_and_deletion,
             ipv6_slash64, inline_pools_are_lenses, one_holder_across_pools,
-            pool_changes_that_would_mislead, concurrent_writers);
+            pool_changes_that_would_mislead, round_robin_across_blocks, concurrent_writers);
     };
     ($make:expr) => {
         $crate::conformance_tests!(optional: Some($make));
@@ -892,6 +895,39 @@ pub async fn pool_changes_that_would_mislead(store: Arc<dyn Store>) {
     assert_eq!(check_consistency(&*store).await, 0);
 }
 
+/// Round robin (the default strategy), as host-local: addresses are handed out in order,
+/// across blocks; a released address is not handed to the next request but waits until the
+/// search wraps around. The pool's cursor points into a block and the block records where
+/// its search goes on, so a store must keep that hint with the block.
+pub async fn round_robin_across_blocks(store: Arc<dyn Store>) {
+    let ipam = engine(store);
+    ipam.apply_pool(pool("rr", "10.9.0.0/24", &["10.9.0.0/24"]))
+        .await
+        .unwrap();
+    async fn take(ipam: &Ipam<Arc<dyn Store>>, id: &str) -> String {
+        let got = ipam.allocate(&request(id, &["rr"])).await.unwrap();
+        got[0].address.to_string()
+    }
+    for i in 1..=70 {
+        assert_eq!(take(&ipam, &format!("c{i}")).await, format!("10.9.0.{i}"));
+    }
+    // One released behind the cursor's block, one in the block the search is in.
+    for gone in ["c3", "c68"] {
+        assert_eq!(ipam.release(&owner(gone), None).await.unwrap().len(), 1);
+    }
+    assert_eq!(take(&ipam, "d1").await, "10.9.0.71");
+    for i in 72..=254 {
+        assert_eq!(take(&ipam, &format!("c{i}")).await, format!("10.9.0.{i}"));
+    }
+    // Wrapped around: the released ones, in address order, then nothing.
+    assert_eq!(take(&ipam, "d2").await, "10.9.0.3");
+    assert_eq!(take(&ipam, "d3").await, "10.9.0.68");
+    assert!(matches!(
+        ipam.allocate(&request("d4", &["rr"])).await,
+        Err(Error::Exhausted { .. })
+    ));
+}
+
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.
 pub async fn ipv6_slash64(store: Arc<dyn Store>) {
     let ipam = engine(store.clone());
@@ -1045,6 +1081,7 @@ pub struct CountingStore<S> {
     inner: S,
     reads: AtomicUsize,
     writes: AtomicUsize,
+    hints: AtomicUsize,
 }
 
 impl<S> CountingStore<S> {
@@ -1054,7 +1091,14 @@ impl<S> CountingStore<S> {
             inner,
             reads: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
+            hints: AtomicUsize::new(0),
         }
+    }
+
+    /// Hints written (unconditioned cursor writes, not counted by [`CountingStore::take`])
+    /// since the last call, and starts counting afresh.
+    pub fn take_hints(&self) -> usize {
+        self.hints.swap(0, Ordering::SeqCst)
     }
 
     /// `(reads, writes)` since the last call, and starts counting afresh.
@@ -1081,8 +1125,10 @@ impl<S: Store> Store for CountingStore<S> {
         self.inner.scan(range).await
     }
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
-        let writes = txn.ops().iter().filter(|op| !op.is_hint()).count();
-        self.writes.fetch_add(writes, Ordering::SeqCst);
+        let hints = txn.ops().iter().filter(|op| op.is_hint()).count();
+        self.writes
+            .fetch_add(txn.ops().len() - hints, Ordering::SeqCst);
+        self.hints.fetch_add(hints, Ordering::SeqCst);
         self.inner.commit(txn).await
     }
     fn max_commit_ops(&self) -> usize {

@@ -192,6 +192,10 @@ impl Codec {
                     cidr: format!("{first}/{}", b.family().bits() - BLOCK_BITS),
                     node: b.affinity().map(ToString::to_string),
                     holders,
+                    next: b
+                        .next()
+                        .filter(|&n| n <= b.family().max_value())
+                        .map(|n| b.family().addr(n).to_string()),
                 })
                 .expect("a block serializes")
             }
@@ -308,6 +312,13 @@ impl Codec {
                     block.set_affinity(Some(
                         ObjectName::new(node).map_err(|e| corrupt(e.to_string()))?,
                     ));
+                }
+                if let Some(next) = &spec.next {
+                    let a = address(next)?;
+                    if Family::of(a) != family {
+                        return Err(corrupt(format!("spec.next {a} is not of {}", spec.cidr)));
+                    }
+                    block.set_next(Some(to_u128(a)));
                 }
                 for h in spec.holders {
                     let a = address(&h.address)?;

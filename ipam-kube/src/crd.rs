@@ -173,6 +173,10 @@ pub struct IPAMBlockSpec {
     /// The holders, in address order.
     #[serde(default)]
     pub holders: Vec<HolderSpec>,
+    /// The address after the last one handed out of this block: where a round-robin search
+    /// in the block goes on (a hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// An address an owner was given.

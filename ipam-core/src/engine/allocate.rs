@@ -3,14 +3,17 @@
 //! A steady-state allocation makes two round trips of reads (the owner index, the
 //! reservation summary, the pools and their cursors; then the blocks where the search
 //! starts and where the owner's earlier addresses lie) and two writes in order: the owner
-//! index, then the block that decides (the cursor that follows is an unconditioned hint).
+//! index, then the block that decides. The pool's round-robin cursor is a hint that points
+//! into a block; the block records where its own search goes on (`next`), so the cursor is
+//! rewritten (unconditioned) only when the search leaves that block: once per 64
+//! allocations in steady state.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
-use crate::alloc::{block_index, first_free_from, Probe, BLOCK_BITS};
+use crate::alloc::{block_index, first_free_from, Probe, Strategy, BLOCK_BITS};
 use crate::block::Holder;
 use crate::error::{Error, ObjectKind, Unavailable, ValidationError};
 use crate::name::ObjectName;
@@ -31,9 +34,24 @@ pub struct Granted {
 /// A pool as one attempt sees it: the lens, and where its round-robin search starts.
 struct Lens {
     pool: IpPool,
+    /// The cursor as stored.
     cursor: Option<u128>,
     start: Option<u128>,
     new_cursor: Option<u128>,
+    /// The last address this attempt took from the pool.
+    last: Option<u128>,
+}
+
+impl Lens {
+    /// Whether the stored cursor must be rewritten after this attempt took `last`: not when
+    /// `last` lies in the stored cursor's block at or after it, since that block's `next`
+    /// hint (written with it) carries the search on from there.
+    fn cursor_moved(&self) -> bool {
+        match (self.cursor, self.last) {
+            (Some(stored), Some(last)) => block_index(stored) != block_index(last) || last < stored,
+            _ => self.new_cursor.is_some(),
+        }
+    }
 }
 
 impl Lens {
@@ -107,6 +125,7 @@ impl<S: Store> Ipam<S> {
             cursor: None,
             start: None,
             new_cursor: None,
+            last: None,
         };
         for name in &stored {
             let (k, r) = next();
@@ -230,9 +249,9 @@ impl<S: Store> Ipam<S> {
         }
         // 2. The blocks: the compare-and-swap that decides.
         cache.write_into(&mut txn);
-        // 3. Cursors: hints.
+        // 3. Cursors: hints, written only when the search left the block they point into.
         for (name, l) in &lenses {
-            if let Some(c) = l.new_cursor {
+            if let Some(c) = l.new_cursor.filter(|_| l.cursor_moved()) {
                 txn.put(self.cursor_key(name), Record::Cursor(c), Expect::Any);
             }
         }
@@ -290,7 +309,19 @@ impl<S: Store> Ipam<S> {
             let reserved = [summary.get(family), request.reserved.get(family)];
             let start = match lens.new_cursor {
                 Some(c) => c,
-                None => self.start(lens),
+                None => {
+                    let s = self.start(lens);
+                    if self.config.strategy == Strategy::RoundRobin {
+                        // The search would read this block first anyway (the slot's first
+                        // pool's was read with the owner's blocks).
+                        if !cache.known(family, block_index(s)) {
+                            self.load_blocks(cache, [(family, block_index(s))]).await?;
+                        }
+                        resume(cache, family, s)
+                    } else {
+                        s
+                    }
+                }
             };
             // First among the blocks of this node and new ones; then, if that is all taken,
             // among every block (another node's too).
@@ -334,9 +365,12 @@ impl<S: Store> Ipam<S> {
             };
             if let Some(x) = found {
                 let holder = holder_for(request, name);
-                let taken = cache.edit(family, block_index(x), node).insert(x, holder);
+                let block = cache.edit(family, block_index(x), node);
+                let taken = block.insert(x, holder);
                 debug_assert!(taken, "the search found a free address");
+                block.set_next(x.checked_add(1));
                 lens.new_cursor = Some(x.wrapping_add(1));
+                lens.last = Some(x);
                 return Ok(Allocation {
                     address: family.addr(x),
                     pool: name.clone(),
@@ -452,6 +486,17 @@ fn name_hash(name: &str) -> u128 {
         h = h.wrapping_mul(0x0000000001000000000000000000013B);
     }
     h
+}
+
+/// Where a round-robin search that would start at `start` goes on: after the last address
+/// handed out of `start`'s block, when that block records one past `start` (see
+/// [`BlockRecord::next`](crate::block::BlockRecord::next)).
+fn resume(cache: &BlockCache, family: Family, start: u128) -> u128 {
+    let index = block_index(start);
+    match cache.current(family, index).and_then(|b| b.next()) {
+        Some(next) if next > start && block_index(next - 1) == index => next,
+        _ => start,
+    }
 }
 
 fn block_of(address: IpAddr) -> (Family, u128) {
