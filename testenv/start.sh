@@ -19,6 +19,8 @@
 # Environment:
 #   IPAM_TESTENV_APISERVER       kube-apiserver binary to use instead of build-apiserver.sh's
 #   IPAM_TESTENV_APISERVER_ARGS  extra apiserver flags, e.g. --etcd-compaction-interval=10s
+#   IPAM_TESTENV_KEY             the serving key: rsa (RSA 2048, kubeadm's default) or ec
+#                                (ECDSA P-256, k3s's); TLS handshakes cost the server less
 #   IPAM_TESTENV_READY_TIMEOUT   seconds to wait for /readyz (default 180: a loaded 2-core CI
 #                                machine can take far longer than the usual 5-10 s)
 #   IPAM_TESTENV_CACHE           where build-apiserver.sh keeps the binary
@@ -199,7 +201,12 @@ rm -rf "$dir/etcd"
   # server (no insecure-skip-tls-verify) against the CA the kubeconfigs carry.
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=ipam-testenv-ca \
     -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
+  case ${IPAM_TESTENV_KEY:-rsa} in
+    rsa) key=(-newkey rsa:2048) ;;
+    ec) key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    *) die "IPAM_TESTENV_KEY: ${IPAM_TESTENV_KEY}: rsa or ec" ;;
+  esac
+  openssl req "${key[@]}" -nodes -subj /CN=kube-apiserver \
     -keyout "$dir/apiserver.key" -out "$dir/apiserver.csr" 2>/dev/null
   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$dir/apiserver.ext"
   openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \

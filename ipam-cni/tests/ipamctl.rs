@@ -130,6 +130,7 @@ impl Ctl {
             slots: vec![Slot {
                 pools: vec![ObjectName::new(pool).unwrap()],
                 requested: None,
+                family: None,
             }],
             reserved: FamilySets::default(),
             defines: vec![],

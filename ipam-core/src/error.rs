@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::addr::Family;
 use crate::name::{ObjectName, Owner};
 
 /// A value that was refused: which field, what value, and why.
@@ -232,6 +233,18 @@ pub enum Error {
         kind: ObjectKind,
         /// Its name.
         name: String,
+    },
+    /// A pool listed for one family is of the other.
+    #[error("ippool {pool:?} is an {family} pool (subnet {subnet}), listed for {wanted}")]
+    WrongFamily {
+        /// The pool.
+        pool: String,
+        /// Its family.
+        family: Family,
+        /// Its subnet, as written.
+        subnet: String,
+        /// The family the request wanted.
+        wanted: Family,
     },
     /// Every candidate pool is used up.
     #[error("all IP addresses used up: {}", .pools.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]

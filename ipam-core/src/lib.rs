@@ -26,7 +26,7 @@
 //!     owner: Owner::new(id, "eth0").unwrap(),
 //!     network: "macvlan".into(),
 //!     pod: None,
-//!     slots: vec![Slot { pools: vec![ObjectName::new("test-ippool").unwrap()], requested: None }],
+//!     slots: vec![Slot { pools: vec![ObjectName::new("test-ippool").unwrap()], requested: None, family: None }],
 //!     reserved: FamilySets::default(),
 //!     defines: vec![],
 //! };
@@ -60,7 +60,7 @@ pub use alloc::Strategy;
 pub use engine::{
     Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Request, Slot,
 };
-pub use error::{Error, PoolCounts, StoreError, Unavailable, ValidationError};
+pub use error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable, ValidationError};
 pub use memory::MemoryStore;
 pub use name::{ObjectName, Owner};
 pub use pool::{IpPool, IpPoolSpec, RouteSpec};

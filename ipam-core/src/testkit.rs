@@ -167,6 +167,7 @@ pub fn request(owner_id: &str, pools: &[&str]) -> Request {
         slots: vec![Slot {
             pools: pools.iter().map(|p| name(p)).collect(),
             requested: None,
+            family: None,
         }],
         reserved: FamilySets::default(),
         defines: vec![],
@@ -665,6 +666,7 @@ pub async fn candidates_and_all_or_nothing(store: Arc<dyn Store>) {
         r.slots.push(Slot {
             pools: vec![name("v6")],
             requested: None,
+            family: None,
         });
         r
     };
@@ -742,6 +744,7 @@ pub async fn inline_pools_are_lenses(store: Arc<dyn Store>) {
     failing.slots.push(Slot {
         pools: vec![name("missing")],
         requested: None,
+        family: None,
     });
     assert!(matches!(
         ipam.allocate(&failing).await,
@@ -834,6 +837,7 @@ pub async fn one_holder_across_pools(store: Arc<dyn Store>) {
     req.slots.push(Slot {
         pools: vec![name("net1-1")],
         requested: None,
+        family: None,
     });
     req.defines = vec![pool("net1-1", "10.40.0.0/24", &["10.40.0.25-10.40.0.30"])];
     match ipam.allocate(&req).await {
@@ -926,6 +930,21 @@ pub async fn round_robin_across_blocks(store: Arc<dyn Store>) {
         ipam.allocate(&request("d4", &["rr"])).await,
         Err(Error::Exhausted { .. })
     ));
+
+    // A block whose every address is released goes, and its hint with it: the cursor
+    // moves on, so the next request still does not get an address just released.
+    ipam.apply_pool(pool("rr2", "10.9.1.0/24", &["10.9.1.0/24"]))
+        .await
+        .unwrap();
+    for (id, want) in [("e1", "10.9.1.1"), ("e2", "10.9.1.2")] {
+        let got = ipam.allocate(&request(id, &["rr2"])).await.unwrap();
+        assert_eq!(got[0].address.to_string(), want);
+    }
+    for gone in ["e1", "e2"] {
+        ipam.release(&owner(gone), None).await.unwrap();
+    }
+    let got = ipam.allocate(&request("e3", &["rr2"])).await.unwrap();
+    assert_eq!(got[0].address.to_string(), "10.9.1.3");
 }
 
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.

@@ -16,6 +16,7 @@ fn dual(id: &str) -> ipam_core::Request {
     r.slots.push(Slot {
         pools: vec![name("v6")],
         requested: None,
+        family: None,
     });
     r
 }

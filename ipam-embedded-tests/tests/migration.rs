@@ -102,6 +102,7 @@ fn a_first_release_store_is_migrated_on_first_open() {
                 slots: vec![Slot {
                     pools: vec![name("test-ippool")],
                     requested: None,
+                    family: None,
                 }],
                 reserved: Default::default(),
                 defines: vec![],

@@ -564,6 +564,8 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("list", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("update", "ipamowners.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamowners.ipam.rs", Some("ipam-rs")),
+    ("get", "ipamcursors.ipam.rs", Some("ipam-rs")),
+    ("patch", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("patch", "ippools.ipam.rs/status", None),
 ];

@@ -3,10 +3,10 @@
 //! Everything here takes an [`Ipam`] so that the same logic runs on the redb store in the
 //! binary and on `MemoryStore` in tests.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipam_core::{IpPool, Ipam, ObjectName, Owner, PodRef, Request, Slot, Store};
+use ipam_core::{Allocation, Error, IpPool, Ipam, ObjectKind, Owner, PodRef, Request, Slot, Store};
 
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
@@ -128,51 +128,43 @@ pub async fn execute<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Execu
     }
 }
 
-/// Reads the pools `ippools` names, refusing unknown ones and ones of the wrong family
-/// (code 7), so that nothing is written for a request that cannot be served.
-async fn store_pools<S: Store>(
-    ipam: &Ipam<S>,
-    plan: &Plan,
-    net: &NetConf,
-) -> Result<HashMap<ObjectName, IpPool>, CniError> {
-    let mut out = HashMap::new();
-    for slot in plan
+/// An engine refusal of a pool that `ippools` names, as the configuration field that names
+/// it (code 7): the engine reads the pools itself, and checks them before it writes anything.
+fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
+    let (name, why) = match &e {
+        Error::NotFound {
+            kind: ObjectKind::IpPool,
+            name,
+        } => (
+            name.as_str(),
+            format!(
+                "no such ippool in {} (create it with `ipamctl apply`)",
+                net.store.describe(&net.data_dir)
+            ),
+        ),
+        Error::WrongFamily {
+            pool,
+            family,
+            subnet,
+            wanted,
+        } => (
+            pool.as_str(),
+            format!("is an {family} pool (subnet {subnet}), listed under {wanted}"),
+        ),
+        _ => return e.into(),
+    };
+    let field = plan
         .slots
         .iter()
         .filter(|s| s.origin == SlotOrigin::IpPools)
-    {
-        for (k, name) in slot.pools.iter().enumerate() {
-            let field = format!("{}[{k}]", slot.field);
-            match ipam.pool(name).await? {
-                None => {
-                    return Err(CniError::new(
-                        Code::InvalidConfig,
-                        format!(
-                            "{field}: {:?}: no such ippool in {} (create it with `ipamctl apply`)",
-                            name.as_str(),
-                            net.store.describe(&net.data_dir)
-                        ),
-                    ))
-                }
-                Some(p) if p.family() != slot.family => {
-                    return Err(CniError::new(
-                        Code::InvalidConfig,
-                        format!(
-                            "{field}: {:?}: is an {} pool (subnet {}), listed under {}",
-                            name.as_str(),
-                            p.family(),
-                            p.subnet(),
-                            slot.family
-                        ),
-                    ))
-                }
-                Some(p) => {
-                    out.insert(name.clone(), p);
-                }
-            }
-        }
+        .find_map(|s| {
+            let k = s.pools.iter().position(|p| p.as_str() == name)?;
+            Some(format!("{}[{k}]", s.field))
+        });
+    match field {
+        Some(field) => CniError::new(Code::InvalidConfig, format!("{field}: {name:?}: {why}")),
+        None => e.into(),
     }
-    Ok(out)
 }
 
 /// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
@@ -181,7 +173,6 @@ async fn store_pools<S: Store>(
 async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> {
     let owner = &inv.owner;
     let plan = &inv.plan;
-    let pools = store_pools(ipam, plan, &inv.net).await?;
     let request = Request {
         owner: owner.clone(),
         network: inv.net.name.clone(),
@@ -192,36 +183,26 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> 
             .map(|s| Slot {
                 pools: s.pools.clone(),
                 requested: s.requested,
+                family: Some(s.family),
             })
             .collect(),
         reserved: plan.reserved.clone(),
         defines: plan.inline_pools.clone(),
     };
-    let granted = ipam.allocate_granted(&request).await?;
+    let granted = ipam
+        .allocate_granted(&request)
+        .await
+        .map_err(|e| ippools_refusal(e, plan, &inv.net))?;
     let taken = granted
         .iter()
         .filter(|g| g.fresh)
         .map(|g| g.allocation.address)
         .collect();
 
-    let mut with_pools = Vec::with_capacity(granted.len());
-    for a in granted.into_iter().map(|g| g.allocation) {
-        let pool = match plan
-            .inline_pools
-            .iter()
-            .find(|p| *p.name() == a.pool)
-            .or_else(|| pools.get(&a.pool))
-        {
-            Some(p) => p.clone(),
-            None => ipam.pool(&a.pool).await?.ok_or_else(|| {
-                CniError::new(
-                    Code::Io,
-                    format!("ippool {:?} vanished during ADD", a.pool.as_str()),
-                )
-            })?,
-        };
-        with_pools.push((a, pool));
-    }
+    let with_pools: Vec<(Allocation, IpPool)> = granted
+        .into_iter()
+        .map(|g| (g.allocation, g.pool))
+        .collect();
     log::info!(
         "ADD {} on {:?}: {}",
         owner,

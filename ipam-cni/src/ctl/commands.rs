@@ -372,6 +372,7 @@ mod tests {
             slots: vec![Slot {
                 pools: vec![ObjectName::new("test-ippool").unwrap()],
                 requested: None,
+                family: None,
             }],
             reserved: FamilySets::default(),
             defines: vec![],

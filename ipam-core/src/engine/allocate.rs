@@ -26,6 +26,8 @@ use crate::store::{Allocation, Expect, Held, Key, Record, Store, Transaction};
 pub struct Granted {
     /// The allocation; its `pool` is the request's name for the pool that covers it.
     pub allocation: Allocation,
+    /// That pool, as this call read it (its subnet, gateway and routes make the answer).
+    pub pool: IpPool,
     /// Whether this call took it (false: the owner already held it, and the request was a
     /// repeat).
     pub fresh: bool,
@@ -146,6 +148,20 @@ impl<S: Store> Ipam<S> {
             lenses.get_mut(*name).expect("every name has a lens").cursor = cursor;
         }
         refuse_overlaps(request, &stored, &lenses)?;
+        for slot in &request.slots {
+            let Some(wanted) = slot.family else { continue };
+            for name in &slot.pools {
+                let pool = &lenses[name].pool;
+                if pool.family() != wanted {
+                    return Err(Error::WrongFamily {
+                        pool: name.to_string(),
+                        family: pool.family(),
+                        subnet: pool.spec().subnet.clone(),
+                        wanted,
+                    });
+                }
+            }
+        }
 
         // Round trip 2: the blocks of what the owner already holds here, and where each
         // slot's search starts.
@@ -205,6 +221,7 @@ impl<S: Store> Ipam<S> {
                         owner: request.owner.clone(),
                         pod: holder.pod.clone(),
                     },
+                    pool: lenses[lens].pool.clone(),
                     fresh: false,
                 });
                 continue;
@@ -220,6 +237,7 @@ impl<S: Store> Ipam<S> {
                 }
             };
             granted.push(Granted {
+                pool: lenses[&allocation.pool].pool.clone(),
                 allocation,
                 fresh: true,
             });
@@ -260,7 +278,7 @@ impl<S: Store> Ipam<S> {
     }
 
     /// The cursor of `pool` for this engine: its node's, where it has one.
-    fn cursor_key(&self, pool: &ObjectName) -> Key {
+    pub(super) fn cursor_key(&self, pool: &ObjectName) -> Key {
         Key::Cursor {
             pool: pool.clone(),
             node: self.config.node.clone(),

@@ -142,6 +142,9 @@ pub struct Slot {
     pub pools: Vec<ObjectName>,
     /// A specific address, which must be in one of the pools.
     pub requested: Option<IpAddr>,
+    /// The family the slot is for, where the caller says (a CNI config's `ipv4` or `ipv6`
+    /// list): a listed pool of the other family is refused with [`Error::WrongFamily`].
+    pub family: Option<Family>,
 }
 
 /// A request for addresses: one per slot, all or nothing.
@@ -189,7 +192,7 @@ pub struct GcReport {
 ///     owner: Owner::new("c1", "eth0").unwrap(),
 ///     network: "net1".into(),
 ///     pod: None,
-///     slots: vec![Slot { pools: vec![ObjectName::new("p").unwrap()], requested: None }],
+///     slots: vec![Slot { pools: vec![ObjectName::new("p").unwrap()], requested: None, family: None }],
 ///     reserved: FamilySets::default(),
 ///     defines: vec![],
 /// }).await.unwrap();
@@ -296,6 +299,16 @@ impl BlockCache {
         block: Option<Versioned<BlockRecord>>,
     ) {
         self.read.insert((family, index), block);
+    }
+
+    /// The blocks this attempt emptied that record where their round-robin search goes on:
+    /// `(family, index, next)`.
+    pub(crate) fn emptied_with_next(&self) -> Vec<(Family, u128, u128)> {
+        self.changed
+            .iter()
+            .filter(|(_, b)| b.is_empty())
+            .filter_map(|(&(family, index), b)| Some((family, index, b.next()?)))
+            .collect()
     }
 
     /// Whether the attempt changed anything.

@@ -145,6 +145,12 @@ impl<S: Store> Ipam<S> {
             .cloned()
             .collect();
         let mut txn = Transaction::new();
+        // 3 (computed first, written last). A block that empties is deleted, and with it
+        // the `next` hint that carried its pools' round-robin searches on from their
+        // cursors: a cursor still pointing into the block, behind that hint, moves to it, so
+        // that the addresses just released are not the next ones handed out. (One more
+        // read, only when a block empties.)
+        let hints = self.cursor_hints_of_emptied(&cache, &released).await?;
         // 1. The blocks that decide.
         cache.write_into(&mut txn);
         // 2. The index, after.
@@ -155,8 +161,45 @@ impl<S: Store> Ipam<S> {
                 txn.put(key, Record::Owner(kept), Expect::read(&index));
             }
         }
+        for (cursor, next) in hints {
+            txn.put(cursor, Record::Cursor(next), Expect::Any);
+        }
         self.commit(txn).await?;
         Ok(released)
+    }
+
+    /// The cursors to move to the `next` hint of the blocks this release empties: those of
+    /// the released addresses' pools (this engine's node's) that point into such a block,
+    /// before its hint.
+    async fn cursor_hints_of_emptied(
+        &self,
+        cache: &BlockCache,
+        released: &[Allocation],
+    ) -> Result<Vec<(Key, u128)>, Error> {
+        let mut wanted: Vec<(Key, u128, u128)> = Vec::new();
+        for (family, index, next) in cache.emptied_with_next() {
+            for a in released {
+                if block_of(a.address) == (family, index) {
+                    let key = self.cursor_key(&a.pool);
+                    if !wanted.iter().any(|(k, _, _)| *k == key) {
+                        wanted.push((key, index, next));
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Key> = wanted.iter().map(|(k, _, _)| k.clone()).collect();
+        let found = self.store.get_many(&keys).await?;
+        let mut out = Vec::new();
+        for ((key, index, next), record) in wanted.into_iter().zip(found) {
+            let cursor = super::typed::<u128>(&key, record)?.map(|v| v.value);
+            if cursor.is_some_and(|c| block_index(c) == index && c < next) {
+                out.push((key, next));
+            }
+        }
+        Ok(out)
     }
 
     /// Releases every allocation of `network` whose owner is not in `valid`, found in the

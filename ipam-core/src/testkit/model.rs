@@ -226,6 +226,7 @@ impl Model {
             slots.push(Slot {
                 pools: names,
                 requested: None,
+                family: None,
             });
         }
         for v6 in [false, true] {
@@ -239,6 +240,7 @@ impl Model {
                 slots.push(Slot {
                     pools: names,
                     requested: None,
+                    family: None,
                 });
             }
         }
