@@ -241,7 +241,7 @@ pub enum Error {
         pool: String,
         /// Its family.
         family: Family,
-        /// Its subnet, as written.
+        /// Its subnet.
         subnet: String,
         /// The family the request wanted.
         wanted: Family,

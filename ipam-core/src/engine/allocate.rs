@@ -156,7 +156,7 @@ impl<S: Store> Ipam<S> {
                     return Err(Error::WrongFamily {
                         pool: name.to_string(),
                         family: pool.family(),
-                        subnet: pool.spec().subnet.clone(),
+                        subnet: pool.subnet().to_string(),
                         wanted,
                     });
                 }
