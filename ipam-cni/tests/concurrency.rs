@@ -74,18 +74,6 @@ enum Known {
     Unsure,
 }
 
-/// A tiny deterministic generator: the storm should be reproducible, not clever.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// ADDs and DELs from 6 threads at once, a third of them killed with SIGKILL after a random
 /// delay. Afterwards: the store opens; every ADD that printed a result and was not DELeted
 /// since still holds exactly its address (and a repeated ADD returns it); no address is held
@@ -109,18 +97,18 @@ fn kill_9_during_a_storm_of_adds_and_dels_loses_nothing_printed() {
         for t in 0..THREADS {
             let (conf, known, killed) = (&conf, &known, &killed);
             s.spawn(move || {
-                let mut rng = Lcg(t as u64 + 1);
+                let mut rng = fastrand::Rng::with_seed(t as u64 + 1);
                 let ids: Vec<String> = (0..IDS_PER_THREAD).map(|i| format!("c{t}-{i}")).collect();
                 for id in &ids {
                     known.lock().unwrap().insert(id.clone(), Known::Nothing);
                 }
                 while Instant::now() < deadline {
-                    let id = &ids[rng.next(ids.len() as u64) as usize];
-                    let command = if rng.next(3) < 2 { "ADD" } else { "DEL" };
+                    let id = &ids[rng.usize(..ids.len())];
+                    let command = if rng.u64(..3) < 2 { "ADD" } else { "DEL" };
                     let mut child = call(command, id, conf).spawn();
-                    let kill = rng.next(3) == 0;
+                    let kill = rng.u64(..3) == 0;
                     if kill {
-                        std::thread::sleep(Duration::from_micros(rng.next(15_000)));
+                        std::thread::sleep(Duration::from_micros(rng.u64(..15_000)));
                         let _ = child.kill();
                     }
                     let reply = finish(child);

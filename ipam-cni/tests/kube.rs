@@ -7,39 +7,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use common::{call, Reply};
+use common::ipamctl_on_cluster as ipamctl;
+use common::test_cluster as cluster;
+use common::{call, run_with_stdin, unique, Reply};
 use serde_json::{json, Value};
-
-/// The test cluster, or `None` (skipped) outside CI.
-fn cluster() -> Option<PathBuf> {
-    match std::env::var_os("IPAM_TEST_KUBECONFIG") {
-        Some(k) => Some(PathBuf::from(k)),
-        None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
-            );
-            eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
-            None
-        }
-    }
-}
-
-/// A name no other test or run uses.
-fn unique(what: &str) -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
     let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
@@ -48,58 +23,15 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
             .display()
             .to_string()
     });
-    let mut child = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {kubectl}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, stdout, stderr) = run_with_stdin(
+        Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args),
+        stdin,
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ipamctl(
-    kubeconfig: &Path,
-    namespace: &str,
-    args: &[&str],
-    stdin: &str,
-) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--namespace", namespace])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
+    stdout
 }
 
 /// A network on the Kubernetes store of `namespace`, for `node`, drawing from `ipam`.

@@ -31,43 +31,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{call, Reply};
+use common::ipamctl_on_cluster as ipamctl;
+use common::test_cluster as cluster;
+use common::{call, unique, Reply};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------
 // The cluster, names, the binaries.
 // ---------------------------------------------------------------------------------------
 
-/// The shared test cluster, or `None` (skipped) outside CI.
-fn cluster() -> Option<PathBuf> {
-    match std::env::var_os("IPAM_TEST_KUBECONFIG") {
-        Some(k) => Some(PathBuf::from(k)),
-        None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
-            );
-            eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
-            None
-        }
-    }
-}
-
 /// One test at a time (see the module's documentation). A test that failed leaves the lock
 /// poisoned; the next one runs regardless.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A name no other test or run uses.
-fn unique(what: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// A script of `testenv/`.
@@ -137,36 +114,6 @@ fn namespace(kubeconfig: &Path) -> String {
     let ns = unique("faults");
     kubectl(kubeconfig, &["create", "namespace", &ns]);
     ns
-}
-
-fn ipamctl(
-    kubeconfig: &Path,
-    namespace: &str,
-    args: &[&str],
-    stdin: &str,
-) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--namespace", namespace])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A network `name` (CNI 1.1.0, so that GC is available) on the Kubernetes store of
@@ -318,18 +265,6 @@ fn until_ok(command: &str, id: &str, conf: &Value, tries: usize) -> (Reply, Vec<
         failures.push(o.reply.code());
     }
     panic!("{command} {id} failed {tries} times: {failures:?}");
-}
-
-/// A tiny deterministic generator: the runs should be reproducible, not clever.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -617,7 +552,7 @@ fn kill_9_storm_of_plugin_processes_on_the_kubernetes_store() {
                 &enough,
             );
             s.spawn(move || {
-                let mut rng = Lcg(t as u64 + 11);
+                let mut rng = fastrand::Rng::with_seed(t as u64 + 11);
                 let ids: Vec<String> = (0..IDS_PER_THREAD).map(|i| format!("c{t}-{i}")).collect();
                 for id in &ids {
                     known.lock().unwrap().insert(id.clone(), Known::Nothing);
@@ -626,11 +561,11 @@ fn kill_9_storm_of_plugin_processes_on_the_kubernetes_store() {
                     if Instant::now() >= deadline || enough() {
                         break;
                     }
-                    let id = &ids[rng.next(ids.len() as u64) as usize];
-                    let command = if rng.next(3) < 2 { "ADD" } else { "DEL" };
-                    let kill_at = (rng.next(3) == 0).then(|| {
+                    let id = &ids[rng.usize(..ids.len())];
+                    let command = if rng.u64(..3) < 2 { "ADD" } else { "DEL" };
+                    let kill_at = (rng.u64(..3) == 0).then(|| {
                         let within = typical.as_micros() as u64 * 3 / 2;
-                        Duration::from_micros(rng.next(within))
+                        Duration::from_micros(rng.u64(..within.max(1)))
                     });
                     let begun = Instant::now();
                     let child = call(command, id, conf).spawn();
@@ -831,13 +766,13 @@ fn the_api_server_killed_and_restarted_mid_run() {
             .map(|(t, conf)| {
                 let (calls, stop) = (&calls, &stop);
                 s.spawn(move || {
-                    let mut rng = Lcg(t as u64 + 101);
+                    let mut rng = fastrand::Rng::with_seed(t as u64 + 101);
                     for _ in 0..5000 {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let id = format!("o{t}-{}", rng.next(IDS_PER_THREAD as u64));
-                        let command = if rng.next(3) < 2 { "ADD" } else { "DEL" };
+                        let id = format!("o{t}-{}", rng.u64(..IDS_PER_THREAD as u64));
+                        let command = if rng.u64(..3) < 2 { "ADD" } else { "DEL" };
                         let begun = Instant::now();
                         let o = finish_bounded(call(command, &id, conf).spawn(), begun, None, HANG);
                         calls.lock().unwrap().push(Timed {
@@ -1122,7 +1057,7 @@ impl Proxy {
         let accept = {
             let (state, stop) = (state.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut rng = Lcg(seed);
+                let mut rng = fastrand::Rng::with_seed(seed);
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((client, _)) => {
@@ -1138,14 +1073,14 @@ impl Proxy {
                                 continue;
                             }
                             let fate = match *state.mode.lock().unwrap() {
-                                Mode::Random => match rng.next(10) {
+                                Mode::Random => match rng.u64(..10) {
                                     0..=1 => Fate::AfterWrite,
-                                    2 => Fate::AtTurn(1 + rng.next(6) as usize),
+                                    2 => Fate::AtTurn(1 + rng.u64(..6) as usize),
                                     _ => Fate::Mode,
                                 },
                                 _ => Fate::Mode,
                             };
-                            let (state, partial) = (state.clone(), rng.next(200) as usize);
+                            let (state, partial) = (state.clone(), rng.u64(..200) as usize);
                             std::thread::spawn(move || {
                                 relay(client, upstream_port, fate, partial, &state)
                             });
@@ -1296,6 +1231,18 @@ fn relay(client: TcpStream, upstream_port: u16, fate: Fate, partial: usize, stat
 }
 
 /// The port of the kubeconfig's server (`https://127.0.0.1:PORT`).
+/// A [`Proxy`] (seeded with `seed`) in front of the API server `kubeconfig` names, and a
+/// copy of that kubeconfig in `dir` that goes through it.
+fn proxied(kubeconfig: &Path, seed: u64, dir: &Path) -> (Proxy, PathBuf) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let (url, port) = server_port(&text);
+    let proxy = Proxy::start(port, seed);
+    let through = dir.join("kubeconfig-proxy");
+    let via = format!("https://127.0.0.1:{}", proxy.port);
+    std::fs::write(&through, text.replace(&url, &via)).unwrap();
+    (proxy, through)
+}
+
 fn server_port(kubeconfig_text: &str) -> (String, u16) {
     let url = kubeconfig_text
         .lines()
@@ -1331,16 +1278,8 @@ fn responses_lost_after_the_write_never_double_allocate_nor_leak() {
     let _turn = one_at_a_time();
     shared_crds(&k);
     let ns = namespace(&k);
-    let text = std::fs::read_to_string(&k).unwrap();
-    let (url, port) = server_port(&text);
-    let proxy = Proxy::start(port, 0x5eed);
     let dir = tempfile::tempdir().unwrap();
-    let through = dir.path().join("kubeconfig-proxy");
-    std::fs::write(
-        &through,
-        text.replace(&url, &format!("https://127.0.0.1:{}", proxy.port)),
-    )
-    .unwrap();
+    let (proxy, through) = proxied(&k, 0x5eed, dir.path());
     const THREADS: usize = 2;
     let ipam = json!({"ranges": [[{"subnet": "198.51.100.0/24"}]]});
     let lossy: Vec<Value> = (0..THREADS)
@@ -1573,16 +1512,8 @@ fn a_server_that_never_answers_gets_code_11_within_60_s() {
     let _turn = one_at_a_time();
     shared_crds(&k);
     let ns = namespace(&k);
-    let text = std::fs::read_to_string(&k).unwrap();
-    let (url, port) = server_port(&text);
-    let proxy = Proxy::start(port, 7);
     let dir = tempfile::tempdir().unwrap();
-    let through = dir.path().join("kubeconfig-proxy");
-    std::fs::write(
-        &through,
-        text.replace(&url, &format!("https://127.0.0.1:{}", proxy.port)),
-    )
-    .unwrap();
+    let (proxy, through) = proxied(&k, 7, dir.path());
     let ipam = json!({"ranges": [[{"subnet": "198.51.100.0/24"}]]});
     let silent = network(&through, &ns, "node-0", "silent", ipam.clone());
     let direct = network(&k, &ns, "node-0", "silent", ipam);

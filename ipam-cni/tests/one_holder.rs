@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::{call, netconf, Reply};
+use common::{call, netconf, run_with_stdin, Reply};
 use serde_json::{json, Value};
 
 fn add(id: &str, conf: &Value) -> Reply {
@@ -20,27 +20,10 @@ fn added(id: &str, conf: &Value) -> Vec<String> {
 }
 
 fn ctl(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let ipamctl = env!("CARGO_BIN_EXE_ipamctl");
+    run_with_stdin(
+        Command::new(ipamctl).arg("--data-dir").arg(dir).args(args),
+        stdin,
     )
 }
 

@@ -5,6 +5,8 @@
 //! The cluster is the one `IPAM_TEST_KUBECONFIG` names. Without it the tests say so and
 //! pass, except under `CI=true`, where a missing cluster is a failure.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,18 +16,11 @@ use proptest::prelude::*;
 
 fn fresh() -> Option<KubeStore> {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let Some(kubeconfig) = std::env::var_os("IPAM_TEST_KUBECONFIG") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
-        );
-        eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
-        return None;
-    };
+    let kubeconfig = common::test_kubeconfig()?;
     let n = COUNT.fetch_add(1, Ordering::SeqCst);
     let run = format!("{}-{}", std::process::id(), n);
     let store = KubeStore::connect(&KubeOptions {
-        kubeconfig: Some(kubeconfig.into()),
+        kubeconfig: Some(kubeconfig),
         namespace: format!("conf-{run}"),
         prefix: format!("t{run}-"),
         ..KubeOptions::default()

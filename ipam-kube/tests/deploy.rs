@@ -15,6 +15,8 @@
 //! objects without a prefix): the tests clean up what they allocate and may run again on the
 //! same cluster, but they are meant for a test cluster, not one in use.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
@@ -92,15 +94,8 @@ fn workspace() -> PathBuf {
 /// The installed test cluster, or `None` (after saying so) when there is none.
 fn cluster() -> Option<&'static Cluster> {
     static INSTALLED: OnceLock<Cluster> = OnceLock::new();
-    let Some(kubeconfig) = std::env::var_os("IPAM_TEST_KUBECONFIG") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
-        );
-        eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
-        return None;
-    };
-    Some(INSTALLED.get_or_init(|| install(PathBuf::from(kubeconfig))))
+    let kubeconfig = common::test_kubeconfig()?;
+    Some(INSTALLED.get_or_init(|| install(kubeconfig)))
 }
 
 /// kubectl: `IPAM_TEST_KUBECTL`, else the first `kubectl` on `PATH`.

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -217,4 +217,72 @@ pub fn holders(dir: &Path) -> Vec<(String, String)> {
         .into_iter()
         .map(|a| (a.address.to_string(), a.owner.container_id().to_owned()))
         .collect()
+}
+
+/// Runs `cmd` to completion with `stdin` on its standard input: its exit code (-1 when a
+/// signal ended it), stdout and stderr.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ipamctl` on the Kubernetes store: `--kubeconfig`, `--namespace` (where the allocation
+/// objects live), then `args`.
+pub fn ipamctl_on_cluster(
+    kubeconfig: &Path,
+    namespace: &str,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--namespace", namespace])
+            .args(args),
+        stdin,
+    )
+}
+
+/// The test API server's admin kubeconfig (`IPAM_TEST_KUBECONFIG`), or `None` after saying
+/// the tests are skipped; under `CI=true` a missing one is a failure.
+pub fn test_cluster() -> Option<PathBuf> {
+    match std::env::var_os("IPAM_TEST_KUBECONFIG") {
+        Some(k) => Some(PathBuf::from(k)),
+        None => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
+            );
+            eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
+            None
+        }
+    }
+}
+
+/// A name no other test or run uses.
+pub fn unique(what: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
