@@ -187,6 +187,7 @@ fn state_size(_: &mut Criterion) {
             name: format!("test-app-67dd9f645-{i:05}"),
             uid: Some(format!("{:08x}-1234-5678-9abc-{:012x}", i, i)),
         }),
+        node: Some(name("worker-node-0042")),
     };
     for (label, occ) in [("full", 1.0), ("90pct-random", 0.9)] {
         let s = setup(0x0a06_0000, 16, occ, 0);

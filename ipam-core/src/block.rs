@@ -29,6 +29,14 @@ pub struct Holder {
     /// The Pod, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The node whose process took it, where processes of many nodes share the store
+    /// (the engine's [`Config::node`](crate::Config::node)). Not the block's affinity: a
+    /// node whose own blocks are full takes addresses from other nodes' blocks. A runtime's
+    /// GC knows only its own node's attachments, so it releases only holders of its node;
+    /// holders written before this field existed have none, and a node's GC leaves them
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<ObjectName>,
 }
 
 /// One block: the taken addresses of a window and their holders.
@@ -42,6 +50,7 @@ pub struct Holder {
 ///     network: "net1".into(),
 ///     pool: ObjectName::new("p").unwrap(),
 ///     pod: None,
+///     node: None,
 /// };
 /// assert!(block.insert(0x0a06_0005, holder.clone()));
 /// assert!(!block.insert(0x0a06_0005, holder.clone()), "an address has one holder");
@@ -194,6 +203,7 @@ impl BlockRecord {
             network: h.network.clone(),
             owner: h.owner.clone(),
             pod: h.pod.clone(),
+            node: h.node.clone(),
         })
     }
 
@@ -258,6 +268,7 @@ mod tests {
             network: "net1".into(),
             pool: ObjectName::new("p").unwrap(),
             pod: None,
+            node: None,
         }
     }
 

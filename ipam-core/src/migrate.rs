@@ -109,6 +109,7 @@ pub fn from_v1(records: RawRecords) -> Result<RawRecords, StoreError> {
                     network: a.network.clone(),
                     pool: a.pool.clone(),
                     pod: a.pod.clone(),
+                    node: a.node.clone(),
                 },
             );
         index.entry(a.owner.clone()).or_default().push(Held {

@@ -167,6 +167,10 @@ pub struct Allocation {
     /// The Pod, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The node whose process took it, where nodes share the store (see
+    /// [`Holder::node`](crate::block::Holder::node)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<ObjectName>,
 }
 
 /// The Pod an allocation was made for: what the runtime said of it (`K8S_POD_*`).
@@ -860,6 +864,7 @@ mod tests {
                     name: "web".into(),
                     uid: None,
                 }),
+                node: Some(name("node-1")),
             },
         );
         let held = vec![Held {

@@ -67,6 +67,15 @@ pub const SCENARIOS: &[Scenario] = &[
         pollster::block_on(round_robin_across_blocks(s))
     }),
     ("concurrent_writers", |s| concurrent_writers(s, 8, 40, 250)),
+    ("gc_is_scoped_to_its_node", |s| {
+        pollster::block_on(gc_is_scoped_to_its_node(s))
+    }),
+    ("release_at_every_instant_of_an_allocation", |s| {
+        release_at_every_instant_of_an_allocation(s)
+    }),
+    ("allocation_at_every_instant_of_a_release", |s| {
+        allocation_at_every_instant_of_a_release(s)
+    }),
 ];
 
 /// Runs every scenario, each on a fresh store from `make`, in one test. Prefer
@@ -106,7 +115,9 @@ macro_rules! conformance_tests {
             compare_and_swap, scan_ranges, seed_walkthrough, explicit_requests,
             repeat_release_gc, candidates_and_all_or_nothing, future_pools_and_deletion,
             ipv6_slash64, inline_pools_are_lenses, one_holder_across_pools,
-            pool_changes_that_would_mislead, round_robin_across_blocks, concurrent_writers);
+            pool_changes_that_would_mislead, round_robin_across_blocks, concurrent_writers,
+            gc_is_scoped_to_its_node, release_at_every_instant_of_an_allocation,
+            allocation_at_every_instant_of_a_release);
     };
     ($make:expr) => {
         $crate::conformance_tests!(optional: Some($make));
@@ -245,6 +256,31 @@ pub async fn compare_and_swap(store: &dyn Store) {
     store.commit(t).await.unwrap();
     let v2 = store.get(&key).await.unwrap().unwrap();
     assert_ne!(v2.version, v1.version, "a write must change the version");
+    // Even a write of the same record: the engine writes a block back unchanged to guard
+    // against a concurrent writer of it.
+    let mut same = Transaction::new();
+    same.put(
+        key.clone(),
+        Record::Cursor(2),
+        Expect::Version(v2.version.clone()),
+    );
+    store.commit(same).await.unwrap();
+    let v2b = store.get(&key).await.unwrap().unwrap();
+    assert_ne!(
+        v2b.version, v2.version,
+        "a write of the same record must change the version"
+    );
+    let mut late = Transaction::new();
+    late.put(
+        key.clone(),
+        Record::Cursor(2),
+        Expect::Version(v2.version.clone()),
+    );
+    assert!(matches!(
+        store.commit(late).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let v2 = v2b;
     let mut stale = Transaction::new();
     stale.put(
         key.clone(),
@@ -343,6 +379,7 @@ pub async fn scan_ranges(store: &dyn Store) {
                 network: "net1".into(),
                 pool: name("a"),
                 pod: None,
+                node: None,
             },
         );
         (Key::Block { family, index }, Record::Block(b))
@@ -1031,8 +1068,256 @@ pub fn concurrent_writers(store: Arc<dyn Store>, threads: usize, per_thread: usi
     assert_eq!(c[3], u128::from(capacity) - held.len() as u128);
 }
 
+/// CNI GC on one node releases only what that node's processes allocated: where nodes share
+/// a store, a runtime's list of valid attachments names its own node's only, and another
+/// node's allocations (even in blocks this node claimed) are in use. Holders recorded
+/// without a node (by an engine without one, or before holders recorded it) are left to an
+/// engine without a node.
+pub async fn gc_is_scoped_to_its_node(store: Arc<dyn Store>) {
+    let on = |node: Option<&str>| {
+        Ipam::with_config(
+            store.clone(),
+            Config {
+                max_attempts: 200,
+                seed: Some(7),
+                node: node.map(name),
+                ..Config::default()
+            },
+        )
+    };
+    let (n1, n2, none) = (on(Some("node-1")), on(Some("node-2")), on(None));
+    // Eight addresses: the nodes fill one block between them, so each holds addresses in
+    // a block the other claimed.
+    n1.apply_pool(pool("g", "10.61.0.0/24", &["10.61.0.1-10.61.0.8"]))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        n1.allocate(&request(&format!("a{i}"), &["g"]))
+            .await
+            .unwrap();
+        n2.allocate(&request(&format!("b{i}"), &["g"]))
+            .await
+            .unwrap();
+    }
+    none.allocate(&request("x", &["g"])).await.unwrap();
+    let node_of = |a: &crate::store::Allocation| a.node.as_ref().map(|n| n.to_string());
+    for a in n1.allocations(None).await.unwrap() {
+        let want = match a.owner.container_id().as_bytes()[0] {
+            b'a' => Some("node-1".to_owned()),
+            b'b' => Some("node-2".to_owned()),
+            _ => None,
+        };
+        assert_eq!(node_of(&a), want, "{a:?}");
+    }
+    let ids = |report: &crate::engine::GcReport| -> BTreeSet<String> {
+        report
+            .released
+            .iter()
+            .map(|a| a.owner.container_id().to_owned())
+            .collect()
+    };
+    // Node 1's runtime lists its own attachments but one: only that one goes.
+    let valid: BTreeSet<Owner> = [owner("a0"), owner("a2")].into();
+    let report = n1.gc("net1", &valid).await.unwrap();
+    assert_eq!(ids(&report), ["a1".to_string()].into());
+    // Node 1 with nothing running: its own go, node 2's and the node-less one stay.
+    let report = n1.gc("net1", &BTreeSet::new()).await.unwrap();
+    assert_eq!(ids(&report), ["a0".to_string(), "a2".to_string()].into());
+    let left: BTreeSet<String> = n1
+        .allocations(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.owner.container_id().to_owned())
+        .collect();
+    assert_eq!(left, ["b0", "b1", "b2", "x"].map(String::from).into());
+    // A repeated ADD of node 2's owners still gets what they hold.
+    for i in 0..3 {
+        let again = n2
+            .allocate(&request(&format!("b{i}"), &["g"]))
+            .await
+            .unwrap();
+        assert!(!again.is_empty());
+    }
+    assert_eq!(check_indexes_exact(&*store).await, 4);
+    let report = none.gc("net1", &BTreeSet::new()).await.unwrap();
+    assert_eq!(ids(&report), ["x".to_string()].into());
+}
+
+/// A store that lets a test act between any two of its steps: each read and each operation
+/// of a commit (commits go one operation at a time, as a store of single objects applies
+/// them) is one step, and before step `at` the hook runs.
+struct Interleaved {
+    inner: Arc<dyn Store>,
+    steps: AtomicUsize,
+    at: usize,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Interleaved {
+    fn new(inner: Arc<dyn Store>, at: usize, hook: Box<dyn FnOnce() + Send>) -> Interleaved {
+        Interleaved {
+            inner,
+            steps: AtomicUsize::new(0),
+            at,
+            hook: std::sync::Mutex::new(Some(hook)),
+        }
+    }
+
+    fn step(&self) {
+        if self.steps.fetch_add(1, Ordering::SeqCst) == self.at {
+            let hook = self.hook.lock().expect("hook lock").take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+
+    /// Whether the hook ran: the operation had at least `at + 1` steps.
+    fn hooked(&self) -> bool {
+        self.hook.lock().expect("hook lock").is_none()
+    }
+}
+
+#[async_trait]
+impl Store for Interleaved {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.step();
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        self.step();
+        self.inner.get_many(keys).await
+    }
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        self.step();
+        self.inner.scan(range).await
+    }
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        for op in txn.into_ops() {
+            self.step();
+            let mut one = Transaction::new();
+            match op {
+                crate::store::Op::Put {
+                    key,
+                    record,
+                    expect,
+                } => one.put(key, *record, expect),
+                crate::store::Op::Delete { key, expect } => one.delete(key, expect),
+            };
+            self.inner.commit(one).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `first` on a store where `second` (on the plain store) runs to its end before step
+/// `at` of `first`, for every `at` until `first` has no more steps; after each, checks the
+/// store and calls `after`. Each round gets its own owner and pool (`round` names them), so
+/// a store that cannot be made afresh (an API server) runs it too.
+fn at_every_instant(
+    store: Arc<dyn Store>,
+    what: &str,
+    setup: impl Fn(&Ipam<Arc<dyn Store>>, &str),
+    first: impl Fn(&Ipam<Arc<dyn Store>>, &str),
+    second: impl Fn(&Ipam<Arc<dyn Store>>, &str) + Clone + Send + 'static,
+    after: impl Fn(&Ipam<Arc<dyn Store>>, &str),
+) {
+    let plain = Arc::new(engine(store.clone()));
+    for at in 0.. {
+        let round = format!("{what}-{at}");
+        setup(&plain, &round);
+        let hook = {
+            let (plain, round, second) = (plain.clone(), round.clone(), second.clone());
+            Box::new(move || second(&plain, &round)) as Box<dyn FnOnce() + Send>
+        };
+        let interleaved = Arc::new(Interleaved::new(store.clone(), at, hook));
+        let ipam = engine(interleaved.clone() as Arc<dyn Store>);
+        first(&ipam, &round);
+        if !interleaved.hooked() {
+            // `first` had fewer steps than `at`: every instant was tried.
+            assert!(at > 2, "{what}: too few steps to interleave");
+            break;
+        }
+        pollster::block_on(check_consistency(&*store));
+        after(&plain, &round);
+        assert!(at < 200, "{what}: no end of steps");
+    }
+}
+
+/// The owner index never misses an address its owner holds, whenever a DEL of the same
+/// owner comes during its ADD (runtimes send DEL for a sandbox whose ADD timed out): after
+/// both, a DEL releases everything the owner holds, and a repeated ADD holds one address.
+/// And a GC that does not list the owner, at any instant of its ADD, leaves no holder
+/// outside an index.
+pub fn release_at_every_instant_of_an_allocation(store: Arc<dyn Store>) {
+    let make_pool = |ipam: &Ipam<Arc<dyn Store>>, round: &str| {
+        let n = round.len() as u32 + round.bytes().map(u32::from).sum::<u32>();
+        let subnet = format!("10.62.{}.0/24", n % 250);
+        pollster::block_on(ipam.apply_pool(pool(round, &subnet, &[&subnet]))).unwrap();
+    };
+    let add = |ipam: &Ipam<Arc<dyn Store>>, round: &str| {
+        let _ = pollster::block_on(ipam.allocate(&request(round, &[round])));
+    };
+    let nothing_left = |ipam: &Ipam<Arc<dyn Store>>, round: &str| {
+        let again = pollster::block_on(ipam.allocate(&request(round, &[round]))).unwrap();
+        assert_eq!(again.len(), 1);
+        pollster::block_on(ipam.release(&owner(round), None)).unwrap();
+        let left = pollster::block_on(ipam.allocations(Some(&name(round)))).unwrap();
+        assert!(left.is_empty(), "{round}: DEL left {left:?}");
+        pollster::block_on(ipam.delete_pool(&name(round), false)).unwrap();
+    };
+    at_every_instant(
+        store.clone(),
+        "del-in-add",
+        make_pool,
+        add,
+        |ipam, round| {
+            pollster::block_on(ipam.release(&owner(round), Some("net1"))).unwrap();
+        },
+        nothing_left,
+    );
+    at_every_instant(
+        store,
+        "gc-in-add",
+        make_pool,
+        add,
+        |ipam, _| {
+            pollster::block_on(ipam.gc("net1", &BTreeSet::new())).unwrap();
+        },
+        nothing_left,
+    );
+}
+
+/// A repeated ADD of the same owner at any instant of its DEL: the owner ends up holding
+/// what its index names, and a DEL after both releases everything.
+pub fn allocation_at_every_instant_of_a_release(store: Arc<dyn Store>) {
+    at_every_instant(
+        store,
+        "add-in-del",
+        |ipam, round| {
+            let n = round.len() as u32 + round.bytes().map(u32::from).sum::<u32>();
+            let subnet = format!("10.63.{}.0/24", n % 250);
+            pollster::block_on(ipam.apply_pool(pool(round, &subnet, &[&subnet]))).unwrap();
+            pollster::block_on(ipam.allocate(&request(round, &[round]))).unwrap();
+        },
+        |ipam, round| {
+            pollster::block_on(ipam.release(&owner(round), Some("net1"))).unwrap();
+        },
+        |ipam, round| {
+            pollster::block_on(ipam.allocate(&request(round, &[round]))).unwrap();
+        },
+        |ipam, round| {
+            pollster::block_on(ipam.release(&owner(round), None)).unwrap();
+            let left = pollster::block_on(ipam.allocations(Some(&name(round)))).unwrap();
+            assert!(left.is_empty(), "{round}: DEL left {left:?}");
+            pollster::block_on(ipam.delete_pool(&name(round), false)).unwrap();
+        },
+    );
+}
+
 /// Checks the store's allocation state and returns how many addresses are held: every block
-/// is non-empty and under its own key, and every holder in a block is named in its owner's
+/// is under its own key (an empty one may be left by a release guard), and every holder in a block is named in its owner's
 /// index (the index may also name addresses its owner does not hold, after a stopped
 /// allocation: see [`check_indexes_exact`]).
 pub async fn check_consistency(store: &dyn Store) -> usize {
@@ -1065,7 +1350,6 @@ async fn read_state(store: &dyn Store) -> (HeldSet, HeldSet) {
                 },
                 "{key}: block under the wrong key"
             );
-            assert!(!b.is_empty(), "{key}: empty blocks are deleted, not kept");
             for (value, h) in b.iter() {
                 held.insert((h.owner.clone(), h.network.clone(), family.addr(value)));
             }

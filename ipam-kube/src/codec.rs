@@ -186,6 +186,7 @@ impl Codec {
                         pod_namespace: h.pod.as_ref().and_then(|p| p.namespace.clone()),
                         pod_name: h.pod.as_ref().map(|p| p.name.clone()),
                         pod_uid: h.pod.as_ref().and_then(|p| p.uid.clone()),
+                        node: h.node.as_ref().map(ToString::to_string),
                     })
                     .collect();
                 serde_json::to_value(crd::IPAMBlockSpec {
@@ -334,11 +335,16 @@ impl Codec {
                         name,
                         uid: h.pod_uid,
                     });
+                    let node = match h.node {
+                        Some(n) => Some(ObjectName::new(n).map_err(|e| corrupt(e.to_string()))?),
+                        None => None,
+                    };
                     let holder = Holder {
                         owner,
                         network: h.network,
                         pool,
                         pod,
+                        node,
                     };
                     if !block.insert(value, holder) {
                         return Err(corrupt(format!("{a} is held twice")));
@@ -500,6 +506,7 @@ mod tests {
                     name: "web".into(),
                     uid: Some("u".into()),
                 }),
+                node: Some(ObjectName::new("node-1").unwrap()),
             },
         );
         let owner = Owner::new("A".repeat(200), "eth0").unwrap();

@@ -128,8 +128,11 @@ pub struct ReservedIPSpec {
 /// Who holds one address of a block.
 ///
 /// Written as one line of text, fields separated by spaces (none of them can hold one):
-/// `ADDRESS CONTAINERID IFNAME NETWORK POOL [NAMESPACE/POD [UID]]`, for example
-/// `10.6.0.5 3f2a...e1 eth0 macvlan-net test-ippool default/app-7d4b 1c9e...`. A block holds
+/// `ADDRESS CONTAINERID IFNAME NETWORK POOL [@NODE] [NAMESPACE/POD [UID]]`, for example
+/// `10.6.0.5 3f2a...e1 eth0 macvlan-net test-ippool @node1 default/app-7d4b 1c9e...`.
+/// `@NODE` is the node whose plugin took the address (a node name holds no `@`, and a
+/// Pod's namespace neither, so the field cannot be mistaken); lines written before holders
+/// recorded their node have none. A block holds
 /// up to 64 of them, and the API server decodes, validates and re-encodes the whole object
 /// on every write: one string each costs it far less than an object each (see
 /// `ipam-cni/bench/RESULTS.md`). Objects written in the earlier form (one object per
@@ -152,6 +155,8 @@ pub struct HolderSpec {
     pub pod_name: Option<String>,
     /// The Pod's UID, where given.
     pub pod_uid: Option<String>,
+    /// The node whose plugin took the address, where recorded.
+    pub node: Option<String>,
 }
 
 /// [`HolderSpec`] as one object: the earlier form, and the form of a holder that one line
@@ -171,6 +176,8 @@ struct HolderObject {
     pod_name: Option<String>,
     #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
     pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 impl HolderSpec {
@@ -194,6 +201,14 @@ impl HolderSpec {
                 .is_none_or(|n| word(n) && !n.contains('/'))
             && self.pod_name.as_deref().is_none_or(word)
             && self.pod_uid.as_deref().is_none_or(word)
+            && self
+                .node
+                .as_deref()
+                .is_none_or(|n| word(n) && !n.contains('/'))
+            && !self
+                .pod_namespace
+                .as_deref()
+                .is_some_and(|n| n.starts_with('@'))
             && (self.pod_name.is_some() || (self.pod_namespace.is_none() && self.pod_uid.is_none()))
     }
 
@@ -207,6 +222,10 @@ impl HolderSpec {
             &self.pool,
         ]
         .join(" ");
+        if let Some(node) = &self.node {
+            line.push_str(" @");
+            line.push_str(node);
+        }
         if let Some(name) = &self.pod_name {
             line.push(' ');
             line.push_str(self.pod_namespace.as_deref().unwrap_or(""));
@@ -225,7 +244,16 @@ impl HolderSpec {
         let fields: Vec<&str> = line.split(' ').collect();
         let text = |s: &str| s.to_owned();
         match fields.as_slice() {
-            [address, container_id, ifname, network, pool, pod @ ..] if pod.len() <= 2 => {
+            [address, container_id, ifname, network, pool, rest @ ..] => {
+                let (node, pod) = match rest.split_first() {
+                    Some((first, pod)) if first.starts_with('@') => (Some(text(&first[1..])), pod),
+                    _ => (None, rest),
+                };
+                if pod.len() > 2 {
+                    return Err(format!(
+                        "holder {line:?}: not ADDRESS CONTAINERID IFNAME NETWORK POOL [@NODE] [NAMESPACE/POD [UID]]"
+                    ));
+                }
                 let (pod_namespace, pod_name, pod_uid) = match pod {
                     [] => (None, None, None),
                     [pod, uid @ ..] => {
@@ -248,10 +276,11 @@ impl HolderSpec {
                     pod_namespace,
                     pod_name,
                     pod_uid,
+                    node,
                 })
             }
             _ => Err(format!(
-                "holder {line:?}: not ADDRESS CONTAINERID IFNAME NETWORK POOL [NAMESPACE/POD [UID]]"
+                "holder {line:?}: not ADDRESS CONTAINERID IFNAME NETWORK POOL [@NODE] [NAMESPACE/POD [UID]]"
             )),
         }
     }
@@ -271,6 +300,7 @@ impl Serialize for HolderSpec {
             pod_namespace: self.pod_namespace.clone(),
             pod_name: self.pod_name.clone(),
             pod_uid: self.pod_uid.clone(),
+            node: self.node.clone(),
         }
         .serialize(serializer)
     }
@@ -295,6 +325,7 @@ impl<'de> Deserialize<'de> for HolderSpec {
                 pod_namespace: o.pod_namespace,
                 pod_name: o.pod_name,
                 pod_uid: o.pod_uid,
+                node: o.node,
             }),
         }
     }
@@ -310,7 +341,7 @@ impl JsonSchema for HolderSpec {
         // form (it prunes an object's fields that a string schema does not list): the codec
         // validates each holder as it reads it.
         schemars::json_schema!({
-            "description": "ADDRESS CONTAINERID IFNAME NETWORK POOL [NAMESPACE/POD [UID]]",
+            "description": "ADDRESS CONTAINERID IFNAME NETWORK POOL [@NODE] [NAMESPACE/POD [UID]]",
             "x-kubernetes-preserve-unknown-fields": true
         })
     }
@@ -421,17 +452,21 @@ mod tests {
             proptest::option::of(text),
             proptest::option::of(text),
             proptest::option::of(text),
+            proptest::option::of("[a-z0-9 @/._-]{0,12}"),
         )
             .prop_map(
-                |((address, container_id, ifname, network, pool), ns, name, uid)| HolderSpec {
-                    address,
-                    container_id,
-                    ifname,
-                    network,
-                    pool,
-                    pod_namespace: ns,
-                    pod_name: name,
-                    pod_uid: uid,
+                |((address, container_id, ifname, network, pool), ns, name, uid, node)| {
+                    HolderSpec {
+                        address,
+                        container_id,
+                        ifname,
+                        network,
+                        pool,
+                        pod_namespace: ns,
+                        pod_name: name,
+                        pod_uid: uid,
+                        node,
+                    }
                 },
             )
     }
@@ -464,5 +499,17 @@ mod tests {
         let err =
             serde_json::from_value::<HolderSpec>(serde_json::json!("10.6.0.5 c1")).unwrap_err();
         assert!(err.to_string().contains("not ADDRESS CONTAINERID"), "{err}");
+        // Lines of before holders recorded their node read as holders without one.
+        let h: HolderSpec =
+            serde_json::from_value(serde_json::json!("10.6.0.5 c1 eth0 net1 p default/app u-1"))
+                .unwrap();
+        assert_eq!((h.node, h.pod_name.as_deref()), (None, Some("app")));
+        let h: HolderSpec =
+            serde_json::from_value(serde_json::json!("10.6.0.5 c1 eth0 net1 p @node1 /app"))
+                .unwrap();
+        assert_eq!(
+            (h.node.as_deref(), h.pod_namespace, h.pod_name.as_deref()),
+            (Some("node1"), None, Some("app"))
+        );
     }
 }

@@ -44,6 +44,10 @@ pub struct PodDetails {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+/// The annotation a compare-and-swap write sets to the resourceVersion it replaces, so that
+/// every such write changes the object (and so its version), even one of unchanged content.
+pub const REPLACES_ANNOTATION: &str = "ipam.rs/replaces";
+
 /// The namespace of the allocation objects unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "ipam-rs";
 
@@ -501,6 +505,13 @@ impl Inner {
                     },
                     Expect::Version(v) => {
                         obj.metadata.resource_version = Some(v.as_str().to_owned());
+                        // The API server skips a write that changes nothing and keeps the
+                        // resourceVersion, but a guard (a block written back unchanged)
+                        // must change it: the version it replaces is new content each time.
+                        obj.metadata
+                            .annotations
+                            .get_or_insert_with(Default::default)
+                            .insert(REPLACES_ANNOTATION.to_owned(), v.as_str().to_owned());
                         match api.replace(&name, &pp, &obj).await {
                             Ok(_) => Ok(()),
                             Err(kube::Error::Api(s)) if s.code == 404 => Err(conflict()),

@@ -168,7 +168,7 @@ pub struct Dns {
 /// }).unwrap();
 /// let a = Allocation {
 ///     address: "10.6.0.5".parse().unwrap(), pool: pool.name().clone(), network: "n".into(),
-///     owner: Owner::new("c", "eth0").unwrap(), pod: None,
+///     owner: Owner::new("c", "eth0").unwrap(), pod: None, node: None,
 /// };
 /// let r = add_result(CniVersion::V0_4_0, &[(a, pool)], &[], None);
 /// assert_eq!(
@@ -297,6 +297,7 @@ mod tests {
                 network: "net1".into(),
                 owner: Owner::new("c", "eth0").unwrap(),
                 pod: None,
+                node: None,
             },
             pool.clone(),
         )

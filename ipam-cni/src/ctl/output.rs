@@ -163,7 +163,7 @@ pub fn reserved_table(reserved: &[ReservedIp], wide: bool) -> Table {
 }
 
 /// The allocations table: ADDRESS, POOL, NETWORK, CONTAINER-ID, IFNAME, POD
-/// (`namespace/name`); `wide` adds POD-UID.
+/// (`namespace/name`); `wide` adds POD-UID and NODE (the node whose plugin took it).
 pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
     let mut headers = vec![
         "ADDRESS",
@@ -174,7 +174,7 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
         "POD",
     ];
     if wide {
-        headers.push("POD-UID");
+        headers.extend(["POD-UID", "NODE"]);
     }
     let mut t = Table::new(&headers);
     for a in allocations {
@@ -194,6 +194,12 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
                 a.pod
                     .as_ref()
                     .and_then(|p| p.uid.clone())
+                    .unwrap_or_else(|| NONE.into()),
+            );
+            row.push(
+                a.node
+                    .as_ref()
+                    .map(ToString::to_string)
                     .unwrap_or_else(|| NONE.into()),
             );
         }
@@ -335,6 +341,9 @@ pub struct AllocationOut {
     /// The Pod's UID.
     #[serde(rename = "podUID", skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The node whose plugin took it, where nodes share the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl From<&Allocation> for AllocationOut {
@@ -348,6 +357,7 @@ impl From<&Allocation> for AllocationOut {
             pod_namespace: a.pod.as_ref().and_then(|p| p.namespace.clone()),
             pod_name: a.pod.as_ref().map(|p| p.name.clone()),
             pod_uid: a.pod.as_ref().and_then(|p| p.uid.clone()),
+            node: a.node.as_ref().map(ToString::to_string),
         }
     }
 }

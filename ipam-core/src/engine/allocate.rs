@@ -185,20 +185,18 @@ impl<S: Store> Ipam<S> {
         let mut cache = BlockCache::default();
         self.load_blocks(&mut cache, wanted).await?;
 
-        // What the owner holds on this network, as the blocks say; index entries they
-        // contradict are stale (a crash between the index write and the block write).
+        // What the owner holds on this network, as the blocks say. An index entry they
+        // contradict is left as it is: it may be stale (a crash between the index write and
+        // the block write) or an allocation of this owner still in flight, whose block write
+        // is yet to come. Only a release drops such an entry, guarded by its block.
         let mut holding: Vec<(IpAddr, Holder)> = Vec::new();
-        let mut stale = false;
         for h in held.iter().filter(|h| h.network == request.network) {
             let (family, idx) = block_of(h.address);
             let value = to_u128(h.address);
-            match cache.current(family, idx).and_then(|b| b.holder(value)) {
-                Some(holder)
-                    if holder.owner == request.owner && holder.network == request.network =>
-                {
+            if let Some(holder) = cache.current(family, idx).and_then(|b| b.holder(value)) {
+                if holder.owner == request.owner && holder.network == request.network {
                     holding.push((h.address, holder.clone()));
                 }
-                _ => stale = true,
             }
         }
 
@@ -220,6 +218,7 @@ impl<S: Store> Ipam<S> {
                         network: request.network.clone(),
                         owner: request.owner.clone(),
                         pod: holder.pod.clone(),
+                        node: holder.node.clone(),
                     },
                     pool: lenses[lens].pool.clone(),
                     fresh: false,
@@ -242,29 +241,24 @@ impl<S: Store> Ipam<S> {
                 fresh: true,
             });
         }
-        if !cache.is_changed() && !stale {
+        if !cache.is_changed() {
             return Ok(granted);
         }
 
         let mut txn = Transaction::new();
         // 1. The owner index, first: a store that stops after it holds an entry that readers
         //    find untrue in the block, never a held address the index does not name.
-        let mut entries: Vec<Held> = held
-            .iter()
-            .filter(|h| {
-                h.network != request.network || holding.iter().any(|(a, _)| *a == h.address)
-            })
-            .cloned()
-            .collect();
-        entries.extend(granted.iter().filter(|g| g.fresh).map(|g| Held {
-            network: request.network.clone(),
-            address: g.allocation.address,
-        }));
-        if entries.is_empty() {
-            txn.delete(owner_key, Expect::read(&index));
-        } else {
-            txn.put(owner_key, Record::Owner(entries), Expect::read(&index));
+        let mut entries: Vec<Held> = held.clone();
+        for g in granted.iter().filter(|g| g.fresh) {
+            let entry = Held {
+                network: request.network.clone(),
+                address: g.allocation.address,
+            };
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
         }
+        txn.put(owner_key, Record::Owner(entries), Expect::read(&index));
         // 2. The blocks: the compare-and-swap that decides.
         cache.write_into(&mut txn);
         // 3. Cursors: hints, written only when the search left the block they point into.
@@ -275,6 +269,17 @@ impl<S: Store> Ipam<S> {
         }
         self.commit(txn).await?;
         Ok(granted)
+    }
+
+    /// The holder this engine records for an address of `pool` taken for `request`.
+    fn holder_for(&self, request: &Request, pool: &ObjectName) -> Holder {
+        Holder {
+            owner: request.owner.clone(),
+            network: request.network.clone(),
+            pool: pool.clone(),
+            pod: request.pod.clone(),
+            node: self.config.node.clone(),
+        }
     }
 
     /// The cursor of `pool` for this engine: its node's, where it has one.
@@ -382,7 +387,7 @@ impl<S: Store> Ipam<S> {
                 }
             };
             if let Some(x) = found {
-                let holder = holder_for(request, name);
+                let holder = self.holder_for(request, name);
                 let block = cache.edit(family, block_index(x), node);
                 let taken = block.insert(x, holder);
                 debug_assert!(taken, "the search found a free address");
@@ -395,6 +400,7 @@ impl<S: Store> Ipam<S> {
                     network: request.network.clone(),
                     owner: request.owner.clone(),
                     pod: request.pod.clone(),
+                    node: self.config.node.clone(),
                 });
             }
             let pool = lens.pool.clone();
@@ -452,13 +458,14 @@ impl<S: Store> Ipam<S> {
         }
         cache
             .edit(family, index, self.config.node.as_ref())
-            .insert(value, holder_for(request, name));
+            .insert(value, self.holder_for(request, name));
         Ok(Allocation {
             address,
             pool: name.clone(),
             network: request.network.clone(),
             owner: request.owner.clone(),
             pod: request.pod.clone(),
+            node: self.config.node.clone(),
         })
     }
 }
@@ -519,13 +526,4 @@ fn resume(cache: &BlockCache, family: Family, start: u128) -> u128 {
 
 fn block_of(address: IpAddr) -> (Family, u128) {
     (Family::of(address), block_index(to_u128(address)))
-}
-
-fn holder_for(request: &Request, pool: &ObjectName) -> Holder {
-    Holder {
-        owner: request.owner.clone(),
-        network: request.network.clone(),
-        pool: pool.clone(),
-        pod: request.pod.clone(),
-    }
 }

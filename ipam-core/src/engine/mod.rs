@@ -224,6 +224,11 @@ pub(crate) struct BlockCache {
     /// Ranges of block indexes read whole: a block not in `read` there does not exist.
     scanned: Vec<(Family, u128, u128)>,
     changed: BTreeMap<(Family, u128), BlockRecord>,
+    /// Blocks to write back unchanged, as a guard: an owner index entry that a block
+    /// contradicts is dropped only in a transaction that first compare-and-swaps that block,
+    /// so that an allocation in flight (its index written, its block not yet) either lands
+    /// before the guard, and the release sees it, or fails on it and starts over.
+    guarded: std::collections::BTreeSet<(Family, u128)>,
 }
 
 impl BlockCache {
@@ -316,9 +321,40 @@ impl BlockCache {
         !self.changed.is_empty()
     }
 
+    /// Makes the transaction compare-and-swap the block even if nothing in it changes (see
+    /// `guarded`). A block the store does not have is created empty, so that a concurrent
+    /// creation of it conflicts too. That empty block stays: removing it at once would let
+    /// the allocation in flight, which read the block as absent, create it after all. An
+    /// empty block is harmless (allocation and counting read it as empty); whoever removes
+    /// one must wait out the longest an allocation may take first.
+    pub(crate) fn guard(&mut self, family: Family, index: u128) {
+        if !self.changed.contains_key(&(family, index)) {
+            self.guarded.insert((family, index));
+        }
+    }
+
     /// Adds the writes of every changed block, each conditioned on the version read: a put,
-    /// or a delete when the block emptied.
-    pub(crate) fn write_into(self, txn: &mut Transaction) {
+    /// or a delete when the block emptied; then the guards, each a put of the block as it was
+    /// read (or of an empty block where there was none).
+    pub(crate) fn write_into(mut self, txn: &mut Transaction) {
+        for (family, index) in std::mem::take(&mut self.guarded) {
+            if self.changed.contains_key(&(family, index)) {
+                continue;
+            }
+            let key = Key::Block { family, index };
+            match self.read.remove(&(family, index)) {
+                Some(Some(read)) => txn.put(
+                    key,
+                    Record::Block(read.value),
+                    Expect::Version(read.version),
+                ),
+                _ => txn.put(
+                    key,
+                    Record::Block(BlockRecord::new(family, index)),
+                    Expect::Absent,
+                ),
+            };
+        }
         for ((family, index), block) in self.changed {
             let expect = match self.read.get(&(family, index)) {
                 Some(Some(read)) => Expect::Version(read.version.clone()),
@@ -573,5 +609,6 @@ fn allocation_of(family: Family, value: u128, holder: &crate::block::Holder) -> 
         network: holder.network.clone(),
         owner: holder.owner.clone(),
         pod: holder.pod.clone(),
+        node: holder.node.clone(),
     }
 }

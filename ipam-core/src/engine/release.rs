@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use super::{allocation_of, corrupt, BlockCache, GcReport, Ipam};
 use crate::addr::{to_u128, Family};
 use crate::alloc::block_index;
-use crate::block::BlockRecord;
+use crate::block::{BlockRecord, Holder};
 use crate::error::{Error, ObjectKind};
 use crate::name::{ObjectName, Owner};
 use crate::store::{Allocation, Expect, Held, Key, KeyRange, Record, Store, Transaction};
@@ -21,6 +21,9 @@ enum Candidates<'a> {
     Network(Option<&'a str>, &'a [IpAddr]),
     /// Exactly these, on any network.
     Only(&'a [IpAddr]),
+    /// Those the owner's index names on a network, and these, but only where the holder
+    /// records the node given (GC: a runtime knows its own node's attachments only).
+    OfNode(&'a str, &'a [IpAddr], Option<&'a ObjectName>),
 }
 
 impl Candidates<'_> {
@@ -28,7 +31,17 @@ impl Candidates<'_> {
         match self {
             Candidates::Network(n, _) => n.is_none_or(|n| n == network),
             Candidates::Only(_) => true,
+            Candidates::OfNode(n, _, _) => *n == network,
         }
+    }
+
+    /// Whether a holder of the owner, on a matching network, is to be released.
+    fn releases(&self, holder: &Holder) -> bool {
+        self.network_matches(&holder.network)
+            && match self {
+                Candidates::OfNode(_, _, node) => holder.node.as_ref() == *node,
+                _ => true,
+            }
     }
 }
 
@@ -91,7 +104,7 @@ impl<S: Store> Ipam<S> {
         let entries: &[Held] = index.as_ref().map_or(&[], |v| &v.value);
         let mut candidates: Vec<IpAddr> = Vec::new();
         let extra = match which {
-            Candidates::Network(_, extra) => {
+            Candidates::Network(_, extra) | Candidates::OfNode(_, extra, _) => {
                 candidates.extend(
                     entries
                         .iter()
@@ -120,7 +133,7 @@ impl<S: Store> Ipam<S> {
             let mine = cache
                 .current(family, idx)
                 .and_then(|b| b.holder(value))
-                .is_some_and(|h| h.owner == *owner && which.network_matches(&h.network));
+                .is_some_and(|h| h.owner == *owner && which.releases(h));
             if mine {
                 let holder = cache.edit(family, idx, None).remove(value).expect("held");
                 released.push(allocation_of(family, value, &holder));
@@ -135,15 +148,15 @@ impl<S: Store> Ipam<S> {
                 .and_then(|b| b.holder(to_u128(h.address)))
                 .is_some_and(|x| x.owner == *owner && x.network == h.network)
         };
-        let kept: Vec<Held> = entries
-            .iter()
-            .filter(|h| {
-                !(candidates.contains(&h.address)
-                    && which.network_matches(&h.network)
-                    && !still_holds(h))
-            })
-            .cloned()
-            .collect();
+        let (dropped, kept): (Vec<Held>, Vec<Held>) = entries.iter().cloned().partition(|h| {
+            candidates.contains(&h.address) && which.network_matches(&h.network) && !still_holds(h)
+        });
+        // An entry dropped without a release of its address is guarded by its block: the
+        // owner may have an allocation of it in flight (index written, block not yet).
+        for h in &dropped {
+            let (family, idx) = block_of(h.address);
+            cache.guard(family, idx);
+        }
         let mut txn = Transaction::new();
         // 3 (computed first, written last). A block that empties is deleted, and with it
         // the `next` hint that carried its pools' round-robin searches on from their
@@ -205,7 +218,15 @@ impl<S: Store> Ipam<S> {
     /// Releases every allocation of `network` whose owner is not in `valid`, found in the
     /// blocks and in the owners' indexes. Goes on past owners whose release fails and
     /// reports them.
+    ///
+    /// Only allocations this engine's node made are released ([`Holder::node`] equal to
+    /// [`Config::node`](super::Config::node)): a runtime's GC names the attachments of its
+    /// own node, and where nodes share a store, another node's allocations are not in its
+    /// list but are in use. An engine without a node releases holders recorded without one.
+    /// Holders written before holders recorded their node have none, and an engine with a
+    /// node leaves them alone.
     pub async fn gc(&self, network: &str, valid: &BTreeSet<Owner>) -> Result<GcReport, Error> {
+        let node = self.config.node.as_ref();
         let mut targets: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
         for family in [Family::V4, Family::V6] {
             let blocks = self
@@ -213,7 +234,8 @@ impl<S: Store> Ipam<S> {
                 .await?;
             for (_, block) in blocks {
                 for (value, h) in block.value.iter() {
-                    if h.network == network && !valid.contains(&h.owner) {
+                    if h.network == network && !valid.contains(&h.owner) && h.node.as_ref() == node
+                    {
                         targets
                             .entry(h.owner.clone())
                             .or_default()
@@ -232,7 +254,7 @@ impl<S: Store> Ipam<S> {
         }
         let mut report = GcReport::default();
         for (owner, found) in targets {
-            let which = Candidates::Network(Some(network), &found);
+            let which = Candidates::OfNode(network, &found, node);
             match self
                 .retrying("gc", || self.try_release(&owner, which))
                 .await
