@@ -582,9 +582,9 @@ fn allocations_print_flat_with_pod_fields_where_known() {
     );
     assert_eq!(
         ctl.run(&["get", "allocations", "-o", "wide"]).ok(),
-        "ADDRESS        POOL          NETWORK       CONTAINER-ID   IFNAME   POD                                POD-UID\n\
-         10.6.168.131   test-ippool   macvlan-net   c1             eth0     default/test-app-67dd9f645-dv8xz   9f8e7d6c\n\
-         10.6.168.132   test-ippool   macvlan-net   c2             eth0     <none>                             <none>\n"
+        "ADDRESS        POOL          NETWORK       CONTAINER-ID   IFNAME   POD                                POD-UID    NODE\n\
+         10.6.168.131   test-ippool   macvlan-net   c1             eth0     default/test-app-67dd9f645-dv8xz   9f8e7d6c   <none>\n\
+         10.6.168.132   test-ippool   macvlan-net   c2             eth0     <none>                             <none>     <none>\n"
     );
     assert_eq!(
         ctl.run(&["get", "allocation", "10.6.168.133"]).failed(),

@@ -55,6 +55,11 @@ pub struct Block {
 }
 
 impl Block {
+    /// Every address of the window allocated: how a block that cannot be read counts.
+    pub fn full() -> Block {
+        Block { bits: u64::MAX }
+    }
+
     /// Whether the address `value` (of this block's window) is allocated.
     pub fn contains(&self, value: u128) -> bool {
         self.bits & bit(value) != 0

@@ -98,6 +98,18 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An object of the store is there but invalid (written around the project's checks,
+    /// with kubectl): whatever it covers is not handed out, and it can be shown, replaced
+    /// and deleted.
+    #[error("{key} is invalid: {reason}; {repair}")]
+    Invalid {
+        /// The object, as the store names it (`reservedips/r-guard`, `ipamblocks/b4-0a280000`).
+        key: String,
+        /// What is wrong with it, naming the field.
+        reason: String,
+        /// How to repair it.
+        repair: &'static str,
+    },
 }
 
 /// Counts of one pool, as quoted in "used up" messages and shown by `ipamctl get`.

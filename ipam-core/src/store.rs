@@ -205,6 +205,18 @@ pub struct Held {
     pub address: IpAddr,
 }
 
+/// An object a store holds under a key but cannot read as that key's record: it was written
+/// around the project's checks (with kubectl). The store still gives its version, so that it
+/// can be replaced or deleted by compare-and-swap; readers that need its content fail with
+/// [`StoreError::Invalid`], and nothing it might cover is handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidRecord {
+    /// The object, as the store names it (`reservedips/r-guard`).
+    pub object: String,
+    /// What is wrong with it, naming the field.
+    pub reason: String,
+}
+
 /// A stored value.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -221,6 +233,9 @@ pub enum Record {
     Cursor(u128),
     /// Under [`Key::Owner`]: what the owner was given.
     Owner(Vec<Held>),
+    /// Under any key: an object that is there but does not read as its record. Only a store
+    /// whose objects others may write (Kubernetes) returns it; it is never written.
+    Invalid(InvalidRecord),
 }
 
 /// A type kept in the store as one [`Record`] variant: lets readers ask for the type they
@@ -674,6 +689,7 @@ impl Record {
             ),
             Record::Owner(held) => json(&mut out, held),
             Record::Cursor(c) => out.extend_from_slice(&c.to_be_bytes()),
+            Record::Invalid(r) => unreachable!("an invalid record is never written: {}", r.object),
             Record::Block(b) => out.extend_from_slice(&b.to_bytes()),
             Record::ReservedSummary(sets) => {
                 for set in [&sets.v4, &sets.v6] {

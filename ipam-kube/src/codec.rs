@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ipam_core::addr::{to_u128, Family};
 use ipam_core::alloc::BLOCK_BITS;
 use ipam_core::block::{BlockRecord, Holder};
-use ipam_core::store::{Held, Key, KeyRange, Record, Version, Versioned};
+use ipam_core::store::{Held, InvalidRecord, Key, KeyRange, Record, Version, Versioned};
 use ipam_core::{
     IpPool, IpPoolSpec, ObjectName, Owner, PodRef, ReservedIp, ReservedIpSpec, StoreError,
 };
@@ -30,6 +30,10 @@ pub const NAME_ANNOTATION: &str = "ipam.rs/name";
 pub const STORE_LABEL: &str = "ipam.rs/store";
 /// The label of a block's family, `4` or `6`: lists of blocks select by it.
 pub const FAMILY_LABEL: &str = "ipam.rs/family";
+/// The annotation naming the store namespace whose blocks hold a pool's addresses, on pools
+/// of stores in a namespace other than the default (`ipam-rs`): a pool is used from one
+/// store only, so that one address of it is held in one namespace's blocks.
+pub const NAMESPACE_ANNOTATION: &str = "ipam.rs/namespace";
 
 /// The kinds the store writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,8 @@ pub struct Codec {
     /// Put before the names of cluster-scoped objects, and their label's value: sets apart
     /// stores that share a cluster (tests). Empty in production.
     pub prefix: String,
+    /// The store's namespace, where its allocation objects live; pools belong to one.
+    pub namespace: String,
 }
 
 impl Codec {
@@ -163,6 +169,9 @@ impl Codec {
                     NAME_ANNOTATION.to_owned(),
                     format!("{}{}", self.prefix, p.name()),
                 );
+                if self.namespace != crate::DEFAULT_NAMESPACE {
+                    annotations.insert(NAMESPACE_ANNOTATION.to_owned(), self.namespace.clone());
+                }
                 serde_json::to_value(p.spec()).expect("a spec serializes")
             }
             Record::ReservedIp(r) => {
@@ -238,11 +247,19 @@ impl Codec {
     }
 
     /// The key and record of an object of `kind` read from the cluster; `None` for an
-    /// object of another store (another prefix).
+    /// object of another store (another prefix, or a pool of another namespace's store).
+    ///
+    /// `asked` is the key the object was read by, if it was read by key. An object whose
+    /// key is known (asked, or given by its name or its identifying fields) but whose content
+    /// does not read as that key's record comes back as [`Record::Invalid`] with its version,
+    /// so that it can be shown, replaced and deleted, and so that nothing it covers is handed
+    /// out. An object whose key cannot be known is an error here; lists leave it out, as it
+    /// lies under no key the engine ever reads.
     pub fn decode(
         &self,
         kind: Kind,
         obj: &DynamicObject,
+        asked: Option<&Key>,
     ) -> Result<Option<(Key, Versioned<Record>)>, StoreError> {
         let name = obj.metadata.name.clone().unwrap_or_default();
         let what = format!("{}/{name}", kind.resource().plural);
@@ -257,139 +274,34 @@ impl Codec {
                 .ok_or_else(|| corrupt("no resourceVersion".into()))?,
         );
         let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
-        let text = |v: &Value, field: &str| -> Result<String, StoreError> {
-            v.get(field)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| corrupt(format!("spec.{field} missing or not a string")))
+        let key = match asked {
+            Some(key) => key.clone(),
+            None => match self.key_of(kind, obj, &spec) {
+                Ok(Some(key)) => key,
+                Ok(None) => return Ok(None),
+                Err(reason) => return Err(corrupt(reason)),
+            },
         };
-        let address = |s: &str| -> Result<IpAddr, StoreError> {
-            s.parse()
-                .map_err(|_| corrupt(format!("{s:?} is not an address")))
-        };
-        let (key, record) = match kind {
-            Kind::Pool | Kind::ReservedIp => {
-                let real = match obj
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(NAME_ANNOTATION))
-                {
-                    Some(real) => real.clone(),
-                    // Applied by kubectl: the object's name is the pool's.
-                    None => name.clone(),
-                };
-                let Some(real) = real.strip_prefix(&self.prefix) else {
-                    return Ok(None);
-                };
-                let real = real.to_owned();
-                if kind == Kind::Pool {
-                    let spec: IpPoolSpec =
-                        serde_json::from_value(spec).map_err(|e| corrupt(e.to_string()))?;
-                    let pool = IpPool::new(&real, spec).map_err(|e| corrupt(e.to_string()))?;
-                    (Key::Pool(pool.name().clone()), Record::Pool(pool))
-                } else {
-                    let spec: ReservedIpSpec =
-                        serde_json::from_value(spec).map_err(|e| corrupt(e.to_string()))?;
-                    let r = ReservedIp::new(&real, spec).map_err(|e| corrupt(e.to_string()))?;
-                    (Key::ReservedIp(r.name().clone()), Record::ReservedIp(r))
-                }
+        if kind == Kind::Pool {
+            if let Some(owner) = self.foreign_pool(obj) {
+                return Err(StoreError::Io {
+                    context: format!("read {what}"),
+                    source: format!(
+                        "the pool belongs to the store in namespace {owner:?} (annotation {NAMESPACE_ANNOTATION}), not to this one in {:?}: \
+                         a pool's addresses are held in one namespace's blocks, so it is used from that store only",
+                        self.namespace
+                    )
+                    .into(),
+                });
             }
-            Kind::Block => {
-                let spec: crd::IPAMBlockSpec =
-                    serde_json::from_value(spec).map_err(|e| corrupt(e.to_string()))?;
-                let (first, bits) = spec
-                    .cidr
-                    .split_once('/')
-                    .ok_or_else(|| corrupt(format!("spec.cidr {:?}", spec.cidr)))?;
-                let first = address(first)?;
-                let family = Family::of(first);
-                if bits != (family.bits() - BLOCK_BITS).to_string() {
-                    return Err(corrupt(format!("spec.cidr {:?} is not a block", spec.cidr)));
-                }
-                let index = to_u128(first) >> BLOCK_BITS;
-                let mut block = BlockRecord::new(family, index);
-                if let Some(node) = spec.node {
-                    block.set_affinity(Some(
-                        ObjectName::new(node).map_err(|e| corrupt(e.to_string()))?,
-                    ));
-                }
-                if let Some(next) = &spec.next {
-                    let a = address(next)?;
-                    if Family::of(a) != family {
-                        return Err(corrupt(format!("spec.next {a} is not of {}", spec.cidr)));
-                    }
-                    block.set_next(Some(to_u128(a)));
-                }
-                for h in spec.holders {
-                    let a = address(&h.address)?;
-                    let value = to_u128(a);
-                    if Family::of(a) != family || value >> BLOCK_BITS != index {
-                        return Err(corrupt(format!("{a} is outside {}", spec.cidr)));
-                    }
-                    let owner =
-                        Owner::new(h.container_id, h.ifname).map_err(|e| corrupt(e.to_string()))?;
-                    let pool = ObjectName::new(h.pool).map_err(|e| corrupt(e.to_string()))?;
-                    let pod = h.pod_name.map(|name| PodRef {
-                        namespace: h.pod_namespace,
-                        name,
-                        uid: h.pod_uid,
-                    });
-                    let node = match h.node {
-                        Some(n) => Some(ObjectName::new(n).map_err(|e| corrupt(e.to_string()))?),
-                        None => None,
-                    };
-                    let holder = Holder {
-                        owner,
-                        network: h.network,
-                        pool,
-                        pod,
-                        node,
-                    };
-                    if !block.insert(value, holder) {
-                        return Err(corrupt(format!("{a} is held twice")));
-                    }
-                }
-                (Key::Block { family, index }, Record::Block(block))
-            }
-            Kind::Owner => {
-                let owner = Owner::new(text(&spec, "containerID")?, text(&spec, "ifname")?)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let mut held = Vec::new();
-                for h in spec
-                    .get("held")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    held.push(Held {
-                        network: text(h, "network")?,
-                        address: address(&text(h, "address")?)?,
-                    });
-                }
-                (Key::Owner(owner), Record::Owner(held))
-            }
-            Kind::Cursor => {
-                let pool =
-                    ObjectName::new(text(&spec, "pool")?).map_err(|e| corrupt(e.to_string()))?;
-                let next = text(&spec, "next")?
-                    .parse::<u128>()
-                    .map_err(|e| corrupt(format!("spec.next: {e}")))?;
-                let node = match spec.get("node") {
-                    None => None,
-                    Some(_) => Some(
-                        ObjectName::new(text(&spec, "node")?)
-                            .map_err(|e| corrupt(e.to_string()))?,
-                    ),
-                };
-                (Key::Cursor { pool, node }, Record::Cursor(next))
-            }
-        };
-        // An object found under a name its content does not give belongs to nobody's key.
-        let expected = self.locate(&key).map(|(_, n)| n).unwrap_or_default();
-        if expected != name {
-            return Err(corrupt(format!("its content belongs under {expected:?}")));
         }
+        let record = match self.record_of(&key, &spec, &name) {
+            Ok(record) => record,
+            Err(reason) => Record::Invalid(InvalidRecord {
+                object: what,
+                reason,
+            }),
+        };
         Ok(Some((
             key,
             Versioned {
@@ -398,6 +310,216 @@ impl Codec {
             },
         )))
     }
+
+    /// The namespace whose store owns a pool object, if not this one: pools carry
+    /// [`NAMESPACE_ANNOTATION`], and those without it (applied with kubectl, or by a store of
+    /// the default namespace) belong to the default namespace's store.
+    fn foreign_pool(&self, obj: &DynamicObject) -> Option<String> {
+        let owner = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NAMESPACE_ANNOTATION))
+            .map(String::as_str)
+            .unwrap_or(crate::DEFAULT_NAMESPACE);
+        (owner != self.namespace).then(|| owner.to_owned())
+    }
+
+    /// The key an object read in a list lies under, from its name or its identifying fields;
+    /// `None` when it belongs to another store; an error when it lies under no key.
+    fn key_of(&self, kind: Kind, obj: &DynamicObject, spec: &Value) -> Result<Option<Key>, String> {
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let key = match kind {
+            Kind::Pool | Kind::ReservedIp => {
+                if kind == Kind::Pool && self.foreign_pool(obj).is_some() {
+                    return Ok(None);
+                }
+                // The real name is the annotation's when the object is where that name maps
+                // to; otherwise the object's own (applied with kubectl, perhaps as a copy of
+                // another object that carried the annotation along).
+                let annotated = obj
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(NAME_ANNOTATION))
+                    .filter(|a| mapped_name(a) == name);
+                let real = annotated.unwrap_or(&name);
+                let Some(real) = real.strip_prefix(&self.prefix) else {
+                    return Ok(None);
+                };
+                let real = ObjectName::new(real).map_err(|e| e.to_string())?;
+                if kind == Kind::Pool {
+                    Key::Pool(real)
+                } else {
+                    Key::ReservedIp(real)
+                }
+            }
+            Kind::Block => {
+                let (family, hex_first) = match name.split_once('-') {
+                    Some(("b4", h)) if h.len() == 8 => (Family::V4, h),
+                    Some(("b6", h)) if h.len() == 32 => (Family::V6, h),
+                    _ => return Err("not a block's name (b4-HEX8 or b6-HEX32)".into()),
+                };
+                let first = u128::from_str_radix(hex_first, 16)
+                    .map_err(|_| "not a block's name (b4-HEX8 or b6-HEX32)".to_owned())?;
+                if first & ((1 << BLOCK_BITS) - 1) != 0 || first > family.max_value() {
+                    return Err("not a block's name: not the first address of a block".into());
+                }
+                Key::Block {
+                    family,
+                    index: first >> BLOCK_BITS,
+                }
+            }
+            Kind::Owner => Key::Owner(
+                Owner::new(text(spec, "containerID")?, text(spec, "ifname")?)
+                    .map_err(|e| e.to_string())?,
+            ),
+            Kind::Cursor => Key::Cursor {
+                pool: ObjectName::new(text(spec, "pool")?).map_err(|e| e.to_string())?,
+                node: match spec.get("node") {
+                    None => None,
+                    Some(_) => {
+                        Some(ObjectName::new(text(spec, "node")?).map_err(|e| e.to_string())?)
+                    }
+                },
+            },
+        };
+        // An object found under a name its content does not give lies under nobody's key.
+        let expected = self.locate(&key).map(|(_, n)| n).unwrap_or_default();
+        if expected != name {
+            return Err(format!("its content belongs under {expected:?}"));
+        }
+        Ok(Some(key))
+    }
+
+    /// The record an object's `spec` gives under `key` (its object `name`), or what is wrong
+    /// with it, naming the field.
+    fn record_of(&self, key: &Key, spec: &Value, name: &str) -> Result<Record, String> {
+        let address = |s: &str| -> Result<IpAddr, String> {
+            s.parse().map_err(|_| format!("{s:?} is not an address"))
+        };
+        let expected = self.locate(key).map(|(_, n)| n).unwrap_or_default();
+        if expected != name {
+            return Err(format!("its content belongs under {expected:?}"));
+        }
+        Ok(match key {
+            Key::Pool(real) => {
+                let spec: IpPoolSpec =
+                    serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+                Record::Pool(IpPool::new(real.as_str(), spec).map_err(|e| e.to_string())?)
+            }
+            Key::ReservedIp(real) => {
+                let spec: ReservedIpSpec =
+                    serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+                Record::ReservedIp(ReservedIp::new(real.as_str(), spec).map_err(|e| e.to_string())?)
+            }
+            Key::Block { family, index } => {
+                let (family, index) = (*family, *index);
+                // Holders one by one, so that a bad one is named by its index.
+                let mut spec = spec.clone();
+                let holders = spec.as_object_mut().and_then(|o| o.remove("holders"));
+                let holders: Vec<Value> = match holders {
+                    Some(Value::Array(all)) => all,
+                    Some(Value::Null) | None => Vec::new(),
+                    Some(other) => return Err(format!("spec.holders: {other} is not a list")),
+                };
+                let mut spec: crd::IPAMBlockSpec =
+                    serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?;
+                for (i, h) in holders.into_iter().enumerate() {
+                    spec.holders.push(
+                        serde_json::from_value(h).map_err(|e| format!("spec.holders[{i}]: {e}"))?,
+                    );
+                }
+                let first = family.addr(index << BLOCK_BITS);
+                let cidr = format!("{first}/{}", family.bits() - BLOCK_BITS);
+                if spec.cidr != cidr {
+                    return Err(format!("spec.cidr {:?} is not {cidr}", spec.cidr));
+                }
+                let mut block = BlockRecord::new(family, index);
+                if let Some(node) = spec.node {
+                    block.set_affinity(Some(
+                        ObjectName::new(node).map_err(|e| format!("spec.node: {e}"))?,
+                    ));
+                }
+                if let Some(next) = &spec.next {
+                    let a = address(next).map_err(|e| format!("spec.next: {e}"))?;
+                    if Family::of(a) != family {
+                        return Err(format!("spec.next: {a} is not of {cidr}"));
+                    }
+                    block.set_next(Some(to_u128(a)));
+                }
+                for (i, h) in spec.holders.into_iter().enumerate() {
+                    let field = format!("spec.holders[{i}]");
+                    let a = address(&h.address).map_err(|e| format!("{field}: {e}"))?;
+                    let value = to_u128(a);
+                    if Family::of(a) != family || value >> BLOCK_BITS != index {
+                        return Err(format!("{field}: {a} is outside {cidr}"));
+                    }
+                    let owner = Owner::new(h.container_id, h.ifname)
+                        .map_err(|e| format!("{field}: {e}"))?;
+                    let pool = ObjectName::new(h.pool).map_err(|e| format!("{field}: {e}"))?;
+                    let node = match h.node {
+                        Some(n) => Some(ObjectName::new(n).map_err(|e| format!("{field}: {e}"))?),
+                        None => None,
+                    };
+                    let pod = h.pod_name.map(|name| PodRef {
+                        namespace: h.pod_namespace,
+                        name,
+                        uid: h.pod_uid,
+                    });
+                    let holder = Holder {
+                        owner,
+                        network: h.network,
+                        pool,
+                        pod,
+                        node,
+                    };
+                    if !block.insert(value, holder) {
+                        return Err(format!("{field}: {a} is held twice"));
+                    }
+                }
+                Record::Block(block)
+            }
+            Key::Owner(owner) => {
+                let found = Owner::new(text(spec, "containerID")?, text(spec, "ifname")?)
+                    .map_err(|e| e.to_string())?;
+                if found != *owner {
+                    return Err(format!("spec names owner {found}, not {owner}"));
+                }
+                let mut held = Vec::new();
+                for (i, h) in spec
+                    .get("held")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let field = format!("spec.held[{i}]");
+                    held.push(Held {
+                        network: text(h, "network").map_err(|e| format!("{field}: {e}"))?,
+                        address: address(&text(h, "address").map_err(|e| format!("{field}: {e}"))?)
+                            .map_err(|e| format!("{field}.address: {e}"))?,
+                    });
+                }
+                Record::Owner(held)
+            }
+            Key::Cursor { .. } => {
+                let next = text(spec, "next")?
+                    .parse::<u128>()
+                    .map_err(|e| format!("spec.next: {e}"))?;
+                Record::Cursor(next)
+            }
+            _ => unreachable!("{key} is not an object"),
+        })
+    }
+}
+
+/// `spec.FIELD` of `v` as a string, or what is wrong with it.
+fn text(v: &Value, field: &str) -> Result<String, String> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("spec.{field} missing or not a string"))
 }
 
 fn hex(text: &str) -> String {
@@ -469,6 +591,7 @@ mod tests {
     fn codec() -> Codec {
         Codec {
             prefix: String::new(),
+            namespace: crate::DEFAULT_NAMESPACE.into(),
         }
     }
 
@@ -549,7 +672,7 @@ mod tests {
             let (kind, name) = c.locate(&key).unwrap();
             assert!(valid_object_name(&name), "{name}");
             let obj = with_version(c.object(&key, &record));
-            let (k, v) = c.decode(kind, &obj).unwrap().expect("ours");
+            let (k, v) = c.decode(kind, &obj, None).unwrap().expect("ours");
             assert_eq!((k, v.value), (key, record));
             assert_eq!(v.version, Version::new("42"));
         }
@@ -561,16 +684,50 @@ mod tests {
         let mut obj = DynamicObject::new("test-ippool", &Kind::Pool.resource());
         obj.metadata.resource_version = Some("7".into());
         obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.168.131-10.6.168.133"]}});
-        let (key, _) = c.decode(Kind::Pool, &obj).unwrap().unwrap();
+        let (key, _) = c.decode(Kind::Pool, &obj, None).unwrap().unwrap();
         assert_eq!(key, Key::Pool(ObjectName::new("test-ippool").unwrap()));
+        // Invalid content reads as an invalid record under its key, naming the object and
+        // the field, with the version to replace or delete it by.
         obj.data = json!({"spec": {"subnet": "10.6.0.5/16", "ips": []}});
-        let err = c.decode(Kind::Pool, &obj).unwrap_err().to_string();
-        assert!(err.contains("ippools/test-ippool"), "{err}");
+        let (key, read) = c.decode(Kind::Pool, &obj, None).unwrap().unwrap();
+        assert_eq!(key, Key::Pool(ObjectName::new("test-ippool").unwrap()));
+        assert_eq!(read.version, Version::new("7"));
+        let Record::Invalid(bad) = read.value else {
+            panic!("{:?}", read.value)
+        };
+        assert_eq!(bad.object, "ippools/test-ippool");
+        assert!(bad.reason.contains("spec.subnet"), "{}", bad.reason);
         // A store with a prefix does not see it.
         let other = Codec {
             prefix: "t1-".into(),
+            namespace: crate::DEFAULT_NAMESPACE.into(),
         };
         obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": []}});
-        assert!(other.decode(Kind::Pool, &obj).unwrap().is_none());
+        assert!(other.decode(Kind::Pool, &obj, None).unwrap().is_none());
+        // Nor does a store of another namespace: the pool is the default namespace's.
+        let elsewhere = Codec {
+            prefix: String::new(),
+            namespace: "ipam-other".into(),
+        };
+        assert!(elsewhere.decode(Kind::Pool, &obj, None).unwrap().is_none());
+        let asked = Key::Pool(ObjectName::new("test-ippool").unwrap());
+        let err = elsewhere
+            .decode(Kind::Pool, &obj, Some(&asked))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("belongs to the store in namespace \"ipam-rs\""),
+            "{err}"
+        );
+        // A copy made with kubectl, renamed, carries the original's name annotation: it is
+        // read under its own name.
+        let mut copy = obj.clone();
+        copy.metadata.name = Some("copy".into());
+        copy.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.0.1"]}});
+        copy.metadata.annotations =
+            Some([(NAME_ANNOTATION.to_owned(), "test-ippool".to_owned())].into());
+        let (key, read) = c.decode(Kind::Pool, &copy, None).unwrap().unwrap();
+        assert_eq!(key, Key::Pool(ObjectName::new("copy").unwrap()));
+        assert!(matches!(read.value, Record::Pool(_)));
     }
 }

@@ -177,6 +177,7 @@ impl KubeStore {
                 client,
                 codec: Codec {
                     prefix: options.prefix.clone(),
+                    namespace: options.namespace.clone(),
                 },
                 namespace: options.namespace.clone(),
                 server,
@@ -411,7 +412,7 @@ impl Inner {
         };
         match self.api(kind).get_opt(&name).await {
             Ok(None) => Ok(None),
-            Ok(Some(obj)) => Ok(self.codec.decode(kind, &obj)?.map(|(_, v)| v)),
+            Ok(Some(obj)) => Ok(self.codec.decode(kind, &obj, Some(key))?.map(|(_, v)| v)),
             Err(e) => Err(self.error("get", &name, e)),
         }
     }
@@ -419,17 +420,39 @@ impl Inner {
     /// The union of every ReservedIP, read from the objects themselves: one list, a
     /// consistent read, so an ADD that starts after a ReservedIP was applied (by ipamctl or
     /// kubectl) sees it. Its version is the list's.
+    ///
+    /// Fails closed: while any ReservedIP is invalid (written with kubectl), what it would
+    /// reserve cannot be known, so the summary is an invalid record naming it and no
+    /// address is handed out until it is fixed or deleted.
     async fn summary(&self) -> Result<Versioned<Record>, StoreError> {
         let (all, version) = self.list(&KeyRange::ReservedIps).await?;
-        let reservations: Vec<ipam_core::ReservedIp> = all
-            .into_iter()
-            .filter_map(|(_, v)| match v.value {
-                Record::ReservedIp(r) => Some(r),
-                _ => None,
+        let mut reservations = Vec::with_capacity(all.len());
+        let mut invalid: Vec<ipam_core::store::InvalidRecord> = Vec::new();
+        for (_, v) in all {
+            match v.value {
+                Record::ReservedIp(r) => reservations.push(r),
+                Record::Invalid(bad) => invalid.push(bad),
+                _ => {}
+            }
+        }
+        let value = if invalid.is_empty() {
+            Record::ReservedSummary(ipam_core::FamilySets::union_of(&reservations))
+        } else {
+            Record::Invalid(ipam_core::store::InvalidRecord {
+                object: invalid
+                    .iter()
+                    .map(|b| b.object.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: invalid
+                    .iter()
+                    .map(|b| b.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             })
-            .collect();
+        };
         Ok(Versioned {
-            value: Record::ReservedSummary(ipam_core::FamilySets::union_of(&reservations)),
+            value,
             version: ipam_core::Version::new(version),
         })
     }
@@ -463,9 +486,11 @@ impl Inner {
                 version = page.metadata.resource_version.clone().unwrap_or_default();
             }
             for obj in &page.items {
-                let decoded = match self.codec.decode(kind, obj) {
-                    Err(_) if !kind.namespaced() => continue,
-                    other => other?,
+                // An object that lies under no key (a name no record has, fields that name
+                // no owner) is nothing the engine reads: left out. One that lies under a key
+                // but does not read comes as an invalid record (see `Codec::decode`).
+                let Ok(decoded) = self.codec.decode(kind, obj, None) else {
+                    continue;
                 };
                 if let Some((key, value)) = decoded {
                     if range.contains(&key) {

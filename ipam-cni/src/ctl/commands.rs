@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use ipam_core::{Allocation, Error, Ipam, ObjectName, Store};
+use ipam_core::{Allocation, Error, Family, Ipam, KeyRange, ObjectName, Store};
 
 use super::error::CtlError;
 use super::manifest::{Manifest, Object};
@@ -151,6 +151,10 @@ pub async fn get<S: Store>(
             if let Some(name) = &options.name {
                 all.retain(|r| r.name().as_str() == name);
                 if all.is_empty() {
+                    // An invalid one says what is wrong with it.
+                    if let Ok(n) = ObjectName::new(name.as_str()) {
+                        ipam.reserved_ip(&n).await?;
+                    }
                     return Err(not_found(name));
                 }
             }
@@ -196,6 +200,22 @@ pub async fn get<S: Store>(
             }
         }
     };
+    // What is there but does not read (written with kubectl around our checks) is named,
+    // with how to repair it: it is not in the listing, and it is never handed out.
+    let ranges = match resource {
+        Resource::Pools => vec![KeyRange::Pools],
+        Resource::ReservedIps => vec![KeyRange::ReservedIps],
+        Resource::Allocations => vec![
+            KeyRange::all_blocks(Family::V4),
+            KeyRange::all_blocks(Family::V6),
+            KeyRange::Owners,
+        ],
+    };
+    if options.name.is_none() {
+        for bad in ipam.invalid_records(&ranges).await? {
+            writeln!(err, "warning: {bad}")?;
+        }
+    }
     match text {
         Some(text) => out.write_all(text.as_bytes())?,
         None => writeln!(err, "No resources found")?,

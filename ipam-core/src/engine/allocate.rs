@@ -192,6 +192,7 @@ impl<S: Store> Ipam<S> {
         let mut holding: Vec<(IpAddr, Holder)> = Vec::new();
         for h in held.iter().filter(|h| h.network == request.network) {
             let (family, idx) = block_of(h.address);
+            cache.readable(family, idx)?;
             let value = to_u128(h.address);
             if let Some(holder) = cache.current(family, idx).and_then(|b| b.holder(value)) {
                 if holder.owner == request.owner && holder.network == request.network {
@@ -451,6 +452,7 @@ impl<S: Store> Ipam<S> {
         }
         let index = block_index(value);
         self.load_blocks(cache, [(family, index)]).await?;
+        cache.readable(family, index)?;
         if let Some(holder) = cache.current(family, index).and_then(|b| b.holder(value)) {
             return Err(unavailable(Unavailable::Held {
                 owner: holder.owner.clone(),

@@ -11,7 +11,7 @@ use crate::error::{Error, PoolCounts};
 use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
-use crate::store::{Allocation, Key, KeyRange, Store};
+use crate::store::{Allocation, Key, KeyRange, Record, Store, Versioned};
 
 /// Everything that decides whether one address is allocatable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct Explanation {
     pub reserved_by: Vec<ObjectName>,
     /// Who holds it, whichever pool or network it was taken from.
     pub held: Option<Allocation>,
+    /// Invalid objects that stop it being handed out (a ReservedIP written with kubectl
+    /// that does not read: what it reserves cannot be known), as messages naming them.
+    pub stopped_by: Vec<String>,
 }
 
 /// What one pool says about an address.
@@ -41,6 +44,7 @@ impl Explanation {
     /// Whether some pool could hand the address out now.
     pub fn allocatable(&self) -> bool {
         self.reserved_by.is_empty()
+            && self.stopped_by.is_empty()
             && self.held.is_none()
             && self
                 .pools
@@ -87,6 +91,9 @@ impl fmt::Display for Explanation {
         for r in &self.reserved_by {
             writeln!(f, "  reserved by reservedip/{r}")?;
         }
+        for why in &self.stopped_by {
+            writeln!(f, "  stopped: {why}")?;
+        }
         Ok(())
     }
 }
@@ -108,16 +115,28 @@ impl<S: Store> Ipam<S> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let family = pool.family();
         let subnet = super::objects::subnet_set(pool);
-        let blocks = self.blocks_over(family, &subnet).await?;
+        let (blocks, invalid) = match (subnet.first(), subnet.intervals().last()) {
+            (Some(first), Some(&(_, last))) => {
+                self.read_readable::<BlockRecord>(&KeyRange::blocks_covering(family, first, last))
+                    .await?
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
         let allocated = blocks
             .iter()
-            .flat_map(|b| b.value.iter())
+            .flat_map(|(_, b)| b.value.iter())
             .filter(|(_, h)| h.pool == *pool.name())
             .count() as u128;
+        // A block that does not read counts as wholly taken: none of it is available.
+        let full = crate::alloc::Block::full();
         let taken = Allocations::from_blocks(
             blocks
                 .into_iter()
-                .map(|b| (b.value.index(), *b.value.bits())),
+                .map(|(_, b)| (b.value.index(), *b.value.bits()))
+                .chain(invalid.into_iter().filter_map(|(k, _)| match k {
+                    Key::Block { index, .. } => Some((index, full)),
+                    _ => None,
+                })),
         );
         Ok(counts(
             pool,
@@ -133,10 +152,11 @@ impl<S: Store> Ipam<S> {
     pub async fn allocations(&self, pool: Option<&ObjectName>) -> Result<Vec<Allocation>, Error> {
         let mut out = Vec::new();
         for family in [Family::V4, Family::V6] {
-            for (_, block) in self
-                .read_all::<BlockRecord>(&KeyRange::all_blocks(family))
-                .await?
-            {
+            // Blocks that do not read are left out; `invalid_records` names them.
+            let (blocks, _) = self
+                .read_readable::<BlockRecord>(&KeyRange::all_blocks(family))
+                .await?;
+            for (_, block) in blocks {
                 out.extend(
                     block
                         .value
@@ -179,11 +199,19 @@ impl<S: Store> Ipam<S> {
             .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
             .map(|r| r.name().clone())
             .collect();
+        let stopped_by = match self.store.get(&Key::ReservedSummary).await? {
+            Some(Versioned {
+                value: Record::Invalid(bad),
+                ..
+            }) => vec![super::invalid(&Key::ReservedSummary, bad).to_string()],
+            _ => Vec::new(),
+        };
         Ok(Explanation {
             address,
             pools,
             reserved_by,
             held,
+            stopped_by,
         })
     }
 }

@@ -43,7 +43,8 @@ use crate::pool::IpPool;
 use crate::reserved::FamilySets;
 use crate::set::IntervalSet;
 use crate::store::{
-    Allocation, Expect, FromRecord, Key, KeyRange, PodRef, Record, Store, Transaction, Versioned,
+    Allocation, Expect, FromRecord, InvalidRecord, Key, KeyRange, PodRef, Record, Store,
+    Transaction, Versioned,
 };
 
 /// Waits between retries. The core has no runtime: callers that run one pass its timer.
@@ -174,6 +175,9 @@ pub struct GcReport {
     pub released: Vec<Allocation>,
     /// Owners whose release failed; the others were released regardless.
     pub failures: Vec<(Owner, Error)>,
+    /// Records the store holds but cannot read (written around our checks), left as they
+    /// are: what they cover is neither released nor handed out until they are repaired.
+    pub unreadable: Vec<StoreError>,
 }
 
 /// The IPAM engine over a store.
@@ -229,6 +233,9 @@ pub(crate) struct BlockCache {
     /// so that an allocation in flight (its index written, its block not yet) either lands
     /// before the guard, and the release sees it, or fails on it and starts over.
     guarded: std::collections::BTreeSet<(Family, u128)>,
+    /// Blocks the store holds but cannot read (written around our checks): the search skips
+    /// them as if every address were taken, and anything that needs their holders fails.
+    invalid: FxHashMap<(Family, u128), InvalidRecord>,
 }
 
 impl BlockCache {
@@ -241,6 +248,9 @@ impl BlockCache {
         node: Option<&ObjectName>,
         keep_off: bool,
     ) -> BlockState<'_> {
+        if self.invalid.contains_key(&(family, index)) {
+            return BlockState::Skip;
+        }
         let block = match self.changed.get(&(family, index)) {
             Some(b) => b,
             None => match self.read.get(&(family, index)) {
@@ -258,7 +268,17 @@ impl BlockCache {
 
     /// Whether the block was read (or found missing by a scan of its range).
     pub(crate) fn known(&self, family: Family, index: u128) -> bool {
-        self.read.contains_key(&(family, index)) || self.in_scanned(family, index)
+        self.read.contains_key(&(family, index))
+            || self.invalid.contains_key(&(family, index))
+            || self.in_scanned(family, index)
+    }
+
+    /// Fails when the block was read but is invalid: its holders cannot be known.
+    pub(crate) fn readable(&self, family: Family, index: u128) -> Result<(), Error> {
+        match self.invalid.get(&(family, index)) {
+            None => Ok(()),
+            Some(bad) => Err(invalid(&Key::Block { family, index }, bad.clone()).into()),
+        }
     }
 
     fn in_scanned(&self, family: Family, index: u128) -> bool {
@@ -453,6 +473,40 @@ impl<S: Store> Ipam<S> {
         Ok(out)
     }
 
+    /// Reads every record in `range`: those of the expected kind, and apart those the store
+    /// holds but cannot read ([`Record::Invalid`]), so that one bad object written around
+    /// our checks affects only what it covers.
+    async fn read_readable<T: FromRecord>(
+        &self,
+        range: &KeyRange,
+    ) -> Result<(Vec<(Key, Versioned<T>)>, Vec<(Key, InvalidRecord)>), Error> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (key, record) in self.store.scan(range).await? {
+            if let Record::Invalid(invalid) = record.value {
+                bad.push((key, invalid));
+                continue;
+            }
+            let value = typed(&key, Some(record))?.expect("present");
+            good.push((key, value));
+        }
+        Ok((good, bad))
+    }
+
+    /// Every record in `ranges` that the store holds but cannot read, as the errors that
+    /// name them and say how to repair them: what `ipamctl` warns about.
+    pub async fn invalid_records(&self, ranges: &[KeyRange]) -> Result<Vec<StoreError>, Error> {
+        let mut out = Vec::new();
+        for range in ranges {
+            for (key, record) in self.store.scan(range).await? {
+                if let Record::Invalid(bad) = record.value {
+                    out.push(invalid(&key, bad));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the blocks at `wanted` that `cache` has not read yet, in one round trip.
     async fn load_blocks(
         &self,
@@ -474,6 +528,14 @@ impl<S: Store> Ipam<S> {
             let Key::Block { family, index } = *key else {
                 unreachable!("block keys only")
             };
+            if let Some(Versioned {
+                value: Record::Invalid(bad),
+                ..
+            }) = record
+            {
+                cache.invalid.insert((family, index), bad);
+                continue;
+            }
             let block = typed::<BlockRecord>(key, record)?;
             cache.insert_read(family, index, block);
         }
@@ -492,9 +554,15 @@ impl<S: Store> Ipam<S> {
             return Ok(());
         };
         let range = KeyRange::blocks_covering(family, first, last);
-        for (key, block) in self.read_all::<BlockRecord>(&range).await? {
+        let (blocks, invalid) = self.read_readable::<BlockRecord>(&range).await?;
+        for (key, block) in blocks {
             if let Key::Block { family, index } = key {
                 cache.read.entry((family, index)).or_insert(Some(block));
+            }
+        }
+        for (key, bad) in invalid {
+            if let Key::Block { family, index } = key {
+                cache.invalid.entry((family, index)).or_insert(bad);
             }
         }
         if let KeyRange::Blocks { first, last, .. } = range {
@@ -542,10 +610,36 @@ fn typed<T: FromRecord>(
 ) -> Result<Option<Versioned<T>>, Error> {
     match record {
         None => Ok(None),
+        Some(Versioned {
+            value: Record::Invalid(bad),
+            ..
+        }) => Err(invalid(key, bad).into()),
         Some(Versioned { value, version }) => match T::from_record(value) {
             Some(value) => Ok(Some(Versioned { value, version })),
             None => Err(corrupt(key, T::KIND)),
         },
+    }
+}
+
+/// The error for an invalid object found under `key`, with how to repair it.
+pub(crate) fn invalid(key: &Key, bad: crate::store::InvalidRecord) -> StoreError {
+    let repair = match key {
+        Key::Pool(_) => "apply a valid spec with `ipamctl apply`, or delete it with `ipamctl delete ippool`",
+        Key::ReservedIp(_) | Key::ReservedSummary => {
+            "until it is fixed no address is handed out; apply a valid spec with `ipamctl apply`, or delete it with `ipamctl delete reservedip`"
+        }
+        Key::Block { .. } => {
+            "none of its addresses is handed out or released until it is corrected (kubectl edit)"
+        }
+        Key::Owner(_) => {
+            "correct it (kubectl edit) or delete it: the blocks still say what the owner holds, and GC on its node releases what it no longer uses"
+        }
+        Key::Cursor { .. } => "delete it: it is only a hint",
+    };
+    StoreError::Invalid {
+        key: bad.object,
+        reason: bad.reason,
+        repair,
     }
 }
 

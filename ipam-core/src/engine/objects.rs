@@ -8,7 +8,7 @@ use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::{FamilySets, ReservedIp};
 use crate::set::IntervalSet;
-use crate::store::{Expect, Key, KeyRange, Record, Store, Transaction, Versioned};
+use crate::store::{Expect, FromRecord, Key, KeyRange, Record, Store, Transaction, Versioned};
 
 impl<S: Store> Ipam<S> {
     /// Creates a pool or replaces its spec.
@@ -57,24 +57,31 @@ impl<S: Store> Ipam<S> {
             let mut outcome = Vec::with_capacity(reservations.len() + pools.len());
             for r in reservations {
                 let key = Key::ReservedIp(r.name().clone());
-                let old = self.read::<ReservedIp>(&key).await?;
-                let applied = applied(old.as_ref().map(|v| v.value.spec() == r.spec()));
+                let (old, expect) = self.read_for_replace::<ReservedIp>(&key).await?;
+                let applied = replaced(&expect, old.as_ref().map(|o| o.spec() == r.spec()));
                 if applied != Applied::Unchanged {
-                    txn.put(key, Record::ReservedIp(r.clone()), Expect::read(&old));
+                    txn.put(key, Record::ReservedIp(r.clone()), expect);
                 }
                 outcome.push(applied);
             }
             if !pools.is_empty() {
-                let stored = self.read_all::<IpPool>(&KeyRange::Pools).await?;
+                // Invalid pools take no part in the overlap check: they hand nothing out.
+                let (stored, _) = self.read_readable::<IpPool>(&KeyRange::Pools).await?;
                 for p in pools {
-                    let old = stored.iter().find(|(_, v)| v.value.name() == p.name());
-                    let old = old.map(|(_, v)| v.clone());
-                    self.check_pool_change(p, old.as_ref().map(|v| &v.value), pools, &stored)
+                    let key = Key::Pool(p.name().clone());
+                    let listed = stored.iter().find(|(_, v)| v.value.name() == p.name());
+                    let (old, expect) = match listed {
+                        Some((_, v)) => (Some(v.value.clone()), Expect::Version(v.version.clone())),
+                        // Not among the pools this store lists: absent, invalid (being
+                        // repaired), or one this store may not use (a store of single
+                        // objects says which, when asked by name).
+                        None => self.read_for_replace::<IpPool>(&key).await?,
+                    };
+                    self.check_pool_change(p, old.as_ref(), &expect, pools, &stored)
                         .await?;
-                    let applied = applied(old.as_ref().map(|v| v.value.spec() == p.spec()));
+                    let applied = replaced(&expect, old.as_ref().map(|o| o.spec() == p.spec()));
                     if applied != Applied::Unchanged {
-                        let key = Key::Pool(p.name().clone());
-                        txn.put(key, Record::Pool(p.clone()), Expect::read(&old));
+                        txn.put(key, Record::Pool(p.clone()), expect);
                     }
                     outcome.push(applied);
                 }
@@ -93,12 +100,34 @@ impl<S: Store> Ipam<S> {
         .await
     }
 
+    /// What is stored under `key` to be replaced: the object if it reads as one, and the
+    /// expectation a replacement or deletion commits on. An invalid object (written around
+    /// our checks) reads as no object with its version, so that it can be repaired.
+    pub(super) async fn read_for_replace<T: FromRecord>(
+        &self,
+        key: &Key,
+    ) -> Result<(Option<T>, Expect), Error> {
+        match self.store.get(key).await? {
+            None => Ok((None, Expect::Absent)),
+            Some(Versioned {
+                value: Record::Invalid(_),
+                version,
+            }) => Ok((None, Expect::Version(version))),
+            Some(read) => {
+                let read = super::typed::<T>(key, Some(read))?.expect("present");
+                Ok((Some(read.value), Expect::Version(read.version)))
+            }
+        }
+    }
+
     /// Refuses a pool spec that would overlap another pool, or move a pool that holds
-    /// addresses to another subnet.
+    /// addresses to another subnet. `expect` says whether something is stored under the
+    /// pool's name: an invalid pool being replaced (no `old`) may hold addresses anywhere.
     async fn check_pool_change(
         &self,
         pool: &IpPool,
         old: Option<&IpPool>,
+        expect: &Expect,
         batch: &[IpPool],
         stored: &[(Key, Versioned<IpPool>)],
     ) -> Result<(), Error> {
@@ -124,6 +153,26 @@ impl<S: Store> Ipam<S> {
                         other.name().as_str(),
                         range_text(family.addr(a), family.addr(b)),
                         shared.len()
+                    ),
+                )
+                .into());
+            }
+        }
+        if old.is_none() && *expect != Expect::Absent {
+            let outside: Vec<IpAddr> = self
+                .allocations(Some(pool.name()))
+                .await?
+                .into_iter()
+                .map(|a| a.address)
+                .filter(|a| !pool.in_subnet(*a))
+                .collect();
+            if let Some(first) = outside.first() {
+                return Err(ValidationError::new(
+                    "spec.subnet",
+                    &pool.spec().subnet,
+                    format!(
+                        "the invalid pool it replaces holds {} address(es) outside it ({first} ...); release them first",
+                        outside.len()
                     ),
                 )
                 .into());
@@ -161,14 +210,14 @@ impl<S: Store> Ipam<S> {
     /// it differs: every ReservedIP change goes through it, so concurrent changes serialize
     /// there.
     async fn put_summary(&self, txn: &mut Transaction, all: &[ReservedIp]) -> Result<(), Error> {
-        let old = self.summary().await?;
+        // Read as it is stored: a store that derives the summary says it is invalid while
+        // an invalid ReservedIP exists, and the apply or delete that repairs it writes here.
+        let (old, expect) = self
+            .read_for_replace::<FamilySets>(&Key::ReservedSummary)
+            .await?;
         let new = FamilySets::union_of(all);
-        if old.as_ref().map(|o| &o.value) != Some(&new) {
-            txn.put(
-                Key::ReservedSummary,
-                Record::ReservedSummary(new),
-                Expect::read(&old),
-            );
+        if old.as_ref() != Some(&new) {
+            txn.put(Key::ReservedSummary, Record::ReservedSummary(new), expect);
         }
         Ok(())
     }
@@ -183,16 +232,17 @@ impl<S: Store> Ipam<S> {
     pub async fn delete_reserved_ip(&self, name: &ObjectName) -> Result<(), Error> {
         self.retrying("delete reservedip", || async {
             let key = Key::ReservedIp(name.clone());
-            let Some(old) = self.read::<ReservedIp>(&key).await? else {
+            let (_, expect) = self.read_for_replace::<ReservedIp>(&key).await?;
+            if expect == Expect::Absent {
                 return Err(Error::NotFound {
                     kind: ObjectKind::ReservedIp,
                     name: name.to_string(),
                 });
-            };
+            }
             let mut others = self.reserved_ips().await?;
             others.retain(|r| r.name() != name);
             let mut txn = Transaction::new();
-            txn.delete(key, Expect::Version(old.version));
+            txn.delete(key, expect);
             self.put_summary(&mut txn, &others).await?;
             self.commit(txn).await?;
             Ok(())
@@ -208,20 +258,39 @@ impl<S: Store> Ipam<S> {
             .map(|v| v.value))
     }
 
-    /// Every pool, by name.
+    /// One ReservedIP; an invalid one is [`StoreError::Invalid`](crate::StoreError::Invalid).
+    pub async fn reserved_ip(&self, name: &ObjectName) -> Result<Option<ReservedIp>, Error> {
+        Ok(self
+            .read::<ReservedIp>(&Key::ReservedIp(name.clone()))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// Every valid pool, by name ([`Ipam::invalid_records`] names the invalid ones).
     pub async fn pools(&self) -> Result<Vec<IpPool>, Error> {
-        let all = self.read_all::<IpPool>(&KeyRange::Pools).await?;
+        let (all, _) = self.read_readable::<IpPool>(&KeyRange::Pools).await?;
         Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
-    /// Every ReservedIP, by name.
+    /// Every valid ReservedIP, by name ([`Ipam::invalid_records`] names the invalid ones:
+    /// while there is one, no address is handed out).
     pub async fn reserved_ips(&self) -> Result<Vec<ReservedIp>, Error> {
-        let all = self.read_all::<ReservedIp>(&KeyRange::ReservedIps).await?;
+        let (all, _) = self
+            .read_readable::<ReservedIp>(&KeyRange::ReservedIps)
+            .await?;
         Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
     pub(crate) async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
         self.read(&Key::ReservedSummary).await
+    }
+}
+
+/// What applying does to what `expect` found: an invalid object replaced is configured.
+fn replaced(expect: &Expect, same_spec: Option<bool>) -> Applied {
+    match (expect, same_spec) {
+        (Expect::Version(_), None) => Applied::Configured,
+        (_, same) => applied(same),
     }
 }
 

@@ -57,6 +57,7 @@ impl<S: Store> Ipam<S> {
         let mut out = Vec::new();
         for h in &index.value {
             let (family, idx) = block_of(h.address);
+            cache.readable(family, idx)?;
             let value = to_u128(h.address);
             if let Some(holder) = cache.current(family, idx).and_then(|b| b.holder(value)) {
                 if holder.owner == *owner && holder.network == h.network {
@@ -129,6 +130,7 @@ impl<S: Store> Ipam<S> {
         let mut released = Vec::new();
         for address in &candidates {
             let (family, idx) = block_of(*address);
+            cache.readable(family, idx)?;
             let value = to_u128(*address);
             let mine = cache
                 .current(family, idx)
@@ -228,10 +230,14 @@ impl<S: Store> Ipam<S> {
     pub async fn gc(&self, network: &str, valid: &BTreeSet<Owner>) -> Result<GcReport, Error> {
         let node = self.config.node.as_ref();
         let mut targets: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
+        let mut report = GcReport::default();
         for family in [Family::V4, Family::V6] {
-            let blocks = self
-                .read_all::<BlockRecord>(&KeyRange::all_blocks(family))
+            let (blocks, invalid) = self
+                .read_readable::<BlockRecord>(&KeyRange::all_blocks(family))
                 .await?;
+            report
+                .unreadable
+                .extend(invalid.into_iter().map(|(k, bad)| super::invalid(&k, bad)));
             for (_, block) in blocks {
                 for (value, h) in block.value.iter() {
                     if h.network == network && !valid.contains(&h.owner) && h.node.as_ref() == node
@@ -244,7 +250,11 @@ impl<S: Store> Ipam<S> {
                 }
             }
         }
-        for (key, index) in self.read_all::<Vec<Held>>(&KeyRange::Owners).await? {
+        let (owners, invalid) = self.read_readable::<Vec<Held>>(&KeyRange::Owners).await?;
+        report
+            .unreadable
+            .extend(invalid.into_iter().map(|(k, bad)| super::invalid(&k, bad)));
+        for (key, index) in owners {
             let Key::Owner(owner) = key else {
                 return Err(corrupt(&key, "an owner key"));
             };
@@ -252,7 +262,6 @@ impl<S: Store> Ipam<S> {
                 targets.entry(owner).or_default();
             }
         }
-        let mut report = GcReport::default();
         for (owner, found) in targets {
             let which = Candidates::OfNode(network, &found, node);
             match self
@@ -278,16 +287,32 @@ impl<S: Store> Ipam<S> {
             kind: ObjectKind::IpPool,
             name: name.to_string(),
         };
-        let pool = self.pool(name).await?.ok_or_else(not_found)?;
+        let (pool, expect) = self
+            .read_for_replace::<crate::pool::IpPool>(&Key::Pool(name.clone()))
+            .await?;
+        if expect == Expect::Absent {
+            return Err(not_found());
+        }
         let mut by_owner: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
-        let subnet = super::objects::subnet_set(&pool);
-        for block in self.blocks_over(pool.family(), &subnet).await? {
-            for (value, h) in block.value.iter() {
-                if h.pool == *name {
-                    by_owner
-                        .entry(h.owner.clone())
-                        .or_default()
-                        .push(pool.family().addr(value));
+        match &pool {
+            Some(pool) => {
+                let subnet = super::objects::subnet_set(pool);
+                for block in self.blocks_over(pool.family(), &subnet).await? {
+                    for (value, h) in block.value.iter() {
+                        if h.pool == *name {
+                            by_owner
+                                .entry(h.owner.clone())
+                                .or_default()
+                                .push(pool.family().addr(value));
+                        }
+                    }
+                }
+            }
+            // An invalid pool (written around our checks) has no subnet to look in: its
+            // holders are found wherever they are.
+            None => {
+                for a in self.allocations(Some(name)).await? {
+                    by_owner.entry(a.owner).or_default().push(a.address);
                 }
             }
         }
@@ -309,11 +334,12 @@ impl<S: Store> Ipam<S> {
         }
         self.retrying("delete ippool", || async {
             let key = Key::Pool(name.clone());
-            let Some(old) = self.read::<crate::pool::IpPool>(&key).await? else {
+            let (_, expect) = self.read_for_replace::<crate::pool::IpPool>(&key).await?;
+            if expect == Expect::Absent {
                 return Err(not_found());
-            };
+            }
             let mut txn = Transaction::new();
-            txn.delete(key, Expect::Version(old.version));
+            txn.delete(key, expect);
             // The pool-wide cursor; nodes' cursors are hints that a re-created pool
             // reuses or overwrites.
             let cursor = Key::Cursor {
