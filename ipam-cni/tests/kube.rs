@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::ipamctl_on_cluster as ipamctl;
 use common::test_cluster as cluster;
@@ -213,20 +213,26 @@ fn an_unreachable_or_refusing_api_server_is_named_and_never_hangs() {
                 .to_owned()
         })
         .expect("server in the kubeconfig");
-    // Nothing listens on port 1.
+    // Nothing listens on port 1. Refused connections are retried (a restarting server comes
+    // back) until the call's deadline, the lock wait (here 3 s), then answered 11.
     let down = dir.path().join("down");
     std::fs::write(&down, text.replace(&server, "https://127.0.0.1:1")).unwrap();
     let conf = network(&down, "ipam-rs", "n", json!({"ippools": {"ipv4": ["p"]}}));
     let started = Instant::now();
-    let r = call("ADD", "c1", &conf).run();
+    let r = call("ADD", "c1", &conf)
+        .var("IPAM_CNI_LOCK_WAIT_MS", "3000")
+        .run();
+    let took = started.elapsed();
     assert_eq!(r.code(), Some(11), "{r:#?}");
     assert!(
-        r.msg().contains("127.0.0.1:1") || r.stdout.contains("127.0.0.1:1"),
+        r.msg().contains(
+            "https://127.0.0.1:1/: connections refused for 2 s, until the call's deadline: "
+        ) && r.msg().contains("Connection refused"),
         "{r:#?}"
     );
-    eprintln!(
-        "ADD with the API server down answered in {:?}",
-        started.elapsed()
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "ADD with the API server down answered in {took:?}, not at its 3 s deadline"
     );
     // Credentials the server refuses: an I/O error naming the server.
     let nobody = dir.path().join("nobody");
@@ -239,6 +245,244 @@ fn an_unreachable_or_refusing_api_server_is_named_and_never_hangs() {
     let r: Reply = call("ADD", "c1", &conf).run();
     assert_eq!(r.code(), Some(5), "{r:#?}");
     assert!(r.stdout.contains("401"), "{r:#?}");
+}
+
+/// The test cluster's kubeconfig with `line` (of the cluster or the user) replaced.
+fn kubeconfig_with(
+    kubeconfig: &Path,
+    dir: &Path,
+    name: &str,
+    prefix: &str,
+    line: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in the test cluster's kubeconfig"));
+    let indent = &old[..old.len() - old.trim_start().len()];
+    let path = dir.join(name);
+    let lines = line.replace('\n', &format!("\n{indent}"));
+    std::fs::write(&path, text.replace(old, &format!("{indent}{lines}"))).unwrap();
+    path
+}
+
+/// Runs `openssl` in `dir` with `args` (split at spaces).
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split(' '))
+        .output()
+        .expect("openssl (testenv/start.sh needs it too)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn base64_of(path: &Path) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A certificate that does not verify is no passing failure: retried, it fails the same way
+/// for ever. ADD, DEL and ipamctl each fail at once (code 5, exit 1) and name the
+/// certificate and why:
+/// - a CA that did not sign the server's certificate;
+/// - `certificate-authority-data` that is no certificate;
+/// - a client certificate of X.509 version 1, which rustls cannot use (kube called it an
+///   "invalid private key").
+#[test]
+fn a_certificate_that_does_not_verify_is_named_and_not_retried() {
+    let Some(k) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(d, "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=another-ca -keyout other-ca.key -out other-ca.crt");
+    let wrong_ca = kubeconfig_with(
+        &k,
+        d,
+        "wrong-ca",
+        "certificate-authority-data:",
+        &format!(
+            "certificate-authority-data: {}",
+            base64_of(&d.join("other-ca.crt"))
+        ),
+    );
+    // "not a certificate", in base64.
+    let no_ca = kubeconfig_with(
+        &k,
+        d,
+        "no-ca",
+        "certificate-authority-data:",
+        "certificate-authority-data: bm90IGEgY2VydGlmaWNhdGUK",
+    );
+    // Without extensions, openssl's `x509 -req` makes a version 1 certificate.
+    openssl(
+        d,
+        "req -newkey rsa:2048 -nodes -subj /CN=admin -keyout v1.key -out v1.csr",
+    );
+    openssl(d, "x509 -req -in v1.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -days 2 -out v1.crt");
+    let v1 = kubeconfig_with(
+        &k,
+        d,
+        "v1-client",
+        "token:",
+        &format!(
+            "client-certificate-data: {}\nclient-key-data: {}",
+            base64_of(&d.join("v1.crt")),
+            base64_of(&d.join("v1.key"))
+        ),
+    );
+    // The first name listed under `section` (`clusters:`, `users:`).
+    let first_of = |path: &Path, section: &str| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let after = &text[text.find(section).unwrap()..];
+        after
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("- name: "))
+            .unwrap()
+            .to_owned()
+    };
+    let cases = [
+        (
+            &wrong_ca,
+            format!(
+                "the server's certificate is not signed by the CA in certificate-authority-data \
+                 of cluster {:?} in {}: UnknownIssuer",
+                first_of(&wrong_ca, "clusters:"),
+                wrong_ca.display()
+            ),
+        ),
+        (
+            &no_ca,
+            format!(
+                "certificate-authority-data of cluster {:?} in {} holds no PEM CERTIFICATE block",
+                first_of(&no_ca, "clusters:"),
+                no_ca.display()
+            ),
+        ),
+        (
+            &v1,
+            format!(
+                "the client certificate in client-certificate-data of user {:?} in {} cannot be \
+                 used: it is not an X.509 v3 certificate (UnsupportedCertVersion)",
+                first_of(&v1, "users:"),
+                v1.display()
+            ),
+        ),
+    ];
+    for (kubeconfig, why) in &cases {
+        let conf = network(
+            kubeconfig,
+            "ipam-rs",
+            "n",
+            json!({"ranges": [[{"subnet": "10.6.0.0/24"}]]}),
+        );
+        for command in ["ADD", "DEL"] {
+            let started = Instant::now();
+            let r = call(command, "c1", &conf).run();
+            let took = started.elapsed();
+            assert_eq!(
+                r.code(),
+                Some(5),
+                "{command} with {}: {r:#?}",
+                kubeconfig.display()
+            );
+            assert!(
+                r.details().ends_with(why.as_str()),
+                "{command}: {:?} does not end with {why:?}",
+                r.details()
+            );
+            r.assert_cause_once();
+            assert!(
+                took < Duration::from_secs(5),
+                "{command} took {took:?}: retried?"
+            );
+        }
+        let (status, _, err) = run_with_stdin(
+            Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["get", "ippools"]),
+            "",
+        );
+        assert_eq!(status, 1, "{err}");
+        assert!(
+            err.trim_end().ends_with(why.as_str()) && err.trim_end().lines().count() == 1,
+            "{err}"
+        );
+    }
+}
+
+/// A Pod named in `CNI_ARGS` must have a name Kubernetes could give it: kube puts the name
+/// into the request's path unescaped, and `p-good?x=1` read Pod `p-good` (its annotation
+/// chose the pool, its UID was recorded). Now such a name is a bad environment (code 4,
+/// naming the variable and the value) and nothing is read nor written; the Pod's own name
+/// still works.
+#[test]
+fn a_pod_name_kubernetes_could_not_give_reads_no_pod() {
+    let Some(k) = cluster() else { return };
+    let ns = namespace(&k);
+    let annotated = unique("escape-pool");
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {annotated}\nspec:\n  subnet: 10.8.0.0/24\n  ips:\n  - 10.8.0.10-10.8.0.20\n"
+    );
+    assert_eq!(ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest).0, 0);
+    kubectl(&k, &["-n", &ns, "create", "serviceaccount", "default"], "");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p-good\n  namespace: {ns}\n  annotations:\n    ipam.rs/ippool: '{{\"ipv4\": [\"{annotated}\"]}}'\nspec:\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: example.invalid/web\n"
+    );
+    kubectl(&k, &["apply", "-f", "-"], &pod);
+    // Only the Pod's annotation makes this network usable: its own pool does not exist.
+    let missing = unique("no-such-pool");
+    let conf = network(&k, &ns, "node-a", json!({"ippools": {"ipv4": [missing]}}));
+    let long = "p".repeat(254);
+    for name in [
+        "p-good?x=1",
+        "p-good#frag",
+        "p good",
+        "p-good/../p-good",
+        long.as_str(),
+    ] {
+        let r = call("ADD", "escaper", &conf)
+            .var(
+                "CNI_ARGS",
+                &format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            )
+            .run();
+        assert_eq!(r.code(), Some(4), "{name}: {r:#?}");
+        assert!(
+            r.msg().starts_with(&format!(
+                "CNI_ARGS: K8S_POD_NAME={name:?}: is not a Kubernetes Pod name: "
+            )),
+            "{r:#?}"
+        );
+    }
+    let (_, listed, _) = ipamctl(&k, &ns, &["get", "allocations", "-o", "json"], "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&listed).unwrap()["items"],
+        json!([]),
+        "{listed}"
+    );
+    let good = call("ADD", "escaper", &conf)
+        .var(
+            "CNI_ARGS",
+            &format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME=p-good"),
+        )
+        .run()
+        .ok();
+    assert_eq!(
+        good.addresses(),
+        ["10.8.0.10/24"],
+        "the Pod's annotation chose the pool"
+    );
+    call("DEL", "escaper", &conf).run().ok();
+    assert_eq!(ipamctl(&k, &ns, &["delete", "ippool", &annotated], "").0, 0);
 }
 
 /// Ten nodes (plugin processes with distinct `nodeName`s) make 100 ADDs each, all at once,

@@ -167,3 +167,133 @@ impl fmt::Debug for Owner {
         write!(f, "Owner({self})")
     }
 }
+
+/// Checks `value` of `field` as Kubernetes checks a namespace's name: an RFC 1123 label, at
+/// most 63 characters of lower-case letters, digits and `-`, starting and ending with a letter
+/// or digit. Kubernetes' own wording, so that the refusal reads as kubectl's would.
+///
+/// ```
+/// use ipam_core::name::check_dns_label;
+/// assert!(check_dns_label("K8S_POD_NAMESPACE", "kube-system").is_ok());
+/// let err = check_dns_label("K8S_POD_NAMESPACE", "a/b").unwrap_err();
+/// assert!(err.to_string().starts_with(r#"K8S_POD_NAMESPACE: "a/b": a lowercase RFC 1123 label"#));
+/// ```
+pub fn check_dns_label(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.len() > 63 {
+        return Err(ValidationError::new(
+            field,
+            value,
+            format!(
+                "must be no more than 63 characters (it has {})",
+                value.len()
+            ),
+        ));
+    }
+    if !is_dns_label(value) {
+        return Err(ValidationError::new(
+            field,
+            value,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', \
+             and must start and end with an alphanumeric character",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `value` of `field` as Kubernetes checks the name of a Pod (and of most objects): an
+/// RFC 1123 subdomain, at most 253 characters, labels of [`check_dns_label`]'s characters
+/// joined by `.`.
+///
+/// ```
+/// use ipam_core::name::check_dns_subdomain;
+/// assert!(check_dns_subdomain("K8S_POD_NAME", "web-0.v2").is_ok());
+/// assert!(check_dns_subdomain("K8S_POD_NAME", "web?x=1").is_err());
+/// ```
+pub fn check_dns_subdomain(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.len() > 253 {
+        return Err(ValidationError::new(
+            field,
+            value,
+            format!(
+                "must be no more than 253 characters (it has {})",
+                value.len()
+            ),
+        ));
+    }
+    // Kubernetes limits only the whole (IsDNS1123Subdomain), not each label, to 63.
+    if value.is_empty() || !value.split('.').all(is_dns_label) {
+        return Err(ValidationError::new(
+            field,
+            value,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+             '-' or '.', and must start and end with an alphanumeric character",
+        ));
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, whatever its length.
+fn is_dns_label(text: &str) -> bool {
+    let b = text.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && inner(&b[0])
+        && inner(&b[b.len() - 1])
+        && b.iter().all(|c| inner(c) || *c == b'-')
+}
+
+#[cfg(test)]
+mod kubernetes_names {
+    use super::*;
+
+    /// The names Kubernetes gives namespaces and Pods pass; anything that could change a
+    /// request's path or query (`/`, `?`, `#`, `%`, a space) or that Kubernetes would refuse
+    /// fails, naming the field and the value.
+    #[test]
+    fn namespace_and_pod_names_follow_kubernetes() {
+        for ok in ["default", "kube-system", "a", "0ns", &"n".repeat(63)] {
+            assert_eq!(check_dns_label("ns", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a/b",
+            "a b",
+            "a?b",
+            &"n".repeat(64),
+        ] {
+            let err = check_dns_label("ns", bad).unwrap_err();
+            assert_eq!((err.field(), err.value()), ("ns", bad));
+        }
+        let long_label = format!("{}.b", "a".repeat(100));
+        for ok in ["web", "web-0", "web.v2", "0", &long_label, &"p".repeat(253)] {
+            assert_eq!(check_dns_subdomain("pod", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "p-good?x=1",
+            "p#frag",
+            "p good",
+            "p/../x",
+            "p%2F",
+            "Web",
+            "a..b",
+            ".a",
+            "a.",
+            "a_b",
+            &"p".repeat(254),
+        ] {
+            let err = check_dns_subdomain("pod", bad).unwrap_err();
+            assert_eq!((err.field(), err.value()), ("pod", bad));
+        }
+        assert_eq!(
+            check_dns_subdomain("K8S_POD_NAME", &"p".repeat(254))
+                .unwrap_err()
+                .reason(),
+            "must be no more than 253 characters (it has 254)"
+        );
+    }
+}

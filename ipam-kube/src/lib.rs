@@ -24,6 +24,7 @@
 //! ```
 
 pub mod codec;
+mod connection;
 pub mod crd;
 mod store;
 

@@ -13,6 +13,7 @@ use kube::core::DynamicObject;
 use kube::{Client, Config};
 
 use crate::codec::{Codec, Kind};
+use crate::connection::{self, Patient, Sources, StillRefused};
 
 /// How to reach the cluster, and where in it the store lives.
 #[derive(Clone, Debug)]
@@ -86,6 +87,8 @@ struct Inner {
     server: String,
     /// When requests stop being sent, and how long the bound was (for the message).
     deadline: Option<(tokio::time::Instant, Duration)>,
+    /// Where the certificates come from, for the message of a TLS failure.
+    sources: Sources,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -105,8 +108,11 @@ impl std::fmt::Debug for KubeStore {
 /// of the handshake's last segment (Nagle's algorithm): 40 ms here, on every connection a
 /// CNI process opens, which was most of a one-shot ADD against a local API server.
 ///
+/// Refused connections are retried until `until` ([`Patient`]): a server that restarts is
+/// waited for.
+///
 /// A kubeconfig with a `proxy-url` gets kube's own stack, which knows proxies.
-fn client(config: &Config) -> Result<Client, kube::Error> {
+fn client(config: &Config, until: Option<tokio::time::Instant>) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
     use kube::client::ConfigExt;
@@ -123,6 +129,11 @@ fn client(config: &Config) -> Result<Client, kube::Error> {
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
+    // Outside the timeouts, so that each attempt has the whole connect timeout.
+    let connector = Patient {
+        inner: connector,
+        until,
+    };
     let http_client =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
     let service = ServiceBuilder::new()
@@ -136,9 +147,12 @@ fn client(config: &Config) -> Result<Client, kube::Error> {
 
 impl KubeStore {
     /// Connects to the cluster `options` names. Nothing is sent yet: a server that is down
-    /// shows as a transient failure of the first request.
+    /// shows at the first request, which waits for it to accept connections (until the
+    /// deadline), and then fails as [`StoreError::Busy`].
     ///
-    /// Errors: [`StoreError::Io`] naming the kubeconfig when it cannot be read or used.
+    /// Errors: [`StoreError::Io`] naming the kubeconfig when it cannot be read or used (on one
+    /// line, however many the parser's message has), naming the certificate when its
+    /// CA or client certificate cannot be used.
     pub fn connect(options: &KubeOptions) -> Result<KubeStore, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -150,27 +164,49 @@ impl KubeStore {
             Some(p) => p.display().to_string(),
             None => "the in-cluster or default kubeconfig".to_owned(),
         };
-        let config = runtime
+        let (config, sources) = runtime
             .block_on(async {
                 match &options.kubeconfig {
                     Some(path) => {
                         let kc = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+                        let sources = Sources::of_kubeconfig(&kc, &where_from);
                         Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                             .await
+                            .map(|c| (c, sources))
                             .map_err(|e| e.to_string())
                     }
-                    None => Config::infer().await.map_err(|e| e.to_string()),
+                    None => Config::infer()
+                        .await
+                        .map(|c| (c, Sources::inferred()))
+                        .map_err(|e| e.to_string()),
                 }
             })
-            .map_err(|e| io(&format!("read {where_from}"), e))?;
+            .map_err(|e| io(&format!("read {where_from}"), connection::one_line(&e)))?;
         let mut config = config;
         config.connect_timeout = Some(options.request_timeout);
         config.read_timeout = Some(options.request_timeout);
         config.write_timeout = Some(options.request_timeout);
         let server = config.cluster_url.to_string();
+        // kube keeps only the PEM blocks labelled CERTIFICATE: from anything else it makes a
+        // CA of no certificate, which verifies no server, so every connection would fail.
+        if config.root_cert.as_ref().is_some_and(Vec::is_empty) && !config.accept_invalid_certs {
+            return Err(io(
+                &format!("use {where_from}"),
+                format!("{} holds no PEM CERTIFICATE block", sources.ca),
+            ));
+        }
+        let deadline = options
+            .deadline
+            .map(|d| (tokio::time::Instant::now() + d, d));
         let client = {
             let _guard = runtime.enter();
-            client(&config).map_err(|e| io(&format!("use {where_from}"), e))?
+            client(&config, deadline.map(|(at, _)| at)).map_err(|e| {
+                let context = format!("use {where_from}");
+                match connection::tls_setup_refusal(&e, &sources) {
+                    Some(refusal) => io(&context, refusal),
+                    None => io(&context, connection::one_line(&e.to_string())),
+                }
+            })?
         };
         Ok(KubeStore {
             inner: Arc::new(Inner {
@@ -181,9 +217,8 @@ impl KubeStore {
                 },
                 namespace: options.namespace.clone(),
                 server,
-                deadline: options
-                    .deadline
-                    .map(|d| (tokio::time::Instant::now() + d, d)),
+                deadline,
+                sources,
             }),
             runtime,
         })
@@ -302,7 +337,14 @@ impl KubeStore {
 
     /// The Pod `namespace/name`: its UID and annotations (`None` if it does not exist). The
     /// plugin reads the pools a Pod asks for from its annotations.
+    ///
+    /// Errors: [`StoreError::Io`] for a namespace or name that Kubernetes could not give a
+    /// Pod, before any request: kube puts both into the request's path unescaped, where a
+    /// `?`, `#` or `/` would read another object.
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
+        ipam_core::name::check_dns_label("namespace", namespace)
+            .and_then(|()| ipam_core::name::check_dns_subdomain("name", name))
+            .map_err(|e| io(&format!("get pod {namespace}/{name}"), e))?;
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         self.on_runtime(|inner| async move {
             use k8s_openapi::api::core::v1::Pod;
@@ -370,9 +412,27 @@ impl Inner {
     }
 
     /// The store error for a failed request: 409 a conflict; what may pass (no answer,
-    /// 429, 5xx) transient; anything else an I/O error naming the server.
+    /// 429, 5xx) transient; connections refused past the deadline busy; a certificate that
+    /// does not verify, and anything else, an I/O error naming the server.
     fn error(&self, what: &str, object: &str, e: kube::Error) -> StoreError {
         let context = format!("{what} {object} at {}", self.server);
+        if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) {
+            if let Some(refused) = connection::find::<StillRefused>(&e) {
+                return StoreError::Busy {
+                    what: format!(
+                        "{context}: connections refused for {} s, until the call's deadline: {}",
+                        refused.waited.as_secs(),
+                        connection::with_causes(&*refused.last)
+                    ),
+                };
+            }
+            if let Some(refusal) = connection::tls_refusal(&e, &self.sources) {
+                return StoreError::Io {
+                    context,
+                    source: Box::new(refusal),
+                };
+            }
+        }
         match e {
             kube::Error::Api(s) if s.code == 409 => StoreError::Conflict {
                 key: object.to_owned(),
@@ -681,5 +741,87 @@ mod tests {
         };
         let err = KubeStore::connect(&options).unwrap_err().to_string();
         assert!(err.contains("proxy"), "{err}");
+    }
+
+    fn kubeconfig(dir: &std::path::Path, text: &str) -> KubeOptions {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, text).unwrap();
+        KubeOptions {
+            kubeconfig: Some(path),
+            ..KubeOptions::default()
+        }
+    }
+
+    const UNREACHABLE: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n";
+
+    /// A YAML error in the kubeconfig is one line: it ends up in a CNI error's `msg` and a
+    /// one-line log record, and the parser's own message quotes the input over several.
+    #[test]
+    fn a_kubeconfig_that_is_not_yaml_is_named_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = kubeconfig(
+            dir.path(),
+            "apiVersion: v1\nclusters:\n- name: c\n  cluster: [\n",
+        );
+        let err = KubeStore::connect(&options).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err:?}");
+        assert!(
+            err.starts_with(&format!(
+                "store I/O error: read {}: failed to parse kubeconfig YAML: ",
+                options.kubeconfig.as_ref().unwrap().display()
+            )) && err.ends_with("line 4 column 12: expected mapping start"),
+            "{err}"
+        );
+    }
+
+    /// kube puts a Pod's namespace and name into the request's path as they are: a name that
+    /// Kubernetes could not give a Pod is refused before anything is sent (this server does
+    /// not exist), so that `web?x=1` cannot read Pod `web`.
+    #[test]
+    fn a_pod_name_kubernetes_could_not_give_is_refused_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KubeStore::connect(&kubeconfig(dir.path(), UNREACHABLE)).unwrap();
+        for (namespace, name, field) in [
+            ("apps", "p-good?x=1", "name"),
+            ("apps", "p#frag", "name"),
+            ("apps", "p good", "name"),
+            ("apps", "../../namespaces", "name"),
+            ("a/b", "web", "namespace"),
+        ] {
+            let started = std::time::Instant::now();
+            let err = pollster::block_on(store.pod(namespace, name)).unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(1), "{err}");
+            let StoreError::Io { context, source } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(context, &format!("get pod {namespace}/{name}"));
+            let value = if field == "name" { name } else { namespace };
+            assert!(
+                source
+                    .to_string()
+                    .starts_with(&format!("{field}: {value:?}: ")),
+                "{source}"
+            );
+        }
+    }
+
+    /// A CA that holds no certificate (kube keeps only PEM `CERTIFICATE` blocks, and makes a
+    /// CA that verifies nothing of anything else) is named when the store is opened, not
+    /// taken for an unreachable server at every request.
+    #[test]
+    fn a_certificate_authority_that_is_no_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = UNREACHABLE.replace(
+            "    server: https://127.0.0.1:1\n",
+            "    server: https://127.0.0.1:1\n    certificate-authority-data: bm90IGEgY2VydGlmaWNhdGUK\n",
+        );
+        let options = kubeconfig(dir.path(), &text);
+        let err = KubeStore::connect(&options).unwrap_err().to_string();
+        let path = options.kubeconfig.as_ref().unwrap().display().to_string();
+        assert_eq!(
+            err,
+            format!("store I/O error: use {path}: certificate-authority-data of cluster \"c\" in {path} holds no PEM CERTIFICATE block")
+        );
     }
 }

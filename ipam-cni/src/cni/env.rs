@@ -109,7 +109,39 @@ impl CniArgs {
                 _ => {}
             }
         }
+        args.check_kubernetes_pod()?;
         Ok(args)
+    }
+
+    /// A Pod named by namespace and name (what kubelet and CRI runtimes send) must have a
+    /// name Kubernetes could give it: the Kubernetes store puts both into the path of its
+    /// request for the Pod, and a name with `?`, `#`, `/` or a space would read another
+    /// object or none. A name without a namespace (podman) names no Kubernetes Pod and is
+    /// recorded as given.
+    fn check_kubernetes_pod(&self) -> Result<(), CniError> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (Some(namespace), Some(name)) = (given(&self.pod_namespace), given(&self.pod_name))
+        else {
+            return Ok(());
+        };
+        ipam_core::name::check_dns_label("K8S_POD_NAMESPACE", &namespace)
+            .and_then(|()| ipam_core::name::check_dns_subdomain("K8S_POD_NAME", &name))
+            .map_err(|e| {
+                CniError::new(
+                    Code::BadEnvironment,
+                    format!(
+                        "CNI_ARGS: {}={:?}: is not a Kubernetes {} name: {}",
+                        e.field(),
+                        e.value(),
+                        if e.field() == "K8S_POD_NAME" {
+                            "Pod"
+                        } else {
+                            "namespace"
+                        },
+                        e.reason()
+                    ),
+                )
+            })
     }
 
     /// The Pod, when its name is given, with whatever else of it is given: podman sends
@@ -355,5 +387,49 @@ mod tests {
         );
         assert_eq!(CniArgs::parse("K8S_POD_NAMESPACE=ns").unwrap().pod(), None);
         assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+    }
+
+    /// A Pod given by namespace and name must be one Kubernetes could have: otherwise its
+    /// name would change the path of the Kubernetes store's request (`p-good?x=1` read Pod
+    /// `p-good`). Code 4, naming the variable and the value.
+    #[test]
+    fn a_pod_kubernetes_could_not_have_is_a_bad_environment() {
+        let refused = |args: &str| match CniArgs::parse(args) {
+            Ok(a) => panic!("{args:?} accepted: {a:?}"),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        };
+        assert_eq!(
+            refused("K8S_POD_NAMESPACE=apps;K8S_POD_NAME=p-good?x=1"),
+            r#"4: CNI_ARGS: K8S_POD_NAME="p-good?x=1": is not a Kubernetes Pod name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"#
+        );
+        for name in ["p#frag", "p good", "../secrets/x", "p%2Fx", "Web"] {
+            let msg = refused(&format!("K8S_POD_NAMESPACE=apps;K8S_POD_NAME={name}"));
+            assert!(
+                msg.starts_with(&format!("4: CNI_ARGS: K8S_POD_NAME={name:?}: ")),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            refused(&format!("K8S_POD_NAMESPACE=apps;K8S_POD_NAME={}", "p".repeat(254))),
+            format!(
+                "4: CNI_ARGS: K8S_POD_NAME={:?}: is not a Kubernetes Pod name: must be no more than 253 characters (it has 254)",
+                "p".repeat(254)
+            )
+        );
+        assert!(
+            refused("K8S_POD_NAMESPACE=a/b;K8S_POD_NAME=web").starts_with(
+                r#"4: CNI_ARGS: K8S_POD_NAMESPACE="a/b": is not a Kubernetes namespace name: "#
+            )
+        );
+        // The longest names Kubernetes allows pass.
+        let longest = format!(
+            "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+            "n".repeat(63),
+            "p".repeat(253)
+        );
+        assert!(CniArgs::parse(&longest).is_ok());
+        // podman's name without a namespace is no Kubernetes Pod: recorded as given.
+        let podman = CniArgs::parse("K8S_POD_NAME=My Pod?").unwrap();
+        assert_eq!(podman.pod().unwrap().name, "My Pod?");
     }
 }

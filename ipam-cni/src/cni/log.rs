@@ -181,12 +181,16 @@ impl log::Log for Sink {
 }
 
 /// One line: `TIME ipam-cni[PID] LEVEL MESSAGE`; a library's records say which library.
+/// Line breaks inside the message (a parser's message quoting the input, a value from the
+/// environment) are written as `\n` and `\r`: a record is one line however it was made, so
+/// that it cannot be cut in two nor forge the next.
 fn line(at: SystemTime, level: log::Level, target: &str, msg: &fmt::Arguments<'_>) -> String {
     let from = if target.starts_with("ipam_") {
         String::new()
     } else {
         format!("{target}: ")
     };
+    let msg = msg.to_string().replace('\n', "\\n").replace('\r', "\\r");
     format!(
         "{} ipam-cni[{}] {level} {from}{msg}\n",
         timestamp(at),
@@ -257,6 +261,18 @@ mod tests {
         assert_eq!(
             line(at, log::Level::Error, "sled::tree", &format_args!("y")),
             format!("2000-02-29T00:00:00.123Z ipam-cni[{pid}] ERROR sled::tree: y\n")
+        );
+        assert_eq!(
+            line(
+                at,
+                log::Level::Warn,
+                "ipam_cni::cni",
+                &format_args!("read /k: error: line 5\n 5 |   cluster: [\r\n   |  ^ here")
+            ),
+            format!(
+                "2000-02-29T00:00:00.123Z ipam-cni[{pid}] WARN read /k: error: line 5\\n 5 |   cluster: [\\r\\n   |  ^ here\n"
+            ),
+            "a record is one line, whatever its message"
         );
         let debug = LogConfig {
             level: Level::Debug,
