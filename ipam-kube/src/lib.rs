@@ -27,4 +27,6 @@ pub mod codec;
 pub mod crd;
 mod store;
 
-pub use store::{KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE};
+pub use store::{
+    KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
+};
