@@ -81,11 +81,83 @@ pub async fn apply<S: Store>(
             }
         }
     }
-    let applied = ipam.apply_all(&reserved, &pools).await?;
-    for (object, applied) in reserved_names.into_iter().chain(pool_names).zip(applied) {
+    let objects: Vec<&Object> = reserved_names.into_iter().chain(pool_names).collect();
+    // A store of single objects (Kubernetes) has no transaction over several: what was
+    // there before is what a failure part-way is told against.
+    let before = specs(ipam, &objects).await?;
+    let applied = match ipam.apply_all(&reserved, &pools).await {
+        Ok(applied) => applied,
+        Err(e @ (Error::Store(_) | Error::TryAgainLater { .. })) => {
+            let found = specs(ipam, &objects)
+                .await
+                .map(|after| applied_before_failure(&objects, &before, &after))
+                .map_err(|read| read.to_string());
+            return Err(CtlError::Apply {
+                source: e,
+                applied: found,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (object, applied) in objects.into_iter().zip(applied) {
         writeln!(out, "{object} {applied}")?;
     }
     Ok(())
+}
+
+/// The spec each of `objects` has in the store now, as the input's type (`None`: absent).
+async fn specs<S: Store>(
+    ipam: &Ipam<S>,
+    objects: &[&Object],
+) -> Result<Vec<Option<Object>>, Error> {
+    let wants = |f: fn(&Object) -> bool| objects.iter().any(|o| f(o));
+    let pools = if wants(|o| matches!(o, Object::Pool(_))) {
+        ipam.pools().await?
+    } else {
+        Vec::new()
+    };
+    let reserved = if wants(|o| matches!(o, Object::Reserved(_))) {
+        ipam.reserved_ips().await?
+    } else {
+        Vec::new()
+    };
+    Ok(objects
+        .iter()
+        .map(|o| match o {
+            Object::Pool(p) => pools
+                .iter()
+                .find(|s| s.name() == p.name())
+                .cloned()
+                .map(Object::Pool),
+            Object::Reserved(r) => reserved
+                .iter()
+                .find(|s| s.name() == r.name())
+                .cloned()
+                .map(Object::Reserved),
+        })
+        .collect())
+}
+
+/// The objects of the input that the store holds as written now but did not before.
+fn applied_before_failure(
+    objects: &[&Object],
+    before: &[Option<Object>],
+    after: &[Option<Object>],
+) -> Vec<String> {
+    let same = |a: &Option<Object>, o: &Object| match (a, o) {
+        (Some(Object::Pool(a)), Object::Pool(o)) => a.spec() == o.spec(),
+        (Some(Object::Reserved(a)), Object::Reserved(o)) => a.spec() == o.spec(),
+        _ => false,
+    };
+    objects
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(o, (b, a))| same(a, o) && !same(b, o))
+        .map(|(o, (b, _))| {
+            let how = if b.is_none() { "created" } else { "configured" };
+            format!("{o} {how}")
+        })
+        .collect()
 }
 
 /// Options of `get`.
@@ -417,6 +489,71 @@ mod tests {
             apply_text(&ipam, &widened).unwrap().0,
             "reservedip/test-reservedip configured\nippool/test-ippool unchanged\n"
         );
+    }
+
+    /// One attempt, on a store that applies a transaction's operations one by one (as
+    /// Kubernetes does) or atomically.
+    fn one_attempt(store: MemoryStore) -> Ipam<MemoryStore> {
+        Ipam::with_config(
+            store,
+            ipam_core::Config {
+                max_attempts: 1,
+                ..ipam_core::Config::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_store_failure_part_way_names_what_was_applied() {
+        let ipam = one_attempt(MemoryStore::in_order());
+        // The reservation is written, then the commit is cut short before the pool.
+        ipam.store().interrupt_after(1);
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap_err(),
+            "apply: store temporarily unavailable: commit cut short (simulated crash): interrupted \
+             after 1 attempts; try again later; the store applies one object at a time, and \
+             before the failure it applied reservedip/test-reservedip created; the rest of the \
+             input is not applied (apply it again once the cause is fixed)"
+        );
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap().0,
+            "reservedip/test-reservedip unchanged\nippool/test-ippool created\n"
+        );
+    }
+
+    #[test]
+    fn a_store_failure_of_an_atomic_store_applies_nothing() {
+        let ipam = one_attempt(MemoryStore::new());
+        ipam.store().interrupt_after(1);
+        let err = apply_text(&ipam, SEED).unwrap_err();
+        assert!(
+            err.ends_with("try again later; nothing was applied"),
+            "{err}"
+        );
+        assert!(ipam.store().dump().is_empty());
+    }
+
+    #[test]
+    fn an_object_too_large_for_the_store_is_refused_before_anything_is_written() {
+        let ipam = one_attempt(MemoryStore::in_order().with_record_limit(1024));
+        let ips: Vec<String> = (0..100).map(|i| format!("  - 10.7.0.{i}\n")).collect();
+        let huge = format!(
+            "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {{name: r-huge}}\nspec:\n  ips:\n{}",
+            ips.concat()
+        );
+        let err = apply_text(&ipam, &format!("{SEED}---\n{huge}")).unwrap_err();
+        assert!(
+            err.starts_with("store refuses reservedip/r-huge: it would be "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                " bytes as stored, more than the 1024 the store takes per record (the in-memory \
+                 store's configured limit); nothing was applied"
+            ),
+            "{err}"
+        );
+        assert!(ipam.store().dump().is_empty());
     }
 
     #[test]
