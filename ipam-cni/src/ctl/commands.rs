@@ -5,11 +5,12 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use ipam_core::{Allocation, Error, Ipam, ObjectName, Store};
+use ipam_core::{Allocation, Applied, Error, Ipam, ObjectName, PoolCounts, Store};
 
 use super::error::CtlError;
 use super::manifest::{Manifest, Object};
 use super::output::{self, AllocationOut, AllocationsOut, Format, ListOut};
+use crate::store::CountsBoard;
 
 /// The resource types of `get` and `delete`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +50,9 @@ impl Resource {
 }
 
 /// `apply`: creates or updates every object of already validated `manifests`, printing
-/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`.
+/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`; then
+/// refreshes on `board` the counts of the pools the input changed (of every pool when it
+/// changed a ReservedIP, which may count in any pool).
 ///
 /// ReservedIPs are applied before pools, whatever their order in the input: a pool that
 /// appears together with the reservation meant for it is never visible to an allocation
@@ -57,6 +60,7 @@ impl Resource {
 pub async fn apply<S: Store>(
     ipam: &Ipam<S>,
     manifests: &[Manifest],
+    board: Option<&dyn CountsBoard>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
@@ -99,8 +103,26 @@ pub async fn apply<S: Store>(
         }
         Err(e) => return Err(e.into()),
     };
-    for (object, applied) in objects.into_iter().zip(applied) {
+    for (object, applied) in objects.iter().zip(&applied) {
         writeln!(out, "{object} {applied}")?;
+    }
+    if let Some(board) = board {
+        let reservation_changed = objects
+            .iter()
+            .zip(&applied)
+            .any(|(o, a)| matches!(o, Object::Reserved(_)) && *a != Applied::Unchanged);
+        let refreshed = async {
+            let pools = if reservation_changed {
+                ipam.pools().await?
+            } else {
+                pools
+            };
+            ipam.pools_counts(&pools).await
+        };
+        match refreshed.await {
+            Ok(counts) => publish(board, &counts, err)?,
+            Err(e) => not_refreshed(&e, err)?,
+        }
     }
     Ok(())
 }
@@ -171,7 +193,8 @@ pub struct GetOptions {
     pub format: Format,
 }
 
-/// `get`: prints pools, ReservedIPs or allocations.
+/// `get`: prints pools, ReservedIPs or allocations. The pools' counts it printed are then
+/// refreshed on `board` (those of the named pool only, when one is named).
 ///
 /// A missing named object is [`CtlError::NotFound`]; an empty list prints
 /// `No resources found` on `err` (tables) or an empty list (JSON, YAML), as kubectl does.
@@ -179,6 +202,7 @@ pub async fn get<S: Store>(
     ipam: &Ipam<S>,
     resource: Resource,
     options: &GetOptions,
+    board: Option<&dyn CountsBoard>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
@@ -192,6 +216,7 @@ pub async fn get<S: Store>(
         ));
     }
     let wide = options.format == Format::Wide;
+    let mut refresh = Vec::new();
     let text = match resource {
         Resource::Pools => {
             let pools = match &options.name {
@@ -205,11 +230,9 @@ pub async fn get<S: Store>(
                 }
                 None => ipam.pools().await?,
             };
-            let mut rows = Vec::with_capacity(pools.len());
-            for pool in pools {
-                let counts = ipam.pool_counts(&pool).await?;
-                rows.push((pool, counts));
-            }
+            let counts = ipam.pools_counts(&pools).await?;
+            refresh = counts.clone();
+            let rows: Vec<_> = pools.into_iter().zip(counts).collect();
             match options.format {
                 Format::Table | Format::Wide => table_text(output::pools_table(&rows, wide)),
                 f => {
@@ -271,6 +294,9 @@ pub async fn get<S: Store>(
     match text {
         Some(text) => out.write_all(text.as_bytes())?,
         None => writeln!(err, "No resources found")?,
+    }
+    if let Some(board) = board {
+        publish(board, &refresh, err)?;
     }
     Ok(())
 }
@@ -380,15 +406,24 @@ pub(crate) fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlErro
         .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
 }
 
-/// Writes every pool's counts where the store shows them to others.
-pub async fn publish_counts<S: Store>(
-    ipam: &Ipam<S>,
-    board: &dyn crate::store::CountsBoard,
-) -> Result<(), Error> {
-    for pool in ipam.pools().await? {
-        let counts = ipam.pool_counts(&pool).await?;
-        board.publish(&counts)?;
+/// Writes `counts` where the store shows them to others (the IPPool objects' status, which
+/// `kubectl get ippools` prints). A failure is only a warning: the command did what it was
+/// asked, and the status is refreshed by the next one.
+fn publish(
+    board: &dyn CountsBoard,
+    counts: &[PoolCounts],
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    for c in counts {
+        if let Err(e) = board.publish(c) {
+            return not_refreshed(&e, err);
+        }
     }
+    Ok(())
+}
+
+fn not_refreshed(e: &dyn std::fmt::Display, err: &mut dyn Write) -> Result<(), CtlError> {
+    writeln!(err, "warning: the pools' status was not refreshed: {e}")?;
     Ok(())
 }
 
@@ -420,7 +455,7 @@ mod tests {
 
     fn apply_text(ipam: &Ipam<MemoryStore>, text: &str) -> Result<(String, String), String> {
         let manifests = parse_text("m.yaml", text, In::Yaml).map_err(|e| e.to_string())?;
-        run(|o, e| block_on(apply(ipam, &manifests, o, e)))
+        run(|o, e| block_on(apply(ipam, &manifests, None, o, e)))
     }
 
     fn get_text(
@@ -429,7 +464,7 @@ mod tests {
         options: GetOptions,
     ) -> Result<(String, String), String> {
         let r = Resource::parse(resource).map_err(|e| e.to_string())?;
-        run(|o, e| block_on(get(ipam, r, &options, o, e)))
+        run(|o, e| block_on(get(ipam, r, &options, None, o, e)))
     }
 
     fn allocate(ipam: &Ipam<MemoryStore>, id: &str) -> Result<Vec<Allocation>, ipam_core::Error> {
@@ -554,6 +589,72 @@ mod tests {
             "{err}"
         );
         assert!(ipam.store().dump().is_empty());
+    }
+
+    /// Where counts are shown to others: records which pools were published.
+    #[derive(Default)]
+    struct Board(std::sync::Mutex<Vec<String>>);
+
+    impl CountsBoard for Board {
+        fn publish(&self, counts: &PoolCounts) -> Result<(), ipam_core::StoreError> {
+            self.0.lock().unwrap().push(counts.pool.to_string());
+            Ok(())
+        }
+    }
+
+    impl Board {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    /// `get ippools` counts every pool from one scan of blocks per family and refreshes the
+    /// counts it printed; `get ippool NAME` counts and refreshes that pool alone; `apply`
+    /// refreshes the pools it applied, or every pool when a ReservedIP changed.
+    #[test]
+    fn counting_reads_each_block_once_and_refreshes_what_it_counted() {
+        use ipam_core::testkit::CountingStore;
+        let ipam = Ipam::new(CountingStore::new(MemoryStore::new()));
+        let board = Board::default();
+        let apply = |text: &str| {
+            let manifests = parse_text("m.yaml", text, In::Yaml).unwrap();
+            run(|o, e| block_on(apply(&ipam, &manifests, Some(&board), o, e))).unwrap()
+        };
+        let pool = |i: u32| {
+            format!(
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {{name: p{i:02}}}\n\
+                 spec: {{subnet: 10.{i}.0.0/24, ips: [10.{i}.0.0/24]}}\n---\n"
+            )
+        };
+        let twenty: String = (0..20).map(pool).collect();
+        apply(&twenty);
+        assert_eq!(board.take().len(), 20);
+        apply(&pool(20));
+        assert_eq!(board.take(), ["p20"]);
+        apply(SEED);
+        assert_eq!(
+            board.take().len(),
+            22,
+            "a new ReservedIP may count in every pool"
+        );
+        apply(SEED);
+        assert_eq!(board.take(), ["test-ippool"]);
+
+        let get = |name: Option<&str>| {
+            let options = GetOptions {
+                name: name.map(str::to_owned),
+                ..Default::default()
+            };
+            run(|o, e| block_on(get(&ipam, Resource::Pools, &options, Some(&board), o, e))).unwrap()
+        };
+        ipam.store().take();
+        assert_eq!(get(None).0.lines().count(), 1 + 22);
+        // The pools, the reservation summary, one scan of the IPv4 blocks.
+        assert_eq!(ipam.store().take(), (3, 0));
+        assert_eq!(board.take().len(), 22);
+        get(Some("p07"));
+        assert_eq!(ipam.store().take(), (3, 0));
+        assert_eq!(board.take(), ["p07"]);
     }
 
     #[test]

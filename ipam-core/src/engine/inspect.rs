@@ -11,7 +11,7 @@ use crate::error::{Error, PoolCounts};
 use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
-use crate::store::{Allocation, Key, KeyRange, Store};
+use crate::store::{Allocation, Key, KeyRange, Store, Versioned};
 
 /// Everything that decides whether one address is allocatable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,23 +109,51 @@ impl<S: Store> Ipam<S> {
         let family = pool.family();
         let subnet = super::objects::subnet_set(pool);
         let blocks = self.blocks_over(family, &subnet).await?;
-        let allocated = blocks
-            .iter()
-            .flat_map(|b| b.value.iter())
-            .filter(|(_, h)| h.pool == *pool.name())
-            .count() as u128;
-        let taken = Allocations::from_blocks(
-            blocks
-                .into_iter()
-                .map(|b| (b.value.index(), *b.value.bits())),
-        );
-        Ok(counts(
+        Ok(count_from(
             pool,
             summary.get(family),
             network_reserved.get(family),
-            allocated,
-            &taken,
+            &blocks,
         ))
+    }
+
+    /// The counts of each of `pools`, in order, exactly as [`Ipam::pool_counts`] gives them,
+    /// from one read of the reservations and one scan of blocks per family however many
+    /// pools there are: on a store where a scan lists every block of its kind (Kubernetes),
+    /// a scan per pool made `ipamctl get ippools` cost pools × blocks.
+    pub async fn pools_counts(&self, pools: &[IpPool]) -> Result<Vec<PoolCounts>, Error> {
+        if pools.is_empty() {
+            return Ok(Vec::new());
+        }
+        let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
+        let none = FamilySets::default();
+        let mut blocks = [Vec::new(), Vec::new()];
+        for (family, found) in [Family::V4, Family::V6].into_iter().zip(&mut blocks) {
+            // From the lowest subnet of the family's pools to the highest, in one scan.
+            let Some((first, last)) = pools
+                .iter()
+                .filter(|p| p.family() == family)
+                .map(subnet_bounds)
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+            else {
+                continue;
+            };
+            let span = crate::set::IntervalSet::from_intervals([(first, last)]);
+            *found = self.blocks_over(family, &span).await?;
+            found.sort_unstable_by_key(|b| b.value.index());
+        }
+        Ok(pools
+            .iter()
+            .map(|pool| {
+                let family = pool.family();
+                let all = &blocks[usize::from(family == Family::V6)];
+                let (first, last) = subnet_bounds(pool);
+                let (first, last) = (block_index(first), block_index(last));
+                let from = all.partition_point(|b| b.value.index() < first);
+                let to = all.partition_point(|b| b.value.index() <= last);
+                count_from(pool, summary.get(family), none.get(family), &all[from..to])
+            })
+            .collect())
     }
 
     /// Every allocation taken from one pool (by name, wherever it lies), or every allocation
@@ -186,4 +214,26 @@ impl<S: Store> Ipam<S> {
             held,
         })
     }
+}
+
+/// The first and last address of a pool's subnet: where its holders may lie.
+fn subnet_bounds(pool: &IpPool) -> (u128, u128) {
+    let net = pool.subnet();
+    (to_u128(net.network()), to_u128(net.broadcast()))
+}
+
+/// The contract's counts of `pool` from the blocks of the windows over its subnet.
+fn count_from(
+    pool: &IpPool,
+    store_reserved: &crate::set::IntervalSet,
+    network_reserved: &crate::set::IntervalSet,
+    blocks: &[Versioned<BlockRecord>],
+) -> PoolCounts {
+    let allocated = blocks
+        .iter()
+        .flat_map(|b| b.value.iter())
+        .filter(|(_, h)| h.pool == *pool.name())
+        .count() as u128;
+    let taken = Allocations::from_blocks(blocks.iter().map(|b| (b.value.index(), *b.value.bits())));
+    counts(pool, store_reserved, network_reserved, allocated, &taken)
 }
