@@ -764,6 +764,58 @@ mod tests {
         );
     }
 
+    /// An IPv6 /64 counts 2^64 addresses, beyond what a JSON reader holds exactly (2^53):
+    /// such counts print as strings, and what `get` prints applies back unchanged.
+    #[test]
+    fn a_v6_64_pool_printed_by_get_applies_back() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let v6 = "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: v6}\n\
+                  spec: {subnet: 'fd00::/64', ips: ['fd00::/64']}\n";
+        apply_text(&ipam, v6).unwrap();
+        for format in [Format::Json, Format::Yaml] {
+            for name in [Some("v6".to_owned()), None] {
+                let options = GetOptions {
+                    name,
+                    format,
+                    ..Default::default()
+                };
+                let text = get_text(&ipam, "ippools", options).unwrap().0;
+                assert_eq!(
+                    apply_text(&ipam, &text).unwrap().0,
+                    "ippool/v6 unchanged\n",
+                    "{text}"
+                );
+            }
+        }
+        let json = get_text(
+            &ipam,
+            "ippool",
+            GetOptions {
+                name: Some("v6".into()),
+                format: Format::Json,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .0;
+        // Apply ignores status, whatever it holds.
+        let odd = format!(
+            "{v6}status: {{totalIPCount: 340282366920938463463374607431768211456, \
+             reservedIPCount: '-1', other: [1, {{x: y}}]}}\n"
+        );
+        assert_eq!(apply_text(&ipam, &odd).unwrap().0, "ippool/v6 unchanged\n");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["status"],
+            serde_json::json!({
+                "totalIPCount": "18446744073709551616",
+                "reservedIPCount": 0,
+                "allocatedIPCount": 0,
+                "availableIPCount": "18446744073709551616"
+            })
+        );
+    }
+
     #[test]
     fn allocations_print_flat() {
         let ipam = Ipam::new(MemoryStore::new());

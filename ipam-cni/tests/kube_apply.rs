@@ -1,8 +1,9 @@
-//! Objects too large for the Kubernetes store, with the real binaries against a real
-//! kube-apiserver (`testenv/`; `IPAM_TEST_KUBECONFIG` names its admin kubeconfig): an apply
-//! with one object above the store's limit applies nothing and says why at once, and an ADD
-//! whose holder would make its block too large is refused at once, naming the field.
-//! Without a cluster the tests say so and pass, except under `CI=true`.
+//! `ipamctl apply` and the objects' size on the Kubernetes store, with the real binaries
+//! against a real kube-apiserver (`testenv/`; `IPAM_TEST_KUBECONFIG` names its admin
+//! kubeconfig): an apply with one object above the store's limit applies nothing and says
+//! why at once; an ADD whose holder would make its block too large is refused at once,
+//! naming the field; what `get -o yaml|json` prints applies back unchanged. Without a
+//! cluster the tests say so and pass, except under `CI=true`.
 
 mod common;
 
@@ -144,5 +145,31 @@ fn an_add_whose_holder_would_overflow_its_block_names_the_field() {
         .run()
         .ok();
     let (status, _, err) = ipamctl(&k, &ns, &["delete", "ippool", &pool, "--force"], "");
+    assert_eq!(status, 0, "{err}");
+}
+
+#[test]
+fn a_v6_64_pool_printed_by_get_applies_back_unchanged() {
+    let Some(k) = cluster() else { return };
+    let ns = namespace(&k);
+    let pool = unique("v6-64");
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {{name: {pool}}}\nspec: {{subnet: 'fd44:{id:x}::/64', ips: ['fd44:{id:x}::/64']}}\n",
+        id = std::process::id() % 0xffff
+    );
+    let (status, _, err) = ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest);
+    assert_eq!(status, 0, "{err}");
+    for format in ["yaml", "json"] {
+        let (status, printed, err) = ipamctl(&k, &ns, &["get", "ippool", &pool, "-o", format], "");
+        assert_eq!(status, 0, "{err}");
+        assert!(printed.contains("18446744073709551616"), "{printed}");
+        let (status, out, err) = ipamctl(&k, &ns, &["apply", "-f", "-"], &printed);
+        assert_eq!(
+            (status, out, err),
+            (0, format!("ippool/{pool} unchanged\n"), String::new()),
+            "{printed}"
+        );
+    }
+    let (status, _, err) = ipamctl(&k, &ns, &["delete", "ippool", &pool], "");
     assert_eq!(status, 0, "{err}");
 }
