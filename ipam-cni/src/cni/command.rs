@@ -246,7 +246,7 @@ fn holder_too_large(e: Error, inv: &Add) -> CniError {
     .into_iter()
     .filter_map(|(field, len)| Some((field, len?)))
     .collect();
-    fields.sort_by(|a, b| b.1.cmp(&a.1));
+    fields.sort_by_key(|f| std::cmp::Reverse(f.1));
     // The fields longer than a Kubernetes name may be, or else the longest.
     let long = fields.iter().filter(|(_, len)| *len > 253).count().max(1);
     let listed: Vec<String> = fields
