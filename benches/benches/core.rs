@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ipam_core::alloc::Allocations;
+use ipam_core::store::{Key, Record, Transaction};
 use ipam_core::testkit::{name, owner, pool, request};
-use ipam_core::{IntervalSet, Ipam, MemoryStore, ReservedIp, ReservedIpSpec};
+use ipam_core::{
+    IntervalSet, Ipam, KeyRange, MemoryStore, ReservedIp, ReservedIpSpec, Store, StoreError,
+    Versioned,
+};
 
 /// A pool of `2^bits` addresses starting at `base`, with `reserved` small ranges spread over
 /// it and `occupancy` of the rest allocated at random.
@@ -211,11 +215,88 @@ fn state_size(_: &mut Criterion) {
     }
 }
 
+/// A store whose scan of blocks lists every block of the family and keeps those in range,
+/// as the Kubernetes store's does (a list of every IPAMBlock object): where counting pool by
+/// pool cost pools × blocks.
+struct ListsAllBlocks(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for ListsAllBlocks {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        self.0.get_many(keys).await
+    }
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        let KeyRange::Blocks { family, .. } = range else {
+            return self.0.scan(range).await;
+        };
+        let mut all = self.0.scan(&KeyRange::all_blocks(*family)).await?;
+        all.retain(|(k, _)| range.contains(k));
+        Ok(all)
+    }
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        self.0.commit(txn).await
+    }
+}
+
+fn count_pools(c: &mut Criterion) {
+    // The report's cluster (B11): 21,000 allocations in one /16 and 53 small pools beside it
+    // with a few each, then 200 small pools; counted one pool at a time (as `ipamctl get
+    // ippools` did) and all together, on MemoryStore and on a store that lists every block
+    // per scan.
+    let mut group = c.benchmark_group("count_pools");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    for small in [53u32, 199] {
+        for (store_label, lists_all) in [("memory", false), ("lists-all-blocks", true)] {
+            let store: Box<dyn Store> = if lists_all {
+                Box::new(ListsAllBlocks(MemoryStore::new()))
+            } else {
+                Box::new(MemoryStore::new())
+            };
+            let ipam = Ipam::new(store);
+            let mut pools = vec![pool("big", "10.0.0.0/16", &["10.0.0.0/16"])];
+            for i in 0..small {
+                let subnet = format!("10.{}.{}.0/24", 1 + i / 256, i % 256);
+                pools.push(pool(&format!("p{i:03}"), &subnet, &[&subnet]));
+            }
+            pollster::block_on(ipam.apply_all(&[], &pools)).unwrap();
+            for i in 0..21_000 {
+                pollster::block_on(ipam.allocate(&request(&format!("b{i}"), &["big"]))).unwrap();
+            }
+            for (i, p) in pools.iter().enumerate().skip(1) {
+                for k in 0..3 {
+                    let who = format!("s{i}-{k}");
+                    pollster::block_on(ipam.allocate(&request(&who, &[p.name().as_str()])))
+                        .unwrap();
+                }
+            }
+            let n = pools.len();
+            group.bench_function(format!("{store_label}/{n}-pools/one-at-a-time"), |b| {
+                b.iter(|| {
+                    for p in &pools {
+                        black_box(pollster::block_on(ipam.pool_counts(p)).unwrap());
+                    }
+                })
+            });
+            group.bench_function(format!("{store_label}/{n}-pools/together"), |b| {
+                b.iter(|| black_box(pollster::block_on(ipam.pools_counts(&pools)).unwrap()))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     alloc_release,
     engine_alloc_release,
     apply_reservation,
-    state_size
+    state_size,
+    count_pools
 );
 criterion_main!(benches);

@@ -90,6 +90,21 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A record is larger than the store takes. Not retried: it cannot pass. The engine
+    /// checks every record of a transaction against [`Store::record_size`](crate::Store)
+    /// before it writes the first, so nothing of that transaction is written; a store that
+    /// refuses one itself (an API server's etcd) stops there, as at any failed operation.
+    #[error("store refuses {key}: {}", too_large_text(.size, .limit, .why))]
+    TooLarge {
+        /// The record's key (`reservedip/NAME`, `block/10.6.0.0/26`).
+        key: String,
+        /// Its size as the store would write it, in bytes, where known before writing.
+        size: Option<u64>,
+        /// The most the store takes per record, in bytes.
+        limit: u64,
+        /// Where the limit comes from, or what the store said when it refused.
+        why: String,
+    },
     /// A stored record could not be decoded.
     #[error("store is corrupt: record {key}: {reason}")]
     Corrupt {
@@ -110,6 +125,15 @@ pub enum StoreError {
         /// How to repair it.
         repair: &'static str,
     },
+}
+
+fn too_large_text(size: &Option<u64>, limit: &u64, why: &str) -> String {
+    match size {
+        Some(size) => {
+            format!("it would be {size} bytes as stored, more than the {limit} the store takes per record ({why})")
+        }
+        None => format!("it is larger than the store takes per record ({limit} bytes): {why}"),
+    }
 }
 
 /// Counts of one pool, as quoted in "used up" messages and shown by `ipamctl get`.

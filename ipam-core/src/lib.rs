@@ -66,4 +66,4 @@ pub use name::{ObjectName, Owner};
 pub use pool::{IpPool, IpPoolSpec, RouteSpec};
 pub use reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 pub use set::IntervalSet;
-pub use store::{Allocation, KeyRange, PodRef, Store, Version, Versioned};
+pub use store::{Allocation, KeyRange, PodRef, RecordSize, Store, Version, Versioned};

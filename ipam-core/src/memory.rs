@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rustc_hash::FxHashMap;
 
 use crate::error::StoreError;
-use crate::store::{Key, KeyRange, Op, Record, Store, Transaction, Version, Versioned};
+use crate::store::{Key, KeyRange, Op, Record, RecordSize, Store, Transaction, Version, Versioned};
 
 /// A [`Store`] that keeps records in memory behind a mutex. Nothing survives the process.
 ///
@@ -28,6 +28,7 @@ use crate::store::{Key, KeyRange, Op, Record, Store, Transaction, Version, Versi
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     in_order: bool,
+    record_limit: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +56,17 @@ impl MemoryStore {
         MemoryStore {
             in_order: true,
             ..MemoryStore::default()
+        }
+    }
+
+    /// The same store, taking records of at most `limit` bytes ([`Record::encode`]), as a
+    /// store with a size limit (Kubernetes) does: [`Store::record_size`] states it, and a
+    /// commit that carries a larger record fails with [`StoreError::TooLarge`] at that record
+    /// (after the ones before it, for an [`in_order`](MemoryStore::in_order) store).
+    pub fn with_record_limit(self, limit: u64) -> MemoryStore {
+        MemoryStore {
+            record_limit: Some(limit),
+            ..self
         }
     }
 
@@ -189,12 +201,14 @@ impl Store for MemoryStore {
                     return Err(cut_short());
                 }
                 inner.check(&op)?;
+                self.check_size(&op)?;
                 inner.apply(op);
             }
             return Ok(());
         }
         for op in txn.ops() {
             inner.check(op)?;
+            self.check_size(op)?;
         }
         // An atomic store cut short applies nothing.
         for _ in txn.ops() {
@@ -206,5 +220,27 @@ impl Store for MemoryStore {
             inner.apply(op);
         }
         Ok(())
+    }
+
+    fn record_size(&self, _key: &Key, record: &Record) -> Option<RecordSize> {
+        let limit = self.record_limit?;
+        Some(RecordSize {
+            size: record.encode().len() as u64,
+            limit,
+            why: "the in-memory store's configured limit",
+        })
+    }
+}
+
+impl MemoryStore {
+    /// Refuses a put above the record limit, as a store with one does when it gets it.
+    fn check_size(&self, op: &Op) -> Result<(), StoreError> {
+        match op {
+            Op::Put { key, record, .. } => match self.record_size(key, record) {
+                Some(size) => size.check(key),
+                None => Ok(()),
+            },
+            Op::Delete { .. } => Ok(()),
+        }
     }
 }

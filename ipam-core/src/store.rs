@@ -458,6 +458,43 @@ pub trait Store: Send + Sync {
     fn max_commit_ops(&self) -> usize {
         usize::MAX
     }
+
+    /// How large `record` would be written under `key`, and the most this store takes per
+    /// record, where it has a limit (the Kubernetes store: etcd's request size); `None`
+    /// (the default) where it has none. The engine checks every record of a transaction
+    /// before it writes any, so that a record too large is refused at once, before a
+    /// store of single objects has applied half of the transaction, and not retried.
+    fn record_size(&self, key: &Key, record: &Record) -> Option<RecordSize> {
+        let _ = (key, record);
+        None
+    }
+}
+
+/// A record's size as a store would write it, against that store's limit
+/// ([`Store::record_size`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSize {
+    /// The record's size, in bytes of the store's own encoding.
+    pub size: u64,
+    /// The most the store takes per record, in bytes.
+    pub limit: u64,
+    /// Where the limit comes from, for the message that refuses a record.
+    pub why: &'static str,
+}
+
+impl RecordSize {
+    /// The refusal of the record under `key`, if it is above the limit.
+    pub fn check(&self, key: &Key) -> Result<(), StoreError> {
+        if self.size <= self.limit {
+            return Ok(());
+        }
+        Err(StoreError::TooLarge {
+            key: key.to_string(),
+            size: Some(self.size),
+            limit: self.limit,
+            why: self.why.to_owned(),
+        })
+    }
 }
 
 macro_rules! forward_store {
@@ -484,6 +521,9 @@ macro_rules! forward_store {
             }
             fn max_commit_ops(&self) -> usize {
                 (**self).max_commit_ops()
+            }
+            fn record_size(&self, key: &Key, record: &Record) -> Option<RecordSize> {
+                (**self).record_size(key, record)
             }
         }
     };

@@ -1437,6 +1437,9 @@ impl<S: Store> Store for CountingStore<S> {
     fn max_commit_ops(&self) -> usize {
         self.inner.max_commit_ops()
     }
+    fn record_size(&self, key: &Key, record: &Record) -> Option<crate::store::RecordSize> {
+        self.inner.record_size(key, record)
+    }
 }
 
 /// A store with something that must outlive it, such as the temporary directory of an
@@ -1478,5 +1481,8 @@ impl<S: Store, G: Send + Sync> Store for Guarded<S, G> {
     }
     fn max_commit_ops(&self) -> usize {
         self.store.max_commit_ops()
+    }
+    fn record_size(&self, key: &Key, record: &Record) -> Option<crate::store::RecordSize> {
+        self.store.record_size(key, record)
     }
 }

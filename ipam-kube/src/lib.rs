@@ -28,4 +28,6 @@ mod connection;
 pub mod crd;
 mod store;
 
-pub use store::{KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE};
+pub use store::{
+    KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
+};

@@ -52,6 +52,16 @@ pub const REPLACES_ANNOTATION: &str = "ipam.rs/replaces";
 /// The namespace of the allocation objects unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "ipam-rs";
 
+/// etcd's default request limit (`--max-request-bytes`, 1.5 MiB): an object larger than
+/// this, as the API server stores it, is refused ("etcdserver: request is too large").
+pub const ETCD_REQUEST_LIMIT: u64 = 1536 * 1024;
+
+/// The largest object the store writes, in bytes of its JSON: etcd's request limit less
+/// 64 KiB for what the API server adds to each object (uid, timestamps, managedFields) and
+/// for the request around it. A larger record is refused before anything is written
+/// ([`ipam_core::Store::record_size`]), rather than by etcd in the middle of a transaction.
+pub const MAX_OBJECT_BYTES: u64 = ETCD_REQUEST_LIMIT - 64 * 1024;
+
 impl Default for KubeOptions {
     fn default() -> KubeOptions {
         KubeOptions {
@@ -411,9 +421,10 @@ impl Inner {
         }
     }
 
-    /// The store error for a failed request: 409 a conflict; what may pass (no answer,
-    /// 429, 5xx) transient; connections refused past the deadline busy; a certificate that
-    /// does not verify, and anything else, an I/O error naming the server.
+    /// The store error for a failed request: 409 a conflict; an object too large for etcd
+    /// (or the API server) refused for good; what may pass (no answer, 429, 5xx)
+    /// transient; connections refused past the deadline busy; a certificate that does not
+    /// verify, and anything else, an I/O error naming the server.
     fn error(&self, what: &str, object: &str, e: kube::Error) -> StoreError {
         let context = format!("{what} {object} at {}", self.server);
         if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) {
@@ -436,6 +447,16 @@ impl Inner {
         match e {
             kube::Error::Api(s) if s.code == 409 => StoreError::Conflict {
                 key: object.to_owned(),
+            },
+            // A 500 that no retry can pass: etcd refuses the request's size.
+            kube::Error::Api(s) if too_large(&s) => StoreError::TooLarge {
+                key: object.to_owned(),
+                size: None,
+                limit: ETCD_REQUEST_LIMIT,
+                why: format!(
+                    "the API server refused to {context} ({} {}: {}); etcd's request limit is 1.5 MiB unless the cluster sets --max-request-bytes",
+                    s.code, s.reason, s.message
+                ),
             },
             kube::Error::Api(s) if s.code == 429 || s.code >= 500 => StoreError::Transient {
                 context,
@@ -686,6 +707,18 @@ impl Store for KubeStore {
             .await
     }
 
+    fn record_size(&self, key: &Key, record: &Record) -> Option<ipam_core::RecordSize> {
+        // The summary is derived from the ReservedIP objects, never written.
+        self.inner.codec.locate(key)?;
+        let object = self.inner.codec.object(key, record);
+        let size = serde_json::to_vec(&object).map_or(u64::MAX, |b| b.len() as u64);
+        Some(ipam_core::RecordSize {
+            size,
+            limit: MAX_OBJECT_BYTES,
+            why: "as a Kubernetes object; etcd takes at most 1.5 MiB per request, and 64 KiB are left for the API server's metadata",
+        })
+    }
+
     async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
         self.on_runtime(|inner| async move {
             let (hints, ops): (Vec<Op>, Vec<Op>) =
@@ -709,6 +742,12 @@ impl Store for KubeStore {
         })
         .await
     }
+}
+
+/// Whether the API server refused a request for its size: etcd's "request is too large"
+/// (a 500) or the API server's own body limit (413).
+fn too_large(s: &kube::core::Status) -> bool {
+    s.code == 413 || (s.code == 500 && s.message.contains("request is too large"))
 }
 
 fn io(context: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {

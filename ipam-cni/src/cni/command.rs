@@ -189,10 +189,10 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> 
         reserved: plan.reserved.clone(),
         defines: plan.inline_pools.clone(),
     };
-    let granted = ipam
-        .allocate_granted(&request)
-        .await
-        .map_err(|e| ippools_refusal(e, plan, &inv.net))?;
+    let granted = ipam.allocate_granted(&request).await.map_err(|e| match e {
+        Error::Store(ipam_core::StoreError::TooLarge { .. }) => holder_too_large(e, inv),
+        e => ippools_refusal(e, plan, &inv.net),
+    })?;
     let taken = granted
         .iter()
         .filter(|g| g.fresh)
@@ -222,6 +222,46 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> 
         )),
         taken,
     })
+}
+
+/// An ADD refused because its holder would make a record larger than the store takes
+/// (code 5, at once: no retry can pass). The limit is the store's, but the size comes from
+/// what the runtime passed, so the message names the fields of this holder by size.
+fn holder_too_large(e: Error, inv: &Add) -> CniError {
+    let pod = inv.pod.as_ref();
+    let mut fields: Vec<(&str, usize)> = [
+        ("K8S_POD_NAME", pod.map(|p| p.name.len())),
+        (
+            "K8S_POD_NAMESPACE",
+            pod.and_then(|p| p.namespace.as_ref()).map(String::len),
+        ),
+        (
+            "K8S_POD_UID",
+            pod.and_then(|p| p.uid.as_ref()).map(String::len),
+        ),
+        ("CNI_CONTAINERID", Some(inv.owner.container_id().len())),
+        ("CNI_IFNAME", Some(inv.owner.ifname().len())),
+        ("name", Some(inv.net.name.len())),
+    ]
+    .into_iter()
+    .filter_map(|(field, len)| Some((field, len?)))
+    .collect();
+    fields.sort_by_key(|f| std::cmp::Reverse(f.1));
+    // The fields longer than a Kubernetes name may be, or else the longest.
+    let long = fields.iter().filter(|(_, len)| *len > 253).count().max(1);
+    let listed: Vec<String> = fields
+        .iter()
+        .take(long)
+        .map(|(field, len)| format!("{field} is {len} bytes"))
+        .collect();
+    let error = CniError::from(e);
+    let msg = format!(
+        "{}; each address's holder records the owner and Pod this ADD passes, and here {} \
+         (a Kubernetes Pod name has at most 253 characters)",
+        error.msg(),
+        listed.join(", ")
+    );
+    CniError::new(error.code(), msg).with_details(error.details())
 }
 
 /// DEL: release what the owner holds on this network; nothing held is success.
@@ -600,5 +640,49 @@ mod tests {
             cni(&ipam, "CHECK", "a", &old, ""),
             "1: CHECK needs cniVersion 0.4.0 or later; the configuration says 0.3.1"
         );
+    }
+
+    /// A store that takes records of at most 4 KiB: ADDs whose Pod names are 1,000 bytes
+    /// fill a block's record long before its 64 addresses; the next ADD is refused at once,
+    /// naming the field that makes its holder large, and leaves the store as it was.
+    #[test]
+    fn an_add_whose_holder_would_overflow_its_block_names_the_field() {
+        let ipam = Ipam::new(MemoryStore::new().with_record_limit(4096));
+        let c = conf(json!({"ranges": [[{"subnet": "10.6.0.0/24"}]]}));
+        let args = |i: usize| {
+            format!(
+                "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p{i}-{}",
+                "x".repeat(1000)
+            )
+        };
+        let mut i = 0;
+        let refused = loop {
+            let got = cni(&ipam, "ADD", &format!("c{i}"), &c, &args(i));
+            if !got.starts_with("10.6.0.") {
+                break got;
+            }
+            i += 1;
+            assert!(i < 64, "never refused");
+        };
+        assert!(i >= 2, "{i}");
+        let before = dump(&ipam);
+        assert!(
+            refused.starts_with("5: store refuses block/10.6.0.0/26: it would be "),
+            "{refused}"
+        );
+        assert!(
+            refused.ends_with(&format!(
+                "; each address's holder records the owner and Pod this ADD passes, and here \
+                 K8S_POD_NAME is {} bytes (a Kubernetes Pod name has at most 253 characters)",
+                1002 + i.to_string().len(),
+            )),
+            "{refused}"
+        );
+        assert_eq!(
+            cni(&ipam, "ADD", &format!("c{i}"), &c, &args(i)),
+            refused,
+            "refused again, the same way"
+        );
+        assert_eq!(dump(&ipam), before, "the refused ADD changed the store");
     }
 }

@@ -201,28 +201,20 @@ impl Cli {
             }
         })?;
         let ipam = Ipam::new(store.store);
-        let board = store.counts;
+        // Where the store shows counts to others (the IPPool objects' status, which
+        // `kubectl get ippools` prints), apply and get refresh those they count.
+        let board = store.counts.as_deref();
         pollster::block_on(async {
-            let refresh = matches!(plan, Plan::Apply(_) | Plan::Get(Resource::Pools, _));
             match plan {
-                Plan::Apply(manifests) => commands::apply(&ipam, &manifests, out, err).await,
+                Plan::Apply(manifests) => commands::apply(&ipam, &manifests, board, out, err).await,
                 Plan::Get(resource, options) => {
-                    commands::get(&ipam, resource, &options, out, err).await
+                    commands::get(&ipam, resource, &options, board, out, err).await
                 }
                 Plan::Delete(resource, name, force) => {
                     commands::delete(&ipam, resource, &name, force, out, err).await
                 }
                 Plan::Explain(address) => commands::explain(&ipam, &address, out).await,
-            }?;
-            // Where the store shows counts to others (the IPPool objects' status, which
-            // `kubectl get ippools` prints), apply and get refresh them; a failure to is
-            // only a warning.
-            if let (true, Some(board)) = (refresh, &board) {
-                if let Err(e) = commands::publish_counts(&ipam, &**board).await {
-                    let _ = writeln!(err, "warning: the pools' status was not refreshed: {e}");
-                }
             }
-            Ok(())
         })
     }
 }

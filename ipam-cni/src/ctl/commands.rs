@@ -5,11 +5,14 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use ipam_core::{Allocation, Error, Family, Ipam, KeyRange, ObjectName, Store};
+use ipam_core::{
+    Allocation, Applied, Error, Family, Ipam, KeyRange, ObjectName, PoolCounts, Store,
+};
 
 use super::error::CtlError;
 use super::manifest::{Manifest, Object};
 use super::output::{self, AllocationOut, AllocationsOut, Format, ListOut};
+use crate::store::CountsBoard;
 
 /// The resource types of `get` and `delete`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +52,9 @@ impl Resource {
 }
 
 /// `apply`: creates or updates every object of already validated `manifests`, printing
-/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`.
+/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`; then
+/// refreshes on `board` the counts of the pools the input changed (of every pool when it
+/// changed a ReservedIP, which may count in any pool).
 ///
 /// ReservedIPs are applied before pools, whatever their order in the input: a pool that
 /// appears together with the reservation meant for it is never visible to an allocation
@@ -57,6 +62,7 @@ impl Resource {
 pub async fn apply<S: Store>(
     ipam: &Ipam<S>,
     manifests: &[Manifest],
+    board: Option<&dyn CountsBoard>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
@@ -81,11 +87,101 @@ pub async fn apply<S: Store>(
             }
         }
     }
-    let applied = ipam.apply_all(&reserved, &pools).await?;
-    for (object, applied) in reserved_names.into_iter().chain(pool_names).zip(applied) {
+    let objects: Vec<&Object> = reserved_names.into_iter().chain(pool_names).collect();
+    // A store of single objects (Kubernetes) has no transaction over several: what was
+    // there before is what a failure part-way is told against.
+    let before = specs(ipam, &objects).await?;
+    let applied = match ipam.apply_all(&reserved, &pools).await {
+        Ok(applied) => applied,
+        Err(e @ (Error::Store(_) | Error::TryAgainLater { .. })) => {
+            let found = specs(ipam, &objects)
+                .await
+                .map(|after| applied_before_failure(&objects, &before, &after))
+                .map_err(|read| read.to_string());
+            return Err(CtlError::Apply {
+                source: e,
+                applied: found,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (object, applied) in objects.iter().zip(&applied) {
         writeln!(out, "{object} {applied}")?;
     }
+    if let Some(board) = board {
+        let reservation_changed = objects
+            .iter()
+            .zip(&applied)
+            .any(|(o, a)| matches!(o, Object::Reserved(_)) && *a != Applied::Unchanged);
+        let refreshed = async {
+            let pools = if reservation_changed {
+                ipam.pools().await?
+            } else {
+                pools
+            };
+            ipam.pools_counts(&pools).await
+        };
+        match refreshed.await {
+            Ok(counts) => publish(board, &counts, err)?,
+            Err(e) => not_refreshed(&e, err)?,
+        }
+    }
     Ok(())
+}
+
+/// The spec each of `objects` has in the store now, as the input's type (`None`: absent).
+async fn specs<S: Store>(
+    ipam: &Ipam<S>,
+    objects: &[&Object],
+) -> Result<Vec<Option<Object>>, Error> {
+    let wants = |f: fn(&Object) -> bool| objects.iter().any(|o| f(o));
+    let pools = if wants(|o| matches!(o, Object::Pool(_))) {
+        ipam.pools().await?
+    } else {
+        Vec::new()
+    };
+    let reserved = if wants(|o| matches!(o, Object::Reserved(_))) {
+        ipam.reserved_ips().await?
+    } else {
+        Vec::new()
+    };
+    Ok(objects
+        .iter()
+        .map(|o| match o {
+            Object::Pool(p) => pools
+                .iter()
+                .find(|s| s.name() == p.name())
+                .cloned()
+                .map(Object::Pool),
+            Object::Reserved(r) => reserved
+                .iter()
+                .find(|s| s.name() == r.name())
+                .cloned()
+                .map(Object::Reserved),
+        })
+        .collect())
+}
+
+/// The objects of the input that the store holds as written now but did not before.
+fn applied_before_failure(
+    objects: &[&Object],
+    before: &[Option<Object>],
+    after: &[Option<Object>],
+) -> Vec<String> {
+    let same = |a: &Option<Object>, o: &Object| match (a, o) {
+        (Some(Object::Pool(a)), Object::Pool(o)) => a.spec() == o.spec(),
+        (Some(Object::Reserved(a)), Object::Reserved(o)) => a.spec() == o.spec(),
+        _ => false,
+    };
+    objects
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(o, (b, a))| same(a, o) && !same(b, o))
+        .map(|(o, (b, _))| {
+            let how = if b.is_none() { "created" } else { "configured" };
+            format!("{o} {how}")
+        })
+        .collect()
 }
 
 /// Options of `get`.
@@ -99,7 +195,8 @@ pub struct GetOptions {
     pub format: Format,
 }
 
-/// `get`: prints pools, ReservedIPs or allocations.
+/// `get`: prints pools, ReservedIPs or allocations. The pools' counts it printed are then
+/// refreshed on `board` (those of the named pool only, when one is named).
 ///
 /// A missing named object is [`CtlError::NotFound`]; an empty list prints
 /// `No resources found` on `err` (tables) or an empty list (JSON, YAML), as kubectl does.
@@ -107,6 +204,7 @@ pub async fn get<S: Store>(
     ipam: &Ipam<S>,
     resource: Resource,
     options: &GetOptions,
+    board: Option<&dyn CountsBoard>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
@@ -120,6 +218,7 @@ pub async fn get<S: Store>(
         ));
     }
     let wide = options.format == Format::Wide;
+    let mut refresh = Vec::new();
     let text = match resource {
         Resource::Pools => {
             let pools = match &options.name {
@@ -133,11 +232,9 @@ pub async fn get<S: Store>(
                 }
                 None => ipam.pools().await?,
             };
-            let mut rows = Vec::with_capacity(pools.len());
-            for pool in pools {
-                let counts = ipam.pool_counts(&pool).await?;
-                rows.push((pool, counts));
-            }
+            let counts = ipam.pools_counts(&pools).await?;
+            refresh = counts.clone();
+            let rows: Vec<_> = pools.into_iter().zip(counts).collect();
             match options.format {
                 Format::Table | Format::Wide => table_text(output::pools_table(&rows, wide)),
                 f => {
@@ -219,6 +316,9 @@ pub async fn get<S: Store>(
     match text {
         Some(text) => out.write_all(text.as_bytes())?,
         None => writeln!(err, "No resources found")?,
+    }
+    if let Some(board) = board {
+        publish(board, &refresh, err)?;
     }
     Ok(())
 }
@@ -328,15 +428,24 @@ pub(crate) fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlErro
         .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
 }
 
-/// Writes every pool's counts where the store shows them to others.
-pub async fn publish_counts<S: Store>(
-    ipam: &Ipam<S>,
-    board: &dyn crate::store::CountsBoard,
-) -> Result<(), Error> {
-    for pool in ipam.pools().await? {
-        let counts = ipam.pool_counts(&pool).await?;
-        board.publish(&counts)?;
+/// Writes `counts` where the store shows them to others (the IPPool objects' status, which
+/// `kubectl get ippools` prints). A failure is only a warning: the command did what it was
+/// asked, and the status is refreshed by the next one.
+fn publish(
+    board: &dyn CountsBoard,
+    counts: &[PoolCounts],
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
+    for c in counts {
+        if let Err(e) = board.publish(c) {
+            return not_refreshed(&e, err);
+        }
     }
+    Ok(())
+}
+
+fn not_refreshed(e: &dyn std::fmt::Display, err: &mut dyn Write) -> Result<(), CtlError> {
+    writeln!(err, "warning: the pools' status was not refreshed: {e}")?;
     Ok(())
 }
 
@@ -368,7 +477,7 @@ mod tests {
 
     fn apply_text(ipam: &Ipam<MemoryStore>, text: &str) -> Result<(String, String), String> {
         let manifests = parse_text("m.yaml", text, In::Yaml).map_err(|e| e.to_string())?;
-        run(|o, e| block_on(apply(ipam, &manifests, o, e)))
+        run(|o, e| block_on(apply(ipam, &manifests, None, o, e)))
     }
 
     fn get_text(
@@ -377,7 +486,7 @@ mod tests {
         options: GetOptions,
     ) -> Result<(String, String), String> {
         let r = Resource::parse(resource).map_err(|e| e.to_string())?;
-        run(|o, e| block_on(get(ipam, r, &options, o, e)))
+        run(|o, e| block_on(get(ipam, r, &options, None, o, e)))
     }
 
     fn allocate(ipam: &Ipam<MemoryStore>, id: &str) -> Result<Vec<Allocation>, ipam_core::Error> {
@@ -437,6 +546,137 @@ mod tests {
             apply_text(&ipam, &widened).unwrap().0,
             "reservedip/test-reservedip configured\nippool/test-ippool unchanged\n"
         );
+    }
+
+    /// One attempt, on a store that applies a transaction's operations one by one (as
+    /// Kubernetes does) or atomically.
+    fn one_attempt(store: MemoryStore) -> Ipam<MemoryStore> {
+        Ipam::with_config(
+            store,
+            ipam_core::Config {
+                max_attempts: 1,
+                ..ipam_core::Config::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_store_failure_part_way_names_what_was_applied() {
+        let ipam = one_attempt(MemoryStore::in_order());
+        // The reservation is written, then the commit is cut short before the pool.
+        ipam.store().interrupt_after(1);
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap_err(),
+            "apply: store temporarily unavailable: commit cut short (simulated crash): interrupted \
+             after 1 attempts; try again later; the store applies one object at a time, and \
+             before the failure it applied reservedip/test-reservedip created; the rest of the \
+             input is not applied (apply it again once the cause is fixed)"
+        );
+        assert_eq!(
+            apply_text(&ipam, SEED).unwrap().0,
+            "reservedip/test-reservedip unchanged\nippool/test-ippool created\n"
+        );
+    }
+
+    #[test]
+    fn a_store_failure_of_an_atomic_store_applies_nothing() {
+        let ipam = one_attempt(MemoryStore::new());
+        ipam.store().interrupt_after(1);
+        let err = apply_text(&ipam, SEED).unwrap_err();
+        assert!(
+            err.ends_with("try again later; nothing was applied"),
+            "{err}"
+        );
+        assert!(ipam.store().dump().is_empty());
+    }
+
+    #[test]
+    fn an_object_too_large_for_the_store_is_refused_before_anything_is_written() {
+        let ipam = one_attempt(MemoryStore::in_order().with_record_limit(1024));
+        let ips: Vec<String> = (0..100).map(|i| format!("  - 10.7.0.{i}\n")).collect();
+        let huge = format!(
+            "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {{name: r-huge}}\nspec:\n  ips:\n{}",
+            ips.concat()
+        );
+        let err = apply_text(&ipam, &format!("{SEED}---\n{huge}")).unwrap_err();
+        assert!(
+            err.starts_with("store refuses reservedip/r-huge: it would be "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                " bytes as stored, more than the 1024 the store takes per record (the in-memory \
+                 store's configured limit); nothing was applied"
+            ),
+            "{err}"
+        );
+        assert!(ipam.store().dump().is_empty());
+    }
+
+    /// Where counts are shown to others: records which pools were published.
+    #[derive(Default)]
+    struct Board(std::sync::Mutex<Vec<String>>);
+
+    impl CountsBoard for Board {
+        fn publish(&self, counts: &PoolCounts) -> Result<(), ipam_core::StoreError> {
+            self.0.lock().unwrap().push(counts.pool.to_string());
+            Ok(())
+        }
+    }
+
+    impl Board {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    /// `get ippools` counts every pool from one scan of blocks per family and refreshes the
+    /// counts it printed; `get ippool NAME` counts and refreshes that pool alone; `apply`
+    /// refreshes the pools it applied, or every pool when a ReservedIP changed.
+    #[test]
+    fn counting_reads_each_block_once_and_refreshes_what_it_counted() {
+        use ipam_core::testkit::CountingStore;
+        let ipam = Ipam::new(CountingStore::new(MemoryStore::new()));
+        let board = Board::default();
+        let apply = |text: &str| {
+            let manifests = parse_text("m.yaml", text, In::Yaml).unwrap();
+            run(|o, e| block_on(apply(&ipam, &manifests, Some(&board), o, e))).unwrap()
+        };
+        let pool = |i: u32| {
+            format!(
+                "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {{name: p{i:02}}}\n\
+                 spec: {{subnet: 10.{i}.0.0/24, ips: [10.{i}.0.0/24]}}\n---\n"
+            )
+        };
+        let twenty: String = (0..20).map(pool).collect();
+        apply(&twenty);
+        assert_eq!(board.take().len(), 20);
+        apply(&pool(20));
+        assert_eq!(board.take(), ["p20"]);
+        apply(SEED);
+        assert_eq!(
+            board.take().len(),
+            22,
+            "a new ReservedIP may count in every pool"
+        );
+        apply(SEED);
+        assert_eq!(board.take(), ["test-ippool"]);
+
+        let get = |name: Option<&str>| {
+            let options = GetOptions {
+                name: name.map(str::to_owned),
+                ..Default::default()
+            };
+            run(|o, e| block_on(get(&ipam, Resource::Pools, &options, Some(&board), o, e))).unwrap()
+        };
+        ipam.store().take();
+        assert_eq!(get(None).0.lines().count(), 1 + 22);
+        // The pools, the reservation summary, one scan of the IPv4 blocks.
+        assert_eq!(ipam.store().take(), (3, 0));
+        assert_eq!(board.take().len(), 22);
+        get(Some("p07"));
+        assert_eq!(ipam.store().take(), (3, 0));
+        assert_eq!(board.take(), ["p07"]);
     }
 
     #[test]
@@ -543,6 +783,58 @@ mod tests {
         assert_eq!(
             apply_text(&ipam, &list).unwrap().0,
             "reservedip/test-reservedip unchanged\n"
+        );
+    }
+
+    /// An IPv6 /64 counts 2^64 addresses, beyond what a JSON reader holds exactly (2^53):
+    /// such counts print as strings, and what `get` prints applies back unchanged.
+    #[test]
+    fn a_v6_64_pool_printed_by_get_applies_back() {
+        let ipam = Ipam::new(MemoryStore::new());
+        let v6 = "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: v6}\n\
+                  spec: {subnet: 'fd00::/64', ips: ['fd00::/64']}\n";
+        apply_text(&ipam, v6).unwrap();
+        for format in [Format::Json, Format::Yaml] {
+            for name in [Some("v6".to_owned()), None] {
+                let options = GetOptions {
+                    name,
+                    format,
+                    ..Default::default()
+                };
+                let text = get_text(&ipam, "ippools", options).unwrap().0;
+                assert_eq!(
+                    apply_text(&ipam, &text).unwrap().0,
+                    "ippool/v6 unchanged\n",
+                    "{text}"
+                );
+            }
+        }
+        let json = get_text(
+            &ipam,
+            "ippool",
+            GetOptions {
+                name: Some("v6".into()),
+                format: Format::Json,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .0;
+        // Apply ignores status, whatever it holds.
+        let odd = format!(
+            "{v6}status: {{totalIPCount: 340282366920938463463374607431768211456, \
+             reservedIPCount: '-1', other: [1, {{x: y}}]}}\n"
+        );
+        assert_eq!(apply_text(&ipam, &odd).unwrap().0, "ippool/v6 unchanged\n");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["status"],
+            serde_json::json!({
+                "totalIPCount": "18446744073709551616",
+                "reservedIPCount": 0,
+                "allocatedIPCount": 0,
+                "availableIPCount": "18446744073709551616"
+            })
         );
     }
 

@@ -99,6 +99,21 @@ fn at_suffix(at: &Option<(usize, usize)>) -> String {
         .unwrap_or_default()
 }
 
+fn applied_text(applied: &Result<Vec<String>, String>) -> String {
+    match applied {
+        Ok(none) if none.is_empty() => "nothing was applied".to_owned(),
+        Ok(some) => format!(
+            "the store applies one object at a time, and before the failure it applied {}; \
+             the rest of the input is not applied (apply it again once the cause is fixed)",
+            some.join(", ")
+        ),
+        Err(why) => format!(
+            "what was applied before the failure could not be read back ({why}); \
+             compare the input with ipamctl get"
+        ),
+    }
+}
+
 fn object_suffix(object: &Option<String>) -> String {
     object
         .as_ref()
@@ -148,6 +163,18 @@ pub enum CtlError {
     NoStore {
         /// The data directory.
         data_dir: PathBuf,
+    },
+    /// The store failed during `apply`. Where it applies a transaction atomically (the
+    /// embedded stores) nothing was applied; a store of single objects (Kubernetes) may have
+    /// applied the objects before the one that failed, which are named.
+    #[error("{source}; {}", applied_text(.applied))]
+    Apply {
+        /// The failure.
+        source: ipam_core::Error,
+        /// `ippool/NAME created|configured` for each object of the input the store holds
+        /// as written now and did not before, read back after the failure; or why it could
+        /// not be read back.
+        applied: Result<Vec<String>, String>,
     },
     /// The engine refused or failed.
     #[error(transparent)]

@@ -231,21 +231,21 @@ pub struct ObjectOut<Spec, Status> {
     pub status: Status,
 }
 
-/// The status of a pool: the contract's counts.
+/// The status of a pool: the contract's counts, each printed as [`count`] does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStatus {
     /// `totalIPCount`.
-    #[serde(rename = "totalIPCount")]
+    #[serde(rename = "totalIPCount", serialize_with = "count")]
     pub total_ip_count: u128,
     /// `reservedIPCount`.
-    #[serde(rename = "reservedIPCount")]
+    #[serde(rename = "reservedIPCount", serialize_with = "count")]
     pub reserved_ip_count: u128,
     /// `allocatedIPCount`.
-    #[serde(rename = "allocatedIPCount")]
+    #[serde(rename = "allocatedIPCount", serialize_with = "count")]
     pub allocated_ip_count: u128,
     /// `availableIPCount`.
-    #[serde(rename = "availableIPCount")]
+    #[serde(rename = "availableIPCount", serialize_with = "count")]
     pub available_ip_count: u128,
 }
 
@@ -253,8 +253,23 @@ pub struct PoolStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReservedStatus {
     /// The number of addresses its `ips` cover (overlaps counted once).
-    #[serde(rename = "reservedIPCount")]
+    #[serde(rename = "reservedIPCount", serialize_with = "count")]
     pub reserved_ip_count: u128,
+}
+
+/// The largest integer every JSON reader holds exactly (2^53 − 1: JavaScript's
+/// `Number.MAX_SAFE_INTEGER`, and where a double stops holding every integer).
+pub const MAX_EXACT_JSON_INTEGER: u128 = (1 << 53) - 1;
+
+/// A count as printed: an integer up to [`MAX_EXACT_JSON_INTEGER`], a string of its digits
+/// above (an IPv6 /64 is `"18446744073709551616"`, as the IPPool CRD's status writes every
+/// count), so that no reader rounds it, and YAML and JSON readers that stop at 64 bits can
+/// still read the document back.
+pub fn count<S: serde::Serializer>(n: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+    match u64::try_from(*n) {
+        Ok(small) if *n <= MAX_EXACT_JSON_INTEGER => serializer.serialize_u64(small),
+        _ => serializer.collect_str(n),
+    }
 }
 
 /// A pool as printed.

@@ -77,9 +77,16 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(Value::Number(v.into()))
     }
 
+    // An integer beyond 64 bits (YAML readers hand them over as 128-bit) becomes a float,
+    // as serde_json makes one of such a number in JSON text: `serde_json::Value` cannot
+    // hold it otherwise, and failing here would refuse a whole document for a value that
+    // may be ignored (a `status` count of an IPv6 /64 printed by an older ipamctl). A spec
+    // field that needs an integer still refuses the float, naming the field.
     fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Value, E> {
-        serde::Deserialize::deserialize(serde::de::value::I128Deserializer::<E>::new(v))
-            .map(Value::Number)
+        match i64::try_from(v) {
+            Ok(v) => Ok(Value::Number(v.into())),
+            Err(_) => self.visit_f64(v as f64),
+        }
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
@@ -87,8 +94,10 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Value, E> {
-        serde::Deserialize::deserialize(serde::de::value::U128Deserializer::<E>::new(v))
-            .map(Value::Number)
+        match u64::try_from(v) {
+            Ok(v) => Ok(Value::Number(v.into())),
+            Err(_) => self.visit_f64(v as f64),
+        }
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
@@ -183,9 +192,9 @@ mod tests {
     #[test]
     fn documents_decode_as_serde_json_values_do() {
         for text in [
-            "a: 1\nb: [x, 2.5, -3, true, null, ~]\nc: {d: 18446744073709551616}\n",
+            "a: 1\nb: [x, 2.5, -3, true, null, ~]\nc: {d: 18446744073709551615}\n",
             "1: one\n'2': two\n",
-            "big: 340282366920938463463374607431768211455\n",
+            "small: -9223372036854775808\n",
             "inf: .inf\nnan: .nan\n",
             "",
         ] {
@@ -195,6 +204,19 @@ mod tests {
                     .map_err(|e: serde_yaml_ng::Error| e.to_string());
             assert_eq!(ours, theirs, "{text:?}");
         }
+    }
+
+    /// serde_json's own visitor refuses integers beyond 64 bits ("number out of range");
+    /// here they become floats, as JSON text parsed by serde_json gives them.
+    #[test]
+    fn integers_beyond_64_bits_become_floats() {
+        let v = yaml("c: {d: 18446744073709551616}\nbig: 340282366920938463463374607431768211455\nneg: -18446744073709551616\n")
+            .unwrap();
+        assert_eq!(v["c"]["d"].as_f64(), Some(18446744073709551616.0));
+        assert_eq!(v["big"].as_f64(), Some(3.402823669209385e38));
+        assert_eq!(v["neg"].as_f64(), Some(-18446744073709551616.0));
+        let json: Value = serde_json::from_str(r#"{"d": 18446744073709551616}"#).unwrap();
+        assert_eq!(yaml("d: 18446744073709551616\n").unwrap(), json);
     }
 
     #[test]

@@ -115,36 +115,52 @@ impl<S: Store> Ipam<S> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let family = pool.family();
         let subnet = super::objects::subnet_set(pool);
-        let (blocks, invalid) = match (subnet.first(), subnet.intervals().last()) {
-            (Some(first), Some(&(_, last))) => {
-                self.read_readable::<BlockRecord>(&KeyRange::blocks_covering(family, first, last))
-                    .await?
-            }
-            _ => (Vec::new(), Vec::new()),
-        };
-        let allocated = blocks
-            .iter()
-            .flat_map(|(_, b)| b.value.iter())
-            .filter(|(_, h)| h.pool == *pool.name())
-            .count() as u128;
-        // A block that does not read counts as wholly taken: none of it is available.
-        let full = crate::alloc::Block::full();
-        let taken = Allocations::from_blocks(
-            blocks
-                .into_iter()
-                .map(|(_, b)| (b.value.index(), *b.value.bits()))
-                .chain(invalid.into_iter().filter_map(|(k, _)| match k {
-                    Key::Block { index, .. } => Some((index, full)),
-                    _ => None,
-                })),
-        );
-        Ok(counts(
+        let blocks = self.blocks_for_counts(family, &subnet).await?;
+        Ok(count_from(
             pool,
             summary.get(family),
             network_reserved.get(family),
-            allocated,
-            &taken,
+            &blocks,
         ))
+    }
+
+    /// The counts of each of `pools`, in order, exactly as [`Ipam::pool_counts`] gives them,
+    /// from one read of the reservations and one scan of blocks per family however many
+    /// pools there are: on a store where a scan lists every block of its kind (Kubernetes),
+    /// a scan per pool made `ipamctl get ippools` cost pools × blocks.
+    pub async fn pools_counts(&self, pools: &[IpPool]) -> Result<Vec<PoolCounts>, Error> {
+        if pools.is_empty() {
+            return Ok(Vec::new());
+        }
+        let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
+        let none = FamilySets::default();
+        let mut blocks = [Vec::new(), Vec::new()];
+        for (family, found) in [Family::V4, Family::V6].into_iter().zip(&mut blocks) {
+            // From the lowest subnet of the family's pools to the highest, in one scan.
+            let Some((first, last)) = pools
+                .iter()
+                .filter(|p| p.family() == family)
+                .map(subnet_bounds)
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+            else {
+                continue;
+            };
+            let span = crate::set::IntervalSet::from_intervals([(first, last)]);
+            *found = self.blocks_for_counts(family, &span).await?;
+            found.sort_unstable_by_key(|b| b.index);
+        }
+        Ok(pools
+            .iter()
+            .map(|pool| {
+                let family = pool.family();
+                let all = &blocks[usize::from(family == Family::V6)];
+                let (first, last) = subnet_bounds(pool);
+                let (first, last) = (block_index(first), block_index(last));
+                let from = all.partition_point(|b| b.index < first);
+                let to = all.partition_point(|b| b.index <= last);
+                count_from(pool, summary.get(family), none.get(family), &all[from..to])
+            })
+            .collect())
     }
 
     /// Every allocation taken from one pool (by name, wherever it lies), or every allocation
@@ -214,4 +230,67 @@ impl<S: Store> Ipam<S> {
             stopped_by,
         })
     }
+}
+
+/// The first and last address of a pool's subnet: where its holders may lie.
+fn subnet_bounds(pool: &IpPool) -> (u128, u128) {
+    let net = pool.subnet();
+    (to_u128(net.network()), to_u128(net.broadcast()))
+}
+
+/// One window as counting sees it: its taken bits, and its holders where it reads (a block
+/// that does not read counts as wholly taken, and none of its addresses as allocated).
+struct CountBlock {
+    index: u128,
+    bits: crate::alloc::Block,
+    block: Option<BlockRecord>,
+}
+
+impl<S: Store> Ipam<S> {
+    /// Every block over `set` for counting, the invalid ones as wholly taken.
+    async fn blocks_for_counts(
+        &self,
+        family: Family,
+        set: &crate::set::IntervalSet,
+    ) -> Result<Vec<CountBlock>, Error> {
+        let (Some(first), Some(&(_, last))) = (set.first(), set.intervals().last()) else {
+            return Ok(Vec::new());
+        };
+        let range = KeyRange::blocks_covering(family, first, last);
+        let (blocks, invalid) = self.read_readable::<BlockRecord>(&range).await?;
+        let mut out: Vec<CountBlock> = blocks
+            .into_iter()
+            .map(|(_, b)| CountBlock {
+                index: b.value.index(),
+                bits: *b.value.bits(),
+                block: Some(b.value),
+            })
+            .collect();
+        out.extend(invalid.into_iter().filter_map(|(key, _)| match key {
+            Key::Block { index, .. } => Some(CountBlock {
+                index,
+                bits: crate::alloc::Block::full(),
+                block: None,
+            }),
+            _ => None,
+        }));
+        Ok(out)
+    }
+}
+
+/// The contract's counts of `pool` from the blocks of the windows over its subnet.
+fn count_from(
+    pool: &IpPool,
+    store_reserved: &crate::set::IntervalSet,
+    network_reserved: &crate::set::IntervalSet,
+    blocks: &[CountBlock],
+) -> PoolCounts {
+    let allocated = blocks
+        .iter()
+        .filter_map(|b| b.block.as_ref())
+        .flat_map(|b| b.iter())
+        .filter(|(_, h)| h.pool == *pool.name())
+        .count() as u128;
+    let taken = Allocations::from_blocks(blocks.iter().map(|b| (b.index, b.bits)));
+    counts(pool, store_reserved, network_reserved, allocated, &taken)
 }

@@ -43,7 +43,7 @@ use crate::pool::IpPool;
 use crate::reserved::FamilySets;
 use crate::set::IntervalSet;
 use crate::store::{
-    Allocation, Expect, FromRecord, InvalidRecord, Key, KeyRange, PodRef, Record, Store,
+    Allocation, Expect, FromRecord, InvalidRecord, Key, KeyRange, Op, PodRef, Record, Store,
     Transaction, Versioned,
 };
 
@@ -592,9 +592,20 @@ impl<S: Store> Ipam<S> {
     /// Commits `txn`, split into the store's largest commits. Each piece keeps the order of
     /// the whole, so a store that stops between two pieces is left as one that stopped
     /// between two operations.
+    ///
+    /// Every record is checked against the store's size limit first: a store of single
+    /// objects would otherwise apply the operations before a record too large, and the
+    /// refusal, which no retry can pass, would leave them behind.
     async fn commit(&self, txn: Transaction) -> Result<(), Error> {
         if txn.is_empty() {
             return Ok(());
+        }
+        for op in txn.ops() {
+            if let Op::Put { key, record, .. } = op {
+                if let Some(size) = self.store.record_size(key, record) {
+                    size.check(key)?;
+                }
+            }
         }
         for piece in txn.chunks(self.store.max_commit_ops()) {
             self.store.commit(piece).await?;
