@@ -671,8 +671,9 @@ mod tests {
         };
         ipam.store().take();
         assert_eq!(get(None).0.lines().count(), 1 + 22);
-        // The pools, the reservation summary, one scan of the IPv4 blocks.
-        assert_eq!(ipam.store().take(), (3, 0));
+        // The pools, the reservation summary, one scan of the IPv4 blocks; and the pools
+        // again, for the invalid ones to warn about.
+        assert_eq!(ipam.store().take(), (4, 0));
         assert_eq!(board.take().len(), 22);
         get(Some("p07"));
         assert_eq!(ipam.store().take(), (3, 0));
