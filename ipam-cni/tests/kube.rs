@@ -17,21 +17,7 @@ use common::{call, run_with_stdin, unique, Reply};
 use serde_json::{json, Value};
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
-    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testenv/kubectl.sh")
-            .display()
-            .to_string()
-    });
-    let (code, stdout, stderr) = run_with_stdin(
-        Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args),
-        stdin,
-    );
-    assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
-    stdout
+    common::kubectl_ok(kubeconfig, args, stdin)
 }
 
 /// A network on the Kubernetes store of `namespace`, for `node`, drawing from `ipam`.

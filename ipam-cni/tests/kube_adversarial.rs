@@ -10,35 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::ipamctl_on_cluster as ipamctl;
 use common::test_cluster as cluster;
-use common::{call, run_with_stdin, unique};
+use common::{call, kubectl_ok, unique};
 use serde_json::{json, Value};
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testenv/kubectl.sh")
-            .display()
-            .to_string()
-    });
-    run_with_stdin(
-        Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args),
-        stdin,
-    )
-}
-
-/// kubectl that must succeed.
-fn kubectl_ok(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
-    let (code, out, err) = kubectl(kubeconfig, args, stdin);
-    assert_eq!(code, 0, "kubectl {args:?}: {err}");
-    out
-}
 
 /// A network `name` on the Kubernetes store of `namespace`, for `node`, drawing from `ipam`.
 fn network(kubeconfig: &Path, name: &str, namespace: &str, node: &str, mut ipam: Value) -> Value {
@@ -62,6 +38,14 @@ fn namespace(kubeconfig: &Path) -> String {
 fn apply(kubeconfig: &Path, ns: &str, yaml: &str) {
     let (status, _, err) = ipamctl(kubeconfig, ns, &["apply", "-f", "-"], yaml);
     assert_eq!(status, 0, "apply: {err}\n{yaml}");
+}
+
+/// An IPPool `name` of `subnet` handing out `ips`, as a manifest.
+fn ippool(name: &str, subnet: &str, ips: &str) -> String {
+    format!(
+        "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {name}}}, \
+         spec: {{subnet: {subnet}, ips: [{ips}]}}}}"
+    )
 }
 
 /// A ReservedIP `name` with `ips` (YAML flow text, which kubectl 1.20 reads only as JSON).
@@ -99,10 +83,7 @@ fn gc_on_one_node_leaves_other_nodes_alone() {
     apply(
         &k,
         &ns,
-        &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pool}}}, \
-             spec: {{subnet: 10.91.0.0/24, ips: [10.91.0.1-10.91.0.200]}}}}"
-        ),
+        &ippool(&pool, "10.91.0.0/24", "10.91.0.1-10.91.0.200"),
     );
     let ipam = json!({"ippools": {"ipv4": [pool]}});
     let n1 = network(&k, "ngc", &ns, "worker-1", ipam.clone());
@@ -169,10 +150,7 @@ fn an_invalid_reservedip_fails_closed_and_can_be_repaired() {
     apply(
         &k,
         &ns,
-        &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pool}}}, \
-             spec: {{subnet: 10.93.0.0/24, ips: [10.93.0.10-10.93.0.13]}}}}"
-        ),
+        &ippool(&pool, "10.93.0.0/24", "10.93.0.10-10.93.0.13"),
     );
     let conf = network(
         &k,
@@ -257,10 +235,9 @@ fn a_renamed_copy_of_a_reservedip_counts_under_its_own_name() {
         &k,
         &ns,
         &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pool}}}, \
-             spec: {{subnet: 10.94.0.0/24, ips: [10.94.0.10-10.94.0.13]}}}}\n---\n\
-             {{apiVersion: ipam.rs/v1alpha1, kind: ReservedIP, metadata: {{name: {orig}}}, \
-             spec: {{ips: [10.94.0.10]}}}}"
+            "{}\n---\n{}",
+            ippool(&pool, "10.94.0.0/24", "10.94.0.10-10.94.0.13"),
+            reservedip_json(&orig, "[10.94.0.10]")
         ),
     );
     let yaml = kubectl_ok(&k, &["get", "reservedip", &orig, "-o", "json"], "");
@@ -306,10 +283,9 @@ fn a_malformed_block_or_owner_affects_only_what_it_covers() {
         &k,
         &ns,
         &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pe}}}, \
-             spec: {{subnet: 10.95.0.0/24, ips: [10.95.0.0/25]}}}}\n---\n\
-             {{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pm}}}, \
-             spec: {{subnet: 10.96.0.0/24, ips: [10.96.0.0/26]}}}}"
+            "{}\n---\n{}",
+            ippool(&pe, "10.95.0.0/24", "10.95.0.0/25"),
+            ippool(&pm, "10.96.0.0/24", "10.96.0.0/26")
         ),
     );
     let ne = network(&k, "n-e", &ns, "node1", json!({"ippools": {"ipv4": [pe]}}));
@@ -449,10 +425,7 @@ fn a_pool_is_used_from_one_store_namespace_only() {
     apply(
         &k,
         &nsa,
-        &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pool}}}, \
-             spec: {{subnet: 10.92.0.0/24, ips: [10.92.0.10-10.92.0.20]}}}}"
-        ),
+        &ippool(&pool, "10.92.0.0/24", "10.92.0.10-10.92.0.20"),
     );
     let ipam = json!({"ippools": {"ipv4": [pool]}});
     let a = add("nsa-1", &network(&k, "nsa", &nsa, "node1", ipam.clone()));
@@ -469,10 +442,7 @@ fn a_pool_is_used_from_one_store_namespace_only() {
         &k,
         &nsb,
         &["apply", "-f", "-"],
-        &format!(
-            "{{apiVersion: ipam.rs/v1alpha1, kind: IPPool, metadata: {{name: {pool}}}, \
-             spec: {{subnet: 10.92.0.0/24, ips: [10.92.0.10-10.92.0.30]}}}}"
-        ),
+        &ippool(&pool, "10.92.0.0/24", "10.92.0.10-10.92.0.30"),
     );
     assert_eq!(status, 1);
     assert!(err.contains("belongs to the store in namespace"), "{err}");

@@ -8,29 +8,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::ipamctl_on_cluster as ipamctl;
 use common::test_cluster as cluster;
-use common::{call, run_with_stdin, unique};
+use common::{call, unique};
 use serde_json::json;
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testenv/kubectl.sh")
-            .display()
-            .to_string()
-    });
-    let (code, stdout, stderr) = run_with_stdin(
-        Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args),
-        "",
-    );
-    assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
-    stdout
+    common::kubectl_ok(kubeconfig, args, "")
 }
 
 fn namespace(kubeconfig: &Path) -> String {

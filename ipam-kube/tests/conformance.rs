@@ -7,29 +7,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ipam_core::testkit::model;
-use ipam_kube::{KubeOptions, KubeStore};
+use ipam_kube::KubeStore;
 use proptest::prelude::*;
 
 fn fresh() -> Option<KubeStore> {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let kubeconfig = common::test_kubeconfig()?;
-    let n = COUNT.fetch_add(1, Ordering::SeqCst);
-    let run = format!("{}-{}", std::process::id(), n);
-    let store = KubeStore::connect(&KubeOptions {
-        kubeconfig: Some(kubeconfig),
-        namespace: format!("conf-{run}"),
-        prefix: format!("t{run}-"),
-        ..KubeOptions::default()
-    })
-    .expect("connect to the test API server");
-    static CRDS: std::sync::Once = std::sync::Once::new();
-    CRDS.call_once(|| pollster::block_on(store.install_crds()).expect("install the CRDs"));
-    pollster::block_on(store.ensure_namespace()).expect("create the test namespace");
-    Some(store)
+    common::fresh_store("conf", "t")
 }
 
 ipam_core::conformance_tests!(optional: fresh());

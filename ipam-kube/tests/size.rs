@@ -7,29 +7,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use ipam_core::store::{Expect, Key, Record, Transaction};
 use ipam_core::testkit::reserved;
 use ipam_core::{Error, Ipam, ReservedIp, Store, StoreError};
-use ipam_kube::{KubeOptions, KubeStore, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES};
+use ipam_kube::{KubeStore, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES};
 
 fn fresh() -> Option<KubeStore> {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let kubeconfig = common::test_kubeconfig()?;
-    let n = COUNT.fetch_add(1, Ordering::SeqCst);
-    let run = format!("{}-{}", std::process::id(), n);
-    let store = KubeStore::connect(&KubeOptions {
-        kubeconfig: Some(kubeconfig),
-        namespace: format!("size-{run}"),
-        prefix: format!("s{run}-"),
-        ..KubeOptions::default()
-    })
-    .expect("connect to the test API server");
-    static CRDS: std::sync::Once = std::sync::Once::new();
-    CRDS.call_once(|| pollster::block_on(store.install_crds()).expect("install the CRDs"));
-    pollster::block_on(store.ensure_namespace()).expect("create the test namespace");
-    Some(store)
+    common::fresh_store("size", "s")
 }
 
 /// A ReservedIP of `n` single addresses: about 15 bytes of JSON each.

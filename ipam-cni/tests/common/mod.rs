@@ -286,3 +286,28 @@ pub fn unique(what: &str) -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// Runs the test cluster's kubectl (`IPAM_TEST_KUBECTL`, else `testenv/kubectl.sh`) with
+/// `kubeconfig`, `args` and `stdin`: `(exit code, stdout, stderr)`.
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testenv/kubectl.sh")
+            .display()
+            .to_string()
+    });
+    run_with_stdin(
+        Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args),
+        stdin,
+    )
+}
+
+/// [`kubectl_with`] that must succeed: its stdout.
+pub fn kubectl_ok(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
+    let (code, stdout, stderr) = kubectl_with(kubeconfig, args, stdin);
+    assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
+    stdout
+}

@@ -15,3 +15,26 @@ pub fn test_kubeconfig() -> Option<PathBuf> {
     };
     Some(PathBuf::from(kubeconfig))
 }
+
+/// A store of its own on the test API server, or `None` as [`test_kubeconfig`] says: in a new
+/// namespace `{what}-PID-N`, with the prefix and label `{tag}PID-N-` for its cluster-scoped
+/// objects, so that tests never see each other's pools. Installs this build's CRDs once.
+#[allow(dead_code)] // deploy.rs makes its stores as an installation does
+pub fn fresh_store(what: &str, tag: &str) -> Option<ipam_kube::KubeStore> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let kubeconfig = test_kubeconfig()?;
+    let n = COUNT.fetch_add(1, Ordering::SeqCst);
+    let run = format!("{}-{}", std::process::id(), n);
+    let store = ipam_kube::KubeStore::connect(&ipam_kube::KubeOptions {
+        kubeconfig: Some(kubeconfig),
+        namespace: format!("{what}-{run}"),
+        prefix: format!("{tag}{run}-"),
+        ..ipam_kube::KubeOptions::default()
+    })
+    .expect("connect to the test API server");
+    static CRDS: std::sync::Once = std::sync::Once::new();
+    CRDS.call_once(|| pollster::block_on(store.install_crds()).expect("install the CRDs"));
+    pollster::block_on(store.ensure_namespace()).expect("create the test namespace");
+    Some(store)
+}
