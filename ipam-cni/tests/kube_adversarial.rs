@@ -449,3 +449,107 @@ fn a_pool_is_used_from_one_store_namespace_only() {
     let (_, out, _) = ipamctl(&k, &nsb, &["get", "ippools"], "");
     assert!(!out.contains(&pool), "{out}");
 }
+
+/// B7: `delete ippool --force` with ADDs running let holders of the deleted pool survive
+/// (45 in the report). The pool is marked first, and an ADD that took from it meanwhile gives
+/// back: no holder of the deleted pool remains, and every ADD either succeeded before the
+/// deletion released it, or failed naming the pool.
+#[test]
+fn a_forced_deletion_under_adds_leaves_no_holder_of_the_pool() {
+    let Some(k) = cluster() else { return };
+    let _turn = one_at_a_time();
+    let ns = namespace(&k);
+    let pool = unique("pfr");
+    apply(
+        &k,
+        &ns,
+        &ippool(&pool, "10.98.0.0/24", "10.98.0.1-10.98.0.250"),
+    );
+    let conf = network(
+        &k,
+        "n-fr",
+        &ns,
+        "node1",
+        json!({"ippools": {"ipv4": [pool]}}),
+    );
+    for i in 0..20 {
+        add(&format!("fr-pre-{i}"), &conf);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let adders: Vec<_> = (0..3)
+        .map(|t| {
+            let (conf, stop) = (conf.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = call("ADD", &format!("fr-{t}-{i}"), &conf).run();
+                    outcomes.push((r.code(), r.msg().to_owned()));
+                    i += 1;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (status, out, err) = ipamctl(&k, &ns, &["delete", "ippool", &pool, "--force"], "");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcomes: Vec<_> = adders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(!outcomes.is_empty(), "no ADD ran during the deletion");
+    assert_eq!(
+        (status, out),
+        (0, format!("ippool/{pool} deleted\n")),
+        "{err}"
+    );
+    assert!(err.contains("warning: released "), "{err}");
+    for (code, msg) in &outcomes {
+        assert!(
+            code.is_none() || (*code == Some(7) && msg.contains(&pool)),
+            "{code:?} {msg}"
+        );
+    }
+    let (_, out, _) = ipamctl(&k, &ns, &["get", "allocations", "-o", "json"], "");
+    let items: Value = serde_json::from_str(&out).unwrap();
+    let left: Vec<&Value> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["pool"] == json!(pool))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} holders of the deleted pool survive: {left:?}",
+        left.len()
+    );
+    // The name is free again, and the subnet too.
+    apply(
+        &k,
+        &ns,
+        &ippool(&pool, "10.98.0.0/24", "10.98.0.1-10.98.0.250"),
+    );
+    assert!(add("fr-after", &conf).starts_with("10.98.0."));
+}
+
+/// B10: two `ipamctl apply` of overlapping pools at once were both created (5 of 5 times).
+/// Now one of them is refused, naming the other.
+#[test]
+fn overlapping_pools_applied_at_once_are_never_both_created() {
+    let Some(k) = cluster() else { return };
+    let _turn = one_at_a_time();
+    let ns = namespace(&k);
+    for round in 0..5 {
+        let (a, b) = (unique("ova"), unique("ovb"));
+        let subnet = format!("10.99.{round}.0/24");
+        let (ya, yb) = (
+            ippool(&a, &subnet, &format!("10.99.{round}.10-10.99.{round}.20")),
+            ippool(&b, &subnet, &format!("10.99.{round}.15-10.99.{round}.25")),
+        );
+        let (k1, ns1, k2, ns2) = (k.clone(), ns.clone(), k.clone(), ns.clone());
+        let first = std::thread::spawn(move || ipamctl(&k1, &ns1, &["apply", "-f", "-"], &ya));
+        let second = std::thread::spawn(move || ipamctl(&k2, &ns2, &["apply", "-f", "-"], &yb));
+        let (r1, r2) = (first.join().unwrap(), second.join().unwrap());
+        let created = [r1.0, r2.0].iter().filter(|s| **s == 0).count();
+        assert_eq!(created, 1, "round {round}: {r1:?} {r2:?}");
+        let refused = if r1.0 == 0 { &r2.2 } else { &r1.2 };
+        assert!(refused.contains("overlaps ippool"), "{refused}");
+    }
+}

@@ -306,6 +306,13 @@ pub enum Error {
         /// How many addresses it still hands.
         allocated: u128,
     },
+    /// A pool named by the request is being deleted (`ipamctl delete ippool`): it hands
+    /// out nothing.
+    #[error("ippool {pool:?} is being deleted")]
+    PoolDeleting {
+        /// The pool.
+        pool: String,
+    },
     /// Concurrent writers kept winning, or the store kept failing transiently, past the
     /// retry budget.
     #[error("{what}: {last} after {attempts} attempts; try again later")]

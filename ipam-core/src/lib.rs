@@ -63,7 +63,7 @@ pub use engine::{
 pub use error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable, ValidationError};
 pub use memory::MemoryStore;
 pub use name::{ObjectName, Owner};
-pub use pool::{IpPool, IpPoolSpec, RouteSpec};
+pub use pool::{IpPool, IpPoolSpec, PoolState, RouteSpec};
 pub use reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 pub use set::IntervalSet;
 pub use store::{Allocation, KeyRange, PodRef, RecordSize, Store, Version, Versioned};

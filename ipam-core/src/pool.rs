@@ -85,6 +85,37 @@ pub struct Route {
 pub struct IpPool {
     /// Shared: a pool is read on every allocation and copied into each attempt's view.
     inner: Arc<PoolInner>,
+    state: PoolState,
+}
+
+/// Whether a pool hands out addresses, or is held still while a change that must see every
+/// holder of it is made.
+///
+/// A change that depends on the pool's holders (deleting it, moving it to another subnet)
+/// first marks the pool, then looks at its holders, then makes the change. An allocation
+/// never takes from a marked pool, and after its own write it reads its pools again and
+/// gives back what it took from one that was marked, changed or deleted meanwhile. So a
+/// holder the change did not see cannot remain: either its allocation wrote before the mark
+/// and the change sees it, or it read the mark (or what followed) and gave the address back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PoolState {
+    /// It hands out addresses.
+    #[default]
+    Active,
+    /// `ipamctl delete` is releasing its holders before deleting it; it hands out nothing.
+    /// Deleting it again goes on where a stopped deletion left off.
+    Deleting,
+    /// An apply that moves it to another subnet is checking that it holds nothing; it hands
+    /// out nothing until the apply is done (an apply that stopped: apply it again).
+    Changing,
+}
+
+impl PoolState {
+    /// Whether the pool hands out addresses.
+    pub fn is_active(&self) -> bool {
+        *self == PoolState::Active
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -174,6 +205,7 @@ impl IpPool {
             ));
         }
         Ok(IpPool {
+            state: PoolState::Active,
             inner: Arc::new(PoolInner {
                 name,
                 spec,
@@ -186,6 +218,17 @@ impl IpPool {
                 capacity,
             }),
         })
+    }
+
+    /// Its state: whether it hands out addresses (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        self.state
+    }
+
+    /// The same pool in `state`.
+    pub fn with_state(mut self, state: PoolState) -> IpPool {
+        self.state = state;
+        self
     }
 
     /// The pool's name.

@@ -25,7 +25,7 @@ use crate::addr::Family;
 use crate::block::BlockRecord;
 use crate::error::StoreError;
 use crate::name::{ObjectName, Owner};
-use crate::pool::{IpPool, IpPoolSpec};
+use crate::pool::{IpPool, IpPoolSpec, PoolState};
 use crate::reserved::{FamilySets, ReservedIp, ReservedIpSpec};
 use crate::set::IntervalSet;
 
@@ -102,6 +102,12 @@ pub enum Key {
         /// The node whose search it is, where processes of many nodes share the store.
         node: Option<ObjectName>,
     },
+    /// The pools' guard: the addresses every applied pool lists ([`PoolRanges`]). An apply
+    /// checks new pools against it and writes it, by compare-and-swap, before the pools
+    /// themselves; a deletion removes its pool after deleting it. So two applies that would
+    /// overlap cannot both land, even on a store whose only atomic operation is a write of
+    /// one object: the second to write the guard fails and checks again.
+    PoolGuard,
     /// A secondary index: the addresses one owner was given, on every network. Written
     /// before the blocks on allocation and after them on release, so it may list an
     /// address its owner does not hold (after a crash), never miss one it does; readers
@@ -233,10 +239,18 @@ pub enum Record {
     Cursor(u128),
     /// Under [`Key::Owner`]: what the owner was given.
     Owner(Vec<Held>),
+    /// Under [`Key::PoolGuard`].
+    PoolRanges(PoolRanges),
     /// Under any key: an object that is there but does not read as its record. Only a store
     /// whose objects others may write (Kubernetes) returns it; it is never written.
     Invalid(InvalidRecord),
 }
+
+/// The addresses each applied pool lists, by pool: what the pools' guard ([`Key::PoolGuard`])
+/// holds. An entry may outlive its pool (a deletion that stopped before removing it): it
+/// then still keeps overlapping pools out, until that name is deleted again or re-applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolRanges(pub std::collections::BTreeMap<ObjectName, (Family, IntervalSet)>);
 
 /// A type kept in the store as one [`Record`] variant: lets readers ask for the type they
 /// expect and treat any other variant under that key as corruption.
@@ -267,6 +281,7 @@ from_record!(FamilySets, ReservedSummary, "a reservation summary");
 from_record!(BlockRecord, Block, "a block");
 from_record!(u128, Cursor, "a cursor");
 from_record!(Vec<Held>, Owner, "an owner index");
+from_record!(PoolRanges, PoolRanges, "the pools' guard");
 
 /// What an operation of a transaction expects of its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -540,6 +555,7 @@ const TAG_SUMMARY: u8 = b's';
 const TAG_BLOCK: u8 = b'B';
 const TAG_CURSOR: u8 = b'c';
 const TAG_OWNER: u8 = b'i';
+const TAG_GUARD: u8 = b'g';
 
 impl Key {
     /// The key as bytes. Names never contain a NUL byte, which separates fields; numbers are
@@ -550,6 +566,7 @@ impl Key {
             Key::Pool(name) => tagged(&mut out, TAG_POOL, name.as_str()),
             Key::ReservedIp(name) => tagged(&mut out, TAG_RESERVED, name.as_str()),
             Key::ReservedSummary => out.push(TAG_SUMMARY),
+            Key::PoolGuard => out.push(TAG_GUARD),
             Key::Block { family, index } => block_key(&mut out, *family, *index),
             Key::Cursor { pool, node } => {
                 tagged(&mut out, TAG_CURSOR, pool.as_str());
@@ -580,6 +597,7 @@ impl Key {
             TAG_POOL => Key::Pool(name(rest)?),
             TAG_RESERVED => Key::ReservedIp(name(rest)?),
             TAG_SUMMARY if rest.is_empty() => Key::ReservedSummary,
+            TAG_GUARD if rest.is_empty() => Key::PoolGuard,
             TAG_CURSOR => match rest.iter().position(|&c| c == 0) {
                 None => Key::Cursor {
                     pool: name(rest)?,
@@ -621,6 +639,7 @@ impl fmt::Display for Key {
             Key::Pool(n) => write!(f, "ippool/{n}"),
             Key::ReservedIp(n) => write!(f, "reservedip/{n}"),
             Key::ReservedSummary => f.write_str("reserved-summary"),
+            Key::PoolGuard => f.write_str("pool-guard"),
             Key::Block { family, index } => {
                 let first = family.addr(index << crate::alloc::BLOCK_BITS);
                 write!(
@@ -703,6 +722,9 @@ pub const RECORD_FORMAT: u8 = 1;
 pub(crate) struct NamedSpec<S> {
     pub(crate) name: String,
     pub(crate) spec: S,
+    /// A pool's state; absent for active pools and for reservations.
+    #[serde(default, skip_serializing_if = "PoolState::is_active")]
+    pub(crate) state: PoolState,
 }
 
 impl Record {
@@ -718,6 +740,7 @@ impl Record {
                 &NamedSpec {
                     name: p.name().to_string(),
                     spec: p.spec().clone(),
+                    state: p.state(),
                 },
             ),
             Record::ReservedIp(r) => json(
@@ -725,19 +748,25 @@ impl Record {
                 &NamedSpec {
                     name: r.name().to_string(),
                     spec: r.spec().clone(),
+                    state: PoolState::Active,
                 },
             ),
             Record::Owner(held) => json(&mut out, held),
             Record::Cursor(c) => out.extend_from_slice(&c.to_be_bytes()),
+            Record::PoolRanges(PoolRanges(pools)) => {
+                out.extend_from_slice(&(pools.len() as u64).to_be_bytes());
+                for (name, (family, ips)) in pools {
+                    out.extend_from_slice(&(name.as_str().len() as u16).to_be_bytes());
+                    out.extend_from_slice(name.as_str().as_bytes());
+                    out.push(family.version());
+                    encode_intervals(&mut out, ips);
+                }
+            }
             Record::Invalid(r) => unreachable!("an invalid record is never written: {}", r.object),
             Record::Block(b) => out.extend_from_slice(&b.to_bytes()),
             Record::ReservedSummary(sets) => {
                 for set in [&sets.v4, &sets.v6] {
-                    out.extend_from_slice(&(set.intervals().len() as u64).to_be_bytes());
-                    for &(a, b) in set.intervals() {
-                        out.extend_from_slice(&a.to_be_bytes());
-                        out.extend_from_slice(&b.to_be_bytes());
-                    }
+                    encode_intervals(&mut out, set);
                 }
             }
         }
@@ -760,7 +789,11 @@ impl Record {
         Ok(match key {
             Key::Pool(_) => {
                 let n: NamedSpec<IpPoolSpec> = serde_json::from_slice(body).map_err(json_err)?;
-                Record::Pool(IpPool::new(&n.name, n.spec).map_err(|e| corrupt(e.to_string()))?)
+                Record::Pool(
+                    IpPool::new(&n.name, n.spec)
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .with_state(n.state),
+                )
             }
             Key::ReservedIp(_) => {
                 let n: NamedSpec<ReservedIpSpec> =
@@ -778,35 +811,66 @@ impl Record {
                 Record::Block(BlockRecord::from_bytes(*family, *index, body).map_err(corrupt)?)
             }
             Key::ReservedSummary => Record::ReservedSummary(decode_summary(body).map_err(corrupt)?),
+            Key::PoolGuard => Record::PoolRanges(decode_pool_ranges(body).map_err(corrupt)?),
         })
     }
 }
 
-fn decode_summary(body: &[u8]) -> Result<FamilySets, String> {
-    let mut rest = body;
-    let mut sets = Vec::with_capacity(2);
-    for _ in 0..2 {
-        let (n, tail) = take_u64(rest).ok_or("truncated")?;
-        rest = tail;
-        let n = usize::try_from(n).map_err(|_| "bad length")?;
-        if rest.len() / 32 < n {
-            return Err("truncated".into());
-        }
-        let mut v = Vec::with_capacity(n);
-        for chunk in rest[..n * 32].chunks_exact(32) {
+fn encode_intervals(out: &mut Vec<u8>, set: &IntervalSet) {
+    out.extend_from_slice(&(set.intervals().len() as u64).to_be_bytes());
+    for &(a, b) in set.intervals() {
+        out.extend_from_slice(&a.to_be_bytes());
+        out.extend_from_slice(&b.to_be_bytes());
+    }
+}
+
+/// Reads what [`encode_intervals`] wrote at the start of `bytes`; the rest after it.
+fn decode_intervals(bytes: &[u8]) -> Result<(IntervalSet, &[u8]), String> {
+    let (n, rest) = take_u64(bytes).ok_or("truncated")?;
+    let n = usize::try_from(n).map_err(|_| "bad length")?;
+    if rest.len() / 32 < n {
+        return Err("truncated".into());
+    }
+    let v = rest[..n * 32]
+        .chunks_exact(32)
+        .map(|chunk| {
             let a = u128::from_be_bytes(chunk[..16].try_into().expect("16 bytes"));
             let b = u128::from_be_bytes(chunk[16..].try_into().expect("16 bytes"));
-            v.push((a, b));
-        }
-        rest = &rest[n * 32..];
-        sets.push(IntervalSet::try_from(v).map_err(|e| e.to_string())?);
+            (a, b)
+        })
+        .collect::<Vec<_>>();
+    let set = IntervalSet::try_from(v).map_err(|e| e.to_string())?;
+    Ok((set, &rest[n * 32..]))
+}
+
+fn decode_summary(body: &[u8]) -> Result<FamilySets, String> {
+    let (v4, rest) = decode_intervals(body)?;
+    let (v6, rest) = decode_intervals(rest)?;
+    if !rest.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(FamilySets { v4, v6 })
+}
+
+fn decode_pool_ranges(body: &[u8]) -> Result<PoolRanges, String> {
+    let (n, mut rest) = take_u64(body).ok_or("truncated")?;
+    let mut pools = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (len, tail) = rest.split_at_checked(2).ok_or("truncated")?;
+        let len = usize::from(u16::from_be_bytes(len.try_into().expect("2 bytes")));
+        let (name, tail) = tail.split_at_checked(len).ok_or("truncated")?;
+        let name = std::str::from_utf8(name).map_err(|_| "a name is not UTF-8")?;
+        let name = ObjectName::new(name).map_err(|e| e.to_string())?;
+        let (&version, tail) = tail.split_first().ok_or("truncated")?;
+        let family = Family::from_version(version).ok_or("bad family")?;
+        let (ips, tail) = decode_intervals(tail)?;
+        pools.insert(name, (family, ips));
+        rest = tail;
     }
     if !rest.is_empty() {
         return Err("trailing bytes".into());
     }
-    let v6 = sets.pop().expect("two sets");
-    let v4 = sets.pop().expect("two sets");
-    Ok(FamilySets { v4, v6 })
+    Ok(PoolRanges(pools))
 }
 
 fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
@@ -860,6 +924,7 @@ mod tests {
                 node: Some(name("node-1")),
             },
             Key::Owner(Owner::new("c1", "eth0").unwrap()),
+            Key::PoolGuard,
         ];
         for key in &keys {
             assert_eq!(&Key::decode(&key.encode()).unwrap(), key);
@@ -947,6 +1012,22 @@ mod tests {
             (
                 Key::Owner(Owner::new("c1", "eth0").unwrap()),
                 Record::Owner(held),
+            ),
+            (
+                Key::PoolGuard,
+                Record::PoolRanges(PoolRanges(
+                    [
+                        (
+                            name("p"),
+                            (Family::V4, IntervalSet::from_intervals([(1, 2), (5, 9)])),
+                        ),
+                        (
+                            name("q"),
+                            (Family::V6, IntervalSet::from_intervals([(0, u128::MAX)])),
+                        ),
+                    ]
+                    .into(),
+                )),
             ),
         ];
         for (key, record) in &cases {

@@ -76,6 +76,12 @@ pub const SCENARIOS: &[Scenario] = &[
     ("allocation_at_every_instant_of_a_release", |s| {
         allocation_at_every_instant_of_a_release(s)
     }),
+    ("pool_changes_at_every_instant_of_an_allocation", |s| {
+        pool_changes_at_every_instant_of_an_allocation(s)
+    }),
+    ("overlapping_applies_at_every_instant_of_each_other", |s| {
+        overlapping_applies_at_every_instant_of_each_other(s)
+    }),
 ];
 
 /// Runs every scenario, each on a fresh store from `make`, in one test. Prefer
@@ -117,7 +123,9 @@ macro_rules! conformance_tests {
             ipv6_slash64, inline_pools_are_lenses, one_holder_across_pools,
             pool_changes_that_would_mislead, round_robin_across_blocks, concurrent_writers,
             gc_is_scoped_to_its_node, release_at_every_instant_of_an_allocation,
-            allocation_at_every_instant_of_a_release);
+            allocation_at_every_instant_of_a_release,
+            pool_changes_at_every_instant_of_an_allocation,
+            overlapping_applies_at_every_instant_of_each_other);
     };
     ($make:expr) => {
         $crate::conformance_tests!(optional: Some($make));
@@ -1312,6 +1320,116 @@ pub fn allocation_at_every_instant_of_a_release(store: Arc<dyn Store>) {
             let left = pollster::block_on(ipam.allocations(Some(&name(round)))).unwrap();
             assert!(left.is_empty(), "{round}: DEL left {left:?}");
             pollster::block_on(ipam.delete_pool(&name(round), false)).unwrap();
+        },
+    );
+}
+
+/// A /24 of `first`.X.0 for a round, X from its name, so rounds seldom meet.
+fn round_subnet(first: &str, round: &str) -> String {
+    let n = round.len() as u32 + round.bytes().map(u32::from).sum::<u32>();
+    format!("{first}.{}.0/24", n % 250)
+}
+
+/// The addresses held from pool `round`, anywhere.
+fn held_from(ipam: &Ipam<Arc<dyn Store>>, round: &str) -> Vec<IpAddr> {
+    pollster::block_on(ipam.allocations(Some(&name(round))))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.address)
+        .collect()
+}
+
+/// Changes that must see every holder of a pool, at every instant of an allocation from it:
+/// a forced deletion leaves no holder of the pool behind, and a move to another subnet is
+/// either refused, with every holder in the old subnet, or made, with none outside the new
+/// one; the pool is never left held still.
+pub fn pool_changes_at_every_instant_of_an_allocation(store: Arc<dyn Store>) {
+    let make_pool = |ipam: &Ipam<Arc<dyn Store>>, round: &str| {
+        let subnet = round_subnet("10.64", round);
+        pollster::block_on(ipam.apply_pool(pool(round, &subnet, &[&subnet]))).unwrap();
+        // One holder already, so that the subnet change is refused when it sees it.
+        pollster::block_on(ipam.allocate(&request(&format!("{round}-old"), &[round]))).unwrap();
+    };
+    let add = |ipam: &Ipam<Arc<dyn Store>>, round: &str| match pollster::block_on(
+        ipam.allocate(&request(round, &[round])),
+    ) {
+        Ok(_) | Err(Error::NotFound { .. } | Error::PoolDeleting { .. }) => {}
+        Err(e) => panic!("{round}: {e}"),
+    };
+    at_every_instant(
+        store.clone(),
+        "delete-in-add",
+        make_pool,
+        add,
+        |ipam, round| {
+            pollster::block_on(ipam.delete_pool(&name(round), true)).unwrap();
+        },
+        |ipam, round| {
+            assert_eq!(pollster::block_on(ipam.pool(&name(round))).unwrap(), None);
+            assert_eq!(held_from(ipam, round), Vec::<IpAddr>::new(), "{round}");
+        },
+    );
+    at_every_instant(
+        store,
+        "move-in-add",
+        |ipam, round| {
+            let subnet = round_subnet("10.66", round);
+            pollster::block_on(ipam.apply_pool(pool(round, &subnet, &[&subnet]))).unwrap();
+        },
+        add,
+        |ipam, round| {
+            let moved = round_subnet("10.67", round);
+            match pollster::block_on(ipam.apply_pool(pool(round, &moved, &[&moved]))) {
+                Ok(_) | Err(Error::Invalid(_)) => {}
+                Err(e) => panic!("{round}: {e}"),
+            }
+        },
+        |ipam, round| {
+            let now = pollster::block_on(ipam.pool(&name(round)))
+                .unwrap()
+                .expect("the pool");
+            assert!(now.state().is_active(), "{round}: left {:?}", now.state());
+            for a in held_from(ipam, round) {
+                assert!(
+                    now.in_subnet(a),
+                    "{round}: {a} held outside {}",
+                    now.subnet()
+                );
+            }
+            pollster::block_on(ipam.release(&owner(round), None)).unwrap();
+            pollster::block_on(ipam.delete_pool(&name(round), false)).unwrap();
+        },
+    );
+}
+
+/// Two applies of overlapping pools, one at every instant of the other: never both stored.
+pub fn overlapping_applies_at_every_instant_of_each_other(store: Arc<dyn Store>) {
+    let pair = |round: &str| (format!("{round}-a"), format!("{round}-b"));
+    let subnet = |round: &str| round_subnet("10.68", round);
+    at_every_instant(
+        store,
+        "overlap",
+        |_, _| {},
+        |ipam, round| {
+            let (a, _) = pair(round);
+            let s = subnet(round);
+            let _ = pollster::block_on(ipam.apply_pool(pool(&a, &s, &[&s])));
+        },
+        move |ipam, round| {
+            let (_, b) = pair(round);
+            let s = subnet(round);
+            let _ = pollster::block_on(ipam.apply_pool(pool(&b, &s, &[&s])));
+        },
+        |ipam, round| {
+            let (a, b) = pair(round);
+            let stored: Vec<ObjectName> = pollster::block_on(ipam.pools())
+                .unwrap()
+                .into_iter()
+                .map(|p| p.name().clone())
+                .filter(|n| *n == name(&a) || *n == name(&b))
+                .collect();
+            assert_eq!(stored.len(), 1, "{round}: {stored:?}");
+            pollster::block_on(ipam.delete_pool(&stored[0], false)).unwrap();
         },
     );
 }

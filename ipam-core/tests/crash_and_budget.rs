@@ -145,7 +145,9 @@ fn steady_state_calls_stay_within_the_round_trip_budget() {
                 );
             }
         }
-        assert!(worst_reads <= 3, "an ADD made {worst_reads} reads");
+        // Two round trips before the write, a third when the first block is full, and the
+        // pools read again after the write (to give back what a pool marked meanwhile lent).
+        assert!(worst_reads <= 4, "an ADD made {worst_reads} reads");
         assert!(worst_writes <= 2, "an ADD made {worst_writes} writes");
 
         // The round-robin cursor is rewritten only when the search leaves its block: a
@@ -212,5 +214,31 @@ fn nodes_claim_blocks_of_their_own_then_share() {
         }
         assert_eq!(n, 254, "the pool's 254 addresses were all handed out");
         assert_eq!(check_indexes_exact(&*store).await, 254);
+    });
+}
+
+/// A forced pool deletion releases its holders block by block: one write per block however
+/// many owners it holds, plus the mark, the deletion and the guard (the report saw 21,000
+/// holders stop at a 30 s deadline when each owner cost two writes).
+#[test]
+fn a_forced_deletion_writes_once_per_block_not_per_owner() {
+    pollster::block_on(async {
+        let store = Arc::new(CountingStore::new(MemoryStore::new()));
+        let ipam = Ipam::new(store.clone());
+        ipam.apply_pool(pool("big", "10.70.0.0/16", &["10.70.0.0/22"]))
+            .await
+            .unwrap();
+        for i in 0..640 {
+            ipam.allocate(&request(&format!("o{i}"), &["big"]))
+                .await
+                .unwrap();
+        }
+        store.take();
+        let released = ipam.delete_pool(&name("big"), true).await.unwrap();
+        assert_eq!(released.len(), 640);
+        let (_, writes) = store.take();
+        // 10 blocks of 64, the mark, the pool and its cursor, the guard's entry.
+        assert!(writes <= 14, "{writes} writes for 640 holders in 10 blocks");
+        assert!(ipam.allocations(None).await.unwrap().is_empty());
     });
 }

@@ -16,7 +16,8 @@ use ipam_core::alloc::BLOCK_BITS;
 use ipam_core::block::{BlockRecord, Holder};
 use ipam_core::store::{Held, InvalidRecord, Key, KeyRange, Record, Version, Versioned};
 use ipam_core::{
-    IpPool, IpPoolSpec, ObjectName, Owner, PodRef, ReservedIp, ReservedIpSpec, StoreError,
+    IpPool, IpPoolSpec, ObjectName, Owner, PodRef, PoolState, ReservedIp, ReservedIpSpec,
+    StoreError,
 };
 use kube::core::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{json, Value};
@@ -30,6 +31,9 @@ pub const NAME_ANNOTATION: &str = "ipam.rs/name";
 pub const STORE_LABEL: &str = "ipam.rs/store";
 /// The label of a block's family, `4` or `6`: lists of blocks select by it.
 pub const FAMILY_LABEL: &str = "ipam.rs/family";
+/// The annotation that holds a pool still while `ipamctl` deletes it (`deleting`) or moves
+/// it to another subnet (`changing`): it hands out nothing then (see `ipam_core::PoolState`).
+pub const STATE_ANNOTATION: &str = "ipam.rs/state";
 /// The annotation naming the store namespace whose blocks hold a pool's addresses, on pools
 /// of stores in a namespace other than the default (`ipam-rs`): a pool is used from one
 /// store only, so that one address of it is held in one namespace's blocks.
@@ -48,6 +52,8 @@ pub enum Kind {
     Owner,
     /// `IPAMCursor`.
     Cursor,
+    /// `IPAMGuard`.
+    Guard,
 }
 
 impl Kind {
@@ -63,6 +69,7 @@ impl Kind {
             Kind::Block => of::<crd::IPAMBlock>(),
             Kind::Owner => of::<crd::IPAMOwner>(),
             Kind::Cursor => of::<crd::IPAMCursor>(),
+            Kind::Guard => of::<crd::IPAMGuard>(),
         }
     }
 
@@ -118,6 +125,7 @@ impl Codec {
                 pool,
                 node: Some(node),
             } => (Kind::Cursor, mapped_name(&format!("c-{pool}.on.{node}"))),
+            Key::PoolGuard => (Kind::Guard, "ippools".to_owned()),
             Key::Owner(o) => (
                 Kind::Owner,
                 format!(
@@ -172,6 +180,15 @@ impl Codec {
                 if self.namespace != crate::DEFAULT_NAMESPACE {
                     annotations.insert(NAMESPACE_ANNOTATION.to_owned(), self.namespace.clone());
                 }
+                match p.state() {
+                    PoolState::Active => {}
+                    PoolState::Deleting => {
+                        annotations.insert(STATE_ANNOTATION.to_owned(), "deleting".to_owned());
+                    }
+                    PoolState::Changing => {
+                        annotations.insert(STATE_ANNOTATION.to_owned(), "changing".to_owned());
+                    }
+                }
                 serde_json::to_value(p.spec()).expect("a spec serializes")
             }
             Record::ReservedIp(r) => {
@@ -222,6 +239,22 @@ impl Codec {
                     })).collect::<Vec<_>>(),
                 })
             }
+            Record::PoolRanges(ranges) => serde_json::to_value(crd::IPAMGuardSpec {
+                pools: ranges
+                    .0
+                    .iter()
+                    .map(|(name, (family, ips))| crd::GuardedPoolSpec {
+                        name: name.to_string(),
+                        ip_version: family.version(),
+                        ips: ips
+                            .intervals()
+                            .iter()
+                            .map(|&(a, b)| format!("{}-{}", family.addr(a), family.addr(b)))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .expect("a guard serializes"),
             Record::Cursor(next) => {
                 let Key::Cursor { pool, node } = key else {
                     unreachable!("cursors live under cursor keys")
@@ -296,6 +329,13 @@ impl Codec {
             }
         }
         let record = match self.record_of(&key, &spec, &name) {
+            Ok(Record::Pool(pool)) => match pool_state(obj) {
+                Ok(state) => Record::Pool(pool.with_state(state)),
+                Err(reason) => Record::Invalid(InvalidRecord {
+                    object: what,
+                    reason,
+                }),
+            },
             Ok(record) => record,
             Err(reason) => Record::Invalid(InvalidRecord {
                 object: what,
@@ -374,6 +414,8 @@ impl Codec {
                 Owner::new(text(spec, "containerID")?, text(spec, "ifname")?)
                     .map_err(|e| e.to_string())?,
             ),
+            Kind::Guard if name == "ippools" => Key::PoolGuard,
+            Kind::Guard => return Err("not the pools' guard (named ippools)".into()),
             Kind::Cursor => Key::Cursor {
                 pool: ObjectName::new(text(spec, "pool")?).map_err(|e| e.to_string())?,
                 node: match spec.get("node") {
@@ -503,6 +545,38 @@ impl Codec {
                 }
                 Record::Owner(held)
             }
+            Key::PoolGuard => {
+                let spec: crd::IPAMGuardSpec =
+                    serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+                let mut pools = std::collections::BTreeMap::new();
+                for (i, p) in spec.pools.into_iter().enumerate() {
+                    let field = format!("spec.pools[{i}]");
+                    let name = ObjectName::new(p.name).map_err(|e| format!("{field}.name: {e}"))?;
+                    let family = Family::from_version(p.ip_version).ok_or_else(|| {
+                        format!("{field}.ipVersion: {} is not 4 or 6", p.ip_version)
+                    })?;
+                    let mut intervals = Vec::with_capacity(p.ips.len());
+                    for range in &p.ips {
+                        let bad = || {
+                            format!(
+                                "{field}.ips: {range:?} is not FIRST-LAST of IPv{}",
+                                family.version()
+                            )
+                        };
+                        let (a, b) = range.split_once('-').ok_or_else(bad)?;
+                        let (a, b): (IpAddr, IpAddr) =
+                            (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                        if Family::of(a) != family || Family::of(b) != family {
+                            return Err(bad());
+                        }
+                        intervals.push((to_u128(a), to_u128(b)));
+                    }
+                    let ips = ipam_core::IntervalSet::try_from(intervals)
+                        .map_err(|e| format!("{field}.ips: {e}"))?;
+                    pools.insert(name, (family, ips));
+                }
+                Record::PoolRanges(ipam_core::store::PoolRanges(pools))
+            }
             Key::Cursor { .. } => {
                 let next = text(spec, "next")?
                     .parse::<u128>()
@@ -511,6 +585,24 @@ impl Codec {
             }
             _ => unreachable!("{key} is not an object"),
         })
+    }
+}
+
+/// A pool object's state, from [`STATE_ANNOTATION`] (absent: active).
+fn pool_state(obj: &DynamicObject) -> Result<PoolState, String> {
+    match obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATE_ANNOTATION))
+        .map(String::as_str)
+    {
+        None => Ok(PoolState::Active),
+        Some("deleting") => Ok(PoolState::Deleting),
+        Some("changing") => Ok(PoolState::Changing),
+        Some(other) => Err(format!(
+            "metadata.annotations[{STATE_ANNOTATION}]: {other:?} is not deleting or changing"
+        )),
     }
 }
 
@@ -666,6 +758,19 @@ mod tests {
                     node: None,
                 },
                 Record::Cursor(7),
+            ),
+            (
+                Key::PoolGuard,
+                Record::PoolRanges(ipam_core::store::PoolRanges(
+                    [
+                        (pool.name().clone(), (Family::V4, pool.ips().clone())),
+                        (
+                            reserved.name().clone(),
+                            (Family::V6, reserved.addresses().clone()),
+                        ),
+                    ]
+                    .into(),
+                )),
             ),
         ];
         for (key, record) in cases {

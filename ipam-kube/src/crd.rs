@@ -427,6 +427,38 @@ pub struct IPAMCursorSpec {
     pub next: String,
 }
 
+/// The pools' guard: what every pool applied with `ipamctl` lists. An apply checks new pools
+/// against it and replaces it (conditioned on the version read) before it writes them, so
+/// that two applies that would overlap cannot both land; a deletion removes its pool's
+/// entry last. One object, named `ippools`, in the store's namespace.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "ipam.rs",
+    version = "v1alpha1",
+    kind = "IPAMGuard",
+    plural = "ipamguards",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAMGuardSpec {
+    /// Each applied pool and the addresses it lists.
+    #[serde(default)]
+    pub pools: Vec<GuardedPoolSpec>,
+}
+
+/// One pool of the guard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardedPoolSpec {
+    /// The pool's name.
+    pub name: String,
+    /// 4 or 6.
+    #[serde(rename = "ipVersion")]
+    pub ip_version: u8,
+    /// The addresses it lists, as ranges `FIRST-LAST`.
+    pub ips: Vec<String>,
+}
+
 /// Every CustomResourceDefinition of the project, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
@@ -436,6 +468,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         IPAMBlock::crd(),
         IPAMOwner::crd(),
         IPAMCursor::crd(),
+        IPAMGuard::crd(),
     ]
 }
 

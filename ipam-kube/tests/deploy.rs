@@ -562,6 +562,9 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("get", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("patch", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
+    ("get", "ipamguards.ipam.rs", Some("ipam-rs")),
+    ("create", "ipamguards.ipam.rs", Some("ipam-rs")),
+    ("update", "ipamguards.ipam.rs", Some("ipam-rs")),
     ("patch", "ippools.ipam.rs/status", None),
 ];
 

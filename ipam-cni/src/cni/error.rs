@@ -112,9 +112,10 @@ impl From<Error> for CniError {
     /// the pools with their counts (100), the ReservedIP or holder (101) and the path (5).
     fn from(e: Error) -> CniError {
         let code = match &e {
-            Error::Invalid(_) | Error::NotFound { .. } | Error::PoolInUse { .. } => {
-                Code::InvalidConfig
-            }
+            Error::Invalid(_)
+            | Error::NotFound { .. }
+            | Error::PoolInUse { .. }
+            | Error::PoolDeleting { .. } => Code::InvalidConfig,
             Error::Exhausted { .. } => Code::Exhausted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::TryAgainLater { .. } => Code::TryAgainLater,

@@ -367,20 +367,16 @@ pub async fn delete<S: Store>(
         Resource::Allocations => return Err(delete_allocation_refusal()),
         _ => ObjectName::new(name).map_err(|_| not_found())?,
     };
+    // What a forced deletion released, block by block: said even when it stops part-way.
+    let mut released: Vec<Allocation> = Vec::new();
     let result = match resource {
-        Resource::Pools => ipam.delete_pool(&object_name, force).await,
-        _ => ipam
-            .delete_reserved_ip(&object_name)
+        Resource::Pools => ipam
+            .delete_pool_with(&object_name, force, &mut |freed| {
+                released.extend_from_slice(freed)
+            })
             .await
-            .map(|()| Vec::new()),
-    };
-    let released = match result {
-        Ok(released) => released,
-        Err(Error::NotFound { .. }) => return Err(not_found()),
-        Err(Error::PoolInUse { pool, allocated }) => {
-            return Err(CtlError::PoolInUse { pool, allocated })
-        }
-        Err(e) => return Err(e.into()),
+            .map(|_| ()),
+        _ => ipam.delete_reserved_ip(&object_name).await,
     };
     if !released.is_empty() {
         let list: Vec<String> = released
@@ -393,6 +389,20 @@ pub async fn delete<S: Store>(
             released.len(),
             list.join(", ")
         )?;
+    }
+    match result {
+        Ok(()) => {}
+        Err(Error::NotFound { .. }) => return Err(not_found()),
+        Err(Error::PoolInUse { pool, allocated }) => {
+            return Err(CtlError::PoolInUse { pool, allocated })
+        }
+        Err(source) if !released.is_empty() => {
+            return Err(CtlError::DeletionStopped {
+                pool: name.to_owned(),
+                source,
+            })
+        }
+        Err(e) => return Err(e.into()),
     }
     writeln!(out, "{}/{name} deleted", resource.singular())?;
     Ok(())

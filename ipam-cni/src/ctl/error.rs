@@ -176,6 +176,15 @@ pub enum CtlError {
         /// not be read back.
         applied: Result<Vec<String>, String>,
     },
+    /// A forced pool deletion stopped after releasing some of its holders (listed on
+    /// stderr): the pool stays marked as being deleted, and hands out nothing.
+    #[error("{source}; ippool/{pool} is marked as being deleted and hands out nothing: run the deletion again to finish it")]
+    DeletionStopped {
+        /// The pool.
+        pool: String,
+        /// Why it stopped.
+        source: ipam_core::Error,
+    },
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] ipam_core::Error),

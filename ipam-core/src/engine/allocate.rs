@@ -3,7 +3,8 @@
 //! A steady-state allocation makes two round trips of reads (the owner index, the
 //! reservation summary, the pools and their cursors; then the blocks where the search
 //! starts and where the owner's earlier addresses lie) and two writes in order: the owner
-//! index, then the block that decides. The pool's round-robin cursor is a hint that points
+//! index, then the block that decides; then it reads the stored pools it took from once
+//! more (`confirm_pools`). The pool's round-robin cursor is a hint that points
 //! into a block; the block records where its own search goes on (`next`), so the cursor is
 //! rewritten (unconditioned) only when the search leaves that block: once per 64
 //! allocations in steady state.
@@ -15,11 +16,11 @@ use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
 use crate::alloc::{block_index, first_free_from, Probe, Strategy, BLOCK_BITS};
 use crate::block::Holder;
-use crate::error::{Error, ObjectKind, Unavailable, ValidationError};
+use crate::error::{Error, ObjectKind, StoreError, Unavailable, ValidationError};
 use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
-use crate::store::{Allocation, Expect, Held, Key, Record, Store, Transaction};
+use crate::store::{Allocation, Expect, Held, Key, Record, Store, Transaction, Versioned};
 
 /// One address of an allocation's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +138,7 @@ impl<S: Store> Ipam<S> {
                     name: name.to_string(),
                 });
             };
+            refuse_held_still(&pool.value)?;
             lenses.insert((*name).clone(), lens(pool.value));
         }
         for name in &names {
@@ -269,7 +271,65 @@ impl<S: Store> Ipam<S> {
             }
         }
         self.commit(txn).await?;
+        self.confirm_pools(request, &stored, &granted).await?;
         Ok(granted)
+    }
+
+    /// After the write: reads the stored pools this attempt took addresses from once more,
+    /// and gives back everything it took if one of them was marked, changed to a subnet
+    /// that no longer holds its address, or deleted meanwhile (then the attempt starts over
+    /// and sees why). A change that must see every holder of a pool marks the pool before it
+    /// looks ([`PoolState`](crate::PoolState)): an allocation that wrote before the mark is
+    /// seen, one that reads the mark here gives back, so no holder escapes the change.
+    async fn confirm_pools(
+        &self,
+        request: &Request,
+        stored: &[&ObjectName],
+        granted: &[Granted],
+    ) -> Result<(), Error> {
+        let mut names: Vec<&ObjectName> = Vec::new();
+        for g in granted.iter().filter(|g| g.fresh) {
+            let name = &g.allocation.pool;
+            if stored.contains(&name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Key> = names.iter().map(|n| Key::Pool((*n).clone())).collect();
+        let now = self.store.get_many(&keys).await?;
+        let mut moved = None;
+        for (key, read) in keys.iter().zip(now) {
+            let pool = match read {
+                Some(Versioned {
+                    value: Record::Pool(pool),
+                    ..
+                }) if pool.state().is_active() => pool,
+                _ => {
+                    moved = Some(key);
+                    break;
+                }
+            };
+            let outside = granted.iter().filter(|g| g.fresh).any(|g| {
+                g.allocation.pool == *pool.name() && !pool.in_subnet(g.allocation.address)
+            });
+            if outside {
+                moved = Some(key);
+                break;
+            }
+        }
+        let Some(key) = moved else { return Ok(()) };
+        let fresh: Vec<IpAddr> = granted
+            .iter()
+            .filter(|g| g.fresh)
+            .map(|g| g.allocation.address)
+            .collect();
+        self.release_addresses(&request.owner, &fresh).await?;
+        Err(StoreError::Conflict {
+            key: key.to_string(),
+        }
+        .into())
     }
 
     /// The holder this engine records for an address of `pool` taken for `request`.
@@ -469,6 +529,21 @@ impl<S: Store> Ipam<S> {
             pod: request.pod.clone(),
             node: self.config.node.clone(),
         })
+    }
+}
+
+/// Refuses a pool that is held still: one being deleted for good, one being changed for a
+/// moment (a conflict: the attempt starts over).
+fn refuse_held_still(pool: &IpPool) -> Result<(), Error> {
+    match pool.state() {
+        crate::PoolState::Active => Ok(()),
+        crate::PoolState::Deleting => Err(Error::PoolDeleting {
+            pool: pool.name().to_string(),
+        }),
+        crate::PoolState::Changing => Err(StoreError::Conflict {
+            key: format!("ippool/{} (being changed by an apply)", pool.name()),
+        }
+        .into()),
     }
 }
 

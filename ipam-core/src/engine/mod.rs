@@ -646,6 +646,7 @@ pub(crate) fn invalid(key: &Key, bad: crate::store::InvalidRecord) -> StoreError
             "correct it (kubectl edit) or delete it: the blocks still say what the owner holds, and GC on its node releases what it no longer uses"
         }
         Key::Cursor { .. } => "delete it: it is only a hint",
+        Key::PoolGuard => "delete it: the next pool apply writes it anew",
     };
     StoreError::Invalid {
         key: bad.object,

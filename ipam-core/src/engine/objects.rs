@@ -3,12 +3,15 @@
 use std::net::IpAddr;
 
 use super::{applied, Applied, Ipam};
+use crate::error::StoreError;
 use crate::error::{Error, ObjectKind, ValidationError};
 use crate::name::ObjectName;
-use crate::pool::IpPool;
+use crate::pool::{IpPool, PoolState};
 use crate::reserved::{FamilySets, ReservedIp};
 use crate::set::IntervalSet;
-use crate::store::{Expect, FromRecord, Key, KeyRange, Record, Store, Transaction, Versioned};
+use crate::store::{
+    Expect, FromRecord, Key, KeyRange, PoolRanges, Record, Store, Transaction, Versioned,
+};
 
 impl<S: Store> Ipam<S> {
     /// Creates a pool or replaces its spec.
@@ -65,8 +68,15 @@ impl<S: Store> Ipam<S> {
                 outcome.push(applied);
             }
             if !pools.is_empty() {
+                // Every pool write goes behind a write of the pools' guard, which lists what
+                // every applied pool lists, conditioned on the version read here: of two
+                // applies that each checked without the other's pool, the second to write the
+                // guard fails and checks again, now against the first's entry.
+                let guard = self.read::<PoolRanges>(&Key::PoolGuard).await?;
+                let mut ranges = guard.as_ref().map(|g| g.value.clone()).unwrap_or_default();
                 // Invalid pools take no part in the overlap check: they hand nothing out.
                 let (stored, _) = self.read_readable::<IpPool>(&KeyRange::Pools).await?;
+                let mut writes = Vec::new();
                 for p in pools {
                     let key = Key::Pool(p.name().clone());
                     let listed = stored.iter().find(|(_, v)| v.value.name() == p.name());
@@ -77,13 +87,30 @@ impl<S: Store> Ipam<S> {
                         // objects says which, when asked by name).
                         None => self.read_for_replace::<IpPool>(&key).await?,
                     };
-                    self.check_pool_change(p, old.as_ref(), &expect, pools, &stored)
+                    self.check_pool_change(p, old.as_ref(), &expect, pools, &stored, &ranges)
                         .await?;
-                    let applied = replaced(&expect, old.as_ref().map(|o| o.spec() == p.spec()));
+                    // A pool held still (by a stopped deletion or change) is made active again.
+                    let same = old
+                        .as_ref()
+                        .map(|o| o.spec() == p.spec() && o.state().is_active());
+                    let applied = replaced(&expect, same);
                     if applied != Applied::Unchanged {
-                        txn.put(key, Record::Pool(p.clone()), expect);
+                        writes.push((key, p.clone(), expect));
                     }
                     outcome.push(applied);
+                }
+                for p in pools {
+                    ranges
+                        .0
+                        .insert(p.name().clone(), (p.family(), p.ips().clone()));
+                }
+                let guarded = guard.as_ref().map(|g| &g.value) == Some(&ranges);
+                if !writes.is_empty() || !guarded {
+                    let expect = guard.map_or(Expect::Absent, |g| Expect::Version(g.version));
+                    txn.put(Key::PoolGuard, Record::PoolRanges(ranges), expect);
+                }
+                for (key, p, expect) in writes {
+                    txn.put(key, Record::Pool(p), expect);
                 }
             }
             if !reservations.is_empty() {
@@ -130,18 +157,34 @@ impl<S: Store> Ipam<S> {
         expect: &Expect,
         batch: &[IpPool],
         stored: &[(Key, Versioned<IpPool>)],
+        guarded: &PoolRanges,
     ) -> Result<(), Error> {
-        let others = batch.iter().filter(|o| o.name() != pool.name()).chain(
-            stored
-                .iter()
-                .map(|(_, v)| &v.value)
-                .filter(|o| o.name() != pool.name() && !batch.iter().any(|b| b.name() == o.name())),
-        );
-        for other in others {
-            if other.family() != pool.family() {
+        // The other pools: of this apply, stored, and as the guard has them (an apply in
+        // flight, or a pool edited with kubectl since): each as the addresses it lists.
+        let replaced = |n: &ObjectName| n == pool.name() || batch.iter().any(|b| b.name() == n);
+        let others = batch
+            .iter()
+            .filter(|o| o.name() != pool.name())
+            .map(|o| (o.name(), o.family(), o.ips()))
+            .chain(
+                stored
+                    .iter()
+                    .map(|(_, v)| &v.value)
+                    .filter(|o| !replaced(o.name()))
+                    .map(|o| (o.name(), o.family(), o.ips())),
+            )
+            .chain(
+                guarded
+                    .0
+                    .iter()
+                    .filter(|(n, _)| !replaced(n))
+                    .map(|(n, (f, ips))| (n, *f, ips)),
+            );
+        for (other, family, ips) in others {
+            if family != pool.family() {
                 continue;
             }
-            let shared = pool.ips().intersection(other.ips());
+            let shared = pool.ips().intersection(ips);
             if let Some(&(a, b)) = shared.intervals().first() {
                 let family = pool.family();
                 return Err(ValidationError::new(
@@ -150,7 +193,7 @@ impl<S: Store> Ipam<S> {
                     format!(
                         "ippool {:?} overlaps ippool {:?} at {} ({} addresses shared); pools never share an address",
                         pool.name().as_str(),
-                        other.name().as_str(),
+                        other.as_str(),
                         range_text(family.addr(a), family.addr(b)),
                         shared.len()
                     ),
@@ -179,8 +222,33 @@ impl<S: Store> Ipam<S> {
             }
         }
         if let Some(old) = old.filter(|o| o.subnet() != pool.subnet()) {
+            let key = Key::Pool(pool.name().clone());
+            if old.state() != PoolState::Changing {
+                // Held still first, then counted: an allocation in flight either wrote before
+                // the mark, and is counted, or reads it after its write and gives back (see
+                // `PoolState`). The attempt starts over and reads the mark.
+                let mut mark = Transaction::new();
+                mark.put(
+                    key.clone(),
+                    Record::Pool(old.clone().with_state(PoolState::Changing)),
+                    expect.clone(),
+                );
+                self.commit(mark).await?;
+                return Err(StoreError::Conflict {
+                    key: key.to_string(),
+                }
+                .into());
+            }
             let held = self.held_from(old).await?;
             if held > 0 {
+                // It hands out again, as it was.
+                let mut unmark = Transaction::new();
+                unmark.put(
+                    key,
+                    Record::Pool(old.clone().with_state(PoolState::Active)),
+                    expect.clone(),
+                );
+                self.commit(unmark).await?;
                 return Err(ValidationError::new(
                     "spec.subnet",
                     &pool.spec().subnet,

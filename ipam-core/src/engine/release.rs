@@ -12,7 +12,10 @@ use crate::alloc::block_index;
 use crate::block::{BlockRecord, Holder};
 use crate::error::{Error, ObjectKind};
 use crate::name::{ObjectName, Owner};
-use crate::store::{Allocation, Expect, Held, Key, KeyRange, Record, Store, Transaction};
+use crate::pool::{IpPool, PoolState};
+use crate::store::{
+    Allocation, Expect, Held, Key, KeyRange, PoolRanges, Record, Store, Transaction,
+};
 
 /// Which addresses a release looks at.
 #[derive(Clone, Copy)]
@@ -276,70 +279,141 @@ impl<S: Store> Ipam<S> {
     }
 
     /// Deletes a pool. A pool that holds addresses is refused unless `force`, which releases
-    /// them first (each owner's by compare-and-swap of its blocks); the released allocations
-    /// are returned.
+    /// them first; the released allocations are returned.
     pub async fn delete_pool(
         &self,
         name: &ObjectName,
         force: bool,
     ) -> Result<Vec<Allocation>, Error> {
+        self.delete_pool_with(name, force, &mut |_| {}).await
+    }
+
+    /// As [`Ipam::delete_pool`], telling `released` what each block's release gave back as
+    /// it goes, so that a caller stopped part-way (a deadline) can say exactly what was done.
+    ///
+    /// The pool is first marked [`PoolState::Deleting`](crate::PoolState): it hands out
+    /// nothing from then on, and an allocation in flight that took from it gives back (see
+    /// `PoolState`), so that no holder the deletion did not see survives it. Then its holders
+    /// are released block by block, one compare-and-swap per block however many owners it
+    /// holds (their owner index entries go stale, which readers ignore and the owner's DEL
+    /// drops), and the pool is deleted. A deletion that stopped leaves the pool marked; the
+    /// next one goes on from there. Without `force`, a pool that holds addresses is marked
+    /// active again and the deletion refused.
+    pub async fn delete_pool_with(
+        &self,
+        name: &ObjectName,
+        force: bool,
+        released: &mut (dyn FnMut(&[Allocation]) + Send),
+    ) -> Result<Vec<Allocation>, Error> {
+        let key = Key::Pool(name.clone());
         let not_found = || Error::NotFound {
             kind: ObjectKind::IpPool,
             name: name.to_string(),
         };
-        let (pool, expect) = self
-            .read_for_replace::<crate::pool::IpPool>(&Key::Pool(name.clone()))
-            .await?;
-        if expect == Expect::Absent {
-            return Err(not_found());
-        }
-        let mut by_owner: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
-        match &pool {
-            Some(pool) => {
-                let subnet = super::objects::subnet_set(pool);
-                for block in self.blocks_over(pool.family(), &subnet).await? {
-                    for (value, h) in block.value.iter() {
-                        if h.pool == *name {
-                            by_owner
-                                .entry(h.owner.clone())
-                                .or_default()
-                                .push(pool.family().addr(value));
-                        }
-                    }
+        // 1. The mark. An invalid pool (written around our checks) hands out nothing already.
+        let marked = self
+            .retrying("delete ippool", || async {
+                let (pool, expect) = self.read_for_replace::<IpPool>(&key).await?;
+                if expect == Expect::Absent {
+                    return Err(not_found());
                 }
+                if let Some(p) = pool.as_ref().filter(|p| p.state() != PoolState::Deleting) {
+                    let mut mark = Transaction::new();
+                    mark.put(
+                        key.clone(),
+                        Record::Pool(p.clone().with_state(PoolState::Deleting)),
+                        expect,
+                    );
+                    self.commit(mark).await?;
+                }
+                Ok(pool)
+            })
+            .await;
+        let pool = match marked {
+            // A deletion that stopped after deleting the pool left its entry in the pools'
+            // guard, which still keeps overlapping pools out: this one finishes it.
+            Err(Error::NotFound { .. }) if self.forget_guarded(name).await? => {
+                return Ok(Vec::new())
             }
-            // An invalid pool (written around our checks) has no subnet to look in: its
-            // holders are found wherever they are.
+            other => other?,
+        };
+        // 2. Its holders, as the blocks say after the mark: wherever they lie in its subnet,
+        //    or anywhere for an invalid pool. A block that does not read fails the deletion.
+        let blocks = match &pool {
+            Some(p) => {
+                self.blocks_over(p.family(), &super::objects::subnet_set(p))
+                    .await?
+            }
             None => {
-                for a in self.allocations(Some(name)).await? {
-                    by_owner.entry(a.owner).or_default().push(a.address);
+                let mut all = Vec::new();
+                for family in [Family::V4, Family::V6] {
+                    let whole = crate::set::IntervalSet::from_intervals([(0, family.max_value())]);
+                    all.extend(self.blocks_over(family, &whole).await?);
                 }
+                all
             }
-        }
-        let held: usize = by_owner.values().map(Vec::len).sum();
-        if held > 0 && !force {
+        };
+        let holding: Vec<(Family, u128)> = blocks
+            .iter()
+            .filter(|b| b.value.iter().any(|(_, h)| h.pool == *name))
+            .map(|b| (b.value.family(), b.value.index()))
+            .collect();
+        if !holding.is_empty() && !force {
+            let allocated = blocks
+                .iter()
+                .flat_map(|b| b.value.iter())
+                .filter(|(_, h)| h.pool == *name)
+                .count() as u128;
+            if let Some(p) = &pool {
+                self.retrying("delete ippool", || async {
+                    let (now, expect) = self.read_for_replace::<IpPool>(&key).await?;
+                    if now
+                        .as_ref()
+                        .is_some_and(|n| n.state() == PoolState::Deleting)
+                    {
+                        let mut unmark = Transaction::new();
+                        unmark.put(
+                            key.clone(),
+                            Record::Pool(p.clone().with_state(PoolState::Active)),
+                            expect,
+                        );
+                        self.commit(unmark).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
             return Err(Error::PoolInUse {
                 pool: name.to_string(),
-                allocated: held as u128,
+                allocated,
             });
         }
-        let mut released = Vec::new();
-        for (owner, addresses) in &by_owner {
-            released.extend(
-                self.retrying("delete ippool", || {
-                    self.try_release(owner, Candidates::Only(addresses))
+        // 3. The holders, block by block.
+        let mut all = Vec::new();
+        for (family, index) in holding {
+            let freed = self
+                .retrying("delete ippool", || {
+                    self.release_pool_in_block(name, family, index)
                 })
-                .await?,
-            );
+                .await?;
+            released(&freed);
+            all.extend(freed);
         }
+        // 4. The pool, if it is still the one marked (not applied again meanwhile).
         self.retrying("delete ippool", || async {
-            let key = Key::Pool(name.clone());
-            let (_, expect) = self.read_for_replace::<crate::pool::IpPool>(&key).await?;
+            let (now, expect) = self.read_for_replace::<IpPool>(&key).await?;
             if expect == Expect::Absent {
                 return Err(not_found());
             }
+            if now.as_ref().is_some_and(|n| n.state() != PoolState::Deleting) {
+                return Err(Error::Invalid(crate::error::ValidationError::new(
+                    "metadata.name",
+                    name.as_str(),
+                    "the pool was applied again while it was being deleted; its holders until then were released",
+                )));
+            }
             let mut txn = Transaction::new();
-            txn.delete(key, expect);
+            txn.delete(key.clone(), expect);
             // The pool-wide cursor; nodes' cursors are hints that a re-created pool
             // reuses or overwrites.
             let cursor = Key::Cursor {
@@ -350,7 +424,66 @@ impl<S: Store> Ipam<S> {
             self.commit(txn).await
         })
         .await?;
-        Ok(released)
+        // 5. Its entry in the pools' guard: only now may an overlapping pool be applied.
+        self.forget_guarded(name).await?;
+        Ok(all)
+    }
+
+    /// Removes `name`'s entry from the pools' guard; whether there was one.
+    async fn forget_guarded(&self, name: &ObjectName) -> Result<bool, Error> {
+        self.retrying("delete ippool", || async {
+            let Some(guard) = self.read::<PoolRanges>(&Key::PoolGuard).await? else {
+                return Ok(false);
+            };
+            let mut ranges = guard.value;
+            if ranges.0.remove(name).is_none() {
+                return Ok(false);
+            }
+            let mut txn = Transaction::new();
+            txn.put(
+                Key::PoolGuard,
+                Record::PoolRanges(ranges),
+                Expect::Version(guard.version),
+            );
+            self.commit(txn).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Releases every holder of `pool` in one block, in one compare-and-swap of the block.
+    async fn release_pool_in_block(
+        &self,
+        pool: &ObjectName,
+        family: Family,
+        index: u128,
+    ) -> Result<Vec<Allocation>, Error> {
+        let key = Key::Block { family, index };
+        let mut cache = BlockCache::default();
+        self.load_blocks(&mut cache, [(family, index)]).await?;
+        cache.readable(family, index)?;
+        let Some(block) = cache.current(family, index) else {
+            return Ok(Vec::new());
+        };
+        let values: Vec<u128> = block
+            .iter()
+            .filter(|(_, h)| h.pool == *pool)
+            .map(|(v, _)| v)
+            .collect();
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut freed = Vec::with_capacity(values.len());
+        let edit = cache.edit(family, index, None);
+        for v in values {
+            let holder = edit.remove(v).expect("held");
+            freed.push(allocation_of(family, v, &holder));
+        }
+        let mut txn = Transaction::new();
+        cache.write_into(&mut txn);
+        debug_assert_eq!(txn.ops()[0].key(), &key);
+        self.commit(txn).await?;
+        Ok(freed)
     }
 }
 
