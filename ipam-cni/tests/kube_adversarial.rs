@@ -553,3 +553,42 @@ fn overlapping_pools_applied_at_once_are_never_both_created() {
         assert!(refused.contains("overlaps ippool"), "{refused}");
     }
 }
+
+/// B14: after a pool's subnet was changed with kubectl, its holders vanished from ALLOCATED
+/// (though `get allocations --pool` listed them), and a forced deletion would have missed
+/// them. A pool's holders are found wherever they lie.
+#[test]
+fn a_pool_moved_with_kubectl_still_counts_and_releases_its_holders() {
+    let Some(k) = cluster() else { return };
+    let _turn = one_at_a_time();
+    let ns = "ipam-rs";
+    let pool = unique("pmv");
+    apply(
+        &k,
+        ns,
+        &ippool(&pool, "10.88.0.0/24", "10.88.0.10-10.88.0.20"),
+    );
+    let conf = network(
+        &k,
+        "n-mv",
+        ns,
+        "node1",
+        json!({"ippools": {"ipv4": [pool]}}),
+    );
+    add("mv-1", &conf);
+    add("mv-2", &conf);
+    let patch = r#"{"spec":{"subnet":"10.89.0.0/24","ips":["10.89.0.10-10.89.0.20"]}}"#;
+    kubectl_ok(
+        &k,
+        &["patch", "ippool", &pool, "--type=merge", "-p", patch],
+        "",
+    );
+    let (status, out, err) = ipamctl(&k, ns, &["get", "ippool", &pool, "-o", "json"], "");
+    assert_eq!(status, 0, "{err}");
+    let got: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["spec"]["subnet"], json!("10.89.0.0/24"));
+    assert_eq!(got["status"]["allocatedIPCount"], json!(2), "{got}");
+    let (status, _, err) = ipamctl(&k, ns, &["delete", "ippool", &pool, "--force"], "");
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("released 2 allocation(s)"), "{err}");
+}

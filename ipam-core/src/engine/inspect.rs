@@ -114,12 +114,13 @@ impl<S: Store> Ipam<S> {
     ) -> Result<PoolCounts, Error> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let family = pool.family();
-        let subnet = super::objects::subnet_set(pool);
-        let blocks = self.blocks_for_counts(family, &subnet).await?;
+        let blocks = self.blocks_for_counts(family).await?;
+        let allocated = held_by_pool(&blocks).get(pool.name()).copied().unwrap_or(0);
         Ok(count_from(
             pool,
             summary.get(family),
             network_reserved.get(family),
+            allocated,
             &blocks,
         ))
     }
@@ -135,30 +136,36 @@ impl<S: Store> Ipam<S> {
         let summary = self.summary().await?.map(|s| s.value).unwrap_or_default();
         let none = FamilySets::default();
         let mut blocks = [Vec::new(), Vec::new()];
-        for (family, found) in [Family::V4, Family::V6].into_iter().zip(&mut blocks) {
-            // From the lowest subnet of the family's pools to the highest, in one scan.
-            let Some((first, last)) = pools
-                .iter()
-                .filter(|p| p.family() == family)
-                .map(subnet_bounds)
-                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
-            else {
-                continue;
-            };
-            let span = crate::set::IntervalSet::from_intervals([(first, last)]);
-            *found = self.blocks_for_counts(family, &span).await?;
-            found.sort_unstable_by_key(|b| b.index);
+        let mut held = [Default::default(), Default::default()];
+        for ((family, found), held) in [Family::V4, Family::V6]
+            .into_iter()
+            .zip(&mut blocks)
+            .zip(&mut held)
+        {
+            if pools.iter().any(|p| p.family() == family) {
+                *found = self.blocks_for_counts(family).await?;
+                found.sort_unstable_by_key(|b| b.index);
+                *held = held_by_pool(found);
+            }
         }
         Ok(pools
             .iter()
             .map(|pool| {
-                let family = pool.family();
-                let all = &blocks[usize::from(family == Family::V6)];
+                let i = usize::from(pool.family() == Family::V6);
                 let (first, last) = subnet_bounds(pool);
                 let (first, last) = (block_index(first), block_index(last));
+                let all = &blocks[i];
                 let from = all.partition_point(|b| b.index < first);
                 let to = all.partition_point(|b| b.index <= last);
-                count_from(pool, summary.get(family), none.get(family), &all[from..to])
+                let allocated = held[i].get(pool.name()).copied().unwrap_or(0);
+                let family = pool.family();
+                count_from(
+                    pool,
+                    summary.get(family),
+                    none.get(family),
+                    allocated,
+                    &all[from..to],
+                )
             })
             .collect())
     }
@@ -247,16 +254,11 @@ struct CountBlock {
 }
 
 impl<S: Store> Ipam<S> {
-    /// Every block over `set` for counting, the invalid ones as wholly taken.
-    async fn blocks_for_counts(
-        &self,
-        family: Family,
-        set: &crate::set::IntervalSet,
-    ) -> Result<Vec<CountBlock>, Error> {
-        let (Some(first), Some(&(_, last))) = (set.first(), set.intervals().last()) else {
-            return Ok(Vec::new());
-        };
-        let range = KeyRange::blocks_covering(family, first, last);
+    /// Every block of `family` for counting, the invalid ones as wholly taken: a pool's
+    /// holders are counted wherever they lie (a subnet edited with kubectl leaves them
+    /// outside it), its free addresses inside its subnet.
+    async fn blocks_for_counts(&self, family: Family) -> Result<Vec<CountBlock>, Error> {
+        let range = KeyRange::all_blocks(family);
         let (blocks, invalid) = self.read_readable::<BlockRecord>(&range).await?;
         let mut out: Vec<CountBlock> = blocks
             .into_iter()
@@ -278,19 +280,28 @@ impl<S: Store> Ipam<S> {
     }
 }
 
-/// The contract's counts of `pool` from the blocks of the windows over its subnet.
+/// How many addresses each pool label holds in `blocks`.
+fn held_by_pool(blocks: &[CountBlock]) -> rustc_hash::FxHashMap<ObjectName, u128> {
+    let mut held = rustc_hash::FxHashMap::default();
+    for (_, h) in blocks
+        .iter()
+        .filter_map(|b| b.block.as_ref())
+        .flat_map(|b| b.iter())
+    {
+        *held.entry(h.pool.clone()).or_insert(0) += 1;
+    }
+    held
+}
+
+/// The contract's counts of `pool`, given how many addresses it holds (`allocated`) and the
+/// blocks of the windows over its subnet (or more).
 fn count_from(
     pool: &IpPool,
     store_reserved: &crate::set::IntervalSet,
     network_reserved: &crate::set::IntervalSet,
+    allocated: u128,
     blocks: &[CountBlock],
 ) -> PoolCounts {
-    let allocated = blocks
-        .iter()
-        .filter_map(|b| b.block.as_ref())
-        .flat_map(|b| b.iter())
-        .filter(|(_, h)| h.pool == *pool.name())
-        .count() as u128;
     let taken = Allocations::from_blocks(blocks.iter().map(|b| (b.index, b.bits)));
     counts(pool, store_reserved, network_reserved, allocated, &taken)
 }

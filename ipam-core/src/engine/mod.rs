@@ -571,22 +571,20 @@ impl<S: Store> Ipam<S> {
         Ok(())
     }
 
-    /// Every block of the windows that cover `set`, of `family`.
-    async fn blocks_over(
-        &self,
-        family: Family,
-        set: &IntervalSet,
-    ) -> Result<Vec<Versioned<BlockRecord>>, Error> {
-        let (Some(first), Some(&(_, last))) = (set.first(), set.intervals().last()) else {
-            return Ok(Vec::new());
-        };
-        let range = KeyRange::blocks_covering(family, first, last);
-        Ok(self
-            .read_all::<BlockRecord>(&range)
-            .await?
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect())
+    /// Every block of both families; one that does not read is an error (it may hold what
+    /// the caller looks for).
+    async fn every_block(&self) -> Result<Vec<Versioned<BlockRecord>>, Error> {
+        let mut all = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let range = KeyRange::all_blocks(family);
+            all.extend(
+                self.read_all::<BlockRecord>(&range)
+                    .await?
+                    .into_iter()
+                    .map(|(_, b)| b),
+            );
+        }
+        Ok(all)
     }
 
     /// Commits `txn`, split into the store's largest commits. Each piece keeps the order of

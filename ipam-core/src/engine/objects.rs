@@ -8,7 +8,6 @@ use crate::error::{Error, ObjectKind, ValidationError};
 use crate::name::ObjectName;
 use crate::pool::{IpPool, PoolState};
 use crate::reserved::{FamilySets, ReservedIp};
-use crate::set::IntervalSet;
 use crate::store::{
     Expect, FromRecord, Key, KeyRange, PoolRanges, Record, Store, Transaction, Versioned,
 };
@@ -263,10 +262,10 @@ impl<S: Store> Ipam<S> {
         Ok(())
     }
 
-    /// How many addresses are held from `pool`, wherever in its subnet they lie.
+    /// How many addresses are held from `pool`, wherever they lie (a subnet edited with
+    /// kubectl leaves them outside it).
     pub(crate) async fn held_from(&self, pool: &IpPool) -> Result<u128, Error> {
-        let subnet = subnet_set(pool);
-        let blocks = self.blocks_over(pool.family(), &subnet).await?;
+        let blocks = self.every_block().await?;
         Ok(blocks
             .iter()
             .flat_map(|b| b.value.iter())
@@ -360,15 +359,6 @@ fn replaced(expect: &Expect, same_spec: Option<bool>) -> Applied {
         (Expect::Version(_), None) => Applied::Configured,
         (_, same) => applied(same),
     }
-}
-
-/// The whole subnet of a pool as a set: where its holders may lie.
-pub(crate) fn subnet_set(pool: &IpPool) -> IntervalSet {
-    let net = pool.subnet();
-    IntervalSet::from_intervals([(
-        crate::addr::to_u128(net.network()),
-        crate::addr::to_u128(net.broadcast()),
-    )])
 }
 
 /// `a` or `a-b`, as the contract writes ranges.

@@ -337,22 +337,10 @@ impl<S: Store> Ipam<S> {
             }
             other => other?,
         };
-        // 2. Its holders, as the blocks say after the mark: wherever they lie in its subnet,
-        //    or anywhere for an invalid pool. A block that does not read fails the deletion.
-        let blocks = match &pool {
-            Some(p) => {
-                self.blocks_over(p.family(), &super::objects::subnet_set(p))
-                    .await?
-            }
-            None => {
-                let mut all = Vec::new();
-                for family in [Family::V4, Family::V6] {
-                    let whole = crate::set::IntervalSet::from_intervals([(0, family.max_value())]);
-                    all.extend(self.blocks_over(family, &whole).await?);
-                }
-                all
-            }
-        };
+        // 2. Its holders, as the blocks say after the mark, wherever they lie (a subnet or
+        //    family edited with kubectl leaves them outside it; an invalid pool has none to
+        //    look in). A block that does not read fails the deletion: it may hold some.
+        let blocks = self.every_block().await?;
         let holding: Vec<(Family, u128)> = blocks
             .iter()
             .filter(|b| b.value.iter().any(|(_, h)| h.pool == *name))
