@@ -325,7 +325,7 @@ impl<S: Store> Ipam<S> {
             .map(|v| v.value))
     }
 
-    /// One ReservedIP; an invalid one is [`StoreError::Invalid`](crate::StoreError::Invalid).
+    /// One ReservedIP; an invalid one is [`StoreError::Invalid`].
     pub async fn reserved_ip(&self, name: &ObjectName) -> Result<Option<ReservedIp>, Error> {
         Ok(self
             .read::<ReservedIp>(&Key::ReservedIp(name.clone()))

@@ -297,8 +297,9 @@ impl<S: Store> Ipam<S> {
     /// are released block by block, one compare-and-swap per block however many owners it
     /// holds (their owner index entries go stale, which readers ignore and the owner's DEL
     /// drops), and the pool is deleted. A deletion that stopped leaves the pool marked; the
-    /// next one goes on from there. Without `force`, a pool that holds addresses is marked
-    /// active again and the deletion refused.
+    /// next one goes on from there. Without `force`, a pool that holds addresses is refused
+    /// before the mark, and one that took an address while being marked is marked active
+    /// again and refused.
     pub async fn delete_pool_with(
         &self,
         name: &ObjectName,
@@ -318,6 +319,17 @@ impl<S: Store> Ipam<S> {
                     return Err(not_found());
                 }
                 if let Some(p) = pool.as_ref().filter(|p| p.state() != PoolState::Deleting) {
+                    // Refused at once where it is plainly in use: the mark would fail the
+                    // pool's ADDs meanwhile for nothing.
+                    if !force {
+                        let allocated = self.held_from(p).await?;
+                        if allocated > 0 {
+                            return Err(Error::PoolInUse {
+                                pool: name.to_string(),
+                                allocated,
+                            });
+                        }
+                    }
                     let mut mark = Transaction::new();
                     mark.put(
                         key.clone(),
