@@ -411,9 +411,12 @@ fn gc(conf: &Value, valid: &[&String]) -> Vec<Option<u64>> {
 /// After a run: the store is consistent with `known`; a repeated ADD by every holder returns
 /// its address; a GC that keeps the holders (and every other container whose fate is unsure,
 /// as a runtime that believes them attached would) leaves exactly those, each with at most
-/// one address; DEL of everything leaves nothing. `direct` is a network configuration that
-/// reaches the server directly.
-fn settle(k: &Path, ns: &str, direct: &Value, known: &BTreeMap<String, Known>, what: &str) {
+/// one address; DEL of everything leaves nothing. `nodes` are the network configurations
+/// of every node that allocated, each reaching the server directly: GC releases only its
+/// own node's allocations, so each node's runtime runs one (the first also makes the
+/// repeated ADDs and DELs).
+fn settle(k: &Path, ns: &str, nodes: &[Value], known: &BTreeMap<String, Known>, what: &str) {
+    let direct = &nodes[0];
     let network = direct["name"].as_str().unwrap();
     let held = allocations(k, ns);
     let complaints = consistency(&held, known, network);
@@ -452,7 +455,7 @@ fn settle(k: &Path, ns: &str, direct: &Value, known: &BTreeMap<String, Known>, w
         .map(|(id, _)| id)
         .chain(kept_unsure.iter().copied())
         .collect();
-    let gc_failures = gc(direct, &valid);
+    let gc_failures: Vec<Option<u64>> = nodes.iter().flat_map(|n| gc(n, &valid)).collect();
     let after = allocations(k, ns);
     let leaked: Vec<&Held> = after
         .iter()
@@ -616,7 +619,7 @@ fn kill_9_storm_of_plugin_processes_on_the_kubernetes_store() {
         "too little done before the deadline: {acked} acknowledged, {killed} killed (one call: {typical:?})"
     );
     let known = known.into_inner().unwrap();
-    settle(&k, &ns, &confs[0], &known, "kill_9_storm");
+    settle(&k, &ns, &confs, &known, "kill_9_storm");
     kubectl(&k, &["delete", "namespace", &ns, "--wait=false"]);
 }
 
@@ -1031,7 +1034,7 @@ fn the_api_server_killed_and_restarted_mid_run() {
     settle(
         &k,
         &ns,
-        &confs[0],
+        &confs,
         &known,
         "the_api_server_killed_and_restarted",
     );
@@ -1545,7 +1548,9 @@ fn responses_lost_after_the_write_never_double_allocate_nor_leak() {
         .filter(|(_, s)| matches!(s, Known::Holds(_)))
         .map(|(id, _)| id.clone())
         .collect();
-    let gc_failures = gc(&lossy[1], &valid.iter().collect::<Vec<_>>());
+    // Each node's runtime GCs its own node's allocations.
+    let valid_refs: Vec<&String> = valid.iter().collect();
+    let gc_failures: Vec<Option<u64>> = lossy.iter().flat_map(|n| gc(n, &valid_refs)).collect();
     let after = allocations(&k, &ns);
     let leaked: Vec<&Held> = after
         .iter()
