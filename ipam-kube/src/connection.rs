@@ -219,6 +219,9 @@ pub(crate) struct StillRefused {
     pub last: BoxError,
 }
 
+/// How long before the deadline the last connection is tried.
+const LAST_TRY_BEFORE: Duration = Duration::from_millis(100);
+
 /// How long refused connections are retried by a store without a deadline.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -269,14 +272,18 @@ where
                 if !is_refused(&*e) {
                     return Err(e);
                 }
-                let pause = jittered(delay);
-                if tokio::time::Instant::now() + pause >= until {
+                // Tried until just before the deadline (where the call as a whole stops), so
+                // that a server back a moment before it is still reached, and the caller
+                // hears that connections were refused rather than that time ran out.
+                let now = tokio::time::Instant::now();
+                let last_try = until.checked_sub(LAST_TRY_BEFORE).unwrap_or(until);
+                if now >= last_try {
                     return Err(Box::new(StillRefused {
                         waited: started.elapsed(),
                         last: e,
                     }));
                 }
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(jittered(delay).min(last_try - now)).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
                 inner.ready().await.map_err(Into::into)?;
             }

@@ -68,7 +68,8 @@ fn the_yaml_reads_back_as_the_same_crds() {
             "reservedips.ipam.rs",
             "ipamblocks.ipam.rs",
             "ipamowners.ipam.rs",
-            "ipamcursors.ipam.rs"
+            "ipamcursors.ipam.rs",
+            "ipamguards.ipam.rs"
         ]
     );
 }

@@ -385,9 +385,9 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
             seen += 1;
         }
     }
-    // 5 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
+    // 6 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
     // RoleBinding; the DaemonSet.
-    assert_eq!(seen, 5 + 7 + 1);
+    assert_eq!(seen, 6 + 7 + 1);
 
     // The DaemonSet runs as the ServiceAccount that RBAC binds, installs where its volumes
     // reach the host, and runs the script the Dockerfile puts in its image.
