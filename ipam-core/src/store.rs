@@ -76,7 +76,6 @@ pub struct Versioned<T> {
 
 /// Where a record lives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum Key {
     /// An IPPool.
     Pool(ObjectName),
@@ -117,7 +116,6 @@ pub enum Key {
 
 /// A range of keys read together by [`Store::scan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum KeyRange {
     /// Every IPPool.
     Pools,
@@ -225,7 +223,6 @@ pub struct InvalidRecord {
 
 /// A stored value.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum Record {
     /// Under [`Key::Pool`].
     Pool(IpPool),

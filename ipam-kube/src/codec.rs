@@ -88,7 +88,7 @@ impl Kind {
                 Some(format!("{FAMILY_LABEL}={}", family.version())),
             ),
             KeyRange::Owners => (Kind::Owner, None),
-            _ => (Kind::Cursor, None),
+            KeyRange::Cursors => (Kind::Cursor, None),
         }
     }
 }
@@ -103,15 +103,24 @@ pub struct Codec {
     pub namespace: String,
 }
 
+/// Where a key lives on the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// An object of this kind, under this name.
+    Object(Kind, String),
+    /// Nowhere: the reservation summary, which the store derives from the ReservedIP
+    /// objects instead of keeping it (so that one applied with kubectl counts at once).
+    Derived,
+}
+
 impl Codec {
-    /// The kind and object name of `key`; `None` for the reservation summary, which the
-    /// store derives from the ReservedIP objects instead of keeping it (so that one applied
-    /// with kubectl counts at once).
-    pub fn locate(&self, key: &Key) -> Option<(Kind, String)> {
-        Some(match key {
+    /// Where `key` lives: the kind and name of its object, or [`Place::Derived`] for the
+    /// reservation summary.
+    pub fn place(&self, key: &Key) -> Place {
+        let (kind, name) = match key {
             Key::Pool(n) => (Kind::Pool, self.cluster_name(n)),
             Key::ReservedIp(n) => (Kind::ReservedIp, self.cluster_name(n)),
-            Key::ReservedSummary => return None,
+            Key::ReservedSummary => return Place::Derived,
             Key::Block { family, index } => {
                 let first = index << BLOCK_BITS;
                 let name = match family {
@@ -133,8 +142,17 @@ impl Codec {
                     &hex(&format!("{}/{}", o.container_id(), o.ifname()))[..40]
                 ),
             ),
-            _ => return None,
-        })
+        };
+        Place::Object(kind, name)
+    }
+
+    /// The kind and object name of `key`; `None` for the reservation summary, which has no
+    /// object of its own ([`Place::Derived`]).
+    pub fn locate(&self, key: &Key) -> Option<(Kind, String)> {
+        match self.place(key) {
+            Place::Object(kind, name) => Some((kind, name)),
+            Place::Derived => None,
+        }
     }
 
     fn cluster_name(&self, name: &ObjectName) -> String {
@@ -265,7 +283,10 @@ impl Codec {
                 }
                 spec
             }
-            _ => Value::Null,
+            // Never written as objects: the summary is derived from the ReservedIP objects
+            // (`object` is only asked for keys `locate` places), and an invalid record is
+            // never written (the `Store` contract).
+            Record::ReservedSummary(_) | Record::Invalid(_) => Value::Null,
         };
         let resource = kind.resource();
         let mut obj = DynamicObject::new(&name, &resource);
@@ -583,7 +604,7 @@ impl Codec {
                     .map_err(|e| format!("spec.next: {e}"))?;
                 Record::Cursor(next)
             }
-            _ => unreachable!("{key} is not an object"),
+            Key::ReservedSummary => unreachable!("{key} is derived, not an object"),
         })
     }
 }

@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DynamicObject;
 use kube::{Client, Config};
 
-use crate::codec::{Codec, Kind};
+use crate::codec::{Codec, Kind, Place};
 use crate::connection::{self, Patient, Sources, StillRefused};
 
 /// How to reach the cluster, and where in it the store lives.
@@ -488,8 +488,9 @@ impl Inner {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        let Some((kind, name)) = self.codec.locate(key) else {
-            return self.summary().await.map(Some);
+        let (kind, name) = match self.codec.place(key) {
+            Place::Object(kind, name) => (kind, name),
+            Place::Derived => return self.summary().await.map(Some),
         };
         match self.api(kind).get_opt(&name).await {
             Ok(None) => Ok(None),
@@ -513,7 +514,15 @@ impl Inner {
             match v.value {
                 Record::ReservedIp(r) => reservations.push(r),
                 Record::Invalid(bad) => invalid.push(bad),
-                _ => {}
+                // Objects of the ReservedIP kind decode as nothing else.
+                Record::Pool(_)
+                | Record::ReservedSummary(_)
+                | Record::Block(_)
+                | Record::Cursor(_)
+                | Record::Owner(_)
+                | Record::PoolRanges(_) => {
+                    unreachable!("a ReservedIP object decoded as another record")
+                }
             }
         }
         let value = if invalid.is_empty() {
@@ -590,9 +599,11 @@ impl Inner {
 
     /// One operation, as a compare-and-swap of one object.
     async fn apply(&self, op: Op) -> Result<(), StoreError> {
-        let Some((kind, name)) = self.codec.locate(op.key()) else {
-            // The reservation summary is derived from the ReservedIP objects: nothing to write.
-            return Ok(());
+        let (kind, name) = match self.codec.place(op.key()) {
+            Place::Object(kind, name) => (kind, name),
+            // The reservation summary is derived from the ReservedIP objects, which the same
+            // commit writes: nothing of its own to write.
+            Place::Derived => return Ok(()),
         };
         let api = self.api(kind);
         let conflict = || StoreError::Conflict { key: name.clone() };
