@@ -6,12 +6,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ipam_core::alloc::Allocations;
-use ipam_core::store::{Key, Record, Transaction};
+use ipam_core::backend::{Key, KeyRange, Record, Transaction};
+use ipam_core::search::Allocations;
 use ipam_core::testkit::{name, owner, pool, request};
 use ipam_core::{
-    IntervalSet, Ipam, KeyRange, MemoryStore, ReservedIp, ReservedIpSpec, Store, StoreError,
-    Versioned,
+    IntervalSet, Ipam, MemoryStore, ReservedIp, ReservedIpSpec, Store, StoreError, Versioned,
 };
 
 /// A pool of `2^bits` addresses starting at `base`, with `reserved` small ranges spread over
@@ -178,8 +177,8 @@ fn state_size(_: &mut Criterion) {
     // Not a timing: what one block record weighs with realistic holders (64-hex container
     // IDs, a Pod), full and 90 % full, and how many records a full /16 takes. Every record
     // must stay far below the 1.5 MiB that etcd takes in one request.
-    use ipam_core::block::{BlockRecord, Holder};
-    use ipam_core::store::Record;
+    use ipam_core::backend::Record;
+    use ipam_core::backend::{BlockRecord, Holder};
     use ipam_core::{Family, PodRef};
     let holder = |i: u32| Holder {
         owner: ipam_core::Owner::new(format!("{:064x}", u128::from(i) * 0x9e37_79b9), "eth0")
@@ -200,7 +199,7 @@ fn state_size(_: &mut Criterion) {
         for (index, bits) in s.allocations.blocks() {
             let mut block = BlockRecord::new(Family::V4, index);
             for (k, offset) in bits.offsets().enumerate() {
-                let value = (index << ipam_core::alloc::BLOCK_BITS) | u128::from(offset);
+                let value = (index << ipam_core::backend::BLOCK_BITS) | u128::from(offset);
                 block.insert(value, holder(k as u32));
             }
             let bytes = Record::Block(block).encode().len();

@@ -1,7 +1,7 @@
 //! The address parsers never panic, and what they accept prints back to the same value.
 #![no_main]
 
-use ipam_core::addr::{parse_addr, parse_cidr};
+use ipam_core::{parse_addr, parse_cidr};
 use ipam_core::IpRange;
 use libfuzzer_sys::fuzz_target;
 

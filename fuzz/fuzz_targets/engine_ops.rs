@@ -2,7 +2,7 @@
 //! nothing reserved or outside a pool handed out, the store's views agree.
 #![no_main]
 
-use ipam_core::addr::to_u128;
+use ipam_core::backend::to_u128;
 use ipam_core::testkit::{check_consistency, name, owner, pool, request, reserved};
 use ipam_core::{Error, Ipam, MemoryStore};
 use libfuzzer_sys::fuzz_target;

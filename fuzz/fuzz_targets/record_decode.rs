@@ -3,7 +3,7 @@
 //! never panics.
 #![no_main]
 
-use ipam_core::store::{Key, Record};
+use ipam_core::backend::{Key, Record};
 use ipam_core::Family;
 use ipam_core::testkit::{name, owner};
 use libfuzzer_sys::fuzz_target;
@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
         Key::Pool(name("p")),
         Key::ReservedIp(name("r")),
         Key::ReservedSummary,
-        Key::Block { family: Family::V4, index: 0x0a06_0000 >> ipam_core::alloc::BLOCK_BITS },
-        Key::Block { family: Family::V6, index: u128::MAX >> ipam_core::alloc::BLOCK_BITS },
+        Key::Block { family: Family::V4, index: 0x0a06_0000 >> ipam_core::backend::BLOCK_BITS },
+        Key::Block { family: Family::V6, index: u128::MAX >> ipam_core::backend::BLOCK_BITS },
         Key::Cursor { pool: name("p"), node: None },
         Key::Cursor { pool: name("p"), node: Some(name("node-1")) },
         Key::Owner(owner("c")),
@@ -29,5 +29,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let cut = data.first().map_or(0, |&n| usize::from(n).min(data.len()));
-    let _ = ipam_core::migrate::from_v1(vec![(data[..cut].to_vec(), data[cut..].to_vec())]);
+    let _ = ipam_core::backend::migrate::from_v1(vec![(data[..cut].to_vec(), data[cut..].to_vec())]);
 });

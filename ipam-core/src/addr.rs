@@ -94,7 +94,7 @@ impl fmt::Display for Family {
 /// The position of an address on the `u128` number line (IPv4 in `0..2^32`).
 ///
 /// ```
-/// use ipam_core::addr::to_u128;
+/// use ipam_core::backend::to_u128;
 /// assert_eq!(to_u128("10.0.0.1".parse().unwrap()), 0x0a00_0001);
 /// ```
 pub fn to_u128(addr: IpAddr) -> u128 {
@@ -160,7 +160,7 @@ impl fmt::Display for AddrErrorKind {
 /// Address text that could not be parsed; the message quotes the input.
 ///
 /// ```
-/// let err = ipam_core::addr::parse_cidr("10.6.0.5/24").unwrap_err();
+/// let err = ipam_core::parse_cidr("10.6.0.5/24").unwrap_err();
 /// assert_eq!(err.to_string(), r#""10.6.0.5/24": host bits are set; the network is 10.6.0.0/24"#);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -192,7 +192,7 @@ impl AddrError {
 /// Parses one address strictly (`std` rules: no leading zeros, no zone, no spaces).
 ///
 /// ```
-/// use ipam_core::addr::parse_addr;
+/// use ipam_core::parse_addr;
 /// assert!(parse_addr("fd00::1").is_ok());
 /// assert!(parse_addr("010.0.0.1").is_err());
 /// ```
@@ -208,7 +208,7 @@ pub fn parse_addr(text: &str) -> Result<IpAddr, AddrError> {
 /// the family's bounds, and no host bits.
 ///
 /// ```
-/// use ipam_core::addr::parse_cidr;
+/// use ipam_core::parse_cidr;
 /// assert_eq!(parse_cidr("fd00::/64").unwrap().to_string(), "fd00::/64");
 /// assert!(parse_cidr("10.6.0.0").is_err());
 /// ```

@@ -12,39 +12,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::Family;
-use crate::alloc::{block_index, Block, BLOCK_BITS};
-use crate::name::{ObjectName, Owner};
-use crate::store::{Allocation, PodRef};
-
-/// Who holds one address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Holder {
-    /// The owner: `(containerID, ifname)`.
-    pub owner: Owner,
-    /// The network (CNI `name`) the address was allocated for.
-    pub network: String,
-    /// The pool it was allocated from (an applied pool, or a network's inline pool).
-    pub pool: ObjectName,
-    /// The Pod, where known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodRef>,
-    /// The node whose process took it, where processes of many nodes share the store
-    /// (the engine's [`Config::node`](crate::Config::node)). Not the block's affinity: a
-    /// node whose own blocks are full takes addresses from other nodes' blocks. A runtime's
-    /// GC knows only its own node's attachments, so it releases only holders of its node;
-    /// holders written before this field existed have none, and a node's GC leaves them
-    /// alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<ObjectName>,
-}
+use crate::holder::{Allocation, Holder};
+use crate::name::ObjectName;
+use crate::search::{block_index, Block, BLOCK_BITS};
 
 /// One block: the taken addresses of a window and their holders.
 ///
 /// ```
-/// use ipam_core::block::{BlockRecord, Holder};
+/// use ipam_core::backend::{BlockRecord, Holder};
 /// use ipam_core::{Family, ObjectName, Owner};
-/// let mut block = BlockRecord::new(Family::V4, 0x0a06_0000 >> ipam_core::alloc::BLOCK_BITS);
+/// let mut block = BlockRecord::new(Family::V4, 0x0a06_0000 >> ipam_core::backend::BLOCK_BITS);
 /// let holder = Holder {
 ///     owner: Owner::new("c1", "eth0").unwrap(),
 ///     network: "net1".into(),
@@ -261,6 +238,7 @@ impl BlockRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::name::Owner;
 
     fn holder(id: &str) -> Holder {
         Holder {

@@ -40,30 +40,38 @@
 //! # });
 //! ```
 
-pub mod addr;
-pub mod alloc;
-pub mod block;
-pub mod engine;
-pub mod error;
-pub mod memory;
-pub mod migrate;
-pub mod name;
-pub mod pool;
-pub mod reserved;
-pub mod set;
-pub mod store;
+// The modules are private: the root below is the library's API, `backend` is what a store
+// implementor needs, and `search` is the pure allocator. ARCHITECTURE.md states the boundary.
+mod addr;
+pub mod backend;
+mod block;
+mod engine;
+mod error;
+mod holder;
+mod memory;
+mod migrate;
+mod name;
+mod pool;
+mod reserved;
+pub mod search;
+mod set;
+mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod validation;
 
-pub use addr::{AddrError, Family, IpRange};
-pub use alloc::Strategy;
+pub use addr::{parse_addr, parse_cidr, AddrError, AddrErrorKind, Family, IpRange};
 pub use engine::{
-    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Request, Slot,
+    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Request, Sleep, Slot,
+    ThreadSleep,
 };
-pub use error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable, ValidationError};
+pub use error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable};
+pub use holder::{Allocation, PodRef};
 pub use memory::MemoryStore;
-pub use name::{ObjectName, Owner};
-pub use pool::{IpPool, IpPoolSpec, PoolState, RouteSpec};
+pub use name::{check_dns_label, check_dns_subdomain, ObjectName, Owner};
+pub use pool::{IpPool, IpPoolSpec, PoolState, Route, RouteSpec, MAX_POOL_SIZE};
 pub use reserved::{FamilySets, ReservedIp, ReservedIpSpec};
+pub use search::Strategy;
 pub use set::IntervalSet;
-pub use store::{Allocation, KeyRange, PodRef, RecordSize, Store, Version, Versioned};
+pub use store::{RecordSize, Store, Version, Versioned};
+pub use validation::ValidationError;

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::addr::{to_u128, Family};
-use crate::alloc::block_index;
-use crate::block::{BlockRecord, Holder};
+use crate::block::BlockRecord;
 use crate::error::StoreError;
+use crate::holder::{Allocation, Held, Holder};
 use crate::name::Owner;
-use crate::store::{Allocation, Held, Key, Record, RECORD_FORMAT};
+use crate::search::block_index;
+use crate::store::{Key, Record, RECORD_FORMAT};
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u64 = 2;
@@ -132,8 +133,8 @@ pub fn from_v1(records: RawRecords) -> Result<RawRecords, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holder::PodRef;
     use crate::name::ObjectName;
-    use crate::store::PodRef;
 
     fn v1_allocation(pool: &str, network: &str, id: &str, address: &str) -> (Vec<u8>, Vec<u8>) {
         let address: IpAddr = address.parse().unwrap();

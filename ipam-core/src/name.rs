@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ValidationError;
+use crate::validation::ValidationError;
 
 /// The name of an IPPool or a ReservedIP: 1 to 253 characters of `[A-Za-z0-9_.-]`, starting
 /// with a letter or digit.
@@ -173,7 +173,7 @@ impl fmt::Debug for Owner {
 /// or digit. Kubernetes' own wording, so that the refusal reads as kubectl's would.
 ///
 /// ```
-/// use ipam_core::name::check_dns_label;
+/// use ipam_core::check_dns_label;
 /// assert!(check_dns_label("K8S_POD_NAMESPACE", "kube-system").is_ok());
 /// let err = check_dns_label("K8S_POD_NAMESPACE", "a/b").unwrap_err();
 /// assert!(err.to_string().starts_with(r#"K8S_POD_NAMESPACE: "a/b": a lowercase RFC 1123 label"#));
@@ -205,7 +205,7 @@ pub fn check_dns_label(field: &str, value: &str) -> Result<(), ValidationError> 
 /// joined by `.`.
 ///
 /// ```
-/// use ipam_core::name::check_dns_subdomain;
+/// use ipam_core::check_dns_subdomain;
 /// assert!(check_dns_subdomain("K8S_POD_NAME", "web-0.v2").is_ok());
 /// assert!(check_dns_subdomain("K8S_POD_NAME", "web?x=1").is_err());
 /// ```

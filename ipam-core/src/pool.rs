@@ -7,9 +7,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{parse_addr, parse_cidr, to_u128, Family, IpRange};
-use crate::error::ValidationError;
 use crate::name::ObjectName;
 use crate::set::IntervalSet;
+use crate::validation::ValidationError;
 
 /// The largest pool supported: an IPv6 /64.
 pub const MAX_POOL_SIZE: u128 = 1 << 64;

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{Family, IpRange};
-use crate::error::ValidationError;
 use crate::name::ObjectName;
 use crate::set::IntervalSet;
+use crate::validation::ValidationError;
 
 /// A ReservedIP's `spec` as written by a person: the wire form, not yet validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

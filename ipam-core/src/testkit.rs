@@ -378,11 +378,11 @@ pub async fn scan_ranges(store: &dyn Store) {
         t.put(cursor, Record::Cursor(5), Expect::Absent);
     }
     let block_at = |family: Family, value: u128| {
-        let index = crate::alloc::block_index(value);
+        let index = crate::search::block_index(value);
         let mut b = crate::block::BlockRecord::new(family, index);
         b.insert(
             value,
-            crate::block::Holder {
+            crate::holder::Holder {
                 owner: owner("c"),
                 network: "net1".into(),
                 pool: name("a"),
@@ -899,7 +899,7 @@ pub async fn one_holder_across_pools(store: Arc<dyn Store>) {
 
 /// Changes to a pool that would mislead a holder are refused: its subnet (and so its family)
 /// cannot change while it holds addresses. Narrowing `ips` never evicts, and counts follow
-/// the written rule ([`counts`](crate::engine::counts)).
+/// the written rule ([`PoolCounts`](crate::PoolCounts)).
 pub async fn pool_changes_that_would_mislead(store: Arc<dyn Store>) {
     let ipam = engine(store.clone());
     ipam.apply_pool(pool("p", "10.50.0.0/24", &["10.50.0.10-10.50.0.13"]))
@@ -1108,7 +1108,7 @@ pub async fn gc_is_scoped_to_its_node(store: Arc<dyn Store>) {
             .unwrap();
     }
     none.allocate(&request("x", &["g"])).await.unwrap();
-    let node_of = |a: &crate::store::Allocation| a.node.as_ref().map(|n| n.to_string());
+    let node_of = |a: &crate::holder::Allocation| a.node.as_ref().map(|n| n.to_string());
     for a in n1.allocations(None).await.unwrap() {
         let want = match a.owner.container_id().as_bytes()[0] {
             b'a' => Some("node-1".to_owned()),

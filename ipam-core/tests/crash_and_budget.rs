@@ -171,7 +171,7 @@ fn steady_state_calls_stay_within_the_round_trip_budget() {
 /// the free addresses of another's, and the whole pool is used.
 #[test]
 fn nodes_claim_blocks_of_their_own_then_share() {
-    use ipam_core::alloc::block_index;
+    use ipam_core::backend::block_index;
     use ipam_core::ObjectName;
     pollster::block_on(async {
         let store = Arc::new(MemoryStore::new());
@@ -195,7 +195,7 @@ fn nodes_claim_blocks_of_their_own_then_share() {
                     .allocate(&request(&format!("{k}-{i}"), &["p"]))
                     .await
                     .unwrap();
-                let v = ipam_core::addr::to_u128(got[0].address);
+                let v = ipam_core::backend::to_u128(got[0].address);
                 blocks[k].insert(block_index(v));
             }
         }

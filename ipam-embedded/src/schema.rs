@@ -14,7 +14,7 @@ use crate::header;
 use crate::kv::{Backend, Entry};
 
 /// The schema this build writes and reads: ipam-core's.
-pub const SCHEMA: u64 = ipam_core::migrate::SCHEMA;
+pub const SCHEMA: u64 = ipam_core::backend::migrate::SCHEMA;
 
 /// The meta name of the schema mark.
 pub const META_SCHEMA: &str = "schema";
@@ -55,7 +55,7 @@ impl Schema {
         current: SCHEMA,
         steps: &[Step {
             from: 1,
-            migrate: ipam_core::migrate::from_v1,
+            migrate: ipam_core::backend::migrate::from_v1,
         }],
     };
 

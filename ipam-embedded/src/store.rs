@@ -8,8 +8,9 @@
 //! stored, take the next version from the counter, write, commit durably.
 
 use async_trait::async_trait;
-use ipam_core::store::{Expect, Key, KeyRange, Op, Record, Transaction, Version, Versioned};
+use ipam_core::backend::{Expect, Key, KeyRange, Op, Record, Transaction};
 use ipam_core::{Store, StoreError};
+use ipam_core::{Version, Versioned};
 
 use crate::header;
 use crate::kv::{Backend, TxnError};

@@ -11,14 +11,16 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipam_core::addr::{to_u128, Family};
-use ipam_core::alloc::BLOCK_BITS;
-use ipam_core::block::{BlockRecord, Holder};
-use ipam_core::store::{Held, InvalidRecord, Key, KeyRange, Record, Version, Versioned};
+use ipam_core::backend::to_u128;
+use ipam_core::backend::BLOCK_BITS;
+use ipam_core::backend::{BlockRecord, Holder};
+use ipam_core::backend::{Held, InvalidRecord, Key, KeyRange, Record};
+use ipam_core::Family;
 use ipam_core::{
     IpPool, IpPoolSpec, ObjectName, Owner, PodRef, PoolState, ReservedIp, ReservedIpSpec,
     StoreError,
 };
+use ipam_core::{Version, Versioned};
 use kube::core::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -596,7 +598,7 @@ impl Codec {
                         .map_err(|e| format!("{field}.ips: {e}"))?;
                     pools.insert(name, (family, ips));
                 }
-                Record::PoolRanges(ipam_core::store::PoolRanges(pools))
+                Record::PoolRanges(ipam_core::backend::PoolRanges(pools))
             }
             Key::Cursor { .. } => {
                 let next = text(spec, "next")?
@@ -782,7 +784,7 @@ mod tests {
             ),
             (
                 Key::PoolGuard,
-                Record::PoolRanges(ipam_core::store::PoolRanges(
+                Record::PoolRanges(ipam_core::backend::PoolRanges(
                     [
                         (pool.name().clone(), (Family::V4, pool.ips().clone())),
                         (

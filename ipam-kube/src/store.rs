@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ipam_core::store::{Expect, Key, KeyRange, Op, Record, Transaction, Versioned};
+use ipam_core::backend::{Expect, Key, KeyRange, Op, Record, Transaction};
+use ipam_core::Versioned;
 use ipam_core::{Store, StoreError};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -352,8 +353,8 @@ impl KubeStore {
     /// Pod, before any request: kube puts both into the request's path unescaped, where a
     /// `?`, `#` or `/` would read another object.
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
-        ipam_core::name::check_dns_label("namespace", namespace)
-            .and_then(|()| ipam_core::name::check_dns_subdomain("name", name))
+        ipam_core::check_dns_label("namespace", namespace)
+            .and_then(|()| ipam_core::check_dns_subdomain("name", name))
             .map_err(|e| io(&format!("get pod {namespace}/{name}"), e))?;
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         self.on_runtime(|inner| async move {
@@ -509,7 +510,7 @@ impl Inner {
     async fn summary(&self) -> Result<Versioned<Record>, StoreError> {
         let (all, version) = self.list(&KeyRange::ReservedIps).await?;
         let mut reservations = Vec::with_capacity(all.len());
-        let mut invalid: Vec<ipam_core::store::InvalidRecord> = Vec::new();
+        let mut invalid: Vec<ipam_core::backend::InvalidRecord> = Vec::new();
         for (_, v) in all {
             match v.value {
                 Record::ReservedIp(r) => reservations.push(r),
@@ -528,7 +529,7 @@ impl Inner {
         let value = if invalid.is_empty() {
             Record::ReservedSummary(ipam_core::FamilySets::union_of(&reservations))
         } else {
-            Record::Invalid(ipam_core::store::InvalidRecord {
+            Record::Invalid(ipam_core::backend::InvalidRecord {
                 object: invalid
                     .iter()
                     .map(|b| b.object.as_str())

@@ -763,7 +763,7 @@ fn the_plugin_works_with_the_kubeconfig_the_daemonset_writes() {
         .expect("read the pool")
         .expect("the store sees the pool kubectl applied");
     assert!(
-        pool.ips().contains(ipam_core::addr::to_u128(address)),
+        pool.ips().contains(ipam_core::backend::to_u128(address)),
         "{address} is not of the pool"
     );
     let again = block_on(ipam.allocate(&request)).expect("a repeated ADD");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use ipam_core::store::{Expect, Key, Record, Transaction};
+use ipam_core::backend::{Expect, Key, Record, Transaction};
 use ipam_core::testkit::reserved;
 use ipam_core::{Error, Ipam, ReservedIp, Store, StoreError};
 use ipam_kube::{KubeStore, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES};

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipam_core::addr::{parse_addr, parse_cidr, to_u128, AddrErrorKind};
+use ipam_core::backend::to_u128;
+use ipam_core::{parse_addr, parse_cidr, AddrErrorKind};
 use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;

@@ -124,8 +124,8 @@ impl CniArgs {
         else {
             return Ok(());
         };
-        ipam_core::name::check_dns_label("K8S_POD_NAMESPACE", &namespace)
-            .and_then(|()| ipam_core::name::check_dns_subdomain("K8S_POD_NAME", &name))
+        ipam_core::check_dns_label("K8S_POD_NAMESPACE", &namespace)
+            .and_then(|()| ipam_core::check_dns_subdomain("K8S_POD_NAME", &name))
             .map_err(|e| {
                 CniError::new(
                     Code::BadEnvironment,

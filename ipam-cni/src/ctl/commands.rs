@@ -5,9 +5,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use ipam_core::{
-    Allocation, Applied, Error, Family, Ipam, KeyRange, ObjectName, PoolCounts, Store,
-};
+use ipam_core::backend::KeyRange;
+use ipam_core::{Allocation, Applied, Error, Family, Ipam, ObjectName, PoolCounts, Store};
 
 use super::error::CtlError;
 use super::manifest::{Manifest, Object};
@@ -434,7 +433,7 @@ pub async fn explain<S: Store>(
 
 /// Parses one address strictly (as everywhere in the project).
 pub(crate) fn parse_address(text: &str, context: &str) -> Result<IpAddr, CtlError> {
-    ipam_core::addr::parse_addr(text)
+    ipam_core::parse_addr(text)
         .map_err(|e| CtlError::Usage(format!("invalid address {e} ({context})")))
 }
 

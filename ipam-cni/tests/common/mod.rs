@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ipam_cni::store::{open, StoreChoice};
-use ipam_core::store::{Key, KeyRange};
+use ipam_core::backend::{Key, KeyRange};
 use ipam_core::Family;
 use ipam_core::{Ipam, Store};
 use serde_json::{json, Value};

@@ -14,13 +14,14 @@ use std::net::IpAddr;
 
 use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
-use crate::alloc::{block_index, first_free_from, Probe, Strategy, BLOCK_BITS};
-use crate::block::Holder;
-use crate::error::{Error, ObjectKind, StoreError, Unavailable, ValidationError};
+use crate::error::{Error, ObjectKind, StoreError, Unavailable};
+use crate::holder::{Allocation, Held, Holder};
 use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
-use crate::store::{Allocation, Expect, Held, Key, Record, Store, Transaction, Versioned};
+use crate::search::{block_index, first_free_from, Probe, Strategy, BLOCK_BITS};
+use crate::store::{Expect, Key, Record, Store, Transaction, Versioned};
+use crate::validation::ValidationError;
 
 /// One address of an allocation's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]

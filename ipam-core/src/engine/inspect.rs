@@ -5,13 +5,14 @@ use std::net::IpAddr;
 
 use super::{counts, Ipam};
 use crate::addr::{to_u128, Family};
-use crate::alloc::{block_index, Allocations};
 use crate::block::BlockRecord;
 use crate::error::{Error, PoolCounts};
+use crate::holder::Allocation;
 use crate::name::ObjectName;
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
-use crate::store::{Allocation, Key, KeyRange, Record, Store, Versioned};
+use crate::search::{block_index, Allocations};
+use crate::store::{Key, KeyRange, Record, Store, Versioned};
 
 /// Everything that decides whether one address is allocatable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +100,8 @@ impl fmt::Display for Explanation {
 }
 
 impl<S: Store> Ipam<S> {
-    /// A pool's counts, as the contract defines them (see [`counts`] for held addresses
-    /// outside the pool's current `ips`).
+    /// A pool's counts, as the contract defines them ([`PoolCounts`]): addresses still held
+    /// from the pool outside its current `ips` count in `allocated`, never in `available`.
     pub async fn pool_counts(&self, pool: &IpPool) -> Result<PoolCounts, Error> {
         self.pool_counts_with(pool, &FamilySets::default()).await
     }
@@ -249,7 +250,7 @@ fn subnet_bounds(pool: &IpPool) -> (u128, u128) {
 /// that does not read counts as wholly taken, and none of its addresses as allocated).
 struct CountBlock {
     index: u128,
-    bits: crate::alloc::Block,
+    bits: crate::search::Block,
     block: Option<BlockRecord>,
 }
 
@@ -271,7 +272,7 @@ impl<S: Store> Ipam<S> {
         out.extend(invalid.into_iter().filter_map(|(key, _)| match key {
             Key::Block { index, .. } => Some(CountBlock {
                 index,
-                bits: crate::alloc::Block::full(),
+                bits: crate::search::Block::full(),
                 block: None,
             }),
             _ => None,

@@ -35,16 +35,16 @@ use async_trait::async_trait;
 use rustc_hash::FxHashMap;
 
 use crate::addr::Family;
-use crate::alloc::{BlockState, Strategy};
 use crate::block::BlockRecord;
 use crate::error::{Error, PoolCounts, StoreError};
+use crate::holder::{Allocation, PodRef};
 use crate::name::{ObjectName, Owner};
 use crate::pool::IpPool;
 use crate::reserved::FamilySets;
+use crate::search::{BlockState, Strategy};
 use crate::set::IntervalSet;
 use crate::store::{
-    Allocation, Expect, FromRecord, InvalidRecord, Key, KeyRange, Op, PodRef, Record, Store,
-    Transaction, Versioned,
+    Expect, FromRecord, InvalidRecord, Key, KeyRange, Op, Record, Store, Transaction, Versioned,
 };
 
 /// Waits between retries. The core has no runtime: callers that run one pass its timer.
@@ -673,12 +673,12 @@ fn applied(same_spec: Option<bool>) -> Applied {
 /// nothing reserves. Addresses of the capacity held from another pool or network (inline
 /// ranges may overlap an applied pool) are not `allocated` here but are not `available`
 /// either.
-pub fn counts(
+pub(crate) fn counts(
     pool: &IpPool,
     store_reserved: &IntervalSet,
     network_reserved: &IntervalSet,
     allocated: u128,
-    taken: &crate::alloc::Allocations,
+    taken: &crate::search::Allocations,
 ) -> PoolCounts {
     let capacity = pool.capacity();
     let by_store = capacity.intersection(store_reserved);
@@ -706,7 +706,7 @@ fn corrupt(key: &Key, expected: &str) -> Error {
 }
 
 /// The allocation `holder` has of `value`, as the public type.
-fn allocation_of(family: Family, value: u128, holder: &crate::block::Holder) -> Allocation {
+fn allocation_of(family: Family, value: u128, holder: &crate::holder::Holder) -> Allocation {
     Allocation {
         address: family.addr(value),
         pool: holder.pool.clone(),

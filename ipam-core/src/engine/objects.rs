@@ -4,13 +4,14 @@ use std::net::IpAddr;
 
 use super::{applied, Applied, Ipam};
 use crate::error::StoreError;
-use crate::error::{Error, ObjectKind, ValidationError};
+use crate::error::{Error, ObjectKind};
 use crate::name::ObjectName;
 use crate::pool::{IpPool, PoolState};
 use crate::reserved::{FamilySets, ReservedIp};
 use crate::store::{
     Expect, FromRecord, Key, KeyRange, PoolRanges, Record, Store, Transaction, Versioned,
 };
+use crate::validation::ValidationError;
 
 impl<S: Store> Ipam<S> {
     /// Creates a pool or replaces its spec.

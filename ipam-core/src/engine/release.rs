@@ -8,14 +8,13 @@ use std::net::IpAddr;
 
 use super::{allocation_of, corrupt, BlockCache, GcReport, Ipam};
 use crate::addr::{to_u128, Family};
-use crate::alloc::block_index;
-use crate::block::{BlockRecord, Holder};
+use crate::block::BlockRecord;
 use crate::error::{Error, ObjectKind};
+use crate::holder::{Allocation, Held, Holder};
 use crate::name::{ObjectName, Owner};
 use crate::pool::{IpPool, PoolState};
-use crate::store::{
-    Allocation, Expect, Held, Key, KeyRange, PoolRanges, Record, Store, Transaction,
-};
+use crate::search::block_index;
+use crate::store::{Expect, Key, KeyRange, PoolRanges, Record, Store, Transaction};
 
 /// Which addresses a release looks at.
 #[derive(Clone, Copy)]
@@ -406,7 +405,7 @@ impl<S: Store> Ipam<S> {
                 return Err(not_found());
             }
             if now.as_ref().is_some_and(|n| n.state() != PoolState::Deleting) {
-                return Err(Error::Invalid(crate::error::ValidationError::new(
+                return Err(Error::Invalid(crate::validation::ValidationError::new(
                     "metadata.name",
                     name.as_str(),
                     "the pool was applied again while it was being deleted; its holders until then were released",

@@ -1,7 +1,9 @@
-//! Allocation state as set algebra: capacity ∖ reserved ∖ allocated, computed lazily.
+//! The search for a free address, as set algebra: capacity ∖ reserved ∖ allocated, computed
+//! lazily. Pure: it does no I/O, and asks its caller for the blocks it needs.
 //!
-//! Allocated addresses are kept in [`Block`]s: roaring bitmaps over aligned windows of
-//! 2^[`BLOCK_BITS`] addresses of a family's number line. A block exists only once something
+//! Allocated addresses are kept in [`Block`]s over aligned windows of 2^[`BLOCK_BITS`]
+//! addresses of a family's number line: one 64-bit word in memory, a portable roaring bitmap
+//! when stored ([`Block::to_bytes`]). A block exists only once something
 //! in it is allocated, so memory follows allocations, never the size of the pool (an IPv6 /64
 //! with one allocation holds one small block). In a store, each block is one record with its
 //! own version and the holder of every address ([`BlockRecord`](crate::block::BlockRecord)),
@@ -43,7 +45,7 @@ pub fn block_index(value: u128) -> u128 {
 /// vector of containers behind two pointers.)
 ///
 /// ```
-/// use ipam_core::alloc::Block;
+/// use ipam_core::search::Block;
 /// let mut b = Block::default();
 /// b.insert(0x0a06_0005);
 /// assert!(b.contains(0x0a06_0005));
@@ -199,7 +201,7 @@ pub enum Probe {
 /// of addresses.
 ///
 /// ```
-/// use ipam_core::alloc::{first_free, Block, BlockState, Probe};
+/// use ipam_core::search::{first_free, Block, BlockState, Probe};
 /// use ipam_core::IntervalSet;
 /// let capacity = IntervalSet::from_intervals([(10, 20)]);
 /// let reserved = IntervalSet::from_intervals([(10, 11)]);
@@ -310,7 +312,7 @@ pub fn first_free_from<'a>(
 /// at 3.5× the /24's cost per allocate+release).
 ///
 /// ```
-/// use ipam_core::alloc::Allocations;
+/// use ipam_core::search::Allocations;
 /// use ipam_core::IntervalSet;
 /// let capacity = IntervalSet::from_intervals([(1, 254)]);
 /// let mut a = Allocations::default();
