@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ipam_cni::store::{self, StoreChoice};
-use ipam_core::{FamilySets, Ipam, ObjectName, Owner, PodRef, Request, Slot};
+use ipam_core::{Ipam, ObjectName, Owner, PodRef, Request, Slot};
 use serde_json::{json, Value};
 
 /// The seed document's manifests, kept verbatim in `examples/seed/`, and the widened
@@ -123,20 +123,13 @@ impl Ctl {
             .map(|o| o.store)
             .map_err(|e| e.to_string())?;
         let ipam = Ipam::new(store);
-        let got = pollster::block_on(ipam.allocate(&Request {
-            owner: Owner::new(id, "eth0").unwrap(),
-            network: "macvlan-net".into(),
-            pod,
-            slots: vec![Slot {
-                pools: vec![ObjectName::new(pool).unwrap()],
-                requested: None,
-                family: None,
-            }],
-            reserved: FamilySets::default(),
-            defines: vec![],
-        }))
-        .map_err(|e| e.to_string())?;
-        Ok(got[0].address.to_string())
+        let mut request = Request::new(Owner::new(id, "eth0").unwrap(), "macvlan-net")
+            .slot(Slot::any_of([ObjectName::new(pool).unwrap()]));
+        if let Some(pod) = pod {
+            request = request.pod(pod);
+        }
+        let got = pollster::block_on(ipam.allocate(&request)).map_err(|e| e.to_string())?;
+        Ok(got[0].allocation.address.to_string())
     }
 }
 

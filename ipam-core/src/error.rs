@@ -209,9 +209,9 @@ impl fmt::Display for ObjectKind {
     }
 }
 
-/// Every failure of the IPAM engine.
+/// Every failure of the IPAM engine. Exhaustive: a caller that maps errors (the CNI plugin's
+/// codes) names every variant, so a new one is a compile error there, not a silent default.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// A value was refused; nothing was changed.
     #[error("invalid {0}")]
@@ -259,6 +259,18 @@ pub enum Error {
         pool: String,
         /// How many addresses it still hands.
         allocated: u128,
+    },
+    /// A pool the request defines ([`Request::defining`](crate::Request::defining)) overlaps a
+    /// stored pool one of its slots names: one address would answer for two of its pools.
+    /// Nothing was changed.
+    #[error("pool {defined:?} of the request overlaps ippool {pool:?} at {at}: a request's own pools must not overlap the stored pools it names")]
+    DefinedPoolOverlaps {
+        /// The pool the request defines.
+        defined: String,
+        /// The stored pool.
+        pool: String,
+        /// The first addresses both hold, as a range.
+        at: String,
     },
     /// A pool named by the request is being deleted (`ipamctl delete ippool`): it hands
     /// out nothing.

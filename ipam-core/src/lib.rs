@@ -22,16 +22,12 @@
 //!     ..Default::default()
 //! }).unwrap()).await.unwrap();
 //!
-//! let pod = |id: &str| Request {
-//!     owner: Owner::new(id, "eth0").unwrap(),
-//!     network: "macvlan".into(),
-//!     pod: None,
-//!     slots: vec![Slot { pools: vec![ObjectName::new("test-ippool").unwrap()], requested: None, family: None }],
-//!     reserved: FamilySets::default(),
-//!     defines: vec![],
+//! let pod = |id: &str| {
+//!     Request::new(Owner::new(id, "eth0").unwrap(), "macvlan")
+//!         .slot(Slot::any_of([ObjectName::new("test-ippool").unwrap()]))
 //! };
 //! let first = ipam.allocate(&pod("a")).await.unwrap();
-//! assert_eq!(first[0].address.to_string(), "10.6.168.133");
+//! assert_eq!(first[0].allocation.address.to_string(), "10.6.168.133");
 //! let second = ipam.allocate(&pod("b")).await.unwrap_err();
 //! assert_eq!(
 //!     second.to_string(),
@@ -39,6 +35,11 @@
 //! );
 //! # });
 //! ```
+
+// The README's examples compile and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 // The modules are private: the root below is the library's API, `backend` is what a store
 // implementor needs, and `search` is the pure allocator. ARCHITECTURE.md states the boundary.

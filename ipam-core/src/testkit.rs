@@ -221,7 +221,7 @@ async fn counts(ipam: &Ipam<Arc<dyn Store>>, pool_name: &str) -> [u128; 4] {
 async fn addr_of(ipam: &Ipam<Arc<dyn Store>>, req: &Request) -> Result<IpAddr, Error> {
     let got = ipam.allocate(req).await?;
     assert_eq!(got.len(), 1);
-    Ok(got[0].address)
+    Ok(got[0].allocation.address)
 }
 
 /// Versions and preconditions: a stale or wrong expectation changes nothing.
@@ -587,7 +587,7 @@ pub async fn explicit_requests(store: Arc<dyn Store>) {
     );
 
     let got = ipam.allocate(&ask("c1", "10.6.0.50")).await.unwrap();
-    assert_eq!(got[0].address, ip("10.6.0.50"));
+    assert_eq!(got[0].allocation.address, ip("10.6.0.50"));
     assert_eq!(
         reason(ipam.allocate(&ask("c2", "10.6.0.50")).await),
         Unavailable::Held { owner: owner("c1") }
@@ -634,7 +634,12 @@ pub async fn repeat_release_gc(store: Arc<dyn Store>) {
         .unwrap();
     let first = ipam.allocate(&request("c1", &["p"])).await.unwrap();
     let again = ipam.allocate(&request("c1", &["p"])).await.unwrap();
-    assert_eq!(first, again);
+    assert!(
+        first[0].fresh && !again[0].fresh,
+        "a repeat takes nothing new"
+    );
+    let first = vec![first[0].allocation.clone()];
+    assert_eq!(first, vec![again[0].allocation.clone()]);
     assert_eq!(counts(&ipam, "p").await[2], 1);
     assert_eq!(ipam.owner_allocations(&owner("c1")).await.unwrap(), first);
 
@@ -717,7 +722,7 @@ pub async fn candidates_and_all_or_nothing(store: Arc<dyn Store>) {
     };
     let both = ipam.allocate(&dual("d1")).await.unwrap();
     assert_eq!(both.len(), 2);
-    assert_eq!(both[1].address, ip("fd00::1"));
+    assert_eq!(both[1].allocation.address, ip("fd00::1"));
     let before = counts(&ipam, "big").await;
     match ipam.allocate(&dual("d2")).await {
         Err(Error::Exhausted { pools }) => assert_eq!(pools[0].pool, name("v6")),
@@ -827,7 +832,7 @@ pub async fn inline_pools_are_lenses(store: Arc<dyn Store>) {
     // range (its old one stays held until released), never its old one with the new prefix.
     let moved = pool("net1-0", "10.31.0.0/24", &["10.31.0.10"]);
     let again = ipam.allocate(&defining("c1", &moved)).await.unwrap();
-    assert_eq!(again[0].address, ip("10.31.0.10"));
+    assert_eq!(again[0].allocation.address, ip("10.31.0.10"));
     assert_eq!(ipam.owner_allocations(&owner("c1")).await.unwrap().len(), 2);
     assert_eq!(
         ipam.release(&owner("c1"), Some("net1"))
@@ -886,14 +891,16 @@ pub async fn one_holder_across_pools(store: Arc<dyn Store>) {
     });
     req.defines = vec![pool("net1-1", "10.40.0.0/24", &["10.40.0.25-10.40.0.30"])];
     match ipam.allocate(&req).await {
-        Err(Error::Invalid(e)) => assert!(e.to_string().contains("\"a\""), "{e}"),
-        other => panic!("expected an invalid request, got {other:?}"),
+        Err(Error::DefinedPoolOverlaps { defined, pool, .. }) => {
+            assert_eq!((defined.as_str(), pool.as_str()), ("net1-1", "a"))
+        }
+        other => panic!("expected a refused overlap, got {other:?}"),
     }
     assert!(ipam.allocations(None).await.unwrap().is_empty());
     // Not overlapping, the same request gets two distinct addresses.
     req.defines = vec![pool("net1-1", "10.40.0.0/24", &["10.40.0.26-10.40.0.30"])];
     let got = ipam.allocate(&req).await.unwrap();
-    assert_ne!(got[0].address, got[1].address);
+    assert_ne!(got[0].allocation.address, got[1].allocation.address);
     assert_eq!(check_consistency(&*store).await, 2);
 }
 
@@ -926,9 +933,9 @@ pub async fn pool_changes_that_would_mislead(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(counts(&ipam, "p").await, [3, 0, 1, 3]);
     let again = ipam.allocate(&request("c1", &["p"])).await.unwrap();
-    assert_eq!(again[0].address, a);
+    assert_eq!(again[0].allocation.address, a);
     assert_eq!(
-        (again[0].pool.as_str(), counts(&ipam, "p").await),
+        (again[0].allocation.pool.as_str(), counts(&ipam, "p").await),
         ("p", [3, 0, 1, 3])
     );
     let b = addr_of(&ipam, &request("c2", &["p"])).await.unwrap();
@@ -955,7 +962,7 @@ pub async fn round_robin_across_blocks(store: Arc<dyn Store>) {
         .unwrap();
     async fn take(ipam: &Ipam<Arc<dyn Store>>, id: &str) -> String {
         let got = ipam.allocate(&request(id, &["rr"])).await.unwrap();
-        got[0].address.to_string()
+        got[0].allocation.address.to_string()
     }
     for i in 1..=70 {
         assert_eq!(take(&ipam, &format!("c{i}")).await, format!("10.9.0.{i}"));
@@ -983,13 +990,13 @@ pub async fn round_robin_across_blocks(store: Arc<dyn Store>) {
         .unwrap();
     for (id, want) in [("e1", "10.9.1.1"), ("e2", "10.9.1.2")] {
         let got = ipam.allocate(&request(id, &["rr2"])).await.unwrap();
-        assert_eq!(got[0].address.to_string(), want);
+        assert_eq!(got[0].allocation.address.to_string(), want);
     }
     for gone in ["e1", "e2"] {
         ipam.release(&owner(gone), None).await.unwrap();
     }
     let got = ipam.allocate(&request("e3", &["rr2"])).await.unwrap();
-    assert_eq!(got[0].address.to_string(), "10.9.1.3");
+    assert_eq!(got[0].allocation.address.to_string(), "10.9.1.3");
 }
 
 /// An IPv6 /64 pool: cost follows allocations, not the 2^64 addresses.
@@ -1040,7 +1047,7 @@ pub fn concurrent_writers(store: Arc<dyn Store>, threads: usize, per_thread: usi
                 for i in 0..per_thread {
                     let req = request(&format!("t{t}-{i}"), &["shared"]);
                     match pollster::block_on(ipam.allocate(&req)) {
-                        Ok(a) => mine.push((req.owner.clone(), a[0].address)),
+                        Ok(a) => mine.push((req.owner.clone(), a[0].allocation.address)),
                         Err(Error::Exhausted { .. }) => used_up += 1,
                         Err(e) => panic!("writer {t}: unexpected error {e}"),
                     }

@@ -12,13 +12,7 @@ use ipam_core::testkit::{
 use ipam_core::{Config, Error, Ipam, MemoryStore, Slot};
 
 fn dual(id: &str) -> ipam_core::Request {
-    let mut r = request(id, &["v4"]);
-    r.slots.push(Slot {
-        pools: vec![name("v6")],
-        requested: None,
-        family: None,
-    });
-    r
+    request(id, &["v4"]).slot(Slot::any_of([name("v6")]))
 }
 
 fn engine(store: Arc<MemoryStore>, attempts: u32) -> Ipam<Arc<MemoryStore>> {
@@ -62,8 +56,12 @@ fn a_commit_stopped_at_any_operation_loses_nothing_and_doubles_nothing() {
             check_consistency(&*store).await;
             // The runtime retries the ADD: one address per slot, the same on every repeat.
             let ipam = engine(store.clone(), 4);
-            let got = ipam.allocate(&dual("c1")).await.unwrap();
-            assert_eq!(ipam.allocate(&dual("c1")).await.unwrap(), got, "cut {cut}");
+            let allocations = |granted: Vec<ipam_core::Granted>| -> Vec<_> {
+                granted.into_iter().map(|g| g.allocation).collect()
+            };
+            let got = allocations(ipam.allocate(&dual("c1")).await.unwrap());
+            let again = allocations(ipam.allocate(&dual("c1")).await.unwrap());
+            assert_eq!(again, got, "cut {cut}");
             let mine: BTreeSet<_> = ipam
                 .owner_allocations(&owner("c1"))
                 .await
@@ -195,7 +193,7 @@ fn nodes_claim_blocks_of_their_own_then_share() {
                     .allocate(&request(&format!("{k}-{i}"), &["p"]))
                     .await
                     .unwrap();
-                let v = ipam_core::backend::to_u128(got[0].address);
+                let v = ipam_core::backend::to_u128(got[0].allocation.address);
                 blocks[k].insert(block_index(v));
             }
         }

@@ -76,13 +76,11 @@ fn an_allocation_whose_holder_would_make_its_block_too_large_is_refused_at_once(
     // Each holder records a 400-byte Pod name: a few fit in one block of 2 KiB, then the
     // block is full in bytes while it still has free addresses.
     let with_pod = |id: &str| {
-        let mut r = request(id, &["p"]);
-        r.pod = Some(PodRef {
+        request(id, &["p"]).pod(PodRef {
             namespace: None,
             name: format!("{id}-{}", "x".repeat(400)),
             uid: None,
-        });
-        r
+        })
     };
     let mut granted = 0;
     let err = loop {

@@ -132,10 +132,10 @@ pub fn child_main(spec: &str) {
         let Some(ipam) = open(who) else { return };
         let mut req = request(who, &[POOL]);
         if define {
-            req.defines = vec![pool(POOL, "10.20.0.0/16", &["10.20.0.0/16"])];
+            req = req.defining([pool(POOL, "10.20.0.0/16", &["10.20.0.0/16"])]);
         }
         match pollster::block_on(ipam.allocate(&req)) {
-            Ok(a) => println!("ACK {who} {}", a[0].address),
+            Ok(a) => println!("ACK {who} {}", a[0].allocation.address),
             Err(Error::Exhausted { .. }) => println!("USEDUP {who}"),
             Err(e) => println!("ERR {who} {} {e}", error_class(&e)),
         }

@@ -95,17 +95,8 @@ fn a_first_release_store_is_migrated_on_first_open() {
             assert_eq!(ipam.reserved_ips().await.unwrap().len(), 1);
 
             // The seed's pool is used up (two reserved, one held), as it was.
-            let request = |id: &str| Request {
-                owner: owner(id),
-                network: "macvlan-net".into(),
-                pod: None,
-                slots: vec![Slot {
-                    pools: vec![name("test-ippool")],
-                    requested: None,
-                    family: None,
-                }],
-                reserved: Default::default(),
-                defines: vec![],
+            let request = |id: &str| {
+                Request::new(owner(id), "macvlan-net").slot(Slot::any_of([name("test-ippool")]))
             };
             assert!(matches!(
                 ipam.allocate(&request("new")).await,
@@ -114,6 +105,7 @@ fn a_first_release_store_is_migrated_on_first_open() {
             // Its holder's repeated ADD gets its address; its DEL releases it.
             assert_eq!(
                 ipam.allocate(&request("pod-a")).await.unwrap()[0]
+                    .allocation
                     .address
                     .to_string(),
                 "10.6.168.133"

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ipam_core::testkit;
-use ipam_core::{Error, Ipam};
+use ipam_core::{Error, Ipam, Request, Slot};
 use ipam_kube::{KubeOptions, KubeStore};
 use serde_json::Value;
 
@@ -752,13 +752,13 @@ fn the_plugin_works_with_the_kubeconfig_the_daemonset_writes() {
     let ipam = c.ipam(&installer.kubeconfig(), "node-deploy-test");
     let network = "deploy-test-plugin";
     block_on(ipam.gc(network, &BTreeSet::new())).expect("GC what an earlier run left");
-    let mut request = testkit::request(
-        &format!("deploy-{}", std::process::id()),
-        &["deploy-test-plugin"],
-    );
-    request.network = network.to_owned();
+    let request = Request::new(
+        testkit::owner(&format!("deploy-{}", std::process::id())),
+        network,
+    )
+    .slot(Slot::any_of([testkit::name("deploy-test-plugin")]));
     let got = block_on(ipam.allocate(&request)).expect("ADD as the plugin's ServiceAccount");
-    let address = got[0].address;
+    let address = got[0].allocation.address;
     let pool = block_on(ipam.pool(&testkit::name("deploy-test-plugin")))
         .expect("read the pool")
         .expect("the store sees the pool kubectl applied");
@@ -767,14 +767,14 @@ fn the_plugin_works_with_the_kubeconfig_the_daemonset_writes() {
         "{address} is not of the pool"
     );
     let again = block_on(ipam.allocate(&request)).expect("a repeated ADD");
-    assert_eq!(again[0].address, address);
-    let held = block_on(ipam.owner_allocations(&request.owner)).expect("CHECK's read");
+    assert_eq!(again[0].allocation.address, address);
+    let held = block_on(ipam.owner_allocations(request.owner())).expect("CHECK's read");
     assert_eq!(held.len(), 1);
     let counts = block_on(ipam.pool_counts(&pool)).expect("the pool's counts");
     assert_eq!((counts.total, counts.allocated), (10, 1));
-    let released = block_on(ipam.release(&request.owner, Some(network))).expect("DEL");
+    let released = block_on(ipam.release(request.owner(), Some(network))).expect("DEL");
     assert_eq!(released.len(), 1);
-    assert!(block_on(ipam.owner_allocations(&request.owner))
+    assert!(block_on(ipam.owner_allocations(request.owner()))
         .unwrap()
         .is_empty());
     let gc = block_on(ipam.gc(network, &BTreeSet::new())).expect("GC");
@@ -809,7 +809,7 @@ fn the_plugin_works_with_the_kubeconfig_the_daemonset_writes() {
     std::fs::write(installer.sa_dir().join("token"), &rotated).unwrap();
     installer.wait_for_token(&rotated);
     let ipam = c.ipam(&installer.kubeconfig(), "node-deploy-test");
-    block_on(ipam.owner_allocations(&request.owner)).expect("a read with the rotated token");
+    block_on(ipam.owner_allocations(request.owner())).expect("a read with the rotated token");
 
     // SIGTERM (the kubelet stopping the Pod) ends it at once, successfully.
     let pid = installer.child.id().to_string();
@@ -859,13 +859,13 @@ fn ipamctl_s_operations_work_under_the_operator_role() {
     block_on(operator.apply_reserved_ip(reserved)).expect("apply the ReservedIP");
 
     // The plugin allocates from it; get, explain and the counts see that.
-    let mut request = testkit::request(
-        &format!("deploy-op-{}", std::process::id()),
-        &[name.as_str()],
-    );
-    request.network = "deploy-test-operator".into();
+    let request = Request::new(
+        testkit::owner(&format!("deploy-op-{}", std::process::id())),
+        "deploy-test-operator",
+    )
+    .slot(Slot::any_of([name.clone()]));
     let got = block_on(plugin.allocate(&request)).expect("ADD from the operator's pool");
-    let address = got[0].address;
+    let address = got[0].allocation.address;
     let last = match address {
         IpAddr::V4(a) => a.octets()[3],
         IpAddr::V6(_) => panic!("{address}"),
@@ -888,7 +888,7 @@ fn ipamctl_s_operations_work_under_the_operator_role() {
     let held = block_on(operator.allocations(Some(&name))).expect("get allocations");
     assert_eq!(held.len(), 1);
     let why = block_on(operator.explain(address)).expect("explain");
-    assert_eq!(why.held.map(|a| a.owner), Some(request.owner.clone()));
+    assert_eq!(why.held.map(|a| a.owner), Some(request.owner().clone()));
     let why = block_on(operator.explain("198.18.0.10".parse().unwrap())).expect("explain");
     assert_eq!(why.reserved_by, std::slice::from_ref(&name));
 
@@ -901,7 +901,7 @@ fn ipamctl_s_operations_work_under_the_operator_role() {
     assert_eq!(released.len(), 1);
     block_on(operator.delete_reserved_ip(&name)).expect("delete the ReservedIP");
     assert!(block_on(operator.pool(&name)).unwrap().is_none());
-    assert!(block_on(plugin.owner_allocations(&request.owner))
+    assert!(block_on(plugin.owner_allocations(request.owner()))
         .unwrap()
         .is_empty());
 }

@@ -151,6 +151,26 @@ fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
             pool.as_str(),
             format!("is an {family} pool (subnet {subnet}), listed under {wanted}"),
         ),
+        Error::DefinedPoolOverlaps { defined, pool, at } => {
+            // The pool is one of `ipam.ranges`: name the range set it comes from.
+            let field = plan
+                .slots
+                .iter()
+                .find(|s| s.pools.iter().any(|p| p.as_str() == defined))
+                .map_or("ipam.ranges", |s| s.field.as_str());
+            let ips = plan
+                .inline_pools
+                .iter()
+                .find(|p| p.name().as_str() == defined)
+                .map(|p| p.spec().ips.join(","))
+                .unwrap_or_default();
+            return CniError::new(
+                Code::InvalidConfig,
+                format!(
+                    "{field}: {ips:?}: overlaps ippool {pool:?} of ipam.ippools at {at}: a network's ranges must not overlap its ippools"
+                ),
+            );
+        }
         _ => return e.into(),
     };
     let field = plan
@@ -173,23 +193,20 @@ fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
 async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> {
     let owner = &inv.owner;
     let plan = &inv.plan;
-    let request = Request {
-        owner: owner.clone(),
-        network: inv.net.name.clone(),
-        pod: inv.pod.clone(),
-        slots: plan
-            .slots
-            .iter()
-            .map(|s| Slot {
-                pools: s.pools.clone(),
-                requested: s.requested,
-                family: Some(s.family),
-            })
-            .collect(),
-        reserved: plan.reserved.clone(),
-        defines: plan.inline_pools.clone(),
-    };
-    let granted = ipam.allocate_granted(&request).await.map_err(|e| match e {
+    let mut request = Request::new(owner.clone(), inv.net.name.clone())
+        .reserving(plan.reserved.clone())
+        .defining(plan.inline_pools.iter().cloned());
+    if let Some(pod) = &inv.pod {
+        request = request.pod(pod.clone());
+    }
+    for s in &plan.slots {
+        let mut slot = Slot::any_of(s.pools.iter().cloned()).family(s.family);
+        if let Some(address) = s.requested {
+            slot = slot.requesting(address);
+        }
+        request = request.slot(slot);
+    }
+    let granted = ipam.allocate(&request).await.map_err(|e| match e {
         Error::Store(ipam_core::StoreError::TooLarge { .. }) => holder_too_large(e, inv),
         e => ippools_refusal(e, plan, &inv.net),
     })?;

@@ -114,15 +114,14 @@ impl From<Error> for CniError {
         let code = match &e {
             Error::Invalid(_)
             | Error::NotFound { .. }
+            | Error::WrongFamily { .. }
+            | Error::DefinedPoolOverlaps { .. }
             | Error::PoolInUse { .. }
             | Error::PoolDeleting { .. } => Code::InvalidConfig,
             Error::Exhausted { .. } => Code::Exhausted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::TryAgainLater { .. } => Code::TryAgainLater,
             Error::Store(s) => return CniError::from_store(s),
-            // The engine's error enum may grow; anything new is treated as a store failure
-            // until it is mapped deliberately.
-            _ => Code::Io,
         };
         CniError::new(code, e.to_string())
     }

@@ -462,7 +462,7 @@ fn not_refreshed(e: &dyn std::fmt::Display, err: &mut dyn Write) -> Result<(), C
 mod tests {
     use super::*;
     use crate::ctl::manifest::{parse_text, Format as In};
-    use ipam_core::{FamilySets, MemoryStore, Owner, PodRef, Request, Slot};
+    use ipam_core::{MemoryStore, Owner, PodRef, Request, Slot};
     use pollster::block_on;
 
     /// The seed document's two manifests, verbatim, as one multi-document input.
@@ -499,22 +499,18 @@ mod tests {
     }
 
     fn allocate(ipam: &Ipam<MemoryStore>, id: &str) -> Result<Vec<Allocation>, ipam_core::Error> {
-        block_on(ipam.allocate(&Request {
-            owner: Owner::new(id, "eth0").unwrap(),
-            network: "macvlan-net".into(),
-            pod: Some(PodRef {
-                namespace: Some("default".into()),
-                name: format!("pod-{id}"),
-                uid: None,
-            }),
-            slots: vec![Slot {
-                pools: vec![ObjectName::new("test-ippool").unwrap()],
-                requested: None,
-                family: None,
-            }],
-            reserved: FamilySets::default(),
-            defines: vec![],
-        }))
+        block_on(
+            ipam.allocate(
+                &Request::new(Owner::new(id, "eth0").unwrap(), "macvlan-net")
+                    .pod(PodRef {
+                        namespace: Some("default".into()),
+                        name: format!("pod-{id}"),
+                        uid: None,
+                    })
+                    .slot(Slot::any_of([ObjectName::new("test-ippool").unwrap()])),
+            ),
+        )
+        .map(|granted| granted.into_iter().map(|g| g.allocation).collect())
     }
 
     #[test]

@@ -21,9 +21,9 @@ use crate::pool::IpPool;
 use crate::reserved::FamilySets;
 use crate::search::{block_index, first_free_from, Probe, Strategy, BLOCK_BITS};
 use crate::store::{Expect, Key, Record, Store, Transaction, Versioned};
-use crate::validation::ValidationError;
 
-/// One address of an allocation's answer.
+/// One address of an allocation's answer: the allocation, the pool that covers it and
+/// whether this call took it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Granted {
     /// The allocation; its `pool` is the request's name for the pool that covers it.
@@ -70,24 +70,15 @@ impl Lens {
 }
 
 impl<S: Store> Ipam<S> {
-    /// Allocates one address per slot of `request`, all or nothing.
+    /// Allocates one address per slot of `request`, all or nothing, and says what was
+    /// granted for each slot, in order.
     ///
     /// A repeated request by the same owner on the same network returns what it holds and
-    /// allocates nothing new: an address it holds answers for a slot if one of the slot's
-    /// pools lists it (or it was taken from that pool and is still in its subnet), whatever
-    /// the pools are called now.
-    pub async fn allocate(&self, request: &Request) -> Result<Vec<Allocation>, Error> {
-        Ok(self
-            .allocate_granted(request)
-            .await?
-            .into_iter()
-            .map(|g| g.allocation)
-            .collect())
-    }
-
-    /// As [`Ipam::allocate`], saying of each address whether this call took it: a caller
-    /// that cannot deliver the answer releases exactly those.
-    pub async fn allocate_granted(&self, request: &Request) -> Result<Vec<Granted>, Error> {
+    /// allocates nothing new ([`Granted::fresh`] is false): an address it holds answers for a
+    /// slot if one of the slot's pools lists it (or it was taken from that pool and is still
+    /// in its subnet), whatever the pools are called now. A caller that cannot deliver the
+    /// answer releases exactly the fresh ones.
+    pub async fn allocate(&self, request: &Request) -> Result<Vec<Granted>, Error> {
         self.retrying("allocate", || self.try_allocate(request))
             .await
     }
@@ -564,16 +555,11 @@ fn refuse_overlaps(
             let shared = inline.ips().intersection(pool.ips());
             if let Some(&(a, b)) = shared.intervals().first() {
                 let family = pool.family();
-                return Err(ValidationError::new(
-                    "ipam.ranges",
-                    &inline.spec().ips.join(","),
-                    format!(
-                        "overlaps ippool {:?} of ipam.ippools at {}: a network's ranges must not overlap its ippools",
-                        name.as_str(),
-                        super::objects::range_text(family.addr(a), family.addr(b))
-                    ),
-                )
-                .into());
+                return Err(Error::DefinedPoolOverlaps {
+                    defined: inline.name().to_string(),
+                    pool: name.to_string(),
+                    at: super::objects::range_text(family.addr(a), family.addr(b)),
+                });
             }
         }
     }

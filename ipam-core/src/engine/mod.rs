@@ -135,37 +135,156 @@ impl fmt::Display for Applied {
     }
 }
 
-/// One address wanted by a request: from the first of `pools` that has one free, or exactly
-/// `requested`.
+/// One address wanted by a request: from the first of its pools that has one free, or
+/// exactly the address it requests.
+///
+/// ```
+/// use ipam_core::{Family, ObjectName, Slot};
+/// let pool = ObjectName::new("test-ippool").unwrap();
+/// let any = Slot::any_of([pool.clone()]).family(Family::V4);
+/// assert_eq!(any.pools(), [pool.clone()]);
+/// let exact = Slot::any_of([pool]).requesting("10.6.168.133".parse().unwrap());
+/// assert_eq!(exact.requested(), Some("10.6.168.133".parse().unwrap()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
-    /// Candidate pools, tried in order (all of one family).
-    pub pools: Vec<ObjectName>,
-    /// A specific address, which must be in one of the pools.
-    pub requested: Option<IpAddr>,
-    /// The family the slot is for, where the caller says (a CNI config's `ipv4` or `ipv6`
-    /// list): a listed pool of the other family is refused with [`Error::WrongFamily`].
-    pub family: Option<Family>,
+    pub(crate) pools: Vec<ObjectName>,
+    pub(crate) requested: Option<IpAddr>,
+    pub(crate) family: Option<Family>,
+}
+
+impl Slot {
+    /// An address from the first of `pools`, tried in order, that has one free.
+    pub fn any_of(pools: impl IntoIterator<Item = ObjectName>) -> Slot {
+        Slot {
+            pools: pools.into_iter().collect(),
+            requested: None,
+            family: None,
+        }
+    }
+
+    /// Says which family the slot is for (a CNI config's `ipv4` or `ipv6` list): a listed
+    /// pool of the other family is refused with [`Error::WrongFamily`] before anything is
+    /// written.
+    pub fn family(mut self, family: Family) -> Slot {
+        self.family = Some(family);
+        self
+    }
+
+    /// Asks for exactly `address`, which must be in one of the pools.
+    pub fn requesting(mut self, address: IpAddr) -> Slot {
+        self.requested = Some(address);
+        self
+    }
+
+    /// The candidate pools, in the order they are tried.
+    pub fn pools(&self) -> &[ObjectName] {
+        &self.pools
+    }
+
+    /// The address asked for, if any.
+    pub fn requested(&self) -> Option<IpAddr> {
+        self.requested
+    }
+
+    /// The family the slot is for, where the caller said.
+    pub fn expected_family(&self) -> Option<Family> {
+        self.family
+    }
 }
 
 /// A request for addresses: one per slot, all or nothing.
+///
+/// ```
+/// use ipam_core::{FamilySets, ObjectName, Owner, PodRef, Request, Slot};
+/// let pool = ObjectName::new("test-ippool").unwrap();
+/// let request = Request::new(Owner::new("c1", "eth0").unwrap(), "macvlan")
+///     .pod(PodRef { namespace: Some("default".into()), name: "pod-a".into(), uid: None })
+///     .slot(Slot::any_of([pool]))
+///     .reserving(FamilySets::default());
+/// assert_eq!(request.slots().len(), 1);
+/// assert_eq!(request.network(), "macvlan");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    /// Who will hold the addresses.
-    pub owner: Owner,
-    /// The network (CNI `name`) they are for.
-    pub network: String,
-    /// The Pod, where known.
-    pub pod: Option<PodRef>,
-    /// The addresses wanted.
-    pub slots: Vec<Slot>,
+    pub(crate) owner: Owner,
+    pub(crate) network: String,
+    pub(crate) pod: Option<PodRef>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) reserved: FamilySets,
+    pub(crate) defines: Vec<IpPool>,
+}
+
+impl Request {
+    /// A request by `owner` for addresses on `network` (a CNI `name`), with no slot yet.
+    pub fn new(owner: Owner, network: impl Into<String>) -> Request {
+        Request {
+            owner,
+            network: network.into(),
+            pod: None,
+            slots: Vec::new(),
+            reserved: FamilySets::default(),
+            defines: Vec::new(),
+        }
+    }
+
+    /// Records the Pod the addresses are for (shown by `ipamctl`, used by GC and the
+    /// lifecycle controller).
+    pub fn pod(mut self, pod: PodRef) -> Request {
+        self.pod = Some(pod);
+        self
+    }
+
+    /// Adds one wanted address.
+    pub fn slot(mut self, slot: Slot) -> Request {
+        self.slots.push(slot);
+        self
+    }
+
     /// Addresses this request must not get besides the store's ReservedIPs (a network's own
     /// `reserved` list).
-    pub reserved: FamilySets,
+    pub fn reserving(mut self, reserved: FamilySets) -> Request {
+        self.reserved = reserved;
+        self
+    }
+
     /// Pools the request itself defines (a CNI network's `ranges`): lenses over the
     /// store-wide blocks, never stored. They must not overlap the stored pools the slots
     /// name (refused as invalid), and their names must differ from those pools'.
-    pub defines: Vec<IpPool>,
+    pub fn defining(mut self, pools: impl IntoIterator<Item = IpPool>) -> Request {
+        self.defines.extend(pools);
+        self
+    }
+
+    /// Who will hold the addresses.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// The network (CNI `name`) they are for.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The Pod, where known.
+    pub fn pod_ref(&self) -> Option<&PodRef> {
+        self.pod.as_ref()
+    }
+
+    /// The wanted addresses, one per slot.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// The addresses refused besides the store's ReservedIPs.
+    pub fn reserved(&self) -> &FamilySets {
+        &self.reserved
+    }
+
+    /// The pools the request defines.
+    pub fn defined_pools(&self) -> &[IpPool] {
+        &self.defines
+    }
 }
 
 /// What [`Ipam::gc`] did.
@@ -192,15 +311,11 @@ pub struct GcReport {
 ///     ..Default::default()
 /// }).unwrap();
 /// ipam.apply_pool(pool).await.unwrap();
-/// let got = ipam.allocate(&Request {
-///     owner: Owner::new("c1", "eth0").unwrap(),
-///     network: "net1".into(),
-///     pod: None,
-///     slots: vec![Slot { pools: vec![ObjectName::new("p").unwrap()], requested: None, family: None }],
-///     reserved: FamilySets::default(),
-///     defines: vec![],
-/// }).await.unwrap();
-/// assert_eq!(got[0].address.to_string(), "10.6.168.131");
+/// let request = Request::new(Owner::new("c1", "eth0").unwrap(), "net1")
+///     .slot(Slot::any_of([ObjectName::new("p").unwrap()]));
+/// let got = ipam.allocate(&request).await.unwrap();
+/// assert_eq!(got[0].allocation.address.to_string(), "10.6.168.131");
+/// assert!(got[0].fresh);
 /// # });
 /// ```
 pub struct Ipam<S> {

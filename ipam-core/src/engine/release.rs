@@ -85,7 +85,7 @@ impl<S: Store> Ipam<S> {
 
     /// Releases exactly `addresses` if `owner` holds them, on any network: what a caller
     /// that could not deliver an allocation's answer gives back (see
-    /// [`Ipam::allocate_granted`]).
+    /// [`Ipam::allocate`]).
     pub async fn release_addresses(
         &self,
         owner: &Owner,

@@ -408,7 +408,7 @@ async fn add(
 ) -> Result<(), TestCaseError> {
     let request = m.request(who, net);
     let reserved = m.reserved_set();
-    let got = ipam.allocate_granted(&request).await;
+    let got = ipam.allocate(&request).await;
     // What the model requires of any outcome.
     let missing = request.slots.iter().flat_map(|s| &s.pools).find(|n| {
         !request.defines.iter().any(|d| d.name() == *n) && !m.pools.values().any(|p| p.name() == *n)
@@ -472,7 +472,9 @@ async fn add(
         Err(Error::NotFound { .. }) => {
             prop_assert!(missing.is_some(), "NotFound without a missing pool")
         }
-        Err(Error::Invalid(e)) => prop_assert!(overlap, "refused as invalid without overlap: {e}"),
+        Err(e @ Error::DefinedPoolOverlaps { .. }) => {
+            prop_assert!(overlap, "refused as overlapping without overlap: {e}")
+        }
         Err(Error::Exhausted { .. }) => {
             prop_assert!(missing.is_none() && !overlap);
             // Some slot has fewer free candidates than slots of its family before it need.
