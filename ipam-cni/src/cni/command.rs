@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipam_core::{Allocation, Error, IpPool, Ipam, ObjectKind, Owner, PodRef, Request, Slot, Store};
+use ipam_core::{Allocation, Error, IpPool, Ipam, ObjectKind, Owner, PodRef, Request, Store};
 
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
@@ -156,7 +156,7 @@ fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
             let field = plan
                 .slots
                 .iter()
-                .find(|s| s.pools.iter().any(|p| p.as_str() == defined))
+                .find(|s| s.slot.pools().iter().any(|p| p.as_str() == defined))
                 .map_or("ipam.ranges", |s| s.field.as_str());
             let ips = plan
                 .inline_pools
@@ -178,7 +178,7 @@ fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
         .iter()
         .filter(|s| s.origin == SlotOrigin::IpPools)
         .find_map(|s| {
-            let k = s.pools.iter().position(|p| p.as_str() == name)?;
+            let k = s.slot.pools().iter().position(|p| p.as_str() == name)?;
             Some(format!("{}[{k}]", s.field))
         });
     match field {
@@ -200,11 +200,7 @@ async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> 
         request = request.pod(pod.clone());
     }
     for s in &plan.slots {
-        let mut slot = Slot::any_of(s.pools.iter().cloned()).family(s.family);
-        if let Some(address) = s.requested {
-            slot = slot.requesting(address);
-        }
-        request = request.slot(slot);
+        request = request.slot(s.slot.clone());
     }
     let granted = ipam.allocate(&request).await.map_err(|e| match e {
         Error::Store(ipam_core::StoreError::TooLarge { .. }) => holder_too_large(e, inv),
@@ -403,7 +399,7 @@ async fn status<S: Store>(ipam: &Ipam<S>, inv: &Status) -> Result<(), CniError> 
     for slot in &plan.slots {
         let mut counts = Vec::new();
         let mut ready = false;
-        for name in &slot.pools {
+        for name in slot.slot.pools() {
             let pool = match plan.inline_pools.iter().find(|p| p.name() == name) {
                 Some(p) => p.clone(),
                 None => match ipam.pool(name).await {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ipam_core::backend::to_u128;
 use ipam_core::{parse_addr, parse_cidr, AddrErrorKind};
-use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner};
+use ipam_core::{Family, FamilySets, IpPool, IpPoolSpec, IpRange, ObjectName, Owner, Slot};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -303,13 +303,12 @@ fn pool_slots(
             }
             pools.push(name);
         }
-        slots.push(SlotPlan {
-            field: format!("{field}.{key}"),
+        slots.push(SlotPlan::new(
+            format!("{field}.{key}"),
             family,
             pools,
-            origin: SlotOrigin::IpPools,
-            requested: None,
-        });
+            SlotOrigin::IpPools,
+        ));
     }
     Ok(slots)
 }
@@ -412,14 +411,28 @@ pub enum SlotOrigin {
 pub struct SlotPlan {
     /// The configuration field the slot comes from, for messages (`ipam.ranges[0]`).
     pub field: String,
-    /// Its family.
-    pub family: Family,
-    /// Candidate pools, in order.
-    pub pools: Vec<ObjectName>,
+    /// The engine's slot: its candidate pools in order, its family (always named), and the
+    /// requested address routed to it, if any.
+    pub slot: Slot,
     /// Where the candidates come from.
     pub origin: SlotOrigin,
-    /// The requested address routed to this slot, if any.
-    pub requested: Option<IpAddr>,
+}
+
+impl SlotPlan {
+    fn new(field: String, family: Family, pools: Vec<ObjectName>, origin: SlotOrigin) -> Self {
+        SlotPlan {
+            field,
+            slot: Slot::any_of(pools).family(family),
+            origin,
+        }
+    }
+
+    /// The family the slot is for: the one it was planned with.
+    pub fn family(&self) -> Family {
+        self.slot
+            .expected_family()
+            .expect("SlotPlan::new names the family of every slot")
+    }
 }
 
 /// Everything an ADD asks for, validated: slots, the inline pools it defines, the network's
@@ -513,16 +526,15 @@ impl Plan {
                 bounds.push((range.first, range.last));
                 inline_pools.push(pool);
             }
-            slots.push(SlotPlan {
-                field: format!("ipam.ranges[{i}]"),
-                family: family.expect("a set has at least one range"),
+            slots.push(SlotPlan::new(
+                format!("ipam.ranges[{i}]"),
+                family.expect("a set has at least one range"),
                 pools,
-                origin: SlotOrigin::RangeSet {
+                SlotOrigin::RangeSet {
                     index: i,
                     ranges: bounds,
                 },
-                requested: None,
-            });
+            ));
         }
 
         if let Some(p) = ipam.ippools {
@@ -613,7 +625,7 @@ impl Plan {
             .slots
             .iter()
             .filter(|s| s.origin == SlotOrigin::IpPools)
-            .filter_map(|s| s.requested)
+            .filter_map(|s| s.slot.requested())
             .collect();
         self.slots.retain(|s| s.origin != SlotOrigin::IpPools);
         self.slots.extend(pool_slots(&field, wire.ipv4, wire.ipv6)?);
@@ -642,12 +654,12 @@ impl Plan {
     ) -> Result<(), CniError> {
         let family = Family::of(addr);
         let value = to_u128(addr);
-        if self.slots.iter().any(|s| s.requested == Some(addr)) {
+        if self.slots.iter().any(|s| s.slot.requested() == Some(addr)) {
             return Ok(()); // the same address from two sources
         }
         let in_range = |s: &SlotPlan| match &s.origin {
             SlotOrigin::RangeSet { ranges, .. } => {
-                s.family == family && ranges.iter().any(|(a, b)| (*a..=*b).contains(&value))
+                s.family() == family && ranges.iter().any(|(a, b)| (*a..=*b).contains(&value))
             }
             SlotOrigin::IpPools => false,
         };
@@ -658,7 +670,7 @@ impl Plan {
             .or_else(|| {
                 self.slots
                     .iter()
-                    .position(|s| s.origin == SlotOrigin::IpPools && s.family == family)
+                    .position(|s| s.origin == SlotOrigin::IpPools && s.family() == family)
             })
             .ok_or_else(|| {
                 CniError::new(
@@ -670,7 +682,7 @@ impl Plan {
                 )
             })?;
         let slot = &mut self.slots[index];
-        if let Some(earlier) = slot.requested {
+        if let Some(earlier) = slot.slot.requested() {
             return Err(invalid(
                 field,
                 text,
@@ -680,7 +692,7 @@ impl Plan {
                 ),
             ));
         }
-        slot.requested = Some(addr);
+        slot.slot = slot.slot.clone().requesting(addr);
         Ok(())
     }
 }
@@ -943,7 +955,8 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let pools: Vec<String> = s
-                        .pools
+                        .slot
+                        .pools()
                         .iter()
                         .map(|n| match p.inline_pools.iter().find(|q| q.name() == n) {
                             Some(q) => format!(
@@ -954,7 +967,11 @@ mod tests {
                             None => n.to_string(),
                         })
                         .collect();
-                    let req = s.requested.map(|a| format!(" ={a}")).unwrap_or_default();
+                    let req = s
+                        .slot
+                        .requested()
+                        .map(|a| format!(" ={a}"))
+                        .unwrap_or_default();
                     format!("{} {}{req}", s.field, pools.join(" "))
                 })
                 .collect::<Vec<_>>()
