@@ -8,14 +8,20 @@ use std::net::IpAddr;
 
 use ipam_core::{Allocation, Error, IpPool, Ipam, ObjectKind, Owner, PodRef, Request, Store};
 
+use super::config::{
+    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of,
+};
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
+use super::env::Environment;
 use super::error::{CniError, Code};
+use super::log::LogConfig;
 use super::result::{add_result, AddResult};
+use super::version::CniVersion;
 
 /// One validated invocation of a command that works on the store: each command holds
 /// exactly its inputs, so none is looked for while it runs. (VERSION needs no store and is
-/// answered before one is opened: see [`Prepared`](super::Prepared).)
+/// answered before one is opened: see [`Prepared`].)
 #[derive(Clone, Debug)]
 pub enum Invocation {
     /// ADD.
@@ -106,6 +112,166 @@ impl Invocation {
     }
 }
 
+/// A validated request: what [`Invocation::parse`] makes of the environment and stdin.
+#[derive(Clone, Debug)]
+pub enum Prepared {
+    /// VERSION: answered without configuration or store.
+    Version,
+    /// Any other command.
+    Run(Box<Invocation>),
+}
+
+/// A refusal before the store is opened, with the request's version when it was understood
+/// (errors are written in it).
+pub type Refusal = (Option<CniVersion>, CniError);
+
+impl Invocation {
+    /// Validates the environment and stdin. Errors come in the order a runtime can fix
+    /// them: environment (4), JSON (6), version (1), then the configuration (6 for a wrong
+    /// type, 7 for a wrong value). Also sets up logging as the configuration and environment
+    /// say.
+    pub fn parse(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Prepared, Refusal> {
+        Invocation::parse_decoded(var, decode_stdin(stdin))
+    }
+
+    /// [`Invocation::parse`] with stdin already decoded (or refused), so that the front door
+    /// reads it once.
+    pub fn parse_decoded(
+        var: impl Fn(&str) -> Option<String>,
+        decoded: Result<serde_json::Value, CniError>,
+    ) -> Result<Prepared, Refusal> {
+        let hint = decoded
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get("cniVersion"))
+            .and_then(|v| v.as_str())
+            .and_then(CniVersion::parse);
+        let fail = |e: CniError| (hint, e);
+        let env = match Environment::from_vars(&var) {
+            Ok(Environment::Version) => return Ok(Prepared::Version),
+            Ok(env) => env,
+            Err(e) => return Err(fail(e)),
+        };
+        let command = env.command();
+        let conf = decoded.map_err(fail)?;
+        let version = version_of(&conf).map_err(fail)?;
+        if !version.allows(command) {
+            return Err(fail(CniError::new(
+                Code::IncompatibleVersion,
+                format!(
+                    "{command} needs cniVersion {} or later; the configuration says {version}",
+                    CniVersion::first_with(command)
+                ),
+            )));
+        }
+        let net = NetConf::parse(&conf, version).map_err(fail)?;
+        match log_config(&conf) {
+            Ok(cfg) => super::log::init(cfg.with_env(&var)),
+            // Tear-down needs no logging: a log setting gone bad must not keep an address held.
+            // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
+            Err(e) if command.is_teardown() => {
+                super::log::init(LogConfig::default().with_env(&var));
+                ::log::warn!(
+                    "{}; ignored: {command} logs with the defaults (warn, stderr) and goes on",
+                    e.msg()
+                );
+            }
+            Err(e) => return Err(fail(e)),
+        }
+        // Each command reads what it needs; DEL and GC do not read `ranges` or `ippools`, so a
+        // configuration that has gone bad since ADD cannot keep addresses from being released.
+        let inv = match env {
+            Environment::Add { owner, args } => Invocation::Add(Add {
+                plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+                pod: args.pod(),
+                owner,
+                net,
+            }),
+            Environment::Del { owner } => Invocation::Del(Del { net, owner }),
+            Environment::Check { owner, args } => {
+                // Validated as for ADD; checking itself needs only prevResult.
+                Plan::parse(&conf, &net, &args).map_err(fail)?;
+                let prev = prev_result_addresses(&conf).map_err(fail)?;
+                Invocation::Check(Check { net, owner, prev })
+            }
+            Environment::Gc => Invocation::Gc(Gc {
+                valid: valid_attachments(&conf).map_err(fail)?,
+                net,
+            }),
+            Environment::Status { args } => Invocation::Status(Status {
+                plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
+                net,
+            }),
+            Environment::Version => return Ok(Prepared::Version),
+        };
+        Ok(Prepared::Run(Box::new(inv)))
+    }
+}
+
+/// The annotations a Pod picks its pools with: ours, then Spiderpool's, read verbatim.
+pub const POD_POOL_ANNOTATIONS: [&str; 2] = ["ipam.rs/ippool", "ipam.spidernet.io/ippool"];
+
+impl Add {
+    /// Where the store knows Pods (Kubernetes): the Pod named in `CNI_ARGS` may pick the pools
+    /// with an annotation, which replaces the network's `ippools`, and its UID is recorded.
+    pub fn use_the_pods_choice(
+        &mut self,
+        pods: &dyn crate::store::PodDirectory,
+    ) -> Result<(), CniError> {
+        let add = self;
+        let Some(pod) = add.pod.as_mut() else {
+            return Ok(());
+        };
+        let Some(namespace) = pod.namespace.clone() else {
+            return Ok(());
+        };
+        let Some(details) = pods
+            .pod(&namespace, &pod.name)
+            .map_err(|e| CniError::from_store(&e))?
+        else {
+            ::log::info!(
+                "Pod {namespace}/{} not found: the network's pools apply",
+                pod.name
+            );
+            return Ok(());
+        };
+        if pod.uid.is_none() {
+            pod.uid = details.uid;
+        }
+        if let Some((key, value)) = POD_POOL_ANNOTATIONS
+            .iter()
+            .find_map(|k| details.annotations.get(*k).map(|v| (*k, v)))
+        {
+            add.plan.use_pod_pools(&add.net.name, key, value)?;
+        }
+        Ok(())
+    }
+}
+
+impl Add {
+    /// Gives back what this call took (`taken`) because the runtime will not learn it
+    /// (`why`), and says so in the error that fails the call.
+    pub async fn give_back<S: Store>(
+        &self,
+        ipam: &Ipam<S>,
+        taken: &[IpAddr],
+        why: &str,
+    ) -> CniError {
+        let what = match ipam.release_addresses(&self.owner, taken).await {
+            Ok(released) => format!(
+                "released what it took ({})",
+                released
+                    .iter()
+                    .map(|a| a.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("and could not release what it took: {e}"),
+        };
+        CniError::new(Code::Io, format!("ADD {}: {why}; {what}", self.owner))
+    }
+}
+
 /// What a command did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Executed {
@@ -116,15 +282,38 @@ pub struct Executed {
     pub taken: Vec<IpAddr>,
 }
 
-/// Runs the invocation's command.
-pub async fn execute<S: Store>(ipam: &Ipam<S>, inv: &Invocation) -> Result<Executed, CniError> {
-    let nothing = |()| Executed::default();
-    match inv {
-        Invocation::Add(a) => add(ipam, a).await,
-        Invocation::Del(d) => del(ipam, d).await.map(nothing),
-        Invocation::Check(c) => check(ipam, c).await.map(nothing),
-        Invocation::Gc(g) => gc(ipam, g).await.map(nothing),
-        Invocation::Status(s) => status(ipam, s).await.map(nothing),
+impl Invocation {
+    /// Runs the command against `ipam`, the engine on the store the configuration names.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<Executed, CniError> {
+        let nothing = |()| Executed::default();
+        match self {
+            Invocation::Add(a) => a.execute(ipam).await,
+            Invocation::Del(d) => d.execute(ipam).await.map(nothing),
+            Invocation::Check(c) => c.execute(ipam).await.map(nothing),
+            Invocation::Gc(g) => g.execute(ipam).await.map(nothing),
+            Invocation::Status(s) => s.execute(ipam).await.map(nothing),
+        }
+    }
+
+    /// Whether a teardown (DEL, GC) finds no store at all: nothing can be held in an
+    /// embedded store that was never created, and creating one just to find it empty would
+    /// leave a directory behind on hosts that never ran an ADD.
+    pub fn finds_no_store(&self) -> bool {
+        let (command, net) = (self.command(), self.net());
+        if !command.is_teardown() || !net.store.is_embedded() {
+            return false;
+        }
+        match std::fs::symlink_metadata(&net.data_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::info!(
+                    "{command} on {:?}: {} does not exist; nothing to release",
+                    net.name,
+                    net.data_dir.display()
+                );
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -190,51 +379,55 @@ fn ippools_refusal(e: Error, plan: &Plan, net: &NetConf) -> CniError {
 /// ADD: allocate one address per slot, all or nothing. The inline pools of `ranges` are
 /// defined by the request itself: the engine creates or updates the one it allocates from in
 /// the same transaction, so a failed ADD leaves the store as it was.
-async fn add<S: Store>(ipam: &Ipam<S>, inv: &Add) -> Result<Executed, CniError> {
-    let owner = &inv.owner;
-    let plan = &inv.plan;
-    let mut request = Request::new(owner.clone(), inv.net.name.clone())
-        .reserving(plan.reserved.clone())
-        .defining(plan.inline_pools.iter().cloned());
-    if let Some(pod) = &inv.pod {
-        request = request.pod(pod.clone());
-    }
-    for s in &plan.slots {
-        request = request.slot(s.slot.clone());
-    }
-    let granted = ipam.allocate(&request).await.map_err(|e| match e {
-        Error::Store(ipam_core::StoreError::TooLarge { .. }) => holder_too_large(e, inv),
-        e => ippools_refusal(e, plan, &inv.net),
-    })?;
-    let taken = granted
-        .iter()
-        .filter(|g| g.fresh)
-        .map(|g| g.allocation.address)
-        .collect();
-
-    let with_pools: Vec<(Allocation, IpPool)> = granted
-        .into_iter()
-        .map(|g| (g.allocation, g.pool))
-        .collect();
-    log::info!(
-        "ADD {} on {:?}: {}",
-        owner,
-        inv.net.name,
-        with_pools
+impl Add {
+    /// Runs ADD against `ipam`.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<Executed, CniError> {
+        let inv = self;
+        let owner = &inv.owner;
+        let plan = &inv.plan;
+        let mut request = Request::new(owner.clone(), inv.net.name.clone())
+            .reserving(plan.reserved.clone())
+            .defining(plan.inline_pools.iter().cloned());
+        if let Some(pod) = &inv.pod {
+            request = request.pod(pod.clone());
+        }
+        for s in &plan.slots {
+            request = request.slot(s.slot.clone());
+        }
+        let granted = ipam.allocate(&request).await.map_err(|e| match e {
+            Error::Store(ipam_core::StoreError::TooLarge { .. }) => holder_too_large(e, inv),
+            e => ippools_refusal(e, plan, &inv.net),
+        })?;
+        let taken = granted
             .iter()
-            .map(|(a, _)| a.address.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(Executed {
-        result: Some(add_result(
-            inv.net.version,
-            &with_pools,
-            &plan.routes,
-            plan.dns.as_ref(),
-        )),
-        taken,
-    })
+            .filter(|g| g.fresh)
+            .map(|g| g.allocation.address)
+            .collect();
+
+        let with_pools: Vec<(Allocation, IpPool)> = granted
+            .into_iter()
+            .map(|g| (g.allocation, g.pool))
+            .collect();
+        log::info!(
+            "ADD {} on {:?}: {}",
+            owner,
+            inv.net.name,
+            with_pools
+                .iter()
+                .map(|(a, _)| a.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Executed {
+            result: Some(add_result(
+                inv.net.version,
+                &with_pools,
+                &plan.routes,
+                plan.dns.as_ref(),
+            )),
+            taken,
+        })
+    }
 }
 
 /// An ADD refused because its holder would make a record larger than the store takes
@@ -278,64 +471,72 @@ fn holder_too_large(e: Error, inv: &Add) -> CniError {
 }
 
 /// DEL: release what the owner holds on this network; nothing held is success.
-async fn del<S: Store>(ipam: &Ipam<S>, inv: &Del) -> Result<(), CniError> {
-    let owner = &inv.owner;
-    let released = ipam.release(owner, Some(&inv.net.name)).await?;
-    log::info!(
-        "DEL {} on {:?}: released {}",
-        owner,
-        inv.net.name,
-        if released.is_empty() {
-            "nothing".to_string()
-        } else {
-            released
-                .iter()
-                .map(|a| a.address.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    Ok(())
+impl Del {
+    /// Runs DEL against `ipam`.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<(), CniError> {
+        let inv = self;
+        let owner = &inv.owner;
+        let released = ipam.release(owner, Some(&inv.net.name)).await?;
+        log::info!(
+            "DEL {} on {:?}: released {}",
+            owner,
+            inv.net.name,
+            if released.is_empty() {
+                "nothing".to_string()
+            } else {
+                released
+                    .iter()
+                    .map(|a| a.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        Ok(())
+    }
 }
 
 /// CHECK: the owner holds every address of `prevResult` on this network (or, without a
 /// `prevResult`, any address on it: ADD is all or nothing, so one means all).
-async fn check<S: Store>(ipam: &Ipam<S>, inv: &Check) -> Result<(), CniError> {
-    let owner = &inv.owner;
-    let held: Vec<IpAddr> = ipam
-        .owner_allocations(owner)
-        .await?
-        .into_iter()
-        .filter(|a| a.network == inv.net.name)
-        .map(|a| a.address)
-        .collect();
-    let fail = |why: String| {
-        Err(CniError::new(
-            Code::CheckFailed,
-            format!("CHECK {owner} on {:?}: {why}", inv.net.name),
-        ))
-    };
-    match &inv.prev {
-        Some(expected) => {
-            let missing: Vec<String> = expected
-                .iter()
-                .filter(|a| !held.contains(a))
-                .map(ToString::to_string)
-                .collect();
-            if !missing.is_empty() {
-                return fail(format!(
-                    "prevResult lists {} but the owner holds {}",
-                    missing.join(", "),
-                    describe(&held)
-                ));
+impl Check {
+    /// Runs CHECK against `ipam`.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<(), CniError> {
+        let inv = self;
+        let owner = &inv.owner;
+        let held: Vec<IpAddr> = ipam
+            .owner_allocations(owner)
+            .await?
+            .into_iter()
+            .filter(|a| a.network == inv.net.name)
+            .map(|a| a.address)
+            .collect();
+        let fail = |why: String| {
+            Err(CniError::new(
+                Code::CheckFailed,
+                format!("CHECK {owner} on {:?}: {why}", inv.net.name),
+            ))
+        };
+        match &inv.prev {
+            Some(expected) => {
+                let missing: Vec<String> = expected
+                    .iter()
+                    .filter(|a| !held.contains(a))
+                    .map(ToString::to_string)
+                    .collect();
+                if !missing.is_empty() {
+                    return fail(format!(
+                        "prevResult lists {} but the owner holds {}",
+                        missing.join(", "),
+                        describe(&held)
+                    ));
+                }
             }
+            None if held.is_empty() => {
+                return fail("there is no prevResult and the owner holds no address".into());
+            }
+            None => {}
         }
-        None if held.is_empty() => {
-            return fail("there is no prevResult and the owner holds no address".into());
-        }
-        None => {}
+        Ok(())
     }
-    Ok(())
 }
 
 fn describe(held: &[IpAddr]) -> String {
@@ -352,91 +553,98 @@ fn describe(held: &[IpAddr]) -> String {
 /// GC: release every allocation of this network whose owner is not a valid attachment. Goes
 /// on past owners whose release fails, then reports them (what was released stays released:
 /// GC is idempotent and the runtime calls it again).
-async fn gc<S: Store>(ipam: &Ipam<S>, inv: &Gc) -> Result<(), CniError> {
-    let report = ipam.gc(&inv.net.name, &inv.valid).await?;
-    log::info!(
-        "GC {:?}: released {} allocation(s), {} failure(s)",
-        inv.net.name,
-        report.released.len(),
-        report.failures.len()
-    );
-    // A record that does not read (written around our checks) is left as it is: what it
-    // covers is neither released nor handed out. It does not fail the GC of everything else.
-    for bad in &report.unreadable {
-        log::warn!("GC {:?}: skipped {bad}", inv.net.name);
-    }
-    if report.failures.is_empty() {
-        return Ok(());
-    }
-    let code = if report.failures.iter().all(|(_, e)| e.is_transient()) {
-        Code::TryAgainLater
-    } else {
-        Code::Io
-    };
-    let list = report
-        .failures
-        .iter()
-        .map(|(o, e)| format!("{o}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(CniError::new(
-        code,
-        format!(
-            "GC {:?} released {} allocation(s) but could not release {} owner(s): {list}",
+impl Gc {
+    /// Runs GC against `ipam`.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<(), CniError> {
+        let inv = self;
+        let report = ipam.gc(&inv.net.name, &inv.valid).await?;
+        log::info!(
+            "GC {:?}: released {} allocation(s), {} failure(s)",
             inv.net.name,
             report.released.len(),
             report.failures.len()
-        ),
-    ))
+        );
+        // A record that does not read (written around our checks) is left as it is: what it
+        // covers is neither released nor handed out. It does not fail the GC of everything else.
+        for bad in &report.unreadable {
+            log::warn!("GC {:?}: skipped {bad}", inv.net.name);
+        }
+        if report.failures.is_empty() {
+            return Ok(());
+        }
+        let code = if report.failures.iter().all(|(_, e)| e.is_transient()) {
+            Code::TryAgainLater
+        } else {
+            Code::Io
+        };
+        let list = report
+            .failures
+            .iter()
+            .map(|(o, e)| format!("{o}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(CniError::new(
+            code,
+            format!(
+                "GC {:?} released {} allocation(s) but could not release {} owner(s): {list}",
+                inv.net.name,
+                report.released.len(),
+                report.failures.len()
+            ),
+        ))
+    }
 }
 
 /// STATUS: every slot has a candidate pool with a free address, counting the store's
 /// ReservedIPs and the network's own `reserved`. Inline pools not yet in the store count as
 /// empty; pools of `ippools` must exist.
-async fn status<S: Store>(ipam: &Ipam<S>, inv: &Status) -> Result<(), CniError> {
-    let plan = &inv.plan;
-    let not_ready = |msg: String| CniError::new(Code::NotReady, msg);
-    for slot in &plan.slots {
-        let mut counts = Vec::new();
-        let mut ready = false;
-        for name in slot.slot.pools() {
-            let pool = match plan.inline_pools.iter().find(|p| p.name() == name) {
-                Some(p) => p.clone(),
-                None => match ipam.pool(name).await {
-                    Ok(Some(p)) => p,
-                    Ok(None) => {
-                        counts.push(format!("{:?} does not exist", name.as_str()));
-                        continue;
-                    }
-                    Err(e) => return Err(not_ready(format!("the store is not usable: {e}"))),
-                },
-            };
-            let free = ipam
-                .pool_counts_with(&pool, &plan.reserved)
-                .await
-                .map_err(|e| not_ready(format!("the store is not usable: {e}")))?
-                .available;
-            if free > 0 {
-                ready = true;
-                break;
+impl Status {
+    /// Runs STATUS against `ipam`.
+    pub async fn execute<S: Store>(&self, ipam: &Ipam<S>) -> Result<(), CniError> {
+        let inv = self;
+        let plan = &inv.plan;
+        let not_ready = |msg: String| CniError::new(Code::NotReady, msg);
+        for slot in &plan.slots {
+            let mut counts = Vec::new();
+            let mut ready = false;
+            for name in slot.slot.pools() {
+                let pool = match plan.inline_pools.iter().find(|p| p.name() == name) {
+                    Some(p) => p.clone(),
+                    None => match ipam.pool(name).await {
+                        Ok(Some(p)) => p,
+                        Ok(None) => {
+                            counts.push(format!("{:?} does not exist", name.as_str()));
+                            continue;
+                        }
+                        Err(e) => return Err(not_ready(format!("the store is not usable: {e}"))),
+                    },
+                };
+                let free = ipam
+                    .pool_counts_with(&pool, &plan.reserved)
+                    .await
+                    .map_err(|e| not_ready(format!("the store is not usable: {e}")))?
+                    .available;
+                if free > 0 {
+                    ready = true;
+                    break;
+                }
+                counts.push(format!("{:?} has no free address", name.as_str()));
             }
-            counts.push(format!("{:?} has no free address", name.as_str()));
+            if !ready {
+                return Err(not_ready(format!(
+                    "{} cannot yield an address: {}",
+                    slot.field,
+                    counts.join("; ")
+                )));
+            }
         }
-        if !ready {
-            return Err(not_ready(format!(
-                "{} cannot yield an address: {}",
-                slot.field,
-                counts.join("; ")
-            )));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::{prepare, Prepared};
     use ipam_core::{MemoryStore, ReservedIp, ReservedIpSpec};
     use serde_json::{json, Value};
 
@@ -454,12 +662,12 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         };
-        let inv = match prepare(var, conf.to_string().as_bytes()) {
+        let inv = match Invocation::parse(var, conf.to_string().as_bytes()) {
             Ok(Prepared::Run(inv)) => inv,
             Ok(Prepared::Version) => return "version".into(),
             Err((_, e)) => return format!("{}: {}", e.code(), e.msg()),
         };
-        match pollster::block_on(execute(ipam, &inv)).map(|done| done.result) {
+        match pollster::block_on(inv.execute(ipam)).map(|done| done.result) {
             Ok(Some(r)) => serde_json::to_value(r).unwrap()["ips"]
                 .as_array()
                 .unwrap()

@@ -2,9 +2,10 @@
 //!
 //! An invocation goes through three stages, so that a refused request never touches the
 //! store:
-//! 1. [`prepare`]: read the environment and stdin, validate them ([`mod@env`], [`config`]);
+//! 1. [`Invocation::parse`]: read the environment and stdin, validate them ([`mod@env`],
+//!    [`config`]);
 //! 2. open the store the configuration names ([`crate::store::open`]);
-//! 3. [`command::execute`] the command against an [`ipam_core::Ipam`] on it.
+//! 3. [`Invocation::execute`] the command against an [`ipam_core::Ipam`] on it.
 //!
 //! [`run`] strings them together, writes what the binary prints and yields its exit
 //! status.
@@ -32,12 +33,9 @@ use std::time::Duration;
 
 use ipam_core::Ipam;
 
-use self::command::{Add, Check, Del, Gc, Invocation, Status};
-use self::config::{
-    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of, NetConf, Plan,
-    MAX_STDIN_BYTES,
-};
-use self::env::{Command, Environment};
+use self::command::{Invocation, Prepared};
+use self::config::{decode_stdin, MAX_STDIN_BYTES};
+use self::env::Command;
 use self::error::{CniError, Code};
 use self::log::LogConfig;
 use self::result::{AddResult, ErrorResult};
@@ -85,98 +83,6 @@ impl Output {
     }
 }
 
-/// A validated request.
-#[derive(Clone, Debug)]
-pub enum Prepared {
-    /// VERSION: answered without configuration or store.
-    Version,
-    /// Any other command.
-    Run(Box<Invocation>),
-}
-
-/// A refusal before the store is opened, with the request's version when it was understood
-/// (errors are written in it).
-pub type Refusal = (Option<CniVersion>, CniError);
-
-/// Validates the environment and stdin. Errors come in the order a runtime can fix them:
-/// environment (4), JSON (6), version (1), then the configuration (6 for a wrong type, 7 for
-/// a wrong value). Also sets up logging as the configuration and environment say.
-pub fn prepare(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Prepared, Refusal> {
-    prepare_decoded(var, decode_stdin(stdin))
-}
-
-/// [`prepare`] with stdin already decoded (or refused), so that [`run`] reads it once.
-fn prepare_decoded(
-    var: impl Fn(&str) -> Option<String>,
-    decoded: Result<serde_json::Value, CniError>,
-) -> Result<Prepared, Refusal> {
-    let hint = decoded
-        .as_ref()
-        .ok()
-        .and_then(|c| c.get("cniVersion"))
-        .and_then(|v| v.as_str())
-        .and_then(CniVersion::parse);
-    let fail = |e: CniError| (hint, e);
-    let env = match Environment::from_vars(&var) {
-        Ok(Environment::Version) => return Ok(Prepared::Version),
-        Ok(env) => env,
-        Err(e) => return Err(fail(e)),
-    };
-    let command = env.command();
-    let conf = decoded.map_err(fail)?;
-    let version = version_of(&conf).map_err(fail)?;
-    if !version.allows(command) {
-        return Err(fail(CniError::new(
-            Code::IncompatibleVersion,
-            format!(
-                "{command} needs cniVersion {} or later; the configuration says {version}",
-                CniVersion::first_with(command)
-            ),
-        )));
-    }
-    let net = NetConf::parse(&conf, version).map_err(fail)?;
-    match log_config(&conf) {
-        Ok(cfg) => log::init(cfg.with_env(&var)),
-        // Tear-down needs no logging: a log setting gone bad must not keep an address held.
-        // ADD, CHECK and STATUS refuse it, so that the mistake shows when it is made.
-        Err(e) if command.is_teardown() => {
-            log::init(LogConfig::default().with_env(&var));
-            ::log::warn!(
-                "{}; ignored: {command} logs with the defaults (warn, stderr) and goes on",
-                e.msg()
-            );
-        }
-        Err(e) => return Err(fail(e)),
-    }
-    // Each command reads what it needs; DEL and GC do not read `ranges` or `ippools`, so a
-    // configuration that has gone bad since ADD cannot keep addresses from being released.
-    let inv = match env {
-        Environment::Add { owner, args } => Invocation::Add(Add {
-            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
-            pod: args.pod(),
-            owner,
-            net,
-        }),
-        Environment::Del { owner } => Invocation::Del(Del { net, owner }),
-        Environment::Check { owner, args } => {
-            // Validated as for ADD; checking itself needs only prevResult.
-            Plan::parse(&conf, &net, &args).map_err(fail)?;
-            let prev = prev_result_addresses(&conf).map_err(fail)?;
-            Invocation::Check(Check { net, owner, prev })
-        }
-        Environment::Gc => Invocation::Gc(Gc {
-            valid: valid_attachments(&conf).map_err(fail)?,
-            net,
-        }),
-        Environment::Status { args } => Invocation::Status(Status {
-            plan: Plan::parse(&conf, &net, &args).map_err(fail)?,
-            net,
-        }),
-        Environment::Version => return Ok(Prepared::Version),
-    };
-    Ok(Prepared::Run(Box::new(inv)))
-}
-
 /// How long to wait for other processes holding the store: `IPAM_CNI_LOCK_WAIT_MS`, else
 /// [`DEFAULT_LOCK_WAIT`].
 pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
@@ -214,7 +120,7 @@ pub fn run(
     // Every failure is logged, whichever stage refused it, so that it leaves a trace where
     // the runtime keeps the plugin's stderr (or in the configured file, if it came late).
     let subject = Subject::of(&var, decoded.as_ref().ok());
-    let inv = match prepare_decoded(&var, decoded) {
+    let inv = match Invocation::parse_decoded(&var, decoded) {
         Err((version, e)) => {
             subject.log_failure(&e);
             return deliver_failure(stdout, Output::failure(version, e));
@@ -247,43 +153,6 @@ fn deliver_failure(stdout: &mut impl Write, out: Output) -> i32 {
 fn write_output(stdout: &mut impl Write, out: &Output) -> std::io::Result<()> {
     stdout.write_all(out.stdout.as_bytes())?;
     stdout.flush()
-}
-
-/// The annotations a Pod picks its pools with: ours, then Spiderpool's, read verbatim.
-pub const POD_POOL_ANNOTATIONS: [&str; 2] = ["ipam.rs/ippool", "ipam.spidernet.io/ippool"];
-
-/// Where the store knows Pods (Kubernetes): the Pod named in `CNI_ARGS` may pick the pools
-/// with an annotation, which replaces the network's `ippools`, and its UID is recorded.
-fn use_the_pods_choice(
-    add: &mut Add,
-    pods: &dyn crate::store::PodDirectory,
-) -> Result<(), CniError> {
-    let Some(pod) = add.pod.as_mut() else {
-        return Ok(());
-    };
-    let Some(namespace) = pod.namespace.clone() else {
-        return Ok(());
-    };
-    let Some(details) = pods
-        .pod(&namespace, &pod.name)
-        .map_err(|e| CniError::from_store(&e))?
-    else {
-        ::log::info!(
-            "Pod {namespace}/{} not found: the network's pools apply",
-            pod.name
-        );
-        return Ok(());
-    };
-    if pod.uid.is_none() {
-        pod.uid = details.uid;
-    }
-    if let Some((key, value)) = POD_POOL_ANNOTATIONS
-        .iter()
-        .find_map(|k| details.annotations.get(*k).map(|v| (*k, v)))
-    {
-        add.plan.use_pod_pools(&add.net.name, key, value)?;
-    }
-    Ok(())
 }
 
 /// What a call is about, for the log line of its failure: read from the raw environment
@@ -370,19 +239,8 @@ fn open_execute_and_deliver(
     stdout: &mut impl Write,
 ) -> Result<i32, CniError> {
     let (command, net) = (inv.command(), inv.net());
-    if command.is_teardown() && net.store.is_embedded() {
-        // Nothing can be held in a store that was never created; creating one just to find
-        // it empty would leave a directory behind on hosts that never ran an ADD.
-        if let Err(e) = std::fs::symlink_metadata(&net.data_dir) {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ::log::info!(
-                    "{command} on {:?}: {} does not exist; nothing to release",
-                    net.name,
-                    net.data_dir.display()
-                );
-                return Ok(deliver_failure(stdout, Output::success(None::<&AddResult>)));
-            }
-        }
+    if inv.finds_no_store() {
+        return Ok(deliver_failure(stdout, Output::success(None::<&AddResult>)));
     }
     let opened = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
         let e = CniError::from_store(&e);
@@ -398,7 +256,7 @@ fn open_execute_and_deliver(
     })?;
     let mut inv = inv.clone();
     if let (Invocation::Add(add), Some(pods)) = (&mut inv, &opened.pods) {
-        use_the_pods_choice(add, &**pods)?;
+        add.use_the_pods_choice(&**pods)?;
     }
     let inv = &inv;
     let config = ipam_core::Config {
@@ -406,7 +264,7 @@ fn open_execute_and_deliver(
         ..ipam_core::Config::default()
     };
     let ipam = Ipam::with_config(opened.store, config);
-    let done = pollster::block_on(command::execute(&ipam, inv))?;
+    let done = pollster::block_on(inv.execute(&ipam))?;
     let out = Output::success(done.result.as_ref());
     let written = write_output(stdout, &out);
     if written.is_ok() && out.exit_code == 0 {
@@ -415,25 +273,9 @@ fn open_execute_and_deliver(
     let (Invocation::Add(add), false) = (inv, done.taken.is_empty()) else {
         return Ok(deliver_failure(stdout, out));
     };
-    // The runtime will not learn these addresses: give them back before failing.
-    let given_back = pollster::block_on(ipam.release_addresses(&add.owner, &done.taken));
     let why = match &written {
         Err(e) => format!("cannot write the result on stdout: {e}"),
         Ok(()) => "cannot render the result".to_owned(),
     };
-    let what = match given_back {
-        Ok(released) => format!(
-            "released what it took ({})",
-            released
-                .iter()
-                .map(|a| a.address.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Err(e) => format!("and could not release what it took: {e}"),
-    };
-    Err(CniError::new(
-        Code::Io,
-        format!("ADD {}: {why}; {what}", add.owner),
-    ))
+    Err(pollster::block_on(add.give_back(&ipam, &done.taken, &why)))
 }
