@@ -18,15 +18,25 @@
 # runs the same steps on a cluster's Kubernetes store instead (the CRDs of deploy/crds/ and
 # the namespace of the allocation objects, IPAM_NAMESPACE or `ipam-rs`, must exist). The
 # seed's objects keep their names, as in the seed document, and are deleted at the end.
+#
+#   examples/walkthrough.sh --cluster [--api spiderpool|ipam] [DIR]
+#
+# runs the seed's own kubectl commands on a real two-node cluster (testenv/start.sh
+# --cluster), its Pods' addresses from ipam-cni as the kubelet asks: walkthrough-cluster.sh.
 
 set -euo pipefail
+
+# On a real cluster of kubelets and containerd: a script of its own.
+if [[ "${1:-}" == "--cluster" ]]; then
+    exec "$(dirname "${BASH_SOURCE[0]}")/walkthrough-cluster.sh" "$@"
+fi
 
 kubeconfig=""
 if [[ "${1:-}" == "--kubernetes" ]]; then
     kubeconfig=${2:?"--kubernetes needs the path of a kubeconfig"}
     namespace=${IPAM_NAMESPACE:-ipam-rs}
 elif [[ $# -gt 0 ]]; then
-    echo "usage: $0 [--kubernetes KUBECONFIG]" >&2
+    echo "usage: $0 [--kubernetes KUBECONFIG | --cluster [--api spiderpool|ipam] [DIR]]" >&2
     exit 2
 fi
 

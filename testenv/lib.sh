@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # variables are for the scripts that source this
-# Shared by start.sh, stop.sh, kubectl.sh and smoke.sh (sourced, not run).
-# build-apiserver.sh does not use it: its cache key is the hash of that one file, so it stays
-# self-contained.
+# Shared by start.sh, stop.sh, kubectl.sh, smoke.sh and the cluster's scripts (sourced, not
+# run). The builds of the Kubernetes binaries use kube-build.sh instead: its cache key is the
+# hash of that one file's code, so nothing here can change it.
 
 TESTENV_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 TESTENV_CACHE=${IPAM_TESTENV_CACHE:-/var/cache/ipam-rs-testenv}

@@ -3,6 +3,9 @@
 # the kube-apiserver v1.20.2 that build-apiserver.sh caches, both on 127.0.0.1.
 #
 #   testenv/start.sh DIR                    fresh etcd + apiserver; prints DIR/kubeconfig
+#   testenv/start.sh --cluster [--nodes N] [--api ipam|spiderpool] DIR
+#                                           a whole cluster of N nodes (default 2) in a
+#                                           network namespace of its own: cluster-start.sh
 #   testenv/start.sh --apiserver-only DIR   start the apiserver again (same port, same etcd,
 #                                           same data) after stop.sh --apiserver-only or a kill
 #   options: --no-wait    return once the processes are launched, without waiting for /readyz
@@ -24,8 +27,15 @@
 #   IPAM_TESTENV_READY_TIMEOUT   seconds to wait for /readyz (default 180: a loaded 2-core CI
 #                                machine can take far longer than the usual 5-10 s)
 #   IPAM_TESTENV_CACHE           where build-apiserver.sh keeps the binary
+#   IPAM_TESTENV_APISERVER_SANS  more subjectAltName entries for the serving certificate,
+#                                e.g. IP:10.250.0.1,IP:10.96.0.1 (the cluster's addresses)
 set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
+
+# The cluster mode is a script of its own; this one stays the bare API server.
+for arg in "$@"; do
+  [ "$arg" = --cluster ] && exec "$TESTENV_DIR/cluster-start.sh" "$@"
+done
 
 apiserver_only=false wait=true
 while [ $# -gt 0 ]; do
@@ -208,7 +218,8 @@ rm -rf "$dir/etcd"
   esac
   openssl req "${key[@]}" -nodes -subj /CN=kube-apiserver \
     -keyout "$dir/apiserver.key" -out "$dir/apiserver.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$dir/apiserver.ext"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc%s\nextendedKeyUsage=serverAuth\n' \
+    "${IPAM_TESTENV_APISERVER_SANS:+,$IPAM_TESTENV_APISERVER_SANS}" >"$dir/apiserver.ext"
   openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
     -CAcreateserial -days 3650 -extfile "$dir/apiserver.ext" -out "$dir/apiserver.crt" 2>/dev/null
   ca_data=$(base64 -w0 <"$dir/ca.crt")

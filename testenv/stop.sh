@@ -7,6 +7,11 @@
 #                                         ports: an outage that start.sh --apiserver-only ends
 #   options: --kill   SIGKILL at once instead of SIGTERM: a crash rather than a shutdown
 #
+#   testenv/stop.sh DIR   (DIR of start.sh --cluster) removes everything the cluster made:
+#                         processes (its daemons, containerd's shims, the Pods), mounts and
+#                         mount namespaces, the network namespace with its links and iptables
+#                         rules, cgroups, state directories; logs, certificates and images stay
+#
 # Idempotent: stopping what is not running succeeds. Only processes whose command line names
 # DIR are signalled, so a stale pid file cannot hit an unrelated process.
 set -euo pipefail
@@ -25,6 +30,10 @@ done
 [ $# -eq 1 ] || die "usage: ${0##*/} [--apiserver-only] [--kill] DIR"
 [ -d "$1" ] || exit 0
 dir=$(instance_dir "$1")
+
+if [ -f "$dir/cluster.env" ] && ! $apiserver_only; then
+  "$TESTENV_DIR/cluster-stop.sh" "$dir"
+fi
 
 signal=TERM
 $kill_now && signal=KILL

@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# The tests on a real cluster (issue 15, point 7): kubelet + containerd nodes asking ipam-cni
+# on the Kubernetes store for the Pods' addresses.
+#
+#   testenv/tests/run.sh [DIR] [TEST...]
+#
+# DIR: a running cluster of start.sh --cluster (2 nodes or more); without it, one is started
+# in a temporary directory and stopped at the end. TEST: run only these (names below).
+# One cluster serves every test: each works in its own pool and its own Pods, and removes them.
+# Prints `N passed, N failed` last; exit status 0 only if none failed.
+#
+# Prerequisites: root, and what start.sh installs or builds (Debian's containerd, runc,
+# iptables, etcd-server, ...; the Kubernetes binaries of build-node.sh, about 20 minutes the
+# first time). Outside CI, a missing one skips the tests with a message saying what to do;
+# under CI=true it fails them.
+#
+# Waits poll with generous deadlines (IPAM_TESTENV_TEST_TIMEOUT, default 600 s for each):
+# on a busy 2-core machine a kubelet's sandbox back-off or a Pod's deletion take tens of
+# seconds. Nothing here measures speed.
+set -euo pipefail
+here=$(dirname "$(readlink -f "$0")")
+. "$here/../lib.sh"
+. "$TESTENV_DIR/cluster-lib.sh"
+T=${IPAM_TESTENV_TEST_TIMEOUT:-600}
+
+skip_or_fail() { # MESSAGE
+  if [ "${CI:-}" = true ]; then die "prerequisite missing (CI=true, so this fails): $1"; fi
+  echo "cluster tests SKIPPED: $1"
+  exit 0
+}
+[ "$(id -u)" = 0 ] || skip_or_fail "the cluster needs root (network and mount namespaces, cgroups)"
+if [ "${CI:-}" != true ]; then
+  missing=()
+  for c in containerd runc iptables etcd; do command -v $c >/dev/null || missing+=("$c"); done
+  [ ${#missing[@]} -eq 0 ] || skip_or_fail "missing ${missing[*]}: apt-get install containerd runc iptables etcd-server"
+  . "$TESTENV_DIR/kube-build.sh"
+  kdir=$(kube_build_dir)
+  for b in "${KUBE_BINARIES[@]}"; do
+    [ -x "$kdir/$b" ] || skip_or_fail "no $kdir/$b: run testenv/build-node.sh first (about 20 min once per machine)"
+  done
+fi
+
+own_cluster=false
+if [ $# -gt 0 ] && [ -d "$1" ]; then
+  dir=$(readlink -f "$1"); shift
+else
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/ipam-cluster-tests.XXXXXX")
+  own_cluster=true
+  "$TESTENV_DIR/start.sh" --cluster --nodes 2 "$dir" >/dev/null
+fi
+load_cluster "$dir"
+[ "$NODES" -ge 2 ] || die "$dir has $NODES node(s); the tests need 2 or more"
+[ "$API" = ipam ] || die "$dir serves the $API API; these tests use the project's own (start.sh --cluster without --api)"
+
+passed=0 failed=0 failures=()
+finish() {
+  local rc=$?
+  if $own_cluster; then
+    if [ $failed -eq 0 ] && [ $rc -eq 0 ]; then "$TESTENV_DIR/stop.sh" "$dir" >/dev/null 2>&1; rm -rf "$dir"
+    else "$TESTENV_DIR/stop.sh" "$dir" >/dev/null 2>&1; echo "logs kept in $dir/logs and $dir/nodes" >&2; fi
+  fi
+}
+trap finish EXIT
+
+k() { "$TESTENV_DIR/exec.sh" "$dir" kubectl "$@"; }
+ctl() { "$TESTENV_DIR/exec.sh" "$dir" ipamctl "$@"; }
+note() { echo "    $*"; }
+fail() { echo "    FAIL: $*" >&2; return 1; }
+# Polls CMD (a shell function or command) until it succeeds; fails the test naming WHAT.
+poll() { # WHAT CMD...
+  local what=$1 deadline=$(($(date +%s) + T)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || { fail "$what: not within $T s"; return 1; }
+    sleep 2
+  done
+}
+
+# Allocations of POOL as lines "ADDRESS NAMESPACE/NAME UID CONTAINERID", sorted.
+allocs() { # POOL
+  ctl get allocations -o json | python3 -c '
+import json, sys
+pool = sys.argv[1]
+for a in json.load(sys.stdin)["items"]:
+    if a.get("pool") == pool:
+        print(a["address"], "%s/%s" % (a.get("podNamespace", "?"), a.get("podName", "?")), a.get("podUID", "?"), a["containerID"])
+' "$1" | sort
+}
+alloc_count() { allocs "$1" | wc -l; }
+pool_empty() { [ "$(alloc_count "$1")" -eq 0 ]; }
+# The Pods of a label selector as "IP NAMESPACE/NAME UID NODE PHASE", sorted.
+pods_of() { # SELECTOR
+  k get pods -l "$1" -o jsonpath='{range .items[*]}{.status.podIP} {.metadata.namespace}/{.metadata.name} {.metadata.uid} {.spec.nodeName} {.status.phase}{"\n"}{end}' | sort
+}
+# Every Running Pod of SELECTOR holds exactly one address of POOL and the pool holds no other:
+# no leak, no duplicate, each address recorded with its Pod's namespace, name and UID.
+pods_match_allocations() { # SELECTOR POOL
+  local want got
+  want=$(pods_of "$1" | awk '$5 == "Running" && $1 != "" {print $1, $2, $3}' | sort)
+  got=$(allocs "$2" | awk '{print $1, $2, $3}' | sort)
+  [ "$want" = "$got" ] && [ -n "$want" ]
+}
+# Counts of the plugin's ADD and DEL lines for POOL's addresses, over every node's log.
+plugin_log_counts() { # PREFIX (addresses starting with it)
+  local adds=0 dels=0 i f
+  for i in $(seq 1 "$NODES"); do
+    f=$(node_dir "node$i")/root/var/log/pods/ipam-cni.log
+    [ -f "$f" ] || continue
+    adds=$((adds + $(grep -c "ADD .*: $1" "$f" || true)))
+    dels=$((dels + $(grep -c "DEL .*: released $1" "$f" || true)))
+  done
+  echo "$adds $dels"
+}
+
+pool() { # NAME SUBNET RANGE [RESERVED-RANGE]
+  ctl apply -f - >/dev/null <<EOF
+apiVersion: ipam.rs/v1alpha1
+kind: IPPool
+metadata:
+  name: $1
+spec:
+  subnet: $2
+  ips:
+  - $3
+EOF
+  if [ -n "${4:-}" ]; then
+    ctl apply -f - >/dev/null <<EOF
+apiVersion: ipam.rs/v1alpha1
+kind: ReservedIP
+metadata:
+  name: $1-reserved
+spec:
+  ips:
+  - $4
+EOF
+  fi
+}
+drop_pool() { # NAME
+  ctl delete reservedip "$1-reserved" >/dev/null 2>&1 || true
+  ctl delete ippool "$1" --force >/dev/null 2>&1 || true
+}
+
+# A busybox Pod annotated with POOL, on NODE (spec.nodeName) or wherever the scheduler puts
+# it. (No HTTP probe: with macvlan, as on any host, the node cannot reach its own Pods.)
+pod() { # NAME POOL [NODE] [LABEL]
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  labels: {test: ${4:-$1}}
+  annotations:
+    ipam.rs/ippool: '{"ipv4": ["$2"]}'
+spec:
+  ${3:+nodeName: $3}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/ipam-rs/busybox:1.35
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+EOF
+}
+# The address the Pod's eth0 really has (kubectl exec: API server -> kubelet -> containerd).
+eth0_addr() { k exec "$1" -- ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
+pod_ip() { k get pod "$1" -o jsonpath='{.status.podIP}'; }
+pod_ready() { [ "$(k get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+# The last address of 10.a.b.c, for range checks.
+last_octet() { echo "${1##*.}"; }
+
+# --- the tests -----------------------------------------------------------------------------
+
+# Pods on both nodes get addresses from their pool and never a reserved one; ipamctl shows each
+# with its Pod's namespace, name and UID; deleting a Pod frees its address.
+test_pods_on_both_nodes() {
+  pool t1-pool 10.71.0.0/24 10.71.0.10-10.71.0.20 10.71.0.10-10.71.0.12
+  pod t1-a t1-pool node1 t1
+  pod t1-b t1-pool node2 t1
+  poll "t1-a Ready" pod_ready t1-a || return 1
+  poll "t1-b Ready" pod_ready t1-b || return 1
+  local p ip
+  for p in t1-a t1-b; do
+    ip=$(pod_ip $p)
+    [[ $ip == 10.71.0.* ]] && [ "$(last_octet "$ip")" -ge 13 ] && [ "$(last_octet "$ip")" -le 20 ] \
+      || { fail "$p has $ip: not from t1-pool's 10.71.0.13-20 (10-12 are reserved)"; return 1; }
+    [ "$(eth0_addr $p)" = "$ip" ] || { fail "$p's eth0 has '$(eth0_addr $p)', its status says $ip"; return 1; }
+    note "$p on $(k get pod $p -o jsonpath='{.spec.nodeName}'): $ip, on its eth0 (kubectl exec)"
+  done
+  [ "$(pod_ip t1-a)" != "$(pod_ip t1-b)" ] || { fail "both Pods have $(pod_ip t1-a)"; return 1; }
+  pods_match_allocations test=t1 t1-pool || { fail "allocations do not match the Pods:"; allocs t1-pool >&2; pods_of test=t1 >&2; return 1; }
+  note "ipamctl get allocations: $(allocs t1-pool | awk '{print $1, $2}' | paste -sd, -) (with the Pods' UIDs)"
+  ip=$(pod_ip t1-a)
+  k delete pod t1-a --wait=false >/dev/null
+  freed() { ! allocs t1-pool | grep -q "^$ip "; }
+  poll "t1-a's address $ip released after its deletion" freed || return 1
+  note "t1-a deleted: $ip released"
+  k delete pod t1-b --wait=false >/dev/null
+  poll "t1-pool empty" pool_empty t1-pool
+  drop_pool t1-pool
+}
+
+# A Deployment of 20 replicas across the nodes scales to 0 and back with no leak and no
+# duplicate: the addresses held are exactly those of the Running Pods, and the plugin's ADDs
+# minus its releases equal them.
+test_scale_20() {
+  pool t2-pool 10.72.0.0/24 10.72.0.10-10.72.0.90
+  k apply -f - >/dev/null <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: t2
+spec:
+  replicas: 20
+  selector:
+    matchLabels: {test: t2}
+  template:
+    metadata:
+      labels: {test: t2}
+      annotations:
+        ipam.rs/ippool: '{"ipv4": ["t2-pool"]}'
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: localhost/ipam-rs/busybox:1.35
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+EOF
+  k rollout status deploy/t2 --timeout="${T}s" >/dev/null || { fail "20 replicas did not roll out"; return 1; }
+  poll "20 Pods match 20 allocations" pods_match_allocations test=t2 t2-pool || { fail "mismatch"; allocs t2-pool >&2; pods_of test=t2 >&2; return 1; }
+  local on1 on2
+  on1=$(pods_of test=t2 | awk '$4 == "node1"' | wc -l) on2=$(pods_of test=t2 | awk '$4 == "node2"' | wc -l)
+  note "20 Running (node1: $on1, node2: $on2), 20 addresses, all distinct: $(allocs t2-pool | awk '{print $1}' | sort -u | wc -l)"
+  [ "$on1" -gt 0 ] && [ "$on2" -gt 0 ] || { fail "the replicas are not on both nodes"; return 1; }
+  k scale deploy/t2 --replicas=0 >/dev/null
+  empty() { [ "$(alloc_count t2-pool)" -eq 0 ] && [ -z "$(pods_of test=t2)" ]; }
+  poll "scaled to 0: no Pod, no address left" empty || { allocs t2-pool >&2; return 1; }
+  note "scaled to 0: no address held"
+  k scale deploy/t2 --replicas=20 >/dev/null
+  k rollout status deploy/t2 --timeout="${T}s" >/dev/null || { fail "scaling back to 20 did not roll out"; return 1; }
+  poll "20 Pods match 20 allocations again" pods_match_allocations test=t2 t2-pool || { allocs t2-pool >&2; pods_of test=t2 >&2; return 1; }
+  local counts adds dels
+  counts=$(plugin_log_counts 10.72.0.) adds=${counts% *} dels=${counts#* }
+  note "back to 20: plugin ADDs $adds, releases $dels, held $(alloc_count t2-pool)"
+  [ $((adds - dels)) -eq "$(alloc_count t2-pool)" ] || { fail "ADDs $adds - releases $dels != $(alloc_count t2-pool) held"; return 1; }
+  k delete deploy/t2 --wait=false >/dev/null
+  poll "t2 deleted: no address left" empty || return 1
+  drop_pool t2-pool
+}
+
+# Exhaustion: a Pod that finds its pool used up stays ContainerCreating, with a
+# FailedCreatePodSandBox event carrying the plugin's message and the pool's counts, and runs
+# once an address frees.
+test_exhaustion() {
+  pool t3-pool 10.73.0.0/24 10.73.0.10-10.73.0.11 10.73.0.11
+  pod t3-a t3-pool node1 t3
+  poll "t3-a Ready" pod_ready t3-a || return 1
+  pod t3-b t3-pool node2 t3
+  event() {
+    k get events --field-selector involvedObject.name=t3-b,reason=FailedCreatePodSandBox \
+      -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -i 'used up'
+  }
+  poll "t3-b's FailedCreatePodSandBox event saying the pool is used up" event || return 1
+  note "t3-b: $(event | head -n1 | sed 's/.*ipam-cni/ipam-cni/' | cut -c1-220)"
+  [ "$(k get pod t3-b -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}')" = ContainerCreating ] \
+    || { fail "t3-b is not ContainerCreating"; return 1; }
+  event | grep -q 't3-pool' || { fail "the event does not name t3-pool"; return 1; }
+  event | grep -Eq 'total|[0-9]' || { fail "the event gives no counts"; return 1; }
+  k delete pod t3-a --wait=false >/dev/null
+  poll "t3-b Ready once t3-a's address is free" pod_ready t3-b || return 1
+  [ "$(pod_ip t3-b)" = 10.73.0.10 ] || { fail "t3-b got $(pod_ip t3-b), expected 10.73.0.10"; return 1; }
+  note "t3-a deleted: t3-b Running with 10.73.0.10"
+  k delete pod t3-b --wait=false >/dev/null
+  poll "t3-pool empty" pool_empty t3-pool
+  drop_pool t3-pool
+}
+
+# A kubelet restart (kill -9 and start) keeps the running Pods, their sandboxes and addresses.
+test_kubelet_restart() {
+  pool t4-pool 10.74.0.0/24 10.74.0.10-10.74.0.20
+  pod t4-a t4-pool node1 t4
+  poll "t4-a Ready" pod_ready t4-a || return 1
+  local before after
+  before="$(pod_ip t4-a) $(k get pod t4-a -o jsonpath='{.metadata.uid} {.status.containerStatuses[0].containerID}')"
+  "$TESTENV_DIR/node.sh" "$dir" kill node1
+  note "node1's kubelet killed (SIGKILL)"
+  "$TESTENV_DIR/node.sh" "$dir" start node1
+  ready() { [ "$(k get node node1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  poll "node1 Ready again" ready || return 1
+  poll "t4-a Ready after the restart" pod_ready t4-a || return 1
+  after="$(pod_ip t4-a) $(k get pod t4-a -o jsonpath='{.metadata.uid} {.status.containerStatuses[0].containerID}')"
+  [ "$before" = "$after" ] || { fail "before the restart: $before; after: $after"; return 1; }
+  [ "$(k get pod t4-a -o jsonpath='{.status.containerStatuses[0].restartCount}')" = 0 ] || { fail "the container restarted"; return 1; }
+  pods_match_allocations test=t4 t4-pool || { fail "allocations changed"; allocs t4-pool >&2; return 1; }
+  note "kubelet restarted: t4-a kept its container and $(pod_ip t4-a); one allocation"
+  k delete pod t4-a --wait=false >/dev/null
+  poll "t4-pool empty" pool_empty t4-pool
+  drop_pool t4-pool
+}
+
+# The DaemonSet's rolling update replaces the binary on every node while Pods start, and those
+# Pods get their addresses (the kubelet retries a sandbox that fell into the gap).
+test_daemonset_rolling_update() {
+  pool t5-pool 10.75.0.0/24 10.75.0.10-10.75.0.60
+  local old new v2 i sum want
+  old=$(k -n ipam-rs get ds ipam-cni -o jsonpath='{.spec.template.spec.containers[0].image}')
+  # A second image whose ipam-cni differs in its bytes (a marker appended after the ELF
+  # data, which the loader never reads), so the binary on the nodes visibly changes.
+  v2=$dir/images-v2
+  mkdir -p "$v2"
+  cp "$IPAM_CNI" "$v2/ipam-cni"
+  printf '\nipam-rs testenv rolling update %s\n' "$(date +%s%N)" >>"$v2/ipam-cni"
+  "$TESTENV_DIR/images/build.sh" "$v2" "$v2/ipam-cni" "$IPAMCTL" >/dev/null
+  new=$(cat "$v2/ipam-cni.ref")
+  for i in $(seq 1 "$NODES"); do
+    "$TESTENV_DIR/exec.sh" --node "node$i" "$dir" ctr -n k8s.io images import "$v2/ipam-cni.tar" >/dev/null
+  done
+  want=$(sha256sum <"$v2/ipam-cni" | cut -c1-64)
+  k apply -f - >/dev/null <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: t5
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {test: t5}
+  template:
+    metadata:
+      labels: {test: t5}
+      annotations:
+        ipam.rs/ippool: '{"ipv4": ["t5-pool"]}'
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: localhost/ipam-rs/busybox:1.35
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+EOF
+  # The update and Pods starting at once.
+  k -n ipam-rs set image daemonset/ipam-cni "install-cni=$new" >/dev/null
+  k scale deploy/t5 --replicas=8 >/dev/null
+  k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "the DaemonSet did not roll out"; return 1; }
+  for i in $(seq 1 "$NODES"); do
+    installed() { [ "$(sha256sum <"$(node_dir "node$1")/root/opt/cni/bin/ipam-cni" | cut -c1-64)" = "$want" ]; }
+    poll "node$i runs the new ipam-cni" installed "$i" || return 1
+  done
+  note "$old -> $new: the new binary on all $NODES nodes"
+  k rollout status deploy/t5 --timeout="${T}s" >/dev/null || { fail "8 Pods did not start during the update"; return 1; }
+  poll "8 Pods match 8 allocations" pods_match_allocations test=t5 t5-pool || { allocs t5-pool >&2; pods_of test=t5 >&2; return 1; }
+  note "8 Pods started during the update: 8 distinct addresses"
+  k delete deploy/t5 --wait=false >/dev/null
+  poll "t5-pool empty" pool_empty t5-pool
+  drop_pool t5-pool
+}
+
+# Network isolation: every process of the cluster is in its network namespace or in a Pod's,
+# none in the host's; those namespaces have no route out; and no socket of theirs is
+# connected to an address outside them (the namespaces' own addresses, and the Service range
+# that kube-proxy maps onto them).
+test_network_isolation() {
+  "$here/isolation.sh" "$dir"
+}
+
+all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update network_isolation)
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
+for t in "${selected[@]}"; do
+  declare -F "test_$t" >/dev/null || die "no test '$t' (tests: ${all[*]})"
+done
+for t in "${selected[@]}"; do
+  echo "--- $t"
+  t0=$(date +%s)
+  # Not `if ( ... )`: bash ignores set -e inside a tested command.
+  set +e
+  ( set -e; "test_$t" )
+  rc=$?
+  set -e
+  if [ $rc -eq 0 ]; then
+    echo "ok   $t ($(($(date +%s) - t0)) s)"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $t ($(($(date +%s) - t0)) s)"
+    failed=$((failed + 1)) failures+=("$t")
+  fi
+done
+[ $failed -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
