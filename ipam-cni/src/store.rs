@@ -40,6 +40,8 @@ pub struct KubeChoice {
     pub node: Option<String>,
     /// The namespace of the allocation objects; `None`: `ipam-rs`.
     pub namespace: Option<String>,
+    /// The API pools and reservations are served with (`ipam.rs` by default).
+    pub api: ipam_api::Api,
 }
 
 impl StoreChoice {
@@ -179,26 +181,12 @@ pub trait PodDirectory {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError>;
 }
 
-/// What the plugin reads of a Pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodDetails {
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// `metadata.annotations`.
-    pub annotations: std::collections::BTreeMap<String, String>,
-}
+pub use ipam_api::PodDetails;
 
 #[cfg(feature = "kube")]
 impl PodDirectory for std::sync::Arc<ipam_kube::KubeStore> {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
-        Ok(
-            pollster::block_on(ipam_kube::KubeStore::pod(self, namespace, name))?.map(|p| {
-                PodDetails {
-                    uid: p.uid,
-                    annotations: p.annotations,
-                }
-            }),
-        )
+        pollster::block_on(ipam_kube::KubeStore::pod(self, namespace, name))
     }
 }
 
@@ -238,6 +226,7 @@ pub fn open(
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
                 // One call waits for the cluster no longer than for an embedded store's lock.
                 deadline: Some(lock_wait),
+                api: k.api,
                 ..ipam_kube::KubeOptions::default()
             };
             let store = std::sync::Arc::new(ipam_kube::KubeStore::connect(&options)?);

@@ -251,7 +251,7 @@ fn invalid_input_is_refused_whole_and_nothing_is_applied() {
         ),
         (
             "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p2}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], disable: true}\n",
-            r#"<stdin>: document 3 (SpiderIPPool "p2"): spec.disable: "true": disabled pools are not supported: ipam-cni would hand out its addresses; delete the pool instead, or reserve its addresses with a ReservedIP; nothing was applied"#,
+            r#"<stdin>: document 3 (SpiderIPPool "p2"): spec.disable: "true": not implemented by ipam-rs: disabled pools are not supported: ipam-cni would hand out its addresses; delete the pool instead, or reserve its addresses with a ReservedIP; nothing was applied"#,
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
@@ -730,20 +730,33 @@ fn explain_gives_every_reason() {
     }
 }
 
+/// Spiderpool's fields that ipam-rs does not implement: an empty value (as Spiderpool's own
+/// examples write `vlan: 0`) is taken, a value that says something is refused, naming the
+/// field, as the cluster's SpiderIPPool schema refuses it for kubectl.
 #[test]
-fn spiderpool_only_fields_are_ignored_with_a_warning() {
+fn spiderpool_only_fields_are_taken_empty_and_refused_used() {
     let ctl = Ctl::new();
-    let manifest = "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  name: master-172\n\
-                    spec:\n  ipVersion: 4\n  subnet: 172.31.192.0/20\n  ips:\n  - 172.31.199.180-172.31.199.189\n\
-                    \x20 excludeIPs:\n  - 172.31.199.186-172.31.199.188\n  gateway: 172.31.207.253\n  vlan: 0\n\
-                    \x20 podAffinity:\n    matchLabels: {app: x}\n  default: true\n  disable: false\n";
-    let run = ctl.run_with_stdin(&["apply", "-f", "-"], manifest);
-    assert_eq!(run.status, 0, "{run:?}");
-    assert_eq!(run.stdout, "ippool/master-172 created\n");
+    let manifest = |affinity: &str| {
+        format!(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  name: master-172\n\
+             spec:\n  ipVersion: 4\n  subnet: 172.31.192.0/20\n  ips:\n  - 172.31.199.180-172.31.199.189\n\
+             \x20 excludeIPs:\n  - 172.31.199.186-172.31.199.188\n  gateway: 172.31.207.253\n  vlan: 0\n\
+             \x20 podAffinity: {affinity}\n  default: true\n  disable: false\n"
+        )
+    };
+    let run = ctl.run_with_stdin(&["apply", "-f", "-"], &manifest("{matchLabels: {app: x}}"));
     assert_eq!(
-        run.stderr,
-        "warning: <stdin>: document 1 (SpiderIPPool \"master-172\"): spec.vlan is ignored: deprecated in Spiderpool and not used for allocation\n\
-         warning: <stdin>: document 1 (SpiderIPPool \"master-172\"): spec.podAffinity is ignored: pool selection filters are not implemented: the pool serves every network that names it\n"
+        (run.status, run.stdout.as_str(), run.stderr.as_str()),
+        (
+            1,
+            "",
+            "error: <stdin>: document 1 (SpiderIPPool \"master-172\"): spec.podAffinity: \"{\\\"matchLabels\\\":{\\\"app\\\":\\\"x\\\"}}\": not implemented by ipam-rs: pool selection filters are not implemented: the pool serves every network that names it; nothing was applied\n"
+        )
+    );
+    let run = ctl.run_with_stdin(&["apply", "-f", "-"], &manifest("{}"));
+    assert_eq!(
+        (run.status, run.stdout.as_str(), run.stderr.as_str()),
+        (0, "ippool/master-172 created\n", "")
     );
     assert_eq!(
         ctl.json(&["get", "ippool", "master-172"])["spec"],

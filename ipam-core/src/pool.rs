@@ -18,6 +18,7 @@ pub const MAX_POOL_SIZE: u128 = 1 << 64;
 ///
 /// Field names follow Spiderpool's (`excludeIPs`, `ipVersion`), so a SpiderIPPool's spec
 /// reads as is.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpPoolSpec {
@@ -44,6 +45,7 @@ pub struct IpPoolSpec {
 }
 
 /// A route of a pool's spec, as written.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {

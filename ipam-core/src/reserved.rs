@@ -8,6 +8,7 @@ use crate::set::IntervalSet;
 use crate::validation::ValidationError;
 
 /// A ReservedIP's `spec` as written by a person: the wire form, not yet validated.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReservedIpSpec {

@@ -25,7 +25,9 @@ use kube::core::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::crd;
+use ipam_api::internal as crd;
+use ipam_api::spiderpool::SpiderIPPoolSpec;
+use ipam_api::Api;
 
 /// The annotation that keeps an object's real name.
 pub const NAME_ANNOTATION: &str = "ipam.rs/name";
@@ -59,15 +61,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The API resource, for dynamic requests.
-    pub fn resource(self) -> ApiResource {
+    /// The API resource, for dynamic requests: pools and reservations are of the
+    /// installation's `api`, the allocation kinds ours in either.
+    pub fn resource(self, api: Api) -> ApiResource {
         use kube::Resource;
         fn of<K: Resource<DynamicType = ()>>() -> ApiResource {
             ApiResource::erase::<K>(&())
         }
         match self {
-            Kind::Pool => of::<crd::IPPool>(),
-            Kind::ReservedIp => of::<crd::ReservedIP>(),
+            Kind::Pool => api.pools(),
+            Kind::ReservedIp => api.reservations(),
             Kind::Block => of::<crd::IPAMBlock>(),
             Kind::Owner => of::<crd::IPAMOwner>(),
             Kind::Cursor => of::<crd::IPAMCursor>(),
@@ -103,6 +106,8 @@ pub struct Codec {
     pub prefix: String,
     /// The store's namespace, where its allocation objects live; pools belong to one.
     pub namespace: String,
+    /// The API pools and reservations are served with.
+    pub api: Api,
 }
 
 /// Where a key lives on the API server.
@@ -179,6 +184,11 @@ impl Codec {
         }
     }
 
+    /// The API resource of `kind` in this store's installation.
+    pub fn resource(&self, kind: Kind) -> ApiResource {
+        kind.resource(self.api)
+    }
+
     /// The object `record` is written as under `key` (a key [`Codec::locate`] places).
     pub fn object(&self, key: &Key, record: &Record) -> DynamicObject {
         let (kind, name) = self.locate(key).expect("a stored key");
@@ -250,14 +260,18 @@ impl Codec {
                 let Key::Owner(owner) = key else {
                     unreachable!("owner records live under owner keys")
                 };
-                json!({
-                    "containerID": owner.container_id(),
-                    "ifname": owner.ifname(),
-                    "held": held.iter().map(|h| json!({
-                        "network": h.network,
-                        "address": h.address.to_string(),
-                    })).collect::<Vec<_>>(),
+                serde_json::to_value(crd::IPAMOwnerSpec {
+                    container_id: owner.container_id().to_owned(),
+                    ifname: owner.ifname().to_owned(),
+                    held: held
+                        .iter()
+                        .map(|h| crd::HeldSpec {
+                            network: h.network.clone(),
+                            address: h.address.to_string(),
+                        })
+                        .collect(),
                 })
+                .expect("an owner serializes")
             }
             Record::PoolRanges(ranges) => serde_json::to_value(crd::IPAMGuardSpec {
                 pools: ranges
@@ -279,18 +293,19 @@ impl Codec {
                 let Key::Cursor { pool, node } = key else {
                     unreachable!("cursors live under cursor keys")
                 };
-                let mut spec = json!({"pool": pool.as_str(), "next": next.to_string()});
-                if let Some(node) = node {
-                    spec["node"] = json!(node.as_str());
-                }
-                spec
+                serde_json::to_value(crd::IPAMCursorSpec {
+                    pool: pool.to_string(),
+                    node: node.as_ref().map(ToString::to_string),
+                    next: next.to_string(),
+                })
+                .expect("a cursor serializes")
             }
             // Never written as objects: the summary is derived from the ReservedIP objects
             // (`object` is only asked for keys `locate` places), and an invalid record is
             // never written (the `Store` contract).
             Record::ReservedSummary(_) | Record::Invalid(_) => Value::Null,
         };
-        let resource = kind.resource();
+        let resource = self.resource(kind);
         let mut obj = DynamicObject::new(&name, &resource);
         obj.metadata = ObjectMeta {
             name: Some(name),
@@ -318,7 +333,7 @@ impl Codec {
         asked: Option<&Key>,
     ) -> Result<Option<(Key, Versioned<Record>)>, StoreError> {
         let name = obj.metadata.name.clone().unwrap_or_default();
-        let what = format!("{}/{name}", kind.resource().plural);
+        let what = format!("{}/{name}", self.resource(kind).plural);
         let corrupt = |reason: String| StoreError::Corrupt {
             key: what.clone(),
             reason,
@@ -469,8 +484,14 @@ impl Codec {
         }
         Ok(match key {
             Key::Pool(real) => {
-                let spec: IpPoolSpec =
-                    serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+                let spec: IpPoolSpec = match self.api {
+                    Api::IpamRs => {
+                        serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?
+                    }
+                    // Spiderpool's fields that we do not implement make the pool invalid,
+                    // named, rather than silently widened.
+                    Api::Spiderpool => SpiderIPPoolSpec::to_pool_spec(spec)?,
+                };
                 Record::Pool(IpPool::new(real.as_str(), spec).map_err(|e| e.to_string())?)
             }
             Key::ReservedIp(real) => {
@@ -707,6 +728,7 @@ mod tests {
         Codec {
             prefix: String::new(),
             namespace: crate::DEFAULT_NAMESPACE.into(),
+            api: Api::IpamRs,
         }
     }
 
@@ -809,7 +831,7 @@ mod tests {
     #[test]
     fn a_kubectl_applied_pool_reads_by_its_object_name_and_foreign_content_is_refused() {
         let c = codec();
-        let mut obj = DynamicObject::new("test-ippool", &Kind::Pool.resource());
+        let mut obj = DynamicObject::new("test-ippool", &Kind::Pool.resource(Api::IpamRs));
         obj.metadata.resource_version = Some("7".into());
         obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.168.131-10.6.168.133"]}});
         let (key, _) = c.decode(Kind::Pool, &obj, None).unwrap().unwrap();
@@ -829,6 +851,7 @@ mod tests {
         let other = Codec {
             prefix: "t1-".into(),
             namespace: crate::DEFAULT_NAMESPACE.into(),
+            api: Api::IpamRs,
         };
         obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": []}});
         assert!(other.decode(Kind::Pool, &obj, None).unwrap().is_none());
@@ -836,6 +859,7 @@ mod tests {
         let elsewhere = Codec {
             prefix: String::new(),
             namespace: "ipam-other".into(),
+            api: Api::IpamRs,
         };
         assert!(elsewhere.decode(Kind::Pool, &obj, None).unwrap().is_none());
         let asked = Key::Pool(ObjectName::new("test-ippool").unwrap());
@@ -857,5 +881,60 @@ mod tests {
         let (key, read) = c.decode(Kind::Pool, &copy, None).unwrap().unwrap();
         assert_eq!(key, Key::Pool(ObjectName::new("copy").unwrap()));
         assert!(matches!(read.value, Record::Pool(_)));
+    }
+
+    #[test]
+    fn spiderpool_objects_read_as_pools_and_reservations_and_unimplemented_fields_are_named() {
+        let c = Codec {
+            api: Api::Spiderpool,
+            ..codec()
+        };
+        let pool =
+            ipam_core::testkit::pool("test-ippool", "10.6.0.0/16", &["10.6.168.131-10.6.168.133"]);
+        let reserved =
+            ipam_core::testkit::reserved("test-reservedip", &["10.6.168.131-10.6.168.132"]);
+        for (key, record, kind, api_kind) in [
+            (
+                Key::Pool(pool.name().clone()),
+                Record::Pool(pool.clone()),
+                Kind::Pool,
+                "SpiderIPPool",
+            ),
+            (
+                Key::ReservedIp(reserved.name().clone()),
+                Record::ReservedIp(reserved.clone()),
+                Kind::ReservedIp,
+                "SpiderReservedIP",
+            ),
+        ] {
+            let obj = with_version(c.object(&key, &record));
+            let types = obj.types.clone().unwrap();
+            assert_eq!(
+                (types.api_version.as_str(), types.kind.as_str()),
+                ("spiderpool.spidernet.io/v2beta1", api_kind)
+            );
+            let (k, v) = c.decode(kind, &obj, None).unwrap().expect("ours");
+            assert_eq!((k, v.value), (key, record));
+        }
+        // As kubectl writes the seed's pool, with a field Spiderpool has and we do not.
+        let mut obj = DynamicObject::new("test-ippool", &Kind::Pool.resource(Api::Spiderpool));
+        obj.metadata.resource_version = Some("7".into());
+        obj.data = json!({"spec": {"subnet": "10.6.0.0/16", "ips": ["10.6.168.131-10.6.168.133"],
+            "podAffinity": {}, "disable": false}});
+        let (_, read) = c.decode(Kind::Pool, &obj, None).unwrap().unwrap();
+        assert_eq!(read.value, Record::Pool(pool));
+        obj.data["spec"]["nodeName"] = json!(["node1"]);
+        let (key, read) = c.decode(Kind::Pool, &obj, None).unwrap().unwrap();
+        assert_eq!(key, Key::Pool(ObjectName::new("test-ippool").unwrap()));
+        let Record::Invalid(bad) = read.value else {
+            panic!("{:?}", read.value)
+        };
+        assert_eq!(bad.object, "spiderippools/test-ippool");
+        assert!(
+            bad.reason
+                .starts_with(r#"spec.nodeName: ["node1"]: not implemented by ipam-rs: "#),
+            "{}",
+            bad.reason
+        );
     }
 }

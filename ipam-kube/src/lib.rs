@@ -1,10 +1,13 @@
 //! An [`ipam_core::Store`] on Kubernetes custom resources, through kube-rs.
 //!
 //! Pools and reservations are the cluster's `IPPool` and `ReservedIP` objects (group
-//! `ipam.rs/v1alpha1`, Spiderpool's field names); the allocation state is a set of small
+//! `ipam.rs/v1alpha1`, Spiderpool's field names), or, where the installation serves
+//! Spiderpool's API instead ([`KubeOptions::api`], [`Api::Spiderpool`]), its
+//! `SpiderIPPool` and `SpiderReservedIP` objects; the allocation state is a set of small
 //! objects in one namespace, each the unit of compare-and-swap: an `IPAMBlock` per 64
 //! addresses decides who holds them, an `IPAMOwner` per container interface indexes what it
-//! holds. See [`crd`] for the kinds and [`KubeStore`] for how a transaction becomes requests.
+//! holds. The kinds are [`ipam_api`]'s; [`codec`] says which object a record lives at and
+//! [`KubeStore`] how a transaction becomes requests.
 //!
 //! A library never picks the Kubernetes API version of `k8s-openapi`: the binary that uses
 //! this crate enables one of its `v1_*` features (the plugin and the tests use `v1_33`).
@@ -25,9 +28,7 @@
 
 pub mod codec;
 mod connection;
-pub mod crd;
 mod store;
 
-pub use store::{
-    KubeOptions, KubeStore, PodDetails, DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
-};
+pub use ipam_api::{Api, PodDetails};
+pub use store::{KubeOptions, KubeStore, DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES};

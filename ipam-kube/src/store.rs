@@ -15,6 +15,7 @@ use kube::{Client, Config};
 
 use crate::codec::{Codec, Kind, Place};
 use crate::connection::{self, Patient, Sources, StillRefused};
+use crate::PodDetails;
 
 /// How to reach the cluster, and where in it the store lives.
 #[derive(Clone, Debug)]
@@ -35,15 +36,10 @@ pub struct KubeOptions {
     /// many times the engine retries against a server that accepts connections but never
     /// answers. `None`: no bound.
     pub deadline: Option<Duration>,
-}
-
-/// What the plugin reads of a Pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodDetails {
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// `metadata.annotations`.
-    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The API the installation serves pools and reservations with: ours (`IPPool`,
+    /// `ReservedIP`, the default) or Spiderpool's (`SpiderIPPool`, `SpiderReservedIP`,
+    /// `deploy/spiderpool-compat/`). The allocation kinds are ours in either.
+    pub api: ipam_api::Api,
 }
 
 /// The annotation a compare-and-swap write sets to the resourceVersion it replaces, so that
@@ -71,6 +67,7 @@ impl Default for KubeOptions {
             prefix: String::new(),
             request_timeout: Duration::from_secs(10),
             deadline: None,
+            api: ipam_api::Api::IpamRs,
         }
     }
 }
@@ -225,6 +222,7 @@ impl KubeStore {
                 codec: Codec {
                     prefix: options.prefix.clone(),
                     namespace: options.namespace.clone(),
+                    api: options.api,
                 },
                 namespace: options.namespace.clone(),
                 server,
@@ -288,14 +286,14 @@ impl KubeStore {
         .await
     }
 
-    /// Creates the project's CustomResourceDefinitions ([`crate::crd::all`]), or replaces
+    /// Creates the CustomResourceDefinitions of the store's API ([`ipam_api::Api::crds`]), or replaces
     /// them with this build's, and waits until the API server serves them (tests; a cluster
-    /// installs them from `deploy/crds/`).
+    /// installs them from `deploy/crds/` or `deploy/spiderpool-compat/`).
     pub async fn install_crds(&self) -> Result<(), StoreError> {
         self.on_runtime(|inner| async move {
             use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
             let api: Api<CustomResourceDefinition> = Api::all(inner.client.clone());
-            let crds = crate::crd::all();
+            let crds = inner.codec.api.crds();
             for crd in &crds {
                 let name = crd.metadata.name.clone().unwrap_or_default();
                 match api.create(&PostParams::default(), crd).await {
@@ -379,12 +377,13 @@ impl KubeStore {
         counts: &ipam_core::PoolCounts,
     ) -> Result<(), StoreError> {
         let key = Key::Pool(counts.pool.clone());
-        let status = serde_json::json!({"status": {
-            "totalIPCount": counts.total.to_string(),
-            "reservedIPCount": counts.reserved.to_string(),
-            "allocatedIPCount": counts.allocated.to_string(),
-            "availableIPCount": counts.available.to_string(),
-        }});
+        #[derive(Debug, serde::Serialize)]
+        struct Status {
+            status: ipam_api::IPPoolStatus,
+        }
+        let status = Status {
+            status: counts.into(),
+        };
         self.on_runtime(|inner| async move {
             let (kind, name) = inner.codec.locate(&key).expect("pools are stored");
             inner
@@ -414,7 +413,7 @@ impl KubeStore {
 
 impl Inner {
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        let resource = kind.resource();
+        let resource = self.codec.resource(kind);
         if kind.namespaced() {
             Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
         } else {
@@ -572,7 +571,7 @@ impl Inner {
             let page = api
                 .list(&params)
                 .await
-                .map_err(|e| self.error("list", &kind.resource().plural, e))?;
+                .map_err(|e| self.error("list", &self.codec.resource(kind).plural, e))?;
             if version.is_empty() {
                 version = page.metadata.resource_version.clone().unwrap_or_default();
             }

@@ -47,6 +47,19 @@ subjects:
 - apiGroup: rbac.authorization.k8s.io
   kind: User
   name: ipam-rs-test-operator
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: ipam-rs-test-operator-spiderpool
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: ipam-rs-operator-spiderpool
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: ipam-rs-test-operator
 ";
 
 /// A Pod that picks its pool (never scheduled: the test API server runs no scheduler).
@@ -194,14 +207,26 @@ fn install(kubeconfig: PathBuf) -> Cluster {
     let manifests = manifests_of_deploy();
     assert_eq!(
         manifests.iter().map(String::as_str).collect::<Vec<_>>(),
-        ["crds/ipam.rs.yaml", "daemonset.yaml", "rbac.yaml"],
+        [
+            "crds/ipam.rs.yaml",
+            "daemonset.yaml",
+            "rbac.yaml",
+            "spiderpool-compat/crds.yaml",
+            "spiderpool-compat/rbac.yaml"
+        ],
         "the manifests of deploy/ changed: install each here and in docs/kubernetes.md"
     );
+    // Both APIs, side by side: their allocation kinds are the same objects, and the RBAC of
+    // Spiderpool's API adds roles of other names.
     c.ok(&["apply", "-f", "deploy/crds/"], None);
+    c.ok(&["apply", "-f", "deploy/spiderpool-compat/crds.yaml"], None);
     let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    let crds: Vec<String> = ipam_kube::crd::all()
+    let crds: Vec<String> = ipam_api::Api::ALL
         .iter()
+        .flat_map(|api| api.crds())
         .map(|crd| format!("crd/{}", crd.metadata.name.clone().unwrap_or_default()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     wait.extend(crds.iter().map(String::as_str));
     c.ok(&wait, None);
@@ -210,6 +235,8 @@ fn install(kubeconfig: PathBuf) -> Cluster {
             "apply",
             "-f",
             "deploy/rbac.yaml",
+            "-f",
+            "deploy/spiderpool-compat/rbac.yaml",
             "-f",
             "deploy/daemonset.yaml",
         ],
@@ -386,8 +413,9 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
         }
     }
     // 6 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
-    // RoleBinding; the DaemonSet.
-    assert_eq!(seen, 6 + 7 + 1);
+    // RoleBinding; the DaemonSet; Spiderpool's API: 6 CRDs (4 of them the same allocation
+    // kinds), 2 ClusterRoles and a ClusterRoleBinding.
+    assert_eq!(seen, 6 + 7 + 1 + 6 + 3);
 
     // The DaemonSet runs as the ServiceAccount that RBAC binds, installs where its volumes
     // reach the host, and runs the script the Dockerfile puts in its image.
@@ -512,6 +540,11 @@ const PLUGIN_MAY: &[(&str, &str, Option<&str>)] = &[
     ("get", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("create", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("patch", "ipamcursors.ipam.rs", Some("ipam-rs")),
+    // Spiderpool's API (deploy/spiderpool-compat/rbac.yaml).
+    ("get", "spiderippools.spiderpool.spidernet.io", None),
+    ("list", "spiderippools.spiderpool.spidernet.io", None),
+    ("get", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("list", "spiderreservedips.spiderpool.spidernet.io", None),
 ];
 
 /// What a node's credentials must not allow.
@@ -522,6 +555,15 @@ const PLUGIN_MAY_NOT: &[(&str, &str, Option<&str>)] = &[
     ("update", "ippools.ipam.rs/status", None),
     ("create", "reservedips.ipam.rs", None),
     ("delete", "reservedips.ipam.rs", None),
+    ("create", "spiderippools.spiderpool.spidernet.io", None),
+    ("update", "spiderippools.spiderpool.spidernet.io", None),
+    (
+        "patch",
+        "spiderippools.spiderpool.spidernet.io/status",
+        None,
+    ),
+    ("create", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("delete", "spiderreservedips.spiderpool.spidernet.io", None),
     ("update", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamcursors.ipam.rs", Some("ipam-rs")),
     ("watch", "ipamblocks.ipam.rs", Some("ipam-rs")),
@@ -566,6 +608,21 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("create", "ipamguards.ipam.rs", Some("ipam-rs")),
     ("update", "ipamguards.ipam.rs", Some("ipam-rs")),
     ("patch", "ippools.ipam.rs/status", None),
+    ("get", "spiderippools.spiderpool.spidernet.io", None),
+    ("list", "spiderippools.spiderpool.spidernet.io", None),
+    ("create", "spiderippools.spiderpool.spidernet.io", None),
+    ("update", "spiderippools.spiderpool.spidernet.io", None),
+    ("delete", "spiderippools.spiderpool.spidernet.io", None),
+    ("get", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("list", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("create", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("update", "spiderreservedips.spiderpool.spidernet.io", None),
+    ("delete", "spiderreservedips.spiderpool.spidernet.io", None),
+    (
+        "patch",
+        "spiderippools.spiderpool.spidernet.io/status",
+        None,
+    ),
 ];
 
 #[test]

@@ -255,8 +255,20 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
                 node_name: Option<String>,
                 #[serde(default)]
                 namespace: Option<String>,
+                #[serde(default)]
+                api: Option<String>,
             }
             let k: Kube = typed(&map["kubernetes"], "ipam.store.kubernetes")?;
+            let api = match k.api.as_deref() {
+                None => ipam_api::Api::default(),
+                Some(name) => name.parse().map_err(|e: ipam_api::UnknownApi| {
+                    invalid(
+                        "ipam.store.kubernetes.api",
+                        &e.value,
+                        r#"must be "ipam.rs" or "spiderpool""#,
+                    )
+                })?,
+            };
             if let Some(path) = k.kubeconfig.as_deref().filter(|p| !p.starts_with('/')) {
                 return Err(invalid(
                     "ipam.store.kubernetes.kubeconfig",
@@ -268,6 +280,7 @@ fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
                 kubeconfig: k.kubeconfig.map(PathBuf::from),
                 node: k.node_name.filter(|n| !n.is_empty()),
                 namespace: k.namespace.filter(|n| !n.is_empty()),
+                api,
             };
             store::kubernetes(choice, Syntax::Json)
                 .map_err(|e| not_built("ipam.store.kubernetes", e))
@@ -1151,11 +1164,29 @@ mod tests {
             parse(
                 json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "/k", "nodeName": "w1"}}}})
             ),
-            r#"n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: Some("/k"), node: Some("w1"), namespace: None })"#
+            r#"n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: Some("/k"), node: Some("w1"), namespace: None, api: IpamRs })"#
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {}}}})),
-            "n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: None, node: None, namespace: None })"
+            "n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: None, node: None, namespace: None, api: IpamRs })"
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"api": "spiderpool"}}}})),
+            "n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: None, node: None, namespace: None, api: Spiderpool })"
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"api": "ipam.rs"}}}})),
+            "n /var/lib/cni/ipam-cni Kubernetes(KubeChoice { kubeconfig: None, node: None, namespace: None, api: IpamRs })"
+        );
+        assert_eq!(
+            parse(
+                json!({"name": "n", "ipam": {"store": {"kubernetes": {"api": "spiderpool.spidernet.io/v2beta1"}}}})
+            ),
+            r#"7: ipam.store.kubernetes.api: "spiderpool.spidernet.io/v2beta1": must be "ipam.rs" or "spiderpool""#
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"api": 4}}}})),
+            "6: ipam.store.kubernetes.api: invalid type: integer `4`, expected a string"
         );
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"store": {"kubernetes": {"kubeconfig": "k"}}}})),

@@ -29,6 +29,11 @@ pub struct Cli {
     /// The namespace of the Kubernetes store's allocation objects (default `ipam-rs`).
     #[arg(long, global = true, value_name = "NS")]
     pub namespace: Option<String>,
+    /// The API the cluster serves pools and reservations with: ipam.rs (IPPool, ReservedIP;
+    /// the default) or spiderpool (SpiderIPPool, SpiderReservedIP). For the Kubernetes
+    /// store; implies `--store kubernetes`.
+    #[arg(long, global = true, value_name = "API", value_parser = parse_api)]
+    pub api: Option<ipam_api::Api>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -84,6 +89,13 @@ pub enum Command {
     },
 }
 
+/// `--api`: `ipam.rs` or `spiderpool`.
+fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
+    value
+        .parse()
+        .map_err(|_| format!("unknown API {value:?}; allowed: ipam.rs, spiderpool"))
+}
+
 /// Splits `TYPE/NAME` (kubectl's form) or takes `TYPE` and `NAME` apart.
 fn target(resource: &str, name: Option<String>) -> Result<(Resource, Option<String>), CtlError> {
     match resource.split_once('/') {
@@ -110,7 +122,12 @@ impl Cli {
         // else is looked at.
         let not_built =
             |kind: &str, e: store::NotBuilt| CtlError::Usage(format!("--store {kind}: {e}"));
-        let kube = self.kubeconfig.is_some() || self.namespace.is_some();
+        if self.api.is_some() && self.store == StoreKind::Sled {
+            return Err(CtlError::Usage(
+                "--api is for the Kubernetes store, not --store sled".to_owned(),
+            ));
+        }
+        let kube = self.kubeconfig.is_some() || self.namespace.is_some() || self.api.is_some();
         let choice = match (self.store, kube) {
             (StoreKind::Redb, false) => StoreChoice::Redb,
             (StoreKind::Sled, false) => {
@@ -121,6 +138,7 @@ impl Cli {
                     kubeconfig: self.kubeconfig.clone(),
                     node: None,
                     namespace: self.namespace.clone(),
+                    api: self.api.unwrap_or_default(),
                 };
                 store::kubernetes(choice, Syntax::Flag).map_err(|e| not_built("kubernetes", e))?
             }
@@ -295,6 +313,8 @@ mod tests {
             (&["delete", "ippool/a", "b"], "error: \"ippool/a\": give either TYPE/NAME or TYPE NAME\n"),
             (&["--store", "sled", "--kubeconfig", "/k", "get", "ippools"], "error: --kubeconfig and --namespace are for the Kubernetes store, not --store sled\n"),
             (&["apply"], "error: the following required arguments were not provided: --filename <PATH> (see ipamctl --help)\n"),
+            (&["--store", "sled", "--api", "spiderpool", "get", "ippools"], "error: --api is for the Kubernetes store, not --store sled\n"),
+            (&["--api", "spider", "get", "ippools"], "error: invalid value 'spider' for '--api <API>': unknown API \"spider\"; allowed: ipam.rs, spiderpool (see ipamctl --help)\n"),
         ] {
             let (status, out, err) = ipamctl(args);
             assert_eq!((status, out.as_str(), err.as_str()), (1, "", expect), "{args:?}");

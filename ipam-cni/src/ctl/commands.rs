@@ -51,7 +51,7 @@ impl Resource {
 }
 
 /// `apply`: creates or updates every object of already validated `manifests`, printing
-/// `ippool/NAME created|configured|unchanged` per object and each warning to `err`; then
+/// `ippool/NAME created|configured|unchanged` per object; then
 /// refreshes on `board` the counts of the pools the input changed (of every pool when it
 /// changed a ReservedIP, which may count in any pool).
 ///
@@ -65,11 +65,6 @@ pub async fn apply<S: Store>(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CtlError> {
-    for m in manifests {
-        for w in &m.warnings {
-            writeln!(err, "warning: {w}")?;
-        }
-    }
     // ReservedIPs first, so a pool printed as applied already honours them; all in one
     // transaction, so a store failure leaves nothing half-applied.
     let (mut reserved, mut pools) = (Vec::new(), Vec::new());

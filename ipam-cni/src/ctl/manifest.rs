@@ -28,63 +28,21 @@ use serde_json::{Map, Value};
 use super::error::{ManifestError, Origin};
 use super::strict::{self, DuplicateKey};
 
-/// The API version of this project's own kinds.
-pub const API_VERSION: &str = "ipam.rs/v1alpha1";
 /// The API version of the seed's Spiderpool kinds, accepted verbatim.
-pub const SPIDERPOOL_API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
-/// Our kind for pools.
-pub const KIND_POOL: &str = "IPPool";
-/// Our kind for reservations.
-pub const KIND_RESERVED: &str = "ReservedIP";
+pub use ipam_api::spiderpool::API_VERSION as SPIDERPOOL_API_VERSION;
+use ipam_api::spiderpool::{KIND_POOL as SPIDER_POOL, KIND_RESERVED as SPIDER_RESERVED};
+pub use ipam_api::{API_VERSION, KIND_POOL, KIND_RESERVED};
 
 /// The fields of our IPPool spec, as `IpPoolSpec` names them. Checked here so that an
 /// unknown field is refused with its own name rather than serde's generic message.
-const POOL_FIELDS: &[&str] = &[
-    "subnet",
-    "ips",
-    "excludeIPs",
-    "gateway",
-    "routes",
-    "ipVersion",
-    "default",
-];
-/// The fields of our ReservedIP spec.
-const RESERVED_FIELDS: &[&str] = &["ips", "ipVersion"];
+fn pool_fields() -> &'static [&'static str] {
+    ipam_api::fields::of::<IpPoolSpec>()
+}
 
-/// Fields of a SpiderIPPool spec (Spiderpool v2beta1) that have no meaning in this project.
-/// They are accepted and ignored, with a warning, so that a Spiderpool manifest applies as
-/// written; each comes with the reason given in the warning. `disable` is handled apart:
-/// ignoring `disable: true` would hand out addresses the operator switched off.
-const SPIDERPOOL_IGNORED: &[(&str, &str)] = &[
-    (
-        "vlan",
-        "deprecated in Spiderpool and not used for allocation",
-    ),
-    (
-        "podAffinity",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-    (
-        "namespaceAffinity",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-    (
-        "namespaceName",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-    (
-        "nodeAffinity",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-    (
-        "nodeName",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-    (
-        "multusName",
-        "pool selection filters are not implemented: the pool serves every network that names it",
-    ),
-];
+/// The fields of our ReservedIP spec.
+fn reserved_fields() -> &'static [&'static str] {
+    ipam_api::fields::of::<ReservedIpSpec>()
+}
 
 /// How a file is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,8 +118,7 @@ impl fmt::Display for Object {
     }
 }
 
-/// One validated object of the input, with where it came from and any warnings about
-/// fields that were ignored.
+/// One validated object of the input, with where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// Where it was defined.
@@ -170,8 +127,6 @@ pub struct Manifest {
     pub kind: String,
     /// The object.
     pub object: Object,
-    /// One line per ignored field, ready to print after `warning: `.
-    pub warnings: Vec<String>,
 }
 
 /// Reads and validates every input. Either every object is valid and returned, in input
@@ -375,15 +330,15 @@ enum Target {
 fn target_of(api_version: &str, kind: &str) -> Result<Target, (&'static str, String)> {
     match (api_version, kind) {
         (API_VERSION, KIND_POOL) => Ok(Target::Pool { spiderpool: false }),
-        (API_VERSION, KIND_RESERVED) | (SPIDERPOOL_API_VERSION, "SpiderReservedIP") => {
+        (API_VERSION, KIND_RESERVED) | (SPIDERPOOL_API_VERSION, SPIDER_RESERVED) => {
             Ok(Target::Reserved)
         }
-        (SPIDERPOOL_API_VERSION, "SpiderIPPool") => Ok(Target::Pool { spiderpool: true }),
+        (SPIDERPOOL_API_VERSION, SPIDER_POOL) => Ok(Target::Pool { spiderpool: true }),
         (_, KIND_POOL | KIND_RESERVED) => Err((
             "apiVersion",
             format!("kind {kind} is of apiVersion {API_VERSION}"),
         )),
-        (_, "SpiderIPPool" | "SpiderReservedIP") => Err((
+        (_, SPIDER_POOL | SPIDER_RESERVED) => Err((
             "apiVersion",
             format!("kind {kind} is of apiVersion {SPIDERPOOL_API_VERSION}"),
         )),
@@ -391,7 +346,7 @@ fn target_of(api_version: &str, kind: &str) -> Result<Target, (&'static str, Str
             "kind",
             format!(
                 "unknown kind; ipamctl knows {KIND_POOL} and {KIND_RESERVED} \
-                 ({API_VERSION}), SpiderIPPool and SpiderReservedIP ({SPIDERPOOL_API_VERSION})"
+                 ({API_VERSION}), {SPIDER_POOL} and {SPIDER_RESERVED} ({SPIDERPOOL_API_VERSION})"
             ),
         )),
     }
@@ -458,20 +413,19 @@ fn decode_object(origin: Origin, value: &Value) -> Result<Manifest, ManifestErro
         }
     };
 
-    let mut warnings = Vec::new();
     let object_value = match target {
         Target::Pool { spiderpool } => {
             let mut spec = spec.clone();
             if spiderpool {
-                strip_spiderpool_fields(&origin, &label, &mut spec, &mut warnings)?;
+                strip_spiderpool_fields(&origin, &label, &mut spec)?;
             }
-            check_fields(&origin, &label, &spec, POOL_FIELDS, KIND_POOL)?;
+            check_fields(&origin, &label, &spec, pool_fields(), KIND_POOL)?;
             let spec: IpPoolSpec = typed_spec(&origin, &label, spec)?;
             Object::Pool(IpPool::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
         }
         Target::Reserved => {
             // A SpiderReservedIP's spec has exactly our fields (ips, ipVersion).
-            check_fields(&origin, &label, spec, RESERVED_FIELDS, KIND_RESERVED)?;
+            check_fields(&origin, &label, spec, reserved_fields(), KIND_RESERVED)?;
             let spec: ReservedIpSpec = typed_spec(&origin, &label, spec.clone())?;
             Object::Reserved(ReservedIp::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
         }
@@ -480,50 +434,32 @@ fn decode_object(origin: Origin, value: &Value) -> Result<Manifest, ManifestErro
         origin,
         kind: kind.to_owned(),
         object: object_value,
-        warnings,
     })
 }
 
-/// Removes the Spiderpool-only fields of a SpiderIPPool spec, with a warning for each, and
-/// refuses `disable: true`.
+/// Removes the Spiderpool-only fields of a SpiderIPPool spec
+/// ([`ipam_api::spiderpool::UNIMPLEMENTED`]) when they say nothing (`null`, `{}`, `[]`,
+/// `false`, `0`), and refuses the first that says something, naming it: the rule of the
+/// cluster's SpiderIPPool schema (`deploy/spiderpool-compat/`), so that `ipamctl apply` and
+/// `kubectl apply` take the same manifests. Ignoring a filter such as `nodeName` would let
+/// the pool serve Pods its operator meant to keep out; ignoring `disable: true` would hand
+/// out addresses the operator switched off.
 fn strip_spiderpool_fields(
     origin: &Origin,
     label: &str,
     spec: &mut Map<String, Value>,
-    warnings: &mut Vec<String>,
 ) -> Result<(), ManifestError> {
-    if let Some(disable) = spec.remove("disable") {
-        match disable {
-            Value::Bool(false) | Value::Null => {}
-            Value::Bool(true) => {
-                return Err(invalid(
-                    origin,
-                    Some(label),
-                    "spec.disable",
-                    &disable,
-                    "disabled pools are not supported: ipam-cni would hand out its addresses; \
-                     delete the pool instead, or reserve its addresses with a ReservedIP",
-                ))
-            }
-            other => {
-                return Err(invalid(
-                    origin,
-                    Some(label),
-                    "spec.disable",
-                    &other,
-                    "expected true or false",
-                ))
-            }
-        }
-    }
-    for (field, why) in SPIDERPOOL_IGNORED {
-        if spec.remove(*field).is_some() {
-            warnings.push(format!(
-                "{origin} ({label}): spec.{field} is ignored: {why}"
-            ));
-        }
-    }
-    Ok(())
+    ipam_api::spiderpool::take_unimplemented(spec).map_err(|e| {
+        let value: Value =
+            serde_json::from_str(&e.value).unwrap_or_else(|_| Value::String(e.value.clone()));
+        invalid(
+            origin,
+            Some(label),
+            &e.path(),
+            &value,
+            format!("not implemented by ipam-rs: {}", e.why),
+        )
+    })
 }
 
 /// Refuses any spec field not in `known`, naming it.
@@ -647,19 +583,12 @@ fn wrap(origin: &Origin, object: Option<&str>, error: ValidationError) -> Manife
 mod tests {
     use super::*;
 
-    /// Parses `yaml` and renders the outcome: one line per object (with its warnings), or
-    /// the refusal.
+    /// Parses `yaml` and renders the outcome: one line per object, or the refusal.
     fn check(yaml: &str, expect: &str) {
         let got = match parse_text("m.yaml", yaml, Format::Yaml) {
             Ok(ms) => ms
                 .iter()
-                .map(|m| {
-                    let mut line = format!("{} <- {} ({})", m.object, m.kind, m.origin);
-                    for w in &m.warnings {
-                        line.push_str(&format!("\n  warning: {w}"));
-                    }
-                    line
-                })
+                .map(|m| format!("{} <- {} ({})", m.object, m.kind, m.origin))
                 .collect::<Vec<_>>()
                 .join("\n"),
             Err(e) => format!("error: {e}"),
@@ -704,14 +633,22 @@ mod tests {
     }
 
     #[test]
-    fn spiderpool_only_fields_are_ignored_with_a_warning() {
+    fn spiderpool_only_fields_are_taken_when_empty_and_refused_when_used() {
         check(
             "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\n\
              spec:\n  subnet: 10.6.0.0/16\n  ips: [10.6.0.2]\n  vlan: 0\n  disable: false\n  \
-             nodeName: [worker1]\n",
-            "ippool/p <- SpiderIPPool (m.yaml: document 1)\n  \
-             warning: m.yaml: document 1 (SpiderIPPool \"p\"): spec.vlan is ignored: deprecated in Spiderpool and not used for allocation\n  \
-             warning: m.yaml: document 1 (SpiderIPPool \"p\"): spec.nodeName is ignored: pool selection filters are not implemented: the pool serves every network that names it",
+             nodeName: []\n  podAffinity: {}\n",
+            "ippool/p <- SpiderIPPool (m.yaml: document 1)",
+        );
+        check(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\n\
+             spec:\n  subnet: 10.6.0.0/16\n  ips: [10.6.0.2]\n  nodeName: [worker1]\n",
+            r#"error: m.yaml: document 1 (SpiderIPPool "p"): spec.nodeName: "[\"worker1\"]": not implemented by ipam-rs: pool selection filters are not implemented: the pool serves every network that names it"#,
+        );
+        check(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\n\
+             spec:\n  subnet: 10.6.0.0/16\n  ips: [10.6.0.2]\n  vlan: 7\n",
+            r#"error: m.yaml: document 1 (SpiderIPPool "p"): spec.vlan: "7": not implemented by ipam-rs: deprecated in Spiderpool and not used for allocation"#,
         );
     }
 
@@ -740,7 +677,7 @@ mod tests {
             ),
             (
                 "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], disable: true}\n",
-                r#"m.yaml: document 1 (SpiderIPPool "p"): spec.disable: "true": disabled pools are not supported: ipam-cni would hand out its addresses; delete the pool instead, or reserve its addresses with a ReservedIP"#,
+                r#"m.yaml: document 1 (SpiderIPPool "p"): spec.disable: "true": not implemented by ipam-rs: disabled pools are not supported: ipam-cni would hand out its addresses; delete the pool instead, or reserve its addresses with a ReservedIP"#,
             ),
             (
                 "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderReservedIP\nmetadata: {name: r}\nspec: {ips: [10.6.0.1, fd00::1]}\n",

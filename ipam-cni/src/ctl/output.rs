@@ -9,10 +9,8 @@
 
 use std::str::FromStr;
 
-use ipam_core::{Allocation, IpPool, IpPoolSpec, PoolCounts, ReservedIp, ReservedIpSpec};
+use ipam_core::{Allocation, IpPool, PoolCounts, ReservedIp};
 use serde::Serialize;
-
-use super::manifest::{API_VERSION, KIND_POOL, KIND_RESERVED};
 
 /// The `-o` formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -208,130 +206,20 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
     t
 }
 
-/// `metadata` of an object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Metadata {
-    /// The name.
-    pub name: String,
+/// A pool and its counts as printed: the IPPool document, `apiVersion` always ours
+/// whatever the object was applied as, the spec as stored (Spiderpool-only fields were
+/// dropped on apply), the counts as its status.
+pub fn pool_out(pool: &IpPool, c: &PoolCounts) -> ipam_api::IPPool {
+    ipam_api::IPPool::of(pool, c)
 }
 
-/// An object as `-o json|yaml` prints it, fields in kubectl's order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectOut<Spec, Status> {
-    /// Always [`API_VERSION`], whatever the object was applied as.
-    pub api_version: &'static str,
-    /// `IPPool` or `ReservedIP`.
-    pub kind: &'static str,
-    /// The name.
-    pub metadata: Metadata,
-    /// The spec as stored (Spiderpool-only fields were dropped on apply).
-    pub spec: Spec,
-    /// The counts.
-    pub status: Status,
+/// A ReservedIP as printed, with the number of addresses it covers as its status.
+pub fn reserved_out(r: &ReservedIp) -> ipam_api::ReservedIP {
+    ipam_api::ReservedIP::of(r)
 }
 
-/// The status of a pool: the contract's counts, each printed as [`count`] does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PoolStatus {
-    /// `totalIPCount`.
-    #[serde(rename = "totalIPCount", serialize_with = "count")]
-    pub total_ip_count: u128,
-    /// `reservedIPCount`.
-    #[serde(rename = "reservedIPCount", serialize_with = "count")]
-    pub reserved_ip_count: u128,
-    /// `allocatedIPCount`.
-    #[serde(rename = "allocatedIPCount", serialize_with = "count")]
-    pub allocated_ip_count: u128,
-    /// `availableIPCount`.
-    #[serde(rename = "availableIPCount", serialize_with = "count")]
-    pub available_ip_count: u128,
-}
-
-/// The status of a ReservedIP: how many addresses it covers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ReservedStatus {
-    /// The number of addresses its `ips` cover (overlaps counted once).
-    #[serde(rename = "reservedIPCount", serialize_with = "count")]
-    pub reserved_ip_count: u128,
-}
-
-/// The largest integer every JSON reader holds exactly (2^53 − 1: JavaScript's
-/// `Number.MAX_SAFE_INTEGER`, and where a double stops holding every integer).
-pub const MAX_EXACT_JSON_INTEGER: u128 = (1 << 53) - 1;
-
-/// A count as printed: an integer up to [`MAX_EXACT_JSON_INTEGER`], a string of its digits
-/// above (an IPv6 /64 is `"18446744073709551616"`, as the IPPool CRD's status writes every
-/// count), so that no reader rounds it, and YAML and JSON readers that stop at 64 bits can
-/// still read the document back.
-pub fn count<S: serde::Serializer>(n: &u128, serializer: S) -> Result<S::Ok, S::Error> {
-    match u64::try_from(*n) {
-        Ok(small) if *n <= MAX_EXACT_JSON_INTEGER => serializer.serialize_u64(small),
-        _ => serializer.collect_str(n),
-    }
-}
-
-/// A pool as printed.
-pub type PoolOut = ObjectOut<IpPoolSpec, PoolStatus>;
-/// A ReservedIP as printed.
-pub type ReservedOut = ObjectOut<ReservedIpSpec, ReservedStatus>;
-
-/// A pool and its counts as printed.
-pub fn pool_out(pool: &IpPool, c: &PoolCounts) -> PoolOut {
-    ObjectOut {
-        api_version: API_VERSION,
-        kind: KIND_POOL,
-        metadata: Metadata {
-            name: pool.name().to_string(),
-        },
-        spec: pool.spec().clone(),
-        status: PoolStatus {
-            total_ip_count: c.total,
-            reserved_ip_count: c.reserved,
-            allocated_ip_count: c.allocated,
-            available_ip_count: c.available,
-        },
-    }
-}
-
-/// A ReservedIP as printed.
-pub fn reserved_out(r: &ReservedIp) -> ReservedOut {
-    ObjectOut {
-        api_version: API_VERSION,
-        kind: KIND_RESERVED,
-        metadata: Metadata {
-            name: r.name().to_string(),
-        },
-        spec: r.spec().clone(),
-        status: ReservedStatus {
-            reserved_ip_count: r.addresses().len(),
-        },
-    }
-}
-
-/// Several objects, as kubectl prints a list: `apiVersion: v1`, `kind: List`, `items`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListOut<T> {
-    /// `v1`.
-    pub api_version: &'static str,
-    /// `List`.
-    pub kind: &'static str,
-    /// The objects.
-    pub items: Vec<T>,
-}
-
-impl<T> ListOut<T> {
-    /// A list of `items`.
-    pub fn new(items: Vec<T>) -> ListOut<T> {
-        ListOut {
-            api_version: "v1",
-            kind: "List",
-            items,
-        }
-    }
-}
+/// Several objects, as kubectl prints a list.
+pub use ipam_api::List as ListOut;
 
 /// One allocation, flat, as the contract prints it; pod fields only where known.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,129 +1,16 @@
-//! The custom resources, as Rust types: the source of `deploy/crds/` (see [`all`]).
-//!
-//! Group `ipam.rs`, version `v1alpha1`, so that nothing clashes with a real Spiderpool.
-//! `IPPool` and `ReservedIP` are cluster-scoped and carry Spiderpool's field names, so a
-//! seed manifest ports by changing `apiVersion` and `kind`. The allocation state lives in
-//! namespaced kinds in the store's namespace: `IPAMBlock` (who holds each address of a
-//! 64-address window: the record that decides), `IPAMOwner` (an owner's index),
-//! and `IPAMCursor` (where a pool's round-robin search resumes, a hint). The union of all
-//! ReservedIPs, which the embedded stores keep as a record, is derived from the ReservedIP
-//! objects on every read, so that one applied with kubectl counts at once.
-//!
-//! The store reads and writes them as dynamic objects (`codec`); these types give the
-//! schema the API server validates against and `kubectl` prints.
-
-// kube's derive takes one `printcolumn(...)` per column, which clippy reads as the same
-// attribute repeated.
-#![allow(clippy::duplicated_attributes)]
+//! The kinds the Kubernetes store keeps in its namespace (`ipam-rs` by default), group
+//! `ipam.rs/v1alpha1` whichever API serves pools ([`crate::Api`]): `IPAMBlock` (who holds
+//! each address of a 64-address window: the record that decides), `IPAMOwner` (an owner's
+//! index), `IPAMCursor` (where a pool's round-robin search resumes, a hint) and `IPAMGuard`
+//! (the pools' guard). The union of all reservations, which the embedded stores keep as a
+//! record, is derived from the reservation objects on every read, so that one applied with
+//! kubectl counts at once.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResource;
+use kube_core::CustomResourceExt;
+use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// The API group.
-pub const GROUP: &str = "ipam.rs";
-/// The API version.
-pub const VERSION: &str = "v1alpha1";
-
-/// A route of a pool (`spec.routes[]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RouteSpec {
-    /// Destination, a CIDR.
-    pub dst: String,
-    /// Gateway; the pool's gateway when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gw: Option<String>,
-}
-
-/// An IPPool: addresses a CNI network may hand out (Spiderpool's `SpiderIPPool` fields).
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "ipam.rs",
-    version = "v1alpha1",
-    kind = "IPPool",
-    plural = "ippools",
-    status = "IPPoolStatus",
-    printcolumn(name = "VERSION", type_ = "integer", json_path = ".spec.ipVersion"),
-    printcolumn(name = "SUBNET", type_ = "string", json_path = ".spec.subnet"),
-    printcolumn(name = "TOTAL", type_ = "string", json_path = ".status.totalIPCount"),
-    printcolumn(
-        name = "RESERVED",
-        type_ = "string",
-        json_path = ".status.reservedIPCount"
-    ),
-    printcolumn(
-        name = "ALLOCATED",
-        type_ = "string",
-        json_path = ".status.allocatedIPCount"
-    ),
-    printcolumn(
-        name = "AVAILABLE",
-        type_ = "string",
-        json_path = ".status.availableIPCount"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct IPPoolSpec {
-    /// The subnet, a CIDR.
-    pub subnet: String,
-    /// The addresses the pool hands out: single addresses, `A-B` ranges or CIDRs.
-    #[serde(default)]
-    pub ips: Vec<String>,
-    /// Addresses never handed out.
-    #[serde(default, rename = "excludeIPs", skip_serializing_if = "Vec::is_empty")]
-    pub exclude_ips: Vec<String>,
-    /// The gateway, never handed out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-    /// Routes given with an address.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<RouteSpec>,
-    /// 4 or 6; inferred from the subnet when absent.
-    #[serde(default, rename = "ipVersion", skip_serializing_if = "Option::is_none")]
-    pub ip_version: Option<u8>,
-    /// Whether Pods without an annotation use the pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<bool>,
-}
-
-/// The counts of a pool, as the contract defines them. Strings: an IPv6 pool counts past
-/// what a JSON integer holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IPPoolStatus {
-    /// `totalIPCount`.
-    #[serde(rename = "totalIPCount")]
-    pub total_ip_count: String,
-    /// `reservedIPCount`.
-    #[serde(rename = "reservedIPCount")]
-    pub reserved_ip_count: String,
-    /// `allocatedIPCount`.
-    #[serde(rename = "allocatedIPCount")]
-    pub allocated_ip_count: String,
-    /// `availableIPCount`.
-    #[serde(rename = "availableIPCount")]
-    pub available_ip_count: String,
-}
-
-/// A ReservedIP: addresses no pool of the store hands out (Spiderpool's `SpiderReservedIP`).
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "ipam.rs",
-    version = "v1alpha1",
-    kind = "ReservedIP",
-    plural = "reservedips",
-    printcolumn(name = "VERSION", type_ = "integer", json_path = ".spec.ipVersion")
-)]
-#[serde(rename_all = "camelCase")]
-pub struct ReservedIPSpec {
-    /// The reserved addresses: single addresses, `A-B` ranges or CIDRs.
-    #[serde(default)]
-    pub ips: Vec<String>,
-    /// 4 or 6; inferred from the addresses when absent.
-    #[serde(default, rename = "ipVersion", skip_serializing_if = "Option::is_none")]
-    pub ip_version: Option<u8>,
-}
 
 /// Who holds one address of a block.
 ///
@@ -355,6 +242,8 @@ impl JsonSchema for HolderSpec {
     kind = "IPAMBlock",
     plural = "ipamblocks",
     namespaced,
+    derive = "PartialEq",
+    crates(kube_core = "::kube_core"),
     printcolumn(name = "CIDR", type_ = "string", json_path = ".spec.cidr"),
     printcolumn(name = "NODE", type_ = "string", json_path = ".spec.node")
 )]
@@ -392,6 +281,8 @@ pub struct HeldSpec {
     kind = "IPAMOwner",
     plural = "ipamowners",
     namespaced,
+    derive = "PartialEq",
+    crates(kube_core = "::kube_core"),
     printcolumn(name = "CONTAINER", type_ = "string", json_path = ".spec.containerID"),
     printcolumn(name = "IFNAME", type_ = "string", json_path = ".spec.ifname")
 )]
@@ -414,7 +305,9 @@ pub struct IPAMOwnerSpec {
     version = "v1alpha1",
     kind = "IPAMCursor",
     plural = "ipamcursors",
-    namespaced
+    namespaced,
+    derive = "PartialEq",
+    crates(kube_core = "::kube_core")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAMCursorSpec {
@@ -437,7 +330,9 @@ pub struct IPAMCursorSpec {
     version = "v1alpha1",
     kind = "IPAMGuard",
     plural = "ipamguards",
-    namespaced
+    namespaced,
+    derive = "PartialEq",
+    crates(kube_core = "::kube_core")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAMGuardSpec {
@@ -459,12 +354,9 @@ pub struct GuardedPoolSpec {
     pub ips: Vec<String>,
 }
 
-/// Every CustomResourceDefinition of the project, in a stable order.
-pub fn all() -> Vec<CustomResourceDefinition> {
-    use kube::CustomResourceExt;
+/// The CustomResourceDefinitions of the allocation kinds, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        IPPool::crd(),
-        ReservedIP::crd(),
         IPAMBlock::crd(),
         IPAMOwner::crd(),
         IPAMCursor::crd(),
