@@ -328,7 +328,7 @@ EOF
         "type": "ipam-cni",
         "ippools": { "ipv4": ["default-pool"] },
         "store": { "kubernetes": { $store } },
-        "log": { "level": "info", "file": "/var/log/pods/ipam-cni.log" }
+        "log": { "level": "info", "file": "/var/log/ipam-cni/ipam-cni.log" }
       }
     }
   ]

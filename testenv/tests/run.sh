@@ -87,15 +87,16 @@ for a in json.load(sys.stdin)["items"]:
 }
 alloc_count() { allocs "$1" | wc -l; }
 pool_empty() { [ "$(alloc_count "$1")" -eq 0 ]; }
-# The Pods of a label selector as "IP NAMESPACE/NAME UID NODE PHASE", sorted.
+# The Pods of a label selector as "IP NAMESPACE/NAME UID NODE PHASE", tab-separated (a
+# Pending Pod's IP is empty, a field that blank-separated awk would skip), sorted.
 pods_of() { # SELECTOR
-  k get pods -l "$1" -o jsonpath='{range .items[*]}{.status.podIP} {.metadata.namespace}/{.metadata.name} {.metadata.uid} {.spec.nodeName} {.status.phase}{"\n"}{end}' | sort
+  k get pods -l "$1" -o jsonpath='{range .items[*]}{.status.podIP}{"\t"}{.metadata.namespace}/{.metadata.name}{"\t"}{.metadata.uid}{"\t"}{.spec.nodeName}{"\t"}{.status.phase}{"\n"}{end}' | sort
 }
 # Every Running Pod of SELECTOR holds exactly one address of POOL and the pool holds no other:
 # no leak, no duplicate, each address recorded with its Pod's namespace, name and UID.
 pods_match_allocations() { # SELECTOR POOL
   local want got
-  want=$(pods_of "$1" | awk '$5 == "Running" && $1 != "" {print $1, $2, $3}' | sort)
+  want=$(pods_of "$1" | awk -F '\t' '$5 == "Running" && $1 != "" {print $1, $2, $3}' | sort)
   got=$(allocs "$2" | awk '{print $1, $2, $3}' | sort)
   [ "$want" = "$got" ] && [ -n "$want" ]
 }
@@ -103,7 +104,7 @@ pods_match_allocations() { # SELECTOR POOL
 plugin_log_counts() { # PREFIX (addresses starting with it)
   local adds=0 dels=0 i f
   for i in $(seq 1 "$NODES"); do
-    f=$(node_dir "node$i")/root/var/log/pods/ipam-cni.log
+    f=$(node_dir "node$i")/root/var/log/ipam-cni/ipam-cni.log
     [ -f "$f" ] || continue
     adds=$((adds + $(grep -c "ADD .*: $1" "$f" || true)))
     dels=$((dels + $(grep -c "DEL .*: released $1" "$f" || true)))
@@ -228,7 +229,7 @@ EOF
   k rollout status deploy/t2 --timeout="${T}s" >/dev/null || { fail "20 replicas did not roll out"; return 1; }
   poll "20 Pods match 20 allocations" pods_match_allocations test=t2 t2-pool || { fail "mismatch"; allocs t2-pool >&2; pods_of test=t2 >&2; return 1; }
   local on1 on2
-  on1=$(pods_of test=t2 | awk '$4 == "node1"' | wc -l) on2=$(pods_of test=t2 | awk '$4 == "node2"' | wc -l)
+  on1=$(pods_of test=t2 | awk -F '\t' '$4 == "node1"' | wc -l) on2=$(pods_of test=t2 | awk -F '\t' '$4 == "node2"' | wc -l)
   note "20 Running (node1: $on1, node2: $on2), 20 addresses, all distinct: $(allocs t2-pool | awk '{print $1}' | sort -u | wc -l)"
   [ "$on1" -gt 0 ] && [ "$on2" -gt 0 ] || { fail "the replicas are not on both nodes"; return 1; }
   k scale deploy/t2 --replicas=0 >/dev/null
@@ -241,6 +242,8 @@ EOF
   local counts adds dels
   counts=$(plugin_log_counts 10.72.0.) adds=${counts% *} dels=${counts#* }
   note "back to 20: plugin ADDs $adds, releases $dels, held $(alloc_count t2-pool)"
+  # 40 Pods have run (20, scaled to 0, 20 again): each had its ADD, the first 20 their release.
+  [ "$adds" -ge 40 ] && [ "$dels" -ge 20 ] || { fail "the plugin's logs show $adds ADDs and $dels releases for 40 Pods, 20 of them deleted"; return 1; }
   [ $((adds - dels)) -eq "$(alloc_count t2-pool)" ] || { fail "ADDs $adds - releases $dels != $(alloc_count t2-pool) held"; return 1; }
   k delete deploy/t2 --wait=false >/dev/null
   poll "t2 deleted: no address left" empty || return 1
