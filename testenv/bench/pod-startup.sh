@@ -118,9 +118,11 @@ one_run() { # CONFIG N
 }
 
 configs=(host-local ipam-redb ipam-kube)
-for c in "${configs[@]}"; do
-  set_config "$c"
-  for r in $(seq 1 "$runs"); do
+# Round by round, every configuration in each: a load that drifts during the bench (the
+# machine is shared) then weighs on all three alike.
+for r in $(seq 1 "$runs"); do
+  for c in "${configs[@]}"; do
+    set_config "$c"
     echo "bench: $c run $r: $pods Pods (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     one_run "$c" "$r"
   done
