@@ -4,7 +4,7 @@
 
 use ipam_core::backend::to_u128;
 use ipam_core::testkit::{check_consistency, name, owner, pool, request, reserved};
-use ipam_core::{Error, Ipam, MemoryStore};
+use ipam_core::{Error, Ipam, MemoryStore, Request, Slot};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,13 +16,14 @@ fuzz_target!(|data: &[u8]| {
         let who = format!("c{}", a % 8);
         match op {
             0 => match pollster::block_on(ipam.allocate(&request(&who, &["p"]))) {
-                Ok(got) => assert!(p.capacity().contains(to_u128(got[0].address))),
+                Ok(got) => assert!(p.capacity().contains(to_u128(got[0].allocation.address))),
                 Err(Error::Exhausted { .. }) => {}
                 Err(e) => panic!("{e}"),
             },
             1 => {
-                let mut req = request(&who, &["p"]);
-                req.slots[0].requested = Some(format!("10.0.0.{}", b % 64).parse().unwrap());
+                let address = format!("10.0.0.{}", b % 64).parse().unwrap();
+                let req = Request::new(owner(&who), "net1")
+                    .slot(Slot::any_of([name("p")]).requesting(address));
                 match pollster::block_on(ipam.allocate(&req)) {
                     Ok(_) | Err(Error::Unavailable { .. }) => {}
                     Err(e) => panic!("{e}"),
@@ -45,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // Whatever the history, a fresh allocation never lands on a reserved address.
     if let Ok(got) = pollster::block_on(ipam.allocate(&request("final", &["p"]))) {
-        let e = pollster::block_on(ipam.explain(got[0].address)).unwrap();
+        let e = pollster::block_on(ipam.explain(got[0].allocation.address)).unwrap();
         assert!(e.reserved_by.is_empty(), "{e}");
     }
 });
