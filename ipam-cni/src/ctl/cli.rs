@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipam_core::Ipam;
 
 use super::commands::{self, GetOptions, Resource};
@@ -50,43 +50,60 @@ pub enum StoreKind {
     Kubernetes,
 }
 
-/// The commands.
+/// The commands. Each is a type of its own that owns its arguments, checks them and runs:
+/// what is refused on the command line is refused before the store is opened.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or update IPPools and ReservedIPs from manifests.
-    Apply {
-        /// A file, a directory of *.yaml|*.yml|*.json, or - for standard input; repeatable.
-        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-        files: Vec<String>,
-    },
+    Apply(Apply),
     /// Show IPPools, ReservedIPs or allocations.
-    Get {
-        /// ippools, reservedips or allocations (or TYPE/NAME).
-        resource: String,
-        /// One object (for allocations: its address).
-        name: Option<String>,
-        /// Output format: wide, json or yaml.
-        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
-        output: Option<Format>,
-        /// Allocations of this pool only.
-        #[arg(long, value_name = "POOL")]
-        pool: Option<String>,
-    },
+    Get(Get),
     /// Delete an IPPool or a ReservedIP.
-    Delete {
-        /// ippool or reservedip (or TYPE/NAME).
-        resource: String,
-        /// The object's name.
-        name: Option<String>,
-        /// Delete a pool even if it has allocations, releasing them.
-        #[arg(long)]
-        force: bool,
-    },
+    Delete(Delete),
     /// Tell every reason an address is or is not allocatable.
-    Explain {
-        /// The address.
-        address: String,
-    },
+    Explain(Explain),
+}
+
+/// `apply -f PATH...`.
+#[derive(Debug, Args)]
+pub struct Apply {
+    /// A file, a directory of *.yaml|*.yml|*.json, or - for standard input; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<String>,
+}
+
+/// `get TYPE [NAME] [-o FORMAT] [--pool POOL]`.
+#[derive(Debug, Args)]
+pub struct Get {
+    /// ippools, reservedips or allocations (or TYPE/NAME).
+    pub resource: String,
+    /// One object (for allocations: its address).
+    pub name: Option<String>,
+    /// Output format: wide, json or yaml.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<Format>,
+    /// Allocations of this pool only.
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+}
+
+/// `delete TYPE NAME [--force]`.
+#[derive(Debug, Args)]
+pub struct Delete {
+    /// ippool or reservedip (or TYPE/NAME).
+    pub resource: String,
+    /// The object's name.
+    pub name: Option<String>,
+    /// Delete a pool even if it has allocations, releasing them.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `explain ADDRESS`.
+#[derive(Debug, Args)]
+pub struct Explain {
+    /// The address.
+    pub address: String,
 }
 
 /// `--api`: `ipam.rs` or `spiderpool`.
@@ -97,7 +114,10 @@ fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
 }
 
 /// Splits `TYPE/NAME` (kubectl's form) or takes `TYPE` and `NAME` apart.
-fn target(resource: &str, name: Option<String>) -> Result<(Resource, Option<String>), CtlError> {
+fn split_target(
+    resource: &str,
+    name: Option<String>,
+) -> Result<(Resource, Option<String>), CtlError> {
     match resource.split_once('/') {
         Some((kind, n)) if name.is_none() && !n.is_empty() => {
             Ok((Resource::parse(kind)?, Some(n.to_owned())))
@@ -110,16 +130,30 @@ fn target(resource: &str, name: Option<String>) -> Result<(Resource, Option<Stri
 }
 
 impl Cli {
-    /// Runs the command: validates what can be validated without the store, then opens the
-    /// store (and holds its lock) only for the command itself.
+    /// Runs the command: validates what can be validated without the store (the store
+    /// choice first, then the command's own arguments), then opens the store (and holds its
+    /// lock) only for the command itself.
     pub fn run(
         self,
         stdin: &mut dyn Read,
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> Result<(), CtlError> {
-        // A store this build lacks is a mistake on the command line, found before anything
-        // else is looked at.
+        let target = Target {
+            choice: self.store_choice()?,
+            data_dir: self.data_dir,
+        };
+        match self.command {
+            Command::Apply(c) => c.run(&target, stdin, out, err),
+            Command::Get(c) => c.run(&target, out, err),
+            Command::Delete(c) => c.run(&target, out, err),
+            Command::Explain(c) => c.run(&target, out),
+        }
+    }
+
+    /// The store the global flags name. A store this build lacks is a mistake on the
+    /// command line, found before anything else is looked at.
+    fn store_choice(&self) -> Result<StoreChoice, CtlError> {
         let not_built =
             |kind: &str, e: store::NotBuilt| CtlError::Usage(format!("--store {kind}: {e}"));
         if self.api.is_some() && self.store == StoreKind::Sled {
@@ -128,11 +162,9 @@ impl Cli {
             ));
         }
         let kube = self.kubeconfig.is_some() || self.namespace.is_some() || self.api.is_some();
-        let choice = match (self.store, kube) {
-            (StoreKind::Redb, false) => StoreChoice::Redb,
-            (StoreKind::Sled, false) => {
-                store::sled(Syntax::Flag).map_err(|e| not_built("sled", e))?
-            }
+        match (self.store, kube) {
+            (StoreKind::Redb, false) => Ok(StoreChoice::Redb),
+            (StoreKind::Sled, false) => store::sled(Syntax::Flag).map_err(|e| not_built("sled", e)),
             (StoreKind::Kubernetes, _) | (StoreKind::Redb, true) => {
                 let choice = store::KubeChoice {
                     kubeconfig: self.kubeconfig.clone(),
@@ -140,100 +172,139 @@ impl Cli {
                     namespace: self.namespace.clone(),
                     api: self.api.unwrap_or_default(),
                 };
-                store::kubernetes(choice, Syntax::Flag).map_err(|e| not_built("kubernetes", e))?
+                store::kubernetes(choice, Syntax::Flag).map_err(|e| not_built("kubernetes", e))
             }
-            (StoreKind::Sled, true) => {
-                return Err(CtlError::Usage(
-                    "--kubeconfig and --namespace are for the Kubernetes store, not --store sled"
-                        .to_owned(),
-                ))
-            }
-        };
-        // Decided before the store is opened: a refused input must not even create a data
-        // directory, and a typo must not wait for the store's lock.
-        enum Plan {
-            Apply(Vec<manifest::Manifest>),
-            Get(Resource, GetOptions),
-            Delete(Resource, String, bool),
-            Explain(String),
+            (StoreKind::Sled, true) => Err(CtlError::Usage(
+                "--kubeconfig and --namespace are for the Kubernetes store, not --store sled"
+                    .to_owned(),
+            )),
         }
-        let plan = match self.command {
-            Command::Apply { files } => {
-                let inputs: Vec<Input> = files.iter().map(|f| Input::from_arg(f)).collect();
-                Plan::Apply(manifest::load(&inputs, stdin)?)
-            }
-            Command::Get {
-                resource,
-                name,
-                output,
-                pool,
-            } => {
-                let (resource, name) = target(&resource, name)?;
-                Plan::Get(
-                    resource,
-                    GetOptions {
-                        name,
-                        pool,
-                        format: output.unwrap_or_default(),
-                    },
-                )
-            }
-            Command::Delete {
-                resource,
-                name,
-                force,
-            } => {
-                let (resource, name) = target(&resource, name)?;
-                let name = name.ok_or_else(|| {
-                    CtlError::Usage(format!(
-                        "delete {}: which one? give its NAME",
-                        resource.singular()
-                    ))
-                })?;
-                if resource == Resource::Allocations {
-                    return Err(commands::delete_allocation_refusal());
-                }
-                Plan::Delete(resource, name, force)
-            }
-            Command::Explain { address } => {
-                commands::parse_address(&address, commands::EXPLAIN_CONTEXT)?;
-                Plan::Explain(address)
-            }
-        };
+    }
+}
 
-        // Only apply creates a store; the other commands never leave a new data directory
-        // behind. (Every store this build has is embedded in the data directory.)
-        if choice.is_embedded() && !matches!(plan, Plan::Apply(_)) && !self.data_dir.exists() {
+/// The store a command runs on, chosen but not yet opened.
+struct Target {
+    choice: StoreChoice,
+    data_dir: PathBuf,
+}
+
+/// An opened store, for one command.
+struct Session {
+    ipam: Ipam<Box<dyn ipam_core::Store>>,
+    counts: Option<Box<dyn store::CountsBoard>>,
+}
+
+impl Session {
+    /// Where the store shows counts to others (the IPPool objects' status, which `kubectl
+    /// get ippools` prints): apply and get refresh those they count.
+    fn board(&self) -> Option<&dyn store::CountsBoard> {
+        self.counts.as_deref()
+    }
+}
+
+impl Target {
+    /// Opens the store. Only apply creates one (`creates`); the other commands never leave
+    /// a new data directory behind.
+    fn open(&self, creates: bool) -> Result<Session, CtlError> {
+        if self.choice.is_embedded() && !creates && !self.data_dir.exists() {
             return Err(CtlError::NoStore {
-                data_dir: self.data_dir,
+                data_dir: self.data_dir.clone(),
             });
         }
-        let store = store::open(&choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
-            CtlError::Open {
-                store: if choice.is_embedded() {
-                    format!("store in {}", self.data_dir.display())
-                } else {
-                    "Kubernetes store".to_owned()
-                },
-                source,
-            }
-        })?;
-        let ipam = Ipam::new(store.store);
-        // Where the store shows counts to others (the IPPool objects' status, which
-        // `kubectl get ippools` prints), apply and get refresh those they count.
-        let board = store.counts.as_deref();
-        pollster::block_on(async {
-            match plan {
-                Plan::Apply(manifests) => commands::apply(&ipam, &manifests, board, out, err).await,
-                Plan::Get(resource, options) => {
-                    commands::get(&ipam, resource, &options, board, out, err).await
+        let opened =
+            store::open(&self.choice, &self.data_dir, DEFAULT_LOCK_WAIT).map_err(|source| {
+                CtlError::Open {
+                    store: if self.choice.is_embedded() {
+                        format!("store in {}", self.data_dir.display())
+                    } else {
+                        "Kubernetes store".to_owned()
+                    },
+                    source,
                 }
-                Plan::Delete(resource, name, force) => {
-                    commands::delete(&ipam, resource, &name, force, out, err).await
-                }
-                Plan::Explain(address) => commands::explain(&ipam, &address, out).await,
-            }
+            })?;
+        Ok(Session {
+            ipam: Ipam::new(opened.store),
+            counts: opened.counts,
         })
+    }
+}
+
+// Each command checks its arguments before it opens the store: a refused input must not even
+// create a data directory, and a typo must not wait for the store's lock.
+
+impl Apply {
+    /// Reads and validates every manifest, then applies them.
+    fn run(
+        self,
+        target: &Target,
+        stdin: &mut dyn Read,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let inputs: Vec<Input> = self.files.iter().map(|f| Input::from_arg(f)).collect();
+        let manifests = manifest::load(&inputs, stdin)?;
+        let s = target.open(true)?;
+        pollster::block_on(commands::apply(&s.ipam, &manifests, s.board(), out, err))
+    }
+}
+
+impl Get {
+    /// Resolves what to show, then shows it.
+    fn run(
+        self,
+        target: &Target,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let (resource, name) = split_target(&self.resource, self.name)?;
+        let options = GetOptions {
+            name,
+            pool: self.pool,
+            format: self.output.unwrap_or_default(),
+        };
+        let s = target.open(false)?;
+        pollster::block_on(commands::get(
+            &s.ipam,
+            resource,
+            &options,
+            s.board(),
+            out,
+            err,
+        ))
+    }
+}
+
+impl Delete {
+    /// Resolves the one object to delete, then deletes it.
+    fn run(
+        self,
+        target: &Target,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let (resource, name) = split_target(&self.resource, self.name)?;
+        let name = name.ok_or_else(|| {
+            CtlError::Usage(format!(
+                "delete {}: which one? give its NAME",
+                resource.singular()
+            ))
+        })?;
+        if resource == Resource::Allocations {
+            return Err(commands::delete_allocation_refusal());
+        }
+        let s = target.open(false)?;
+        pollster::block_on(commands::delete(
+            &s.ipam, resource, &name, self.force, out, err,
+        ))
+    }
+}
+
+impl Explain {
+    /// Checks the address, then explains it.
+    fn run(self, target: &Target, out: &mut dyn Write) -> Result<(), CtlError> {
+        commands::parse_address(&self.address, commands::EXPLAIN_CONTEXT)?;
+        let s = target.open(false)?;
+        pollster::block_on(commands::explain(&s.ipam, &self.address, out))
     }
 }
 
