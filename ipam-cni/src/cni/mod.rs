@@ -26,6 +26,7 @@ pub mod env;
 pub mod error;
 pub mod log;
 pub mod result;
+pub mod settings;
 pub mod version;
 
 use std::io::{Read, Write};

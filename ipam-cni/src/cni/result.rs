@@ -12,12 +12,11 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipam_core::{Allocation, Family, IpPool};
-use ipnet::IpNet;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::Serializer;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::error::CniError;
+use super::settings::{Dns, Route};
 use super::version::CniVersion;
 
 /// An ADD result, in the request's version.
@@ -99,59 +98,6 @@ impl Serialize for Address {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
-}
-
-/// A route of the result: from `ipam.routes` (with 1.1.0's `mtu`, `advmss`, `priority`,
-/// `table`, `scope`, or anything else, passed through as written) or from a pool.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// The destination.
-    pub dst: IpNet,
-    /// The next hop, if any.
-    pub gw: Option<IpAddr>,
-    /// Other fields of a configured route, passed through.
-    pub extra: BTreeMap<String, Value>,
-}
-
-impl Serialize for Route {
-    /// All keys in sorted order, `dst` and `gw` among the passed-through ones, as routes
-    /// have always been written.
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let dst = self.dst.to_string();
-        let gw = self.gw.map(|g| g.to_string());
-        let mut own = [("dst", Some(dst)), ("gw", gw)]
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .peekable();
-        let mut map = s.serialize_map(Some(2 + self.extra.len()))?;
-        for (key, value) in &self.extra {
-            while let Some((k, v)) = own.next_if(|(k, _)| *k < key.as_str()) {
-                map.serialize_entry(k, &v)?;
-            }
-            map.serialize_entry(key, value)?;
-        }
-        for (k, v) in own {
-            map.serialize_entry(k, &v)?;
-        }
-        map.end()
-    }
-}
-
-/// `dns`, as configured (every field as written).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Dns {
-    /// `domain`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// `nameservers`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nameservers: Option<Vec<String>>,
-    /// `options`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<String>>,
-    /// `search`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub search: Option<Vec<String>>,
 }
 
 /// The result of an ADD: one `ips` entry per allocation, in slot order, with the pool
@@ -287,7 +233,7 @@ pub fn render<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
 mod tests {
     use super::*;
     use ipam_core::{IpPoolSpec, Owner, RouteSpec};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn alloc(addr: &str, pool: &IpPool) -> (Allocation, IpPool) {
         (

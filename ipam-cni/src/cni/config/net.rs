@@ -1,0 +1,126 @@
+//! What every command but VERSION needs: the network's `name` and where its store is
+//! (`ipam.dataDir`, and `ipam.store`, read by `store_choice`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::fields::{invalid, required, typed};
+use super::store_choice::store_choice;
+use crate::cni::error::CniError;
+use crate::cni::version::CniVersion;
+use crate::store::{StoreChoice, DEFAULT_DATA_DIR};
+
+#[derive(Deserialize)]
+struct CommonWire {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    ipam: Option<CommonIpamWire>,
+}
+
+#[derive(Deserialize)]
+struct CommonIpamWire {
+    #[serde(default, rename = "dataDir")]
+    data_dir: Option<String>,
+    #[serde(default)]
+    store: Option<Value>,
+}
+
+/// What every command but VERSION needs: the network and where its store is. (Logging is
+/// apart, in [`log_config`](super::log_config): no command needs it to do its work.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConf {
+    /// The request's version, in which results and errors are written.
+    pub version: CniVersion,
+    /// The network's `name`.
+    pub name: String,
+    /// `ipam.dataDir`.
+    pub data_dir: PathBuf,
+    /// `ipam.store`.
+    pub store: StoreChoice,
+}
+
+impl NetConf {
+    /// Reads the common part of a decoded configuration.
+    pub fn parse(conf: &Value, version: CniVersion) -> Result<NetConf, CniError> {
+        let wire: CommonWire = typed(conf, "")?;
+        let name = wire
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| required("name", ": the network's name"))?;
+        let ipam = wire.ipam.ok_or_else(|| {
+            required(
+                "ipam",
+                ": the plugin's section of the network configuration",
+            )
+        })?;
+        let data_dir = match ipam.data_dir {
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+            Some(d) if d.starts_with('/') => PathBuf::from(d),
+            Some(d) => {
+                return Err(invalid(
+                    "ipam.dataDir",
+                    &d,
+                    "must be an absolute path (the runtime's working directory is arbitrary)",
+                ))
+            }
+        };
+        let store = match ipam.store {
+            None | Some(Value::Null) => StoreChoice::Redb,
+            Some(v) => store_choice(&v)?,
+        };
+        Ok(NetConf {
+            version,
+            name,
+            data_dir,
+            store,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(in crate::cni::config) mod tests {
+    //! Also the harness of `store_choice`'s tests.
+
+    use super::*;
+    use serde_json::json;
+
+    /// Reads the common part of `conf`, rendered as one line.
+    pub(in crate::cni::config) fn parse(conf: Value) -> String {
+        match NetConf::parse(&conf, CniVersion::V1_1_0) {
+            Ok(n) => format!("{} {} {:?}", n.name, n.data_dir.display(), n.store),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        }
+    }
+
+    #[test]
+    fn common_part_is_validated() {
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {}})),
+            "n /var/lib/cni/ipam-cni Redb"
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"dataDir": "rel/dir"}})),
+            r#"7: ipam.dataDir: "rel/dir": must be an absolute path (the runtime's working directory is arbitrary)"#
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"dataDir": 5}})),
+            "6: ipam.dataDir: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            parse(json!({"ipam": {}})),
+            "7: name: is required: the network's name"
+        );
+        assert_eq!(
+            parse(json!({"name": "n"})),
+            "7: ipam: is required: the plugin's section of the network configuration"
+        );
+        // Logging is read apart, so that DEL and GC can go on without it.
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"log": {"level": "loud"}}})),
+            "n /var/lib/cni/ipam-cni Redb"
+        );
+    }
+}
