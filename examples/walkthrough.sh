@@ -10,8 +10,8 @@
 # ipamctl. Every step checks that what happens is what the seed document says happens, and
 # the script exits non-zero (keeping the data directory) the moment something differs.
 #
-# It builds what it needs (cargo build --release -p ipam-cni --bins). To use other builds,
-# set IPAMCTL and IPAM_CNI to the two binaries.
+# It builds what it needs (cargo build --release -p ipam-cni -p ipamctl --bins). To use other
+# builds, set IPAMCTL and IPAM_CNI to the two binaries.
 #
 #   examples/walkthrough.sh --kubernetes KUBECONFIG
 #
@@ -47,9 +47,9 @@ cd "$root"
 seed=examples/seed
 
 if [[ -z "${IPAMCTL:-}" || -z "${IPAM_CNI:-}" ]]; then
-    echo "+ cargo build --release -p ipam-cni --bins" >&2
+    echo "+ cargo build --release -p ipam-cni -p ipamctl --bins" >&2
     # Parallelism as the caller's environment says (CARGO_BUILD_JOBS), as for any cargo build.
-    cargo build --release -p ipam-cni --bins
+    cargo build --release -p ipam-cni -p ipamctl --bins
     target=${CARGO_TARGET_DIR:-$root/target}
     IPAMCTL=$target/release/ipamctl
     IPAM_CNI=$target/release/ipam-cni

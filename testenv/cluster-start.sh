@@ -71,8 +71,8 @@ for b in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-prox
   [ -x "$kube/$b" ] || die "no $kube/$b after build-node.sh"
 done
 if [ -z "${IPAM_CNI:-}" ] || [ -z "${IPAMCTL:-}" ]; then
-  say "building ipam-cni and ipamctl (cargo build --release -p ipam-cni --bins)"
-  (cd "$project" && cargo build --release -q -p ipam-cni --bins)
+  say "building ipam-cni and ipamctl (cargo build --release -p ipam-cni -p ipamctl --bins)"
+  (cd "$project" && cargo build --release -q -p ipam-cni -p ipamctl --bins)
   IPAM_CNI=${CARGO_TARGET_DIR:-$project/target}/release/ipam-cni
   IPAMCTL=${CARGO_TARGET_DIR:-$project/target}/release/ipamctl
 fi

@@ -20,7 +20,7 @@ kubeconfig=$(testenv/start.sh "$dir" | tail -n1)
 kubectl=$root/testenv/kubectl.sh
 "$kubectl" --kubeconfig "$kubeconfig" apply -f deploy/crds/ >/dev/null
 "$kubectl" --kubeconfig "$kubeconfig" create namespace ipam-rs >/dev/null
-cargo build --release -q -p ipam-cni
+cargo build --release -q -p ipam-cni -p ipamctl
 cargo test --release -q -p ipam-cni --test kube --no-run 2>/dev/null
 cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$(cat "$1")/stat"; }
 for run in $(seq 1 "${RUNS:-3}"); do

@@ -391,7 +391,7 @@ fn a_certificate_that_does_not_verify_is_named_and_not_retried() {
             );
         }
         let (status, _, err) = run_with_stdin(
-            Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+            Command::new(common::ipamctl())
                 .arg("--kubeconfig")
                 .arg(kubeconfig)
                 .args(["get", "ippools"]),
@@ -585,4 +585,62 @@ fn metrics(kubeconfig: &Path) -> (f64, f64) {
         }
     }
     (writes, conflicts)
+}
+
+/// 120 KB Pod names (podman passes `K8S_POD_NAME` without a namespace, as given): twelve
+/// holders fill one block's object, and the thirteenth ADD is refused at once with code 5,
+/// naming the field, rather than retried until code 11.
+#[test]
+fn an_add_whose_holder_would_overflow_its_block_names_the_field() {
+    let Some(k) = cluster() else { return };
+    let ns = namespace(&k);
+    let pool = unique("bigname");
+    // Pools are cluster-wide: a subnet of this run's own.
+    let net = std::process::id() % 250;
+    let manifest = format!(
+        "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {{name: {pool}}}\nspec: {{subnet: 10.44.{net}.0/24, ips: [10.44.{net}.0/26]}}\n"
+    );
+    let (status, _, err) = ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest);
+    assert_eq!(status, 0, "{err}");
+    let conf = json!({"cniVersion": "1.0.0", "name": "size-net", "type": "macvlan", "ipam": {
+        "type": "ipam-cni",
+        "store": {"kubernetes": {"kubeconfig": k.to_str().unwrap(), "nodeName": "node-a", "namespace": ns}},
+        "ippools": {"ipv4": [pool]},
+    }});
+    let name = |i: usize| format!("K8S_POD_NAME=p{i:02}-{}", "x".repeat(120_000));
+    let mut granted = 0;
+    let refused = loop {
+        let reply = call("ADD", &format!("big-{granted}"), &conf)
+            .var("CNI_ARGS", &name(granted))
+            .run();
+        if reply.status != Some(0) {
+            break reply;
+        }
+        granted += 1;
+        assert!(granted < 20, "never refused");
+    };
+    assert_eq!(granted, 12, "{refused:#?}");
+    assert_eq!(refused.code(), Some(5), "{refused:#?}");
+    let msg = refused.msg();
+    assert!(
+        msg.starts_with(&format!(
+            "store refuses block/10.44.{net}.0/26: it would be "
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with(
+            "here K8S_POD_NAME is 120004 bytes (a Kubernetes Pod name has at most 253 characters)"
+        ),
+        "{msg}"
+    );
+    // Nothing of it is held; a holder that fits still gets an address.
+    let (_, out, _) = ipamctl(&k, &ns, &["get", "allocations", "--pool", &pool], "");
+    assert_eq!(out.lines().count(), 1 + 12, "{out}");
+    call("ADD", "small", &conf)
+        .var("CNI_ARGS", "K8S_POD_NAME=small")
+        .run()
+        .ok();
+    let (status, _, err) = ipamctl(&k, &ns, &["delete", "ippool", &pool, "--force"], "");
+    assert_eq!(status, 0, "{err}");
 }

@@ -20,7 +20,7 @@ fn added(id: &str, conf: &Value) -> Vec<String> {
 }
 
 fn ctl(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let ipamctl = env!("CARGO_BIN_EXE_ipamctl");
+    let ipamctl = common::ipamctl();
     run_with_stdin(
         Command::new(ipamctl).arg("--data-dir").arg(dir).args(args),
         stdin,

@@ -22,7 +22,7 @@ fn network(dir: &std::path::Path, name: &str, store: &str) -> Value {
 }
 
 fn ipamctl(dir: &std::path::Path, store: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+    let out = Command::new(common::ipamctl())
         .arg("--data-dir")
         .arg(dir)
         .args(["--store", store])

@@ -10,7 +10,7 @@ fn the_seed_walkthrough_behaves_as_the_seed_says() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/walkthrough.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .env("IPAMCTL", env!("CARGO_BIN_EXE_ipamctl"))
+        .env("IPAMCTL", ipam_test_support::binary("ipamctl", "ipamctl"))
         .env("IPAM_CNI", env!("CARGO_BIN_EXE_ipam-cni"))
         .output()
         .unwrap();

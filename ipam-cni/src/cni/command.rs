@@ -216,7 +216,7 @@ impl Add {
     /// with an annotation, which replaces the network's `ippools`, and its UID is recorded.
     pub fn use_the_pods_choice(
         &mut self,
-        pods: &dyn crate::store::PodDirectory,
+        pods: &dyn ipam_store::PodDirectory,
     ) -> Result<(), CniError> {
         let add = self;
         let Some(pod) = add.pod.as_mut() else {

@@ -4,7 +4,7 @@
 //! store:
 //! 1. [`Invocation::parse`]: read the environment and stdin, validate them ([`mod@env`],
 //!    [`config`]);
-//! 2. open the store the configuration names ([`crate::store::open`]);
+//! 2. open the store the configuration names ([`ipam_store::open`]);
 //! 3. [`Invocation::execute`] the command against an [`ipam_core::Ipam`] on it.
 //!
 //! [`run`] strings them together, writes what the binary prints and yields its exit
@@ -33,6 +33,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use ipam_core::Ipam;
+use ipam_store::DEFAULT_LOCK_WAIT;
 
 use self::command::{Invocation, Prepared};
 use self::config::{decode_stdin, MAX_STDIN_BYTES};
@@ -41,7 +42,6 @@ use self::error::{CniError, Code};
 use self::log::LogConfig;
 use self::result::{AddResult, ErrorResult};
 use self::version::CniVersion;
-use crate::store::DEFAULT_LOCK_WAIT;
 
 /// What the binary prints on stdout and the status it exits with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,7 +243,7 @@ fn open_execute_and_deliver(
     if inv.finds_no_store() {
         return Ok(deliver_failure(stdout, Output::success(None::<&AddResult>)));
     }
-    let opened = crate::store::open(&net.store, &net.data_dir, wait).map_err(|e| {
+    let opened = ipam_store::open(&net.store, &net.data_dir, wait).map_err(|e| {
         let e = CniError::from_store(&e);
         if command == Command::Status {
             CniError::new(

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: run the real `ipam-cni` binary as a runtime
-//! does (environment + stdin), and read the store it wrote through the library.
+//! does (environment + stdin), run `ipamctl`, and read the store they wrote through the
+//! library. What other packages' tests share too is `ipam-test-support`'s.
 
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -8,14 +9,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ipam_cni::store::{open, StoreChoice};
 use ipam_core::backend::{Key, KeyRange};
 use ipam_core::Family;
 use ipam_core::{Ipam, Store};
+use ipam_store::{open, StoreChoice};
 use serde_json::{json, Value};
 
 /// The plugin binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipam-cni");
+
+#[allow(unused_imports)] // each test file uses a different subset
+pub use ipam_test_support::{kubectl_ok, kubectl_with, run_with_stdin, test_cluster, unique};
+
+/// The `ipamctl` binary (of the `ipamctl` package, so cargo does not hand it to these tests:
+/// [`ipam_test_support::binary`] builds it if it is not up to date).
+pub fn ipamctl() -> PathBuf {
+    ipam_test_support::binary("ipamctl", "ipamctl")
+}
 
 /// What one invocation printed and how it exited.
 #[derive(Debug)]
@@ -219,29 +229,6 @@ pub fn holders(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs `cmd` to completion with `stdin` on its standard input: its exit code (-1 when a
-/// signal ended it), stdout and stderr.
-pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `ipamctl` on the Kubernetes store: `--kubeconfig`, `--namespace` (where the allocation
 /// objects live), then `args`.
 pub fn ipamctl_on_cluster(
@@ -250,64 +237,5 @@ pub fn ipamctl_on_cluster(
     args: &[&str],
     stdin: &str,
 ) -> (i32, String, String) {
-    run_with_stdin(
-        Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--namespace", namespace])
-            .args(args),
-        stdin,
-    )
-}
-
-/// The test API server's admin kubeconfig (`IPAM_TEST_KUBECONFIG`), or `None` after saying
-/// the tests are skipped; under `CI=true` a missing one is a failure.
-pub fn test_cluster() -> Option<PathBuf> {
-    match std::env::var_os("IPAM_TEST_KUBECONFIG") {
-        Some(k) => Some(PathBuf::from(k)),
-        None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "IPAM_TEST_KUBECONFIG is not set: CI must start a test API server (testenv/start.sh)"
-            );
-            eprintln!("skipped: IPAM_TEST_KUBECONFIG is not set (start one with testenv/start.sh)");
-            None
-        }
-    }
-}
-
-/// A name no other test or run uses.
-pub fn unique(what: &str) -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Runs the test cluster's kubectl (`IPAM_TEST_KUBECTL`, else `testenv/kubectl.sh`) with
-/// `kubeconfig`, `args` and `stdin`: `(exit code, stdout, stderr)`.
-pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let kubectl = std::env::var("IPAM_TEST_KUBECTL").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testenv/kubectl.sh")
-            .display()
-            .to_string()
-    });
-    run_with_stdin(
-        Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args),
-        stdin,
-    )
-}
-
-/// [`kubectl_with`] that must succeed: its stdout.
-pub fn kubectl_ok(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
-    let (code, stdout, stderr) = kubectl_with(kubeconfig, args, stdin);
-    assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
-    stdout
+    ipam_test_support::ipamctl_on_cluster(&ipamctl(), kubeconfig, namespace, args, stdin)
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ipam_store::{StoreChoice, DEFAULT_DATA_DIR};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -10,7 +11,6 @@ use super::fields::{invalid, required, typed};
 use super::store_choice::store_choice;
 use crate::cni::error::CniError;
 use crate::cni::version::CniVersion;
-use crate::store::{StoreChoice, DEFAULT_DATA_DIR};
 
 #[derive(Deserialize)]
 struct CommonWire {

@@ -335,7 +335,7 @@ pub(in crate::cni::config) mod tests {
 
     use super::*;
     use crate::cni::version::CniVersion;
-    use crate::store::StoreChoice;
+    use ipam_store::StoreChoice;
     use serde_json::json;
     use std::path::PathBuf;
 

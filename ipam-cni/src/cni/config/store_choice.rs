@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
+use ipam_store::{self as store, Quoting, StoreChoice};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::fields::{invalid, typed};
 use crate::cni::error::{CniError, Code};
-use crate::store::{self, StoreChoice, Syntax};
 
 /// `ipam.store`. Every kind the contract names is recognised, and one this build lacks is
 /// refused here, as a configuration mistake, rather than when the store is opened.
@@ -20,7 +20,7 @@ pub(super) fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
     match v {
         Value::String(s) if s == "redb" => Ok(StoreChoice::Redb),
         Value::String(s) if s == "sled" => {
-            store::sled(Syntax::Json).map_err(|e| not_built("ipam.store", e))
+            store::sled(Quoting::Quoted).map_err(|e| not_built("ipam.store", e))
         }
         Value::String(s) => Err(invalid("ipam.store", s, EXPECTED)),
         Value::Object(map) if map.len() == 1 && map.contains_key("kubernetes") => {
@@ -60,7 +60,7 @@ pub(super) fn store_choice(v: &Value) -> Result<StoreChoice, CniError> {
                 namespace: k.namespace.filter(|n| !n.is_empty()),
                 api,
             };
-            store::kubernetes(choice, Syntax::Json)
+            store::kubernetes(choice, Quoting::Quoted)
                 .map_err(|e| not_built("ipam.store.kubernetes", e))
         }
         other => Err(invalid("ipam.store", &other.to_string(), EXPECTED)),

@@ -1,11 +1,11 @@
-//! `ipamctl`: the operator's CLI. Everything is in [`ipam_cni::ctl`]; this only binds it to
+//! `ipamctl`: the operator's CLI. Everything is in the library ([`ipamctl`]); this only binds it to
 //! the process's arguments, streams and exit status.
 
 fn main() {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    let status = ipam_cni::ctl::main_with(
+    let status = ipamctl::main_with(
         std::env::args_os(),
         &mut stdin.lock(),
         &mut stdout.lock(),

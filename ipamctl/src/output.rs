@@ -1,7 +1,7 @@
 //! What `ipamctl get` prints: kubectl-style tables, and the JSON/YAML shapes of objects.
 //!
 //! ```
-//! use ipam_cni::ctl::output::Table;
+//! use ipamctl::output::Table;
 //! let mut t = Table::new(&["NAME", "TOTAL"]);
 //! t.row(vec!["test-ippool".into(), "3".into()]);
 //! assert_eq!(t.render(), "NAME          TOTAL\ntest-ippool   3\n");

@@ -6,16 +6,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipam_core::Ipam;
+use ipam_store::{self as store, Quoting, StoreChoice, DEFAULT_DATA_DIR, DEFAULT_LOCK_WAIT};
 
-use super::commands::{self, GetOptions, Resource};
-use super::error::CtlError;
-use super::manifest::{self, Input};
-use super::output::Format;
-use crate::store::{self, StoreChoice, Syntax, DEFAULT_DATA_DIR, DEFAULT_LOCK_WAIT};
+use crate::commands::{self, GetOptions, Resource};
+use crate::error::CtlError;
+use crate::manifest::{self, Input};
+use crate::output::Format;
 
 /// `ipamctl`: the operator's CLI for IPPools, ReservedIPs and allocations.
 #[derive(Debug, Parser)]
-#[command(name = "ipamctl", version, about, long_about = None)]
+// The first line of `--help` is part of the CLI's output, written as it has always been
+// (it was the description of the package ipamctl came from), not taken from this package's.
+#[command(
+    name = "ipamctl",
+    version,
+    about = "The ipam-cni CNI IPAM plugin and the ipamctl operator CLI",
+    long_about = None
+)]
 pub struct Cli {
     /// Directory of the embedded store (as `dataDir` of the CNI configuration).
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
@@ -164,7 +171,9 @@ impl Cli {
         let kube = self.kubeconfig.is_some() || self.namespace.is_some() || self.api.is_some();
         match (self.store, kube) {
             (StoreKind::Redb, false) => Ok(StoreChoice::Redb),
-            (StoreKind::Sled, false) => store::sled(Syntax::Flag).map_err(|e| not_built("sled", e)),
+            (StoreKind::Sled, false) => {
+                store::sled(Quoting::Bare).map_err(|e| not_built("sled", e))
+            }
             (StoreKind::Kubernetes, _) | (StoreKind::Redb, true) => {
                 let choice = store::KubeChoice {
                     kubeconfig: self.kubeconfig.clone(),
@@ -172,7 +181,7 @@ impl Cli {
                     namespace: self.namespace.clone(),
                     api: self.api.unwrap_or_default(),
                 };
-                store::kubernetes(choice, Syntax::Flag).map_err(|e| not_built("kubernetes", e))
+                store::kubernetes(choice, Quoting::Bare).map_err(|e| not_built("kubernetes", e))
             }
             (StoreKind::Sled, true) => Err(CtlError::Usage(
                 "--kubeconfig and --namespace are for the Kubernetes store, not --store sled"
@@ -416,6 +425,10 @@ mod tests {
     fn help_exits_0() {
         let (status, out, _) = ipamctl(&["--help"]);
         assert_eq!(status, 0);
+        assert!(
+            out.starts_with("The ipam-cni CNI IPAM plugin and the ipamctl operator CLI\n\nUsage: ipamctl [OPTIONS] <COMMAND>\n"),
+            "{out}"
+        );
         assert!(out.contains("apply") && out.contains("explain"), "{out}");
     }
 }

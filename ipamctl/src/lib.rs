@@ -1,5 +1,5 @@
-//! `ipamctl`, the operator's CLI, as a library: the binary `src/bin/ipamctl.rs` only calls
-//! [`main_with`].
+//! `ipamctl`, the operator's CLI, as a library: the binary `src/main.rs` only calls
+//! [`main_with`]. The store is opened through `ipam-store`, as the CNI plugin opens it.
 //!
 //! - [`manifest`]: reads and validates the input of `apply` (our kinds and the seed's
 //!   Spiderpool kinds), all of it before anything is applied;

@@ -1,5 +1,5 @@
 //! `ipamctl` as an operator uses it: the real binary, on a fresh redb data directory per
-//! test. Allocations are made through the library (`ipam_cni::store::open` + `Ipam`) on the
+//! test. Allocations are made through the library (`ipam_store::open` + `Ipam`) on the
 //! same directory, as the CNI plugin would make them.
 
 use std::io::Write;
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ipam_cni::store::{self, StoreChoice};
 use ipam_core::{Ipam, ObjectName, Owner, PodRef, Request, Slot};
+use ipam_store::{self as store, StoreChoice};
 use serde_json::{json, Value};
 
 /// The seed document's manifests, kept verbatim in `examples/seed/`, and the widened

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 
 use ipam_core::backend::KeyRange;
 use ipam_core::{Allocation, Applied, Error, Family, Ipam, ObjectName, PoolCounts, Store};
+use ipam_store::CountsBoard;
 
-use super::error::CtlError;
-use super::manifest::{Manifest, Object};
-use super::output::{self, AllocationOut, AllocationsOut, Format, ListOut};
-use crate::store::CountsBoard;
+use crate::error::CtlError;
+use crate::manifest::{Manifest, Object};
+use crate::output::{self, AllocationOut, AllocationsOut, Format, ListOut};
 
 /// The resource types of `get` and `delete`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -456,15 +456,15 @@ fn not_refreshed(e: &dyn std::fmt::Display, err: &mut dyn Write) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::manifest::{parse_text, Format as In};
+    use crate::manifest::{parse_text, Format as In};
     use ipam_core::{MemoryStore, Owner, PodRef, Request, Slot};
     use pollster::block_on;
 
     /// The seed document's two manifests, verbatim, as one multi-document input.
     const SEED: &str = concat!(
-        include_str!("../../../examples/seed/ippool.yaml"),
+        include_str!("../../examples/seed/ippool.yaml"),
         "---\n",
-        include_str!("../../../examples/seed/reservedip.yaml")
+        include_str!("../../examples/seed/reservedip.yaml")
     );
 
     /// Runs a command on `ipam` and returns (stdout, stderr) or the error's message.

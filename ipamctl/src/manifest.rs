@@ -6,7 +6,7 @@
 //! field and the value.
 //!
 //! ```
-//! use ipam_cni::ctl::manifest::{parse_text, Format};
+//! use ipamctl::manifest::{parse_text, Format};
 //! let yaml = "apiVersion: spiderpool.spidernet.io/v2beta1\n\
 //!             kind: SpiderReservedIP\n\
 //!             metadata:\n  name: test-reservedip\n\
@@ -25,8 +25,8 @@ use ipam_core::{IpPool, IpPoolSpec, ObjectName, ReservedIp, ReservedIpSpec, Vali
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::error::{ManifestError, Origin};
-use super::strict::{self, DuplicateKey};
+use crate::error::{ManifestError, Origin};
+use crate::strict::{self, DuplicateKey};
 
 /// The API version of the seed's Spiderpool kinds, accepted verbatim.
 pub use ipam_api::spiderpool::API_VERSION as SPIDERPOOL_API_VERSION;
@@ -597,8 +597,8 @@ mod tests {
     }
 
     // The seed document's manifests, verbatim, from the files users apply.
-    const SEED_RESERVED: &str = include_str!("../../../examples/seed/reservedip.yaml");
-    const SEED_POOL: &str = include_str!("../../../examples/seed/ippool.yaml");
+    const SEED_RESERVED: &str = include_str!("../../examples/seed/reservedip.yaml");
+    const SEED_POOL: &str = include_str!("../../examples/seed/ippool.yaml");
 
     #[test]
     fn seed_manifests_parse_verbatim() {

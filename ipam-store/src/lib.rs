@@ -1,8 +1,12 @@
-//! Opening the store that a network configuration or an `ipamctl` flag names.
+//! Opening the store that a network configuration, a command line or a service names: the
+//! one place that knows the backends (redb, sled, Kubernetes). The CNI plugin, `ipamctl`
+//! and any other program on the store open it here, so that a backend is added once.
 //!
 //! A [`StoreChoice`] can only name a backend this build has: a store the contract names but
 //! the build lacks (Kubernetes or sled without their features) is refused with [`NotBuilt`]
-//! when the configuration or the command line is read, never as a failure to open it.
+//! when the configuration or the command line is read, never as a failure to open it. The
+//! caller says how its advice quotes store names ([`Quoting`]); nothing here knows the CNI
+//! protocol or a command line.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,8 +68,8 @@ impl StoreChoice {
     }
 }
 
-/// A store kind the contract names but this build does not have. It is a mistake in the
-/// configuration (CNI code 7) or the command line (`ipamctl` exit 1): nothing was tried.
+/// A store kind the contract names but this build does not have. It is a mistake in what
+/// the caller read (the plugin answers CNI code 7, `ipamctl` exits 1): nothing was tried.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("this build has no {what} backend{reason}; use {instead}")]
 pub struct NotBuilt {
@@ -73,21 +77,21 @@ pub struct NotBuilt {
     pub what: &'static str,
     /// Why it is missing, as it continues the sentence (` yet`).
     pub reason: &'static str,
-    /// What to use instead, quoted as the caller's syntax quotes values.
+    /// What to use instead, quoted as the caller asked ([`Quoting`]).
     pub instead: String,
 }
 
-/// How the caller writes store names in its advice: the CNI configuration quotes JSON
-/// strings, the command line does not.
+/// How store names are written in the advice of a [`NotBuilt`]: as the caller's input
+/// writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Syntax {
-    /// `"redb"`, as in a network configuration.
-    Json,
-    /// `redb`, as in `--store redb`.
-    Flag,
+pub enum Quoting {
+    /// Quoted as JSON strings (`"redb"`), as in a configuration file.
+    Quoted,
+    /// As they are (`redb`), as in a command-line value.
+    Bare,
 }
 
-impl Syntax {
+impl Quoting {
     // Only a build without a backend gives this advice.
     #[cfg_attr(all(feature = "sled", feature = "kube"), allow(dead_code))]
     fn alternatives(self) -> String {
@@ -99,8 +103,8 @@ impl Syntax {
         let quoted: Vec<String> = names
             .iter()
             .map(|n| match self {
-                Syntax::Json => format!("{n:?}"),
-                Syntax::Flag => (*n).to_owned(),
+                Quoting::Quoted => format!("{n:?}"),
+                Quoting::Bare => (*n).to_owned(),
             })
             .collect();
         quoted.join(" or ")
@@ -108,25 +112,25 @@ impl Syntax {
 }
 
 /// The sled store, if this build has it (the `sled` feature, on by default).
-pub fn sled(syntax: Syntax) -> Result<StoreChoice, NotBuilt> {
+pub fn sled(quoting: Quoting) -> Result<StoreChoice, NotBuilt> {
     #[cfg(feature = "sled")]
     {
-        let _ = syntax;
+        let _ = quoting;
         Ok(StoreChoice::Sled)
     }
     #[cfg(not(feature = "sled"))]
     Err(NotBuilt {
         what: "sled",
         reason: " (it needs the `sled` feature)",
-        instead: syntax.alternatives(),
+        instead: quoting.alternatives(),
     })
 }
 
 /// The Kubernetes store, if this build has it (the `kube` feature, on by default).
-pub fn kubernetes(choice: KubeChoice, syntax: Syntax) -> Result<StoreChoice, NotBuilt> {
+pub fn kubernetes(choice: KubeChoice, quoting: Quoting) -> Result<StoreChoice, NotBuilt> {
     #[cfg(feature = "kube")]
     {
-        let _ = syntax;
+        let _ = quoting;
         Ok(StoreChoice::Kubernetes(choice))
     }
     #[cfg(not(feature = "kube"))]
@@ -135,7 +139,7 @@ pub fn kubernetes(choice: KubeChoice, syntax: Syntax) -> Result<StoreChoice, Not
         Err(NotBuilt {
             what: "Kubernetes",
             reason: " (it needs the `kube` feature)",
-            instead: syntax.alternatives(),
+            instead: quoting.alternatives(),
         })
     }
 }
@@ -148,7 +152,7 @@ pub fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// An opened store, with what the plugin needs of it besides records.
+/// An opened store, with what its users need of it besides records.
 pub struct Opened {
     /// The store.
     pub store: Box<dyn Store>,
@@ -175,7 +179,7 @@ impl CountsBoard for std::sync::Arc<ipam_kube::KubeStore> {
     }
 }
 
-/// Where the plugin looks up the Pod a call is for.
+/// Where Pods are looked up: the plugin reads the Pod a call is for.
 pub trait PodDirectory {
     /// The Pod's UID and annotations; `None` if there is no such Pod.
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError>;
@@ -248,8 +252,8 @@ mod tests {
 
     #[test]
     fn the_default_build_has_every_store() {
-        assert!(sled(Syntax::Flag).is_ok());
-        let k = kubernetes(KubeChoice::default(), Syntax::Json).unwrap();
+        assert!(sled(Quoting::Bare).is_ok());
+        let k = kubernetes(KubeChoice::default(), Quoting::Quoted).unwrap();
         assert!(!k.is_embedded() && StoreChoice::Redb.is_embedded());
     }
 }
