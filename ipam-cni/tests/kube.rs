@@ -31,11 +31,9 @@ fn network(kubeconfig: &Path, namespace: &str, node: &str, mut ipam: Value) -> V
     json!({"cniVersion": "1.0.0", "name": "kube-net", "type": "macvlan", "ipam": ipam})
 }
 
-/// A namespace for the allocation objects of one test (as `deploy/` creates `ipam-rs`).
+/// A namespace for the allocation objects of one test.
 fn namespace(kubeconfig: &Path) -> String {
-    let ns = unique("cni");
-    kubectl(kubeconfig, &["create", "namespace", &ns], "");
-    ns
+    common::namespace(kubeconfig, "cni")
 }
 
 /// The seed's manifests with the objects renamed, so that runs do not meet.

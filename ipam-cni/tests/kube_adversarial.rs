@@ -27,11 +27,9 @@ fn network(kubeconfig: &Path, name: &str, namespace: &str, node: &str, mut ipam:
     json!({"cniVersion": "1.1.0", "name": name, "type": "bridge", "ipam": ipam})
 }
 
-/// A namespace for the allocation objects of one test (as `deploy/` creates `ipam-rs`).
+/// A namespace for the allocation objects of one test.
 fn namespace(kubeconfig: &Path) -> String {
-    let ns = unique("adv");
-    kubectl_ok(kubeconfig, &["create", "namespace", &ns], "");
-    ns
+    common::namespace(kubeconfig, "adv")
 }
 
 /// Applies `yaml` with ipamctl to the store of `ns`; panics unless it succeeds.

@@ -15,8 +15,9 @@
 //! | `ERR who class message` | an operation failed; `class` is [`error_class`]'s |
 //! | `START who` | (mode `first`) the store is about to be opened |
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ipam_core::testkit::{owner, pool, request};
@@ -213,6 +214,25 @@ pub fn run(mode: &str, backend: Backend, dir: &Path, id: &str, count: usize) -> 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         out.status.success(),
     )
+}
+
+/// Waits for a child to end, appending what it prints until then to `out`: its exit status.
+pub fn finish(mut child: Child, out: &mut String) -> ExitStatus {
+    child
+        .stdout
+        .take()
+        .expect("the child's stdout")
+        .read_to_string(out)
+        .expect("read the child's stdout");
+    child.wait().expect("wait for child")
+}
+
+/// The median of five timings, `time(0)` to `time(4)`: the time scale of a test on this
+/// machine now, robust to one slow or fast outlier.
+pub fn median_of_five(time: impl FnMut(usize) -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..5).map(time).collect();
+    times.sort();
+    times[2]
 }
 
 /// The complete lines a child printed with a given verb, as (owner, rest).

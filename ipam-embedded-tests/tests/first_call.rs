@@ -2,12 +2,14 @@
 //! it, the directory is never left bricked: the next call works, and the killed call either
 //! happened whole or not at all.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use ipam_embedded_tests::{child_main, lines, run, spawn, Backend, Budget, CHILD_ENV};
+use ipam_embedded_tests::{
+    child_main, finish, lines, median_of_five, run, spawn, Backend, Budget, CHILD_ENV,
+};
 
 /// Entry point of the child processes; does nothing when run directly.
 #[test]
@@ -41,23 +43,13 @@ fn start_first_call(backend: Backend, dir: &Path, who: &str) -> (Child, String, 
 
 /// How long a first call takes from its START to its exit, here and now (median of five).
 fn first_call_time(backend: Backend, root: &Path) -> Duration {
-    let mut times: Vec<Duration> = (0..5)
-        .map(|i| {
-            let dir = root.join(format!("probe{i}"));
-            let (mut child, mut out, started) = start_first_call(backend, &dir, "probe");
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "{backend:?}: {out}");
-            assert_eq!(lines(&out, "ACK").len(), 1, "{backend:?}: {out}");
-            started.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[2]
+    median_of_five(|i| {
+        let dir = root.join(format!("probe{i}"));
+        let (child, mut out, started) = start_first_call(backend, &dir, "probe");
+        assert!(finish(child, &mut out).success(), "{backend:?}: {out}");
+        assert_eq!(lines(&out, "ACK").len(), 1, "{backend:?}: {out}");
+        started.elapsed()
+    })
 }
 
 /// Kills the first call at instants spread over its whole duration (measured on this machine
@@ -77,13 +69,7 @@ fn a_killed_first_call_never_bricks_the_directory() {
             let at = window.mul_f64(rng.f64() * 1.2);
             std::thread::sleep(at.saturating_sub(started.elapsed()));
             let _ = child.kill();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child.wait().unwrap();
+            finish(child, &mut out);
             let acked = lines(&out, "ACK");
             if acked.is_empty() {
                 killed_early += 1;

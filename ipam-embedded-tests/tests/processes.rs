@@ -2,7 +2,6 @@
 //! handed files they must refuse.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,7 +11,9 @@ use std::time::{Duration, Instant};
 use ipam_core::testkit::{check_consistency, owner, pool, request};
 use ipam_core::{Error, Ipam, StoreError};
 use ipam_embedded::Entry;
-use ipam_embedded_tests::{child_main, lines, run, spawn, Backend, Budget, CHILD_ENV, WAIT};
+use ipam_embedded_tests::{
+    child_main, finish, lines, median_of_five, run, spawn, Backend, Budget, CHILD_ENV, WAIT,
+};
 
 /// Entry point of the child processes; does nothing when run directly.
 #[test]
@@ -40,15 +41,9 @@ fn many_processes_at_once() {
             .map(|c| spawn("alloc", backend, &dir, &format!("p{c}"), 8))
             .collect();
         let mut out = String::new();
-        for mut child in children {
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
+        for child in children {
             assert!(
-                child.wait().unwrap().success(),
+                finish(child, &mut out).success(),
                 "{backend:?}: a child failed"
             );
         }
@@ -74,16 +69,12 @@ fn many_processes_at_once() {
 /// How long one child takes to start, open the store, allocate once and exit, on this
 /// machine now: the time scale of the kill tests (median of a few runs).
 fn one_call(backend: Backend, dir: &Path) -> Duration {
-    let mut times: Vec<Duration> = (0..5)
-        .map(|i| {
-            let t = Instant::now();
-            let (out, ok) = run("alloc", backend, dir, &format!("probe{i}"), 1);
-            assert!(ok && lines(&out, "ACK").len() == 1, "{backend:?}: {out}");
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[2]
+    median_of_five(|i| {
+        let t = Instant::now();
+        let (out, ok) = run("alloc", backend, dir, &format!("probe{i}"), 1);
+        assert!(ok && lines(&out, "ACK").len() == 1, "{backend:?}: {out}");
+        t.elapsed()
+    })
 }
 
 /// Processes allocating and releasing are killed with SIGKILL at random instants, round
@@ -121,15 +112,9 @@ fn kill_9_at_any_instant_loses_nothing_acknowledged() {
                 child.kill().unwrap();
             }
             let acked_before = acked.len();
-            for mut child in children {
+            for child in children {
                 let mut out = String::new();
-                child
-                    .stdout
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut out)
-                    .unwrap();
-                child.wait().unwrap();
+                finish(child, &mut out);
                 assert_eq!(lines(&out, "ERR"), vec![], "{backend:?}: unexpected errors");
                 for (who, addr) in lines(&out, "ACK") {
                     acked.insert(who, addr.parse().unwrap());

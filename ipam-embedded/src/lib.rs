@@ -29,6 +29,8 @@ mod kind;
 mod kv;
 mod schema;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

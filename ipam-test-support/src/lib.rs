@@ -1,6 +1,6 @@
 //! What the integration tests of several packages share, written once: the test API server
 //! ([`test_cluster`]), its kubectl ([`kubectl_with`]), names no other test uses
-//! ([`unique`]), a process run with a standard input ([`run_with_stdin`]), and the binaries of
+//! ([`unique`]) and a namespace of one's own ([`namespace`]), a process run with a standard input ([`run_with_stdin`]), and the binaries of
 //! other packages of the workspace ([`binary`]).
 //!
 //! A dev-dependency only: nothing here is part of a program.
@@ -80,6 +80,14 @@ pub fn kubectl_ok(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
     let (code, stdout, stderr) = kubectl_with(kubeconfig, args, stdin);
     assert_eq!(code, 0, "kubectl {args:?}: {stderr}");
     stdout
+}
+
+/// A new namespace `{what}-PID-N` on the cluster of `kubeconfig`, for the allocation objects
+/// of one test (as `deploy/` creates `ipam-rs`).
+pub fn namespace(kubeconfig: &Path, what: &str) -> String {
+    let ns = unique(what);
+    kubectl_ok(kubeconfig, &["create", "namespace", &ns], "");
+    ns
 }
 
 /// `ipamctl` (the binary at `bin`) on the Kubernetes store: `--kubeconfig`, `--namespace`

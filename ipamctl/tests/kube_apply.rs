@@ -22,14 +22,8 @@ fn ipamctl(
     ipam_test_support::ipamctl_on_cluster(bin, kubeconfig, namespace, args, stdin)
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    ipam_test_support::kubectl_ok(kubeconfig, args, "")
-}
-
 fn namespace(kubeconfig: &Path) -> String {
-    let ns = unique("size");
-    kubectl(kubeconfig, &["create", "namespace", &ns]);
-    ns
+    ipam_test_support::namespace(kubeconfig, "size")
 }
 
 /// A ReservedIP manifest of `n` single addresses (about 2 MB for 140,000).

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipam-cni");
 
 #[allow(unused_imports)] // each test file uses a different subset
-pub use ipam_test_support::{kubectl_ok, kubectl_with, run_with_stdin, test_cluster, unique};
+pub use ipam_test_support::{
+    kubectl_ok, kubectl_with, namespace, run_with_stdin, test_cluster, unique,
+};
 
 /// The `ipamctl` binary (of the `ipamctl` package, so cargo does not hand it to these tests:
 /// [`ipam_test_support::binary`] builds it if it is not up to date).

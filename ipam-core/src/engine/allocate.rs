@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::objects::overlap;
 use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
 use crate::error::{Error, ObjectKind, StoreError, Unavailable};
@@ -490,13 +491,7 @@ impl<S: Store> Ipam<S> {
             }));
         }
         if summary.get(family).contains(value) {
-            let by = self
-                .reserved_ips()
-                .await?
-                .into_iter()
-                .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
-                .map(|r| r.name().clone())
-                .collect();
+            let by = self.reserved_by(address).await?;
             return Err(unavailable(Unavailable::Reserved { by }));
         }
         if request.reserved.get(family).contains(value) {
@@ -549,16 +544,11 @@ fn refuse_overlaps(
     for inline in &request.defines {
         for name in stored {
             let pool = &lenses[*name].pool;
-            if pool.family() != inline.family() {
-                continue;
-            }
-            let shared = inline.ips().intersection(pool.ips());
-            if let Some(&(a, b)) = shared.intervals().first() {
-                let family = pool.family();
+            if let Some(o) = overlap((inline.family(), inline.ips()), (pool.family(), pool.ips())) {
                 return Err(Error::DefinedPoolOverlaps {
                     defined: inline.name().to_string(),
                     pool: name.to_string(),
-                    at: super::objects::range_text(family.addr(a), family.addr(b)),
+                    at: o.at,
                 });
             }
         }

@@ -216,13 +216,7 @@ impl<S: Store> Ipam<S> {
             .read::<BlockRecord>(&key)
             .await?
             .and_then(|b| b.value.allocations().find(|a| a.address == address));
-        let reserved_by = self
-            .reserved_ips()
-            .await?
-            .into_iter()
-            .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
-            .map(|r| r.name().clone())
-            .collect();
+        let reserved_by = self.reserved_by(address).await?;
         let stopped_by = match self.store.get(&Key::ReservedSummary).await? {
             Some(Versioned {
                 value: Record::Invalid(bad),

@@ -3,11 +3,13 @@
 use std::net::IpAddr;
 
 use super::{applied, Applied, Ipam};
+use crate::addr::{to_u128, Family};
 use crate::error::StoreError;
 use crate::error::{Error, ObjectKind};
 use crate::name::ObjectName;
 use crate::pool::{IpPool, PoolState};
 use crate::reserved::{FamilySets, ReservedIp};
+use crate::set::IntervalSet;
 use crate::store::{
     Expect, FromRecord, Key, KeyRange, PoolRanges, Record, Store, Transaction, Versioned,
 };
@@ -181,12 +183,7 @@ impl<S: Store> Ipam<S> {
                     .map(|(n, (f, ips))| (n, *f, ips)),
             );
         for (other, family, ips) in others {
-            if family != pool.family() {
-                continue;
-            }
-            let shared = pool.ips().intersection(ips);
-            if let Some(&(a, b)) = shared.intervals().first() {
-                let family = pool.family();
+            if let Some(o) = overlap((pool.family(), pool.ips()), (family, ips)) {
                 return Err(ValidationError::new(
                     "spec.ips",
                     &pool.spec().ips.join(","),
@@ -194,8 +191,8 @@ impl<S: Store> Ipam<S> {
                         "ippool {:?} overlaps ippool {:?} at {} ({} addresses shared); pools never share an address",
                         pool.name().as_str(),
                         other.as_str(),
-                        range_text(family.addr(a), family.addr(b)),
-                        shared.len()
+                        o.at,
+                        o.shared
                     ),
                 )
                 .into());
@@ -349,6 +346,19 @@ impl<S: Store> Ipam<S> {
         Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
+    /// The ReservedIPs that cover `address`, by name: what a refused request for it and
+    /// `explain` both name.
+    pub(crate) async fn reserved_by(&self, address: IpAddr) -> Result<Vec<ObjectName>, Error> {
+        let (family, value) = (Family::of(address), to_u128(address));
+        Ok(self
+            .reserved_ips()
+            .await?
+            .into_iter()
+            .filter(|r| r.family() == Some(family) && r.addresses().contains(value))
+            .map(|r| r.name().clone())
+            .collect())
+    }
+
     pub(crate) async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
         self.read(&Key::ReservedSummary).await
     }
@@ -360,6 +370,32 @@ fn replaced(expect: &Expect, same_spec: Option<bool>) -> Applied {
         (Expect::Version(_), None) => Applied::Configured,
         (_, same) => applied(same),
     }
+}
+
+/// Where two lists of addresses meet: the one check behind both overlap refusals, of a pool
+/// applied beside the others and of a request's own pools beside the stored pools it names.
+pub(crate) struct Overlap {
+    /// The first range they share, as the contract writes ranges.
+    pub(crate) at: String,
+    /// How many addresses they share.
+    pub(crate) shared: u128,
+}
+
+/// Where the addresses `a` and `b` (each of its family) meet, if they do: lists of two
+/// families never do.
+pub(crate) fn overlap(
+    (family, a): (Family, &IntervalSet),
+    (other, b): (Family, &IntervalSet),
+) -> Option<Overlap> {
+    if family != other {
+        return None;
+    }
+    let shared = a.intersection(b);
+    let &(first, last) = shared.intervals().first()?;
+    Some(Overlap {
+        at: range_text(family.addr(first), family.addr(last)),
+        shared: shared.len(),
+    })
 }
 
 /// `a` or `a-b`, as the contract writes ranges.
