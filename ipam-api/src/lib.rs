@@ -10,7 +10,8 @@
 //!   `IPAMBlock`, `IPAMOwner`, `IPAMCursor`, `IPAMGuard`.
 //! - Spiderpool's `SpiderIPPool` and `SpiderReservedIP` (`spiderpool.spidernet.io/v2beta1`,
 //!   [`spiderpool`]), which an installation may serve instead of ours ([`Api::Spiderpool`]).
-//! - What the plugin reads of a Pod ([`PodDetails`]).
+//! - What the plugin reads of a Pod ([`PodDetails`]), and what the lifecycle rules read of
+//!   the cluster's Pods and Nodes ([`Workloads`]).
 //!
 //! No client: serde, schemars and kube's derive only. A library never picks the Kubernetes
 //! API version of `k8s-openapi`: the binary that uses this crate enables one of its `v1_*`
@@ -36,6 +37,7 @@ pub mod fields;
 pub mod internal;
 mod objects;
 pub mod spiderpool;
+mod workloads;
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +49,7 @@ pub use objects::{
     Count, IPPool, IPPoolSpec, IPPoolStatus, List, PodDetails, ReservedIP, ReservedIPSpec,
     ReservedIPStatus,
 };
+pub use workloads::{NodeFacts, PodFacts, PodPhase, Workloads};
 
 /// The API group of this project's kinds.
 pub const GROUP: &str = "ipam.rs";

@@ -16,6 +16,20 @@ use kube::{Client, Config};
 use crate::codec::{Codec, Kind, Place};
 use crate::connection::{self, Patient, Sources, StillRefused};
 use crate::PodDetails;
+use ipam_api::{NodeFacts, PodFacts, PodPhase, Workloads};
+
+/// Objects per page when the store lists the cluster's Pods and Nodes.
+const WORKLOAD_PAGE: u32 = 500;
+
+/// What the lifecycle rules read of a Node: whether its `Ready` condition is `True`.
+fn node_facts(node: &k8s_openapi::api::core::v1::Node) -> NodeFacts {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    NodeFacts { ready }
+}
 
 /// How to reach the cluster, and where in it the store lives.
 #[derive(Clone, Debug)]
@@ -366,6 +380,64 @@ impl KubeStore {
                 })),
                 Err(e) => Err(inner.error("get pod", &format!("{namespace}/{name}"), e)),
             }
+        })
+        .await
+    }
+
+    /// Every Pod and Node of the cluster, each kind from one list read page by page (500
+    /// objects a request, as kubectl's chunking). A page that fails fails the whole read: a
+    /// Pod missing from a partial list would look deleted.
+    ///
+    /// Errors: as any request's ([`StoreError::Transient`] for timeouts and 5xx, and a 410
+    /// `Expired` when the list's snapshot is compacted between pages).
+    pub async fn workloads(&self) -> Result<Workloads, StoreError> {
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::api::core::v1::{Node, Pod};
+            let mut out = Workloads::default();
+            let pods: Api<Pod> = Api::all(inner.client.clone());
+            let mut params = ListParams::default().limit(WORKLOAD_PAGE);
+            loop {
+                let page = pods
+                    .list(&params)
+                    .await
+                    .map_err(|e| inner.error("list", "pods", e))?;
+                for pod in page.items {
+                    let meta = pod.metadata;
+                    let (Some(namespace), Some(name), Some(uid)) =
+                        (meta.namespace, meta.name, meta.uid)
+                    else {
+                        continue;
+                    };
+                    let facts = PodFacts {
+                        uid,
+                        phase: PodPhase::of(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
+                        node: pod.spec.and_then(|s| s.node_name),
+                    };
+                    out.pods.insert((namespace, name), facts);
+                }
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => break,
+                }
+            }
+            let nodes: Api<Node> = Api::all(inner.client.clone());
+            let mut params = ListParams::default().limit(WORKLOAD_PAGE);
+            loop {
+                let page = nodes
+                    .list(&params)
+                    .await
+                    .map_err(|e| inner.error("list", "nodes", e))?;
+                for node in page.items {
+                    if let Some(name) = node.metadata.name.clone() {
+                        out.nodes.insert(name, node_facts(&node));
+                    }
+                }
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => break,
+                }
+            }
+            Ok(out)
         })
         .await
     }

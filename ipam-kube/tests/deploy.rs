@@ -623,6 +623,8 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
         "spiderippools.spiderpool.spidernet.io/status",
         None,
     ),
+    ("list", "pods", None),
+    ("list", "nodes", None),
 ];
 
 #[test]
@@ -643,7 +645,15 @@ fn rbac_grants_what_the_store_sends_and_no_more() {
     check(PLUGIN, PLUGIN_MAY, true);
     check(PLUGIN, PLUGIN_MAY_NOT, false);
     check(OPERATOR, OPERATOR_MAY, true);
-    check(OPERATOR, &[("get", "secrets", Some("ipam-rs"))], false);
+    check(
+        OPERATOR,
+        &[
+            ("get", "secrets", Some("ipam-rs")),
+            ("delete", "pods", Some("default")),
+            ("update", "nodes", None),
+        ],
+        false,
+    );
     assert!(wrong.is_empty(), "deploy/rbac.yaml:\n{}", wrong.join("\n"));
 }
 

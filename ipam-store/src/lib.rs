@@ -179,18 +179,26 @@ impl CountsBoard for std::sync::Arc<ipam_kube::KubeStore> {
     }
 }
 
-/// Where Pods are looked up: the plugin reads the Pod a call is for.
+/// Where Pods are looked up: the plugin reads the Pod a call is for, `ipamctl gc` every Pod
+/// and Node of the cluster.
 pub trait PodDirectory {
     /// The Pod's UID and annotations; `None` if there is no such Pod.
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError>;
+
+    /// Every Pod and Node, from complete lists (an error, never a part).
+    fn workloads(&self) -> Result<Workloads, StoreError>;
 }
 
-pub use ipam_api::PodDetails;
+pub use ipam_api::{PodDetails, Workloads};
 
 #[cfg(feature = "kube")]
 impl PodDirectory for std::sync::Arc<ipam_kube::KubeStore> {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
         pollster::block_on(ipam_kube::KubeStore::pod(self, namespace, name))
+    }
+
+    fn workloads(&self) -> Result<Workloads, StoreError> {
+        pollster::block_on(ipam_kube::KubeStore::workloads(self))
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Command {
     Delete(Delete),
     /// Tell every reason an address is or is not allocatable.
     Explain(Explain),
+    /// List leaked allocations, and why: their Pod is gone, is another, has finished or is on
+    /// a deleted node (Kubernetes store; --dry-run).
+    Gc(Gc),
 }
 
 /// `apply -f PATH...`.
@@ -113,6 +116,17 @@ pub struct Explain {
     pub address: String,
 }
 
+/// `gc --dry-run [-o wide|json|yaml]`.
+#[derive(Debug, Args)]
+pub struct Gc {
+    /// Only list what is leaked and why (required: ipamctl releases nothing).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format: wide, json or yaml.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<Format>,
+}
+
 /// `--api`: `ipam.rs` or `spiderpool`.
 fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
     value
@@ -155,6 +169,7 @@ impl Cli {
             Command::Get(c) => c.run(&target, out, err),
             Command::Delete(c) => c.run(&target, out, err),
             Command::Explain(c) => c.run(&target, out),
+            Command::Gc(c) => c.run(&target, out, err),
         }
     }
 
@@ -201,6 +216,7 @@ struct Target {
 struct Session {
     ipam: Ipam<Box<dyn ipam_core::Store>>,
     counts: Option<Box<dyn store::CountsBoard>>,
+    pods: Option<Box<dyn store::PodDirectory>>,
 }
 
 impl Session {
@@ -234,6 +250,7 @@ impl Target {
         Ok(Session {
             ipam: Ipam::new(opened.store),
             counts: opened.counts,
+            pods: opened.pods,
         })
     }
 }
@@ -317,6 +334,39 @@ impl Explain {
     }
 }
 
+impl Gc {
+    /// Checks that a listing on the Kubernetes store is asked for, then lists the leaks.
+    fn run(
+        self,
+        target: &Target,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        if !self.dry_run {
+            return Err(CtlError::Usage(
+                "gc needs --dry-run: ipamctl only lists leaked allocations; releasing one safely \
+                 takes a grace period and a fresh look at its Pod"
+                    .to_owned(),
+            ));
+        }
+        if target.choice.is_embedded() {
+            return Err(CtlError::Usage(
+                "gc judges allocations by the cluster's Pods and Nodes: use the Kubernetes store \
+                 (--kubeconfig PATH or --store kubernetes); on a host without Kubernetes the \
+                 runtime's CNI GC releases what it no longer runs"
+                    .to_owned(),
+            ));
+        }
+        let s = target.open(false)?;
+        let pods = s
+            .pods
+            .as_deref()
+            .expect("the Kubernetes store looks up Pods");
+        let format = self.output.unwrap_or_default();
+        pollster::block_on(commands::gc_dry_run(&s.ipam, pods, format, out, err))
+    }
+}
+
 /// The whole program: parses `args`, runs, and returns the exit status (0 or 1), having
 /// written a one-line reason to `err` on failure. `--help` and `--version` exit 0.
 pub fn main_with<I, T>(
@@ -394,6 +444,8 @@ mod tests {
             (&["--store", "sled", "--kubeconfig", "/k", "get", "ippools"], "error: --kubeconfig and --namespace are for the Kubernetes store, not --store sled\n"),
             (&["apply"], "error: the following required arguments were not provided: --filename <PATH> (see ipamctl --help)\n"),
             (&["--store", "sled", "--api", "spiderpool", "get", "ippools"], "error: --api is for the Kubernetes store, not --store sled\n"),
+            (&["gc"], "error: gc needs --dry-run: ipamctl only lists leaked allocations; releasing one safely takes a grace period and a fresh look at its Pod\n"),
+            (&["gc", "--dry-run"], "error: gc judges allocations by the cluster's Pods and Nodes: use the Kubernetes store (--kubeconfig PATH or --store kubernetes); on a host without Kubernetes the runtime's CNI GC releases what it no longer runs\n"),
             (&["--api", "spider", "get", "ippools"], "error: invalid value 'spider' for '--api <API>': unknown API \"spider\"; allowed: ipam.rs, spiderpool (see ipamctl --help)\n"),
         ] {
             let (status, out, err) = ipamctl(args);

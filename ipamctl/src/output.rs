@@ -9,6 +9,7 @@
 
 use std::str::FromStr;
 
+use ipam_controller::leak::Leak;
 use ipam_core::{Allocation, IpPool, PoolCounts, ReservedIp};
 use serde::Serialize;
 
@@ -270,6 +271,61 @@ impl From<&Allocation> for AllocationOut {
 pub struct AllocationsOut {
     /// The allocations, in pool and address order.
     pub items: Vec<AllocationOut>,
+}
+
+/// The leaked allocations table of `gc --dry-run`: ADDRESS, POOL, NETWORK, POD, REASON;
+/// `wide` adds CONTAINER-ID, IFNAME, POD-UID and NODE (the node whose plugin took it).
+pub fn leaks_table(leaks: &[(&Allocation, Leak)], wide: bool) -> Table {
+    let mut headers = vec!["ADDRESS", "POOL", "NETWORK", "POD", "REASON"];
+    if wide {
+        headers.extend(["CONTAINER-ID", "IFNAME", "POD-UID", "NODE"]);
+    }
+    let mut t = Table::new(&headers);
+    for (a, why) in leaks {
+        let pod = a.pod.as_ref();
+        let mut row = vec![
+            a.address.to_string(),
+            a.pool.to_string(),
+            a.network.clone(),
+            pod.map(|p| p.to_string()).unwrap_or_else(|| NONE.into()),
+            why.to_string(),
+        ];
+        if wide {
+            row.extend([
+                a.owner.container_id().to_owned(),
+                a.owner.ifname().to_owned(),
+                pod.and_then(|p| p.uid.clone())
+                    .unwrap_or_else(|| NONE.into()),
+                a.node
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| NONE.into()),
+            ]);
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// One leaked allocation as `gc --dry-run -o json` prints it: the allocation's flat fields,
+/// `reason` (`podGone`, `otherPod`, `finished`, `nodeGone`) with its details, and `message`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeakOut {
+    /// The allocation.
+    #[serde(flatten)]
+    pub allocation: AllocationOut,
+    /// Why it is leaked.
+    #[serde(flatten)]
+    pub leak: Leak,
+    /// The reason as a sentence.
+    pub message: String,
+}
+
+/// Leaked allocations as printed: `{"items": [...]}`, always a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaksOut {
+    /// The leaks, in pool and address order.
+    pub items: Vec<LeakOut>,
 }
 
 /// Renders `value` as JSON (two-space indented, as kubectl) or YAML, ending in a newline.
