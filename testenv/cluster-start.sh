@@ -10,13 +10,14 @@
 #                           of its own where /etc/cni/net.d, /opt/cni/bin, /var/lib/kubelet ...
 #                           are that node's directories
 #   the project             deploy/crds/ (or deploy/spiderpool-compat/ with --api spiderpool),
-#                           deploy/rbac.yaml, deploy/daemonset.yaml with the image built here
+#                           deploy/rbac.yaml, deploy/daemonset.yaml and deploy/controller.yaml
+#                           with the image built here (the controller's grace 1m, not 3m)
 #
 # Returns once every node is Ready and the DaemonSet has put ipam-cni and its kubeconfig on
 # every node; prints DIR/kubeconfig (the admin's) as its last line. A failed start stops what
 # it started (logs stay in DIR).
 #
-# Environment: IPAM_CNI, IPAMCTL (the project's binaries; default: built with cargo into
+# Environment: IPAM_CNI, IPAMCTL, IPAM_CONTROLLER (the project's binaries; default: built with cargo into
 # CARGO_TARGET_DIR or target/), IPAM_TESTENV_READY_TIMEOUT (seconds per wait, default 300).
 set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -70,15 +71,18 @@ kube=$("$TESTENV_DIR/build-node.sh" | tail -n1)
 for b in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy; do
   [ -x "$kube/$b" ] || die "no $kube/$b after build-node.sh"
 done
-if [ -z "${IPAM_CNI:-}" ] || [ -z "${IPAMCTL:-}" ]; then
-  say "building ipam-cni and ipamctl (cargo build --release -p ipam-cni -p ipamctl --bins)"
-  (cd "$project" && cargo build --release -q -p ipam-cni -p ipamctl --bins)
+if [ -z "${IPAM_CNI:-}" ] || [ -z "${IPAMCTL:-}" ] || [ -z "${IPAM_CONTROLLER:-}" ]; then
+  say "building the project's binaries (cargo build --release -p ipam-cni -p ipamctl -p ipam-controller --bins)"
+  (cd "$project" && cargo build --release -q -p ipam-cni -p ipamctl -p ipam-controller --bins)
   IPAM_CNI=${CARGO_TARGET_DIR:-$project/target}/release/ipam-cni
   IPAMCTL=${CARGO_TARGET_DIR:-$project/target}/release/ipamctl
+  IPAM_CONTROLLER=${CARGO_TARGET_DIR:-$project/target}/release/ipam-controller
 fi
 [ -x "$IPAM_CNI" ] || die "IPAM_CNI: no executable at $IPAM_CNI"
 [ -x "$IPAMCTL" ] || die "IPAMCTL: no executable at $IPAMCTL"
+[ -x "$IPAM_CONTROLLER" ] || die "IPAM_CONTROLLER: no executable at $IPAM_CONTROLLER"
 IPAM_CNI=$(readlink -f "$IPAM_CNI") IPAMCTL=$(readlink -f "$IPAMCTL")
+IPAM_CONTROLLER=$(readlink -f "$IPAM_CONTROLLER")
 # A kubectl that matches the server (Debian's 1.20; fetched once).
 "$TESTENV_DIR/kubectl.sh" version --client >/dev/null 2>&1 || die "kubectl.sh: no working kubectl"
 say "binaries ready ($(elapsed))"
@@ -107,6 +111,7 @@ API=$api
 KUBE_BIN=$kube
 IPAM_CNI=$IPAM_CNI
 IPAMCTL=$IPAMCTL
+IPAM_CONTROLLER=$IPAM_CONTROLLER
 EOF
 load_cluster "$dir"
 [ ! -e "/run/netns/$NETNS" ] || die "network namespace $NETNS exists already (a cluster of $dir left behind?): stop.sh $dir"
@@ -226,7 +231,7 @@ launch - "$dir/scheduler.pid" "$dir/logs/scheduler.log" "$kube/kube-scheduler" \
 say "controller-manager and scheduler started"
 
 # 5. The images, built here from local files only, and the project's manifests' image name.
-"$TESTENV_DIR/images/build.sh" "$dir/images" "$IPAM_CNI" "$IPAMCTL" >"$dir/logs/images.out" 2>&1 \
+"$TESTENV_DIR/images/build.sh" "$dir/images" "$IPAM_CNI" "$IPAMCTL" "$IPAM_CONTROLLER" >"$dir/logs/images.out" 2>&1 \
   || { cat "$dir/logs/images.out" >&2; die "building the images failed"; }
 image=$(cat "$dir/images/ipam-cni.ref")
 say "images built ($image) ($(elapsed))"
@@ -400,6 +405,14 @@ k apply -f "$crds/" >"$dir/logs/install.out"
 k wait --for=condition=Established --timeout="${timeout}s" crd --all >>"$dir/logs/install.out"
 k apply -f "$project/deploy/rbac.yaml" -f "$project/deploy/daemonset.yaml" >>"$dir/logs/install.out"
 k -n ipam-rs set image daemonset/ipam-cni "install-cni=$image" >>"$dir/logs/install.out"
+k apply -f "$project/deploy/controller.yaml" >>"$dir/logs/install.out"
+k -n ipam-rs set image deployment/ipam-controller "controller=$image" >>"$dir/logs/install.out"
+# The cluster's tests wait for leaks to be released: the shortest grace the controller takes.
+controller_args='["--leak-grace=1m", "--interval=5s"'
+[ "$API" = spiderpool ] && controller_args+=', "--api=spiderpool"'
+k -n ipam-rs patch deployment/ipam-controller --type=json \
+  -p "[{\"op\": \"replace\", \"path\": \"/spec/template/spec/containers/0/args\", \"value\": $controller_args]}]" \
+  >>"$dir/logs/install.out"
 # The pool the nodes' network names for Pods without an annotation.
 if [ "$API" = spiderpool ]; then pool_api=spiderpool.spidernet.io/v2beta1 pool_kind=SpiderIPPool
 else pool_api=ipam.rs/v1alpha1 pool_kind=IPPool; fi
@@ -416,7 +429,7 @@ EOF
 say "project installed from deploy/ ($(elapsed))"
 
 # 8. Wait: every node Ready, the DaemonSet rolled out (its readiness probe: binary and
-#    kubeconfig on the node).
+#    kubeconfig on the node), the controller's replicas running.
 nodes_ready() {
   local ready
   ready=$(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '=True$')
@@ -430,6 +443,8 @@ for i in $(seq 1 "$nodes"); do
   wait_until "$timeout" "node$i: ipam-cni and its kubeconfig" \
     test -x "$(node_dir "node$i")/root/opt/cni/bin/ipam-cni" -a -s "$(node_dir "node$i")/root/etc/cni/net.d/ipam-cni.kubeconfig"
 done
+k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout}s" >>"$dir/logs/install.out" \
+  || die "the Deployment ipam-controller did not roll out (kubectl -n ipam-rs describe deploy/ipam-controller)"
 say "cluster of $nodes nodes up in $(elapsed): testenv/exec.sh $dir kubectl get nodes"
 trap - EXIT
 echo "$dir/kubeconfig"

@@ -64,7 +64,8 @@ pub enum Verdict {
 /// Why an allocation is not a leak.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kept {
-    /// It names no Pod (no `K8S_POD_NAME` and `K8S_POD_NAMESPACE`): never touched.
+    /// It names no Kubernetes Pod (no `K8S_POD_NAMESPACE` and `K8S_POD_NAME`, or ones no Pod
+    /// can have): never touched.
     NoPod,
     /// Its Pod exists, is not finished, and its node (if it is bound) exists.
     PodLive,
@@ -196,12 +197,21 @@ pub fn leaks<'a>(
         .collect()
 }
 
-/// The namespace and Pod an allocation names, if it names one that can be looked up: a Pod
-/// without a namespace is not a Kubernetes Pod.
+/// The namespace and Pod an allocation names, if it names one Kubernetes could have: a Pod
+/// without a namespace, or with a namespace or name no Pod can have, is not a Kubernetes
+/// Pod (a runtime that sets `K8S_POD_*` its own way), and is never judged.
 fn kubernetes_pod(pod: Option<&PodRef>) -> Option<(&str, &PodRef)> {
     let pod = pod?;
-    let namespace = pod.namespace.as_deref().filter(|n| !n.is_empty())?;
-    (!pod.name.is_empty()).then_some((namespace, pod))
+    let namespace = pod.namespace.as_deref()?;
+    let valid = ipam_core::check_dns_label("namespace", namespace).is_ok()
+        && ipam_core::check_dns_subdomain("name", &pod.name).is_ok();
+    valid.then_some((namespace, pod))
+}
+
+/// The namespace and name of the Kubernetes Pod `allocation` names, if it names one (see
+/// [`judge`]): what a fresh look reads.
+pub fn pod_of(allocation: &Allocation) -> Option<(&str, &str)> {
+    kubernetes_pod(allocation.pod.as_ref()).map(|(ns, p)| (ns, p.name.as_str()))
 }
 
 #[cfg(test)]
@@ -325,6 +335,10 @@ mod tests {
             Some(pod_ref(None, "web-0", Some("u1"))),
             Some(pod_ref(Some(""), "web-0", None)),
             Some(pod_ref(Some("default"), "", None)),
+            // Names no Kubernetes Pod can have: another runtime's.
+            Some(pod_ref(Some("Default"), "web-0", Some("u1"))),
+            Some(pod_ref(Some("default"), "web 0", Some("u1"))),
+            Some(pod_ref(Some("a.b"), "web-0", Some("u1"))),
         ] {
             assert_eq!(
                 judge(&allocation(pod.clone()), &empty),
@@ -414,8 +428,8 @@ mod tests {
     }
 
     fn arb_pod_ref() -> impl Strategy<Value = Option<PodRef>> {
-        let ns = prop::option::of(prop::sample::select(vec!["", "a", "b"]));
-        let name = prop::sample::select(vec!["", "p0", "p1"]);
+        let ns = prop::option::of(prop::sample::select(vec!["", "a", "b", "B"]));
+        let name = prop::sample::select(vec!["", "p0", "p1", "p 1"]);
         let uid = prop::option::of(prop::sample::select(vec!["u0", "u1"]));
         prop::option::of((ns, name, uid).prop_map(|(ns, name, uid)| pod_ref(ns, name, uid)))
     }
@@ -457,10 +471,16 @@ mod tests {
     /// when none was recorded), unfinished, on an existing node or on none yet.
     fn model_is_leak(a: &Allocation, c: &Workloads) -> bool {
         let Some(p) = &a.pod else { return false };
-        let Some(ns) = p.namespace.as_deref().filter(|n| !n.is_empty()) else {
+        let Some(ns) = p.namespace.as_deref() else {
             return false;
         };
-        if p.name.is_empty() {
+        // The generated names: lowercase letters, digits and dashes make a valid one.
+        let dns = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !dns(ns) || !dns(&p.name) {
             return false;
         }
         let live_instance = c.pods.iter().any(|((pns, pname), f)| {

@@ -11,3 +11,7 @@
 //! controller process this crate is to grow; it does not release anything yet.
 
 pub mod leak;
+pub mod tracker;
+
+#[cfg(feature = "controller")]
+pub mod controller;

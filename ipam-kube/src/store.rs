@@ -21,6 +21,18 @@ use ipam_api::{NodeFacts, PodFacts, PodPhase, Workloads};
 /// Objects per page when the store lists the cluster's Pods and Nodes.
 const WORKLOAD_PAGE: u32 = 500;
 
+/// What the lifecycle rules read of a Pod, with its namespace and name (`None` for an object
+/// without them, which the API server never sends).
+fn pod_facts(pod: k8s_openapi::api::core::v1::Pod) -> Option<(String, String, PodFacts)> {
+    let meta = pod.metadata;
+    let facts = PodFacts {
+        uid: meta.uid?,
+        phase: PodPhase::of(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
+        node: pod.spec.and_then(|s| s.node_name),
+    };
+    Some((meta.namespace?, meta.name?, facts))
+}
+
 /// What the lifecycle rules read of a Node: whether its `Ready` condition is `True`.
 fn node_facts(node: &k8s_openapi::api::core::v1::Node) -> NodeFacts {
     let ready = node
@@ -365,6 +377,34 @@ impl KubeStore {
     /// Pod, before any request: kube puts both into the request's path unescaped, where a
     /// `?`, `#` or `/` would read another object.
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
+        let pod = self.get_pod(namespace, name).await?;
+        Ok(pod.map(|pod| PodDetails {
+            uid: pod.metadata.uid,
+            annotations: pod.metadata.annotations.unwrap_or_default(),
+        }))
+    }
+
+    /// What the Pod `namespace/name` is now (`None`: it does not exist), read from the API
+    /// server, not from a list: the lifecycle controller's last look before it releases an
+    /// address.
+    ///
+    /// Errors: as [`KubeStore::pod`]'s.
+    pub async fn pod_facts(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PodFacts>, StoreError> {
+        let pod = self.get_pod(namespace, name).await?;
+        Ok(pod.and_then(pod_facts).map(|(_, _, facts)| facts))
+    }
+
+    /// GET of the Pod `namespace/name`, its names checked first: kube puts both into the
+    /// request's path unescaped, where a `?`, `#` or `/` would read another object.
+    async fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Pod>, StoreError> {
         ipam_core::check_dns_label("namespace", namespace)
             .and_then(|()| ipam_core::check_dns_subdomain("name", name))
             .map_err(|e| io(&format!("get pod {namespace}/{name}"), e))?;
@@ -372,14 +412,48 @@ impl KubeStore {
         self.on_runtime(|inner| async move {
             use k8s_openapi::api::core::v1::Pod;
             let api: Api<Pod> = Api::namespaced(inner.client.clone(), &namespace);
+            api.get_opt(&name)
+                .await
+                .map_err(|e| inner.error("get pod", &format!("{namespace}/{name}"), e))
+        })
+        .await
+    }
+
+    /// What the Node `name` is now (`None`: it does not exist), read from the API server.
+    ///
+    /// Errors: [`StoreError::Io`] for a name Kubernetes could not give a Node, before any
+    /// request; otherwise as any request's.
+    pub async fn node_facts(&self, name: &str) -> Result<Option<NodeFacts>, StoreError> {
+        ipam_core::check_dns_subdomain("name", name)
+            .map_err(|e| io(&format!("get node {name}"), e))?;
+        let name = name.to_owned();
+        self.on_runtime(|inner| async move {
+            use k8s_openapi::api::core::v1::Node;
+            let api: Api<Node> = Api::all(inner.client.clone());
             match api.get_opt(&name).await {
-                Ok(None) => Ok(None),
-                Ok(Some(pod)) => Ok(Some(PodDetails {
-                    uid: pod.metadata.uid,
-                    annotations: pod.metadata.annotations.unwrap_or_default(),
-                })),
-                Err(e) => Err(inner.error("get pod", &format!("{namespace}/{name}"), e)),
+                Ok(node) => Ok(node.as_ref().map(node_facts)),
+                Err(e) => Err(inner.error("get node", &name, e)),
             }
+        })
+        .await
+    }
+
+    /// Sends `request` with the store's client on the store's runtime, its failure told as
+    /// the store's own are (`what` and `object` name it): for a program on the store that
+    /// makes other requests of the same cluster, such as the lifecycle controller's Lease.
+    pub async fn send<T, F>(
+        &self,
+        what: &'static str,
+        object: String,
+        request: impl FnOnce(Client) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, kube::Error>> + Send + 'static,
+    {
+        self.on_runtime(|inner| {
+            let work = request(inner.client.clone());
+            async move { work.await.map_err(|e| inner.error(what, &object, e)) }
         })
         .await
     }
@@ -401,18 +475,7 @@ impl KubeStore {
                     .list(&params)
                     .await
                     .map_err(|e| inner.error("list", "pods", e))?;
-                for pod in page.items {
-                    let meta = pod.metadata;
-                    let (Some(namespace), Some(name), Some(uid)) =
-                        (meta.namespace, meta.name, meta.uid)
-                    else {
-                        continue;
-                    };
-                    let facts = PodFacts {
-                        uid,
-                        phase: PodPhase::of(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
-                        node: pod.spec.and_then(|s| s.node_name),
-                    };
+                for (namespace, name, facts) in page.items.into_iter().filter_map(pod_facts) {
                     out.pods.insert((namespace, name), facts);
                 }
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {

@@ -32,6 +32,8 @@ use serde_json::Value;
 
 /// The ServiceAccount of the plugin, as RBAC names it.
 const PLUGIN: &str = "system:serviceaccount:ipam-rs:ipam-cni";
+/// The lifecycle controller's identity (deploy/controller.yaml).
+const CONTROLLER: &str = "system:serviceaccount:ipam-rs:ipam-controller";
 /// A user these tests bind to the `ipam-rs-operator` ClusterRole.
 const OPERATOR: &str = "ipam-rs-test-operator";
 const OPERATOR_BINDING: &str = "\
@@ -208,6 +210,7 @@ fn install(kubeconfig: PathBuf) -> Cluster {
     assert_eq!(
         manifests.iter().map(String::as_str).collect::<Vec<_>>(),
         [
+            "controller.yaml",
             "crds/ipam.rs.yaml",
             "daemonset.yaml",
             "rbac.yaml",
@@ -239,6 +242,8 @@ fn install(kubeconfig: PathBuf) -> Cluster {
             "deploy/spiderpool-compat/rbac.yaml",
             "-f",
             "deploy/daemonset.yaml",
+            "-f",
+            "deploy/controller.yaml",
         ],
         None,
     );
@@ -413,9 +418,27 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
         }
     }
     // 6 CRDs; Namespace, ServiceAccount, 2 ClusterRoles, ClusterRoleBinding, Role,
-    // RoleBinding; the DaemonSet; Spiderpool's API: 6 CRDs (4 of them the same allocation
-    // kinds), 2 ClusterRoles and a ClusterRoleBinding.
-    assert_eq!(seen, 6 + 7 + 1 + 6 + 3);
+    // RoleBinding; the DaemonSet; the controller's ServiceAccount, ClusterRole,
+    // ClusterRoleBinding, Role, RoleBinding and Deployment; Spiderpool's API: 6 CRDs (4 of
+    // them the same allocation kinds), 3 ClusterRoles and 2 ClusterRoleBindings.
+    assert_eq!(seen, 6 + 7 + 1 + 6 + 6 + 5);
+
+    // The controller: two replicas as the ServiceAccount its roles bind, off the Pod network,
+    // running the binary the Dockerfile puts in the image.
+    let deployment = c.json(&["get", "deployment.apps", "ipam-controller", "-n", "ipam-rs"]);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "ipam-controller");
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(
+        pod["containers"][0]["command"],
+        serde_json::json!(["/usr/local/bin/ipam-controller"])
+    );
+    let dockerfile = std::fs::read_to_string(workspace().join("deploy/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("/out/ipam-controller /usr/local/bin/"),
+        "{dockerfile}"
+    );
 
     // The DaemonSet runs as the ServiceAccount that RBAC binds, installs where its volumes
     // reach the host, and runs the script the Dockerfile puts in its image.
@@ -627,6 +650,48 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ("list", "nodes", None),
 ];
 
+/// What the controller's requests need: its syncs' lists, the fresh look before a release, the
+/// release, the pools' status, its Lease; with Spiderpool's API the same on its kinds.
+const CONTROLLER_MAY: &[(&str, &str, Option<&str>)] = &[
+    ("get", "ippools.ipam.rs", None),
+    ("list", "ippools.ipam.rs", None),
+    ("list", "reservedips.ipam.rs", None),
+    ("patch", "ippools.ipam.rs/status", None),
+    ("list", "spiderippools.spiderpool.spidernet.io", None),
+    ("list", "spiderreservedips.spiderpool.spidernet.io", None),
+    (
+        "patch",
+        "spiderippools.spiderpool.spidernet.io/status",
+        None,
+    ),
+    ("list", "pods", None),
+    ("get", "pods", Some("default")),
+    ("list", "nodes", None),
+    ("get", "nodes", None),
+    ("list", "ipamblocks.ipam.rs", Some("ipam-rs")),
+    ("update", "ipamblocks.ipam.rs", Some("ipam-rs")),
+    ("delete", "ipamblocks.ipam.rs", Some("ipam-rs")),
+    ("get", "ipamowners.ipam.rs", Some("ipam-rs")),
+    ("update", "ipamowners.ipam.rs", Some("ipam-rs")),
+    ("delete", "ipamowners.ipam.rs", Some("ipam-rs")),
+    ("patch", "ipamcursors.ipam.rs", Some("ipam-rs")),
+    ("get", "leases.coordination.k8s.io", Some("ipam-rs")),
+    ("create", "leases.coordination.k8s.io", Some("ipam-rs")),
+    ("update", "leases.coordination.k8s.io", Some("ipam-rs")),
+];
+
+/// What the controller must not do: it releases, it never allocates or edits pools.
+const CONTROLLER_MAY_NOT: &[(&str, &str, Option<&str>)] = &[
+    ("create", "ippools.ipam.rs", None),
+    ("update", "ippools.ipam.rs", None),
+    ("delete", "reservedips.ipam.rs", None),
+    ("create", "ipamblocks.ipam.rs", Some("ipam-rs")),
+    ("delete", "pods", Some("default")),
+    ("update", "nodes", None),
+    ("get", "secrets", Some("ipam-rs")),
+    ("update", "leases.coordination.k8s.io", Some("kube-system")),
+];
+
 #[test]
 fn rbac_grants_what_the_store_sends_and_no_more() {
     let Some(c) = cluster() else { return };
@@ -645,6 +710,8 @@ fn rbac_grants_what_the_store_sends_and_no_more() {
     check(PLUGIN, PLUGIN_MAY, true);
     check(PLUGIN, PLUGIN_MAY_NOT, false);
     check(OPERATOR, OPERATOR_MAY, true);
+    check(CONTROLLER, CONTROLLER_MAY, true);
+    check(CONTROLLER, CONTROLLER_MAY_NOT, false);
     check(
         OPERATOR,
         &[

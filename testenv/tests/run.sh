@@ -312,7 +312,7 @@ test_daemonset_rolling_update() {
   mkdir -p "$v2"
   cp "$IPAM_CNI" "$v2/ipam-cni"
   printf '\nipam-rs testenv rolling update %s\n' "$(date +%s%N)" >>"$v2/ipam-cni"
-  "$TESTENV_DIR/images/build.sh" "$v2" "$v2/ipam-cni" "$IPAMCTL" >/dev/null
+  "$TESTENV_DIR/images/build.sh" "$v2" "$v2/ipam-cni" "$IPAMCTL" "$IPAM_CONTROLLER" >/dev/null
   new=$(cat "$v2/ipam-cni.ref")
   for i in $(seq 1 "$NODES"); do
     "$TESTENV_DIR/exec.sh" --node "node$i" "$dir" ctr -n k8s.io images import "$v2/ipam-cni.tar" >/dev/null
@@ -357,6 +357,61 @@ EOF
   drop_pool t5-pool
 }
 
+# Leaked addresses come back without a DEL (ipam-controller): Pods on node2 are deleted while
+# its kubelet is stopped and its Node object is gone, so no DEL reaches the plugin.
+# `ipamctl gc --dry-run` names them at once; the controller releases them after its grace
+# period (1m here) and writes the pool's counts; the Pod on node1 keeps its address
+# throughout. Then node2 comes back (its kubelet stops the deleted Pods' sandboxes, whose DELs
+# find nothing left to release), and the leader is killed: the other replica takes the Lease.
+test_leaks_reclaimed() {
+  pool t6-pool 10.76.0.0/24 10.76.0.10-10.76.0.40
+  local p keep leaked t0 held_by
+  for p in t6-a t6-b t6-c; do pod "$p" t6-pool node2 t6; done
+  pod t6-keep t6-pool node1 t6
+  for p in t6-a t6-b t6-c t6-keep; do poll "$p Ready" pod_ready "$p" || return 1; done
+  keep=$(pod_ip t6-keep)
+  "$TESTENV_DIR/node.sh" "$dir" stop node2
+  k delete node node2 >/dev/null
+  k delete pod t6-a t6-b t6-c --grace-period=0 --force >/dev/null 2>&1
+  note "node2's kubelet stopped, node2 deleted, its 3 Pods force-deleted: no DEL"
+  leaked() { [ "$(ctl gc --dry-run -o json | python3 -c '
+import json, sys
+print(sum(1 for i in json.load(sys.stdin)["items"] if i["pool"] == "t6-pool" and i["reason"] == "podGone"))')" = 3 ]; }
+  poll "gc --dry-run lists the 3 addresses as podGone" leaked || return 1
+  t0=$(date +%s)
+  only_keep() { [ "$(allocs t6-pool | awk '{print $1, $2}')" = "$keep default/t6-keep" ]; }
+  poll "the controller releases the 3 leaked addresses" only_keep || { allocs t6-pool >&2; return 1; }
+  note "released $(($(date +%s) - t0)) s after gc --dry-run saw them (grace 1m); t6-keep kept $keep"
+  counted() { [ "$(k get ippool t6-pool -o jsonpath='{.status.allocatedIPCount}')" = 1 ]; }
+  poll "t6-pool's status counts 1 allocation" counted || return 1
+  pods_match_allocations test=t6 t6-pool || { fail "t6-keep's allocation changed"; allocs t6-pool >&2; return 1; }
+
+  "$TESTENV_DIR/node.sh" "$dir" start node2
+  node2_ready() { [ "$(k get node node2 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  poll "node2 registered and Ready again" node2_ready || return 1
+  k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "ipam-cni not back on node2"; return 1; }
+  k -n ipam-rs rollout status deployment/ipam-controller --timeout="${T}s" >/dev/null || { fail "the controller's replicas are not back"; return 1; }
+  held_by() { k -n ipam-rs get lease ipam-controller -o jsonpath='{.spec.holderIdentity}'; }
+  # The holder may be the replica node2 ran, whose Pod went with the node, until its Lease
+  # runs out: wait for a leader whose Pod runs.
+  leader_runs() {
+    local h; h=$(held_by)
+    [ -n "$h" ] && [ "$(k -n ipam-rs get pod "$h" -o jsonpath='{.status.phase}')" = Running ]
+  }
+  poll "a controller whose Pod runs holds the Lease" leader_runs || return 1
+  local leader
+  leader=$(held_by)
+  t0=$(date +%s)
+  k -n ipam-rs delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1 || true
+  other() { local h; h=$(held_by); [ -n "$h" ] && [ "$h" != "$leader" ]; }
+  poll "another replica takes the Lease over from $leader" other || return 1
+  note "leader $leader killed: $(held_by) leads $(($(date +%s) - t0)) s later"
+
+  k delete pod t6-keep --wait=false >/dev/null
+  poll "t6-pool empty" pool_empty t6-pool
+  drop_pool t6-pool
+}
+
 # Network isolation: every process of the cluster is in its network namespace or in a Pod's,
 # none in the host's; those namespaces have no route out; and no socket of theirs is
 # connected to an address outside them (the namespaces' own addresses, and the Service range
@@ -365,7 +420,7 @@ test_network_isolation() {
   "$here/isolation.sh" "$dir"
 }
 
-all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update network_isolation)
+all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed network_isolation)
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
 for t in "${selected[@]}"; do

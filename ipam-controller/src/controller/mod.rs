@@ -1,0 +1,199 @@
+//! The controller process: elected by a Lease, it looks at the cluster every interval,
+//! releases the leaks that have lasted ([`crate::tracker`]) after a fresh look at each, and
+//! keeps every pool's `status` counts current.
+//!
+//! A sync reads every allocation (the store's blocks), then every Pod and Node, and only
+//! when both reads are complete judges anything: a failed read releases nothing. At most
+//! `max_releases` leaks are released per sync; each is judged again, just before its release,
+//! on its Pod and Nodes read one by one from the API server (not from the lists), and its
+//! release is the engine's compare-and-swap on its block that gives back exactly that
+//! address if that owner still holds it. An owner is one sandbox's `(containerID, ifname)`:
+//! it never comes to hold an address for another Pod, so a release can only miss (the DEL
+//! came first), never take an address from a Pod that runs.
+
+pub mod lease;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipam_api::Workloads;
+use ipam_core::{Allocation, Ipam, ObjectName, PoolCounts, StoreError};
+use ipam_kube::KubeStore;
+use pollster::block_on;
+
+use crate::leak::{judge, Verdict};
+use crate::tracker::Tracker;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long an allocation must be a leak, at every look, before it is released.
+    pub leak_grace: Duration,
+    /// Time between syncs.
+    pub interval: Duration,
+    /// Releases per sync, at most.
+    pub max_releases: usize,
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Allocations read.
+    pub allocations: usize,
+    /// Allocations that are leaks now.
+    pub leaks: usize,
+    /// Leaks released.
+    pub released: usize,
+    /// Leaks due whose fresh look kept them.
+    pub kept_by_fresh_look: usize,
+    /// Pools whose status was written.
+    pub counts_published: usize,
+}
+
+/// The controller's state between syncs.
+pub struct Controller {
+    store: Arc<KubeStore>,
+    ipam: Ipam<Arc<KubeStore>>,
+    settings: Settings,
+    tracker: Tracker,
+    published: HashMap<ObjectName, PoolCounts>,
+}
+
+/// Until when this replica may act as the leader (`None`: it is not the leader).
+pub type Leadership = Arc<Mutex<Option<Instant>>>;
+
+/// Whether `leadership` holds now.
+pub fn leads(leadership: &Leadership) -> bool {
+    let until = *leadership.lock().unwrap_or_else(|e| e.into_inner());
+    until.is_some_and(|t| Instant::now() < t)
+}
+
+impl Controller {
+    /// A controller on `store`.
+    pub fn new(store: Arc<KubeStore>, settings: Settings) -> Controller {
+        Controller {
+            ipam: Ipam::new(store.clone()),
+            tracker: Tracker::new(settings.leak_grace),
+            store,
+            settings,
+            published: HashMap::new(),
+        }
+    }
+
+    /// Forgets what an earlier leadership saw: a replica that takes over starts its grace
+    /// periods and its published counts again.
+    pub fn restart(&mut self) {
+        self.tracker = Tracker::new(self.settings.leak_grace);
+        self.published.clear();
+    }
+
+    /// One sync. Releases stop as soon as `leadership` lapses.
+    pub fn sync(&mut self, leadership: &Leadership) -> Result<SyncReport, ipam_core::Error> {
+        // Allocations before Pods: an allocation made after the Pods were listed would look
+        // like the leak of a Pod not listed yet.
+        let allocations = block_on(self.ipam.allocations(None))?;
+        let cluster = block_on(self.store.workloads())?;
+        let observed = self.tracker.observe(Instant::now(), &allocations, &cluster);
+        let mut report = SyncReport {
+            allocations: allocations.len(),
+            leaks: observed.leaks,
+            ..SyncReport::default()
+        };
+        for (allocation, _) in observed.due.into_iter().take(self.settings.max_releases) {
+            if !leads(leadership) {
+                break;
+            }
+            let fresh = self.fresh_look(&allocation)?;
+            self.tracker.forget(&allocation);
+            match judge(&allocation, &fresh) {
+                Verdict::Leaked(why) => {
+                    let released = block_on(
+                        self.ipam
+                            .release_addresses(&allocation.owner, &[allocation.address]),
+                    )?;
+                    if !released.is_empty() {
+                        report.released += 1;
+                        eprintln!(
+                            "ipam-controller: released {} (pool {}, network {}, owner {}) of {}: {why}",
+                            allocation.address,
+                            allocation.pool,
+                            allocation.network,
+                            allocation.owner,
+                            pod_name(&allocation),
+                        );
+                    }
+                }
+                Verdict::Kept(why) => {
+                    report.kept_by_fresh_look += 1;
+                    eprintln!(
+                        "ipam-controller: kept {} of {}: a fresh look found it held ({why:?})",
+                        allocation.address,
+                        pod_name(&allocation),
+                    );
+                }
+            }
+        }
+        if leads(leadership) {
+            report.counts_published = self.publish_counts()?;
+        }
+        Ok(report)
+    }
+
+    /// The Pod of `allocation` and the Nodes the rules look at, each read from the API
+    /// server now.
+    fn fresh_look(&self, allocation: &Allocation) -> Result<Workloads, StoreError> {
+        let mut fresh = Workloads::default();
+        let mut nodes: Vec<String> = allocation.node.iter().map(ToString::to_string).collect();
+        if let Some((namespace, name)) = crate::leak::pod_of(allocation) {
+            if let Some(facts) = block_on(self.store.pod_facts(namespace, name))? {
+                nodes.extend(facts.node.clone());
+                fresh
+                    .pods
+                    .insert((namespace.to_owned(), name.to_owned()), facts);
+            }
+        }
+        for node in nodes {
+            // A name no Node can have names none that exists.
+            if ipam_core::check_dns_subdomain("node", &node).is_err() {
+                continue;
+            }
+            if let Some(facts) = block_on(self.store.node_facts(&node))? {
+                fresh.nodes.insert(node, facts);
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Writes the counts of every pool whose counts changed since this leadership last
+    /// wrote them; returns how many it wrote.
+    fn publish_counts(&mut self) -> Result<usize, ipam_core::Error> {
+        let pools = block_on(self.ipam.pools())?;
+        let counts = block_on(self.ipam.pools_counts(&pools))?;
+        let mut written = 0;
+        for c in counts {
+            if self.published.get(&c.pool) == Some(&c) {
+                continue;
+            }
+            block_on(self.store.publish_pool_status(&c))?;
+            written += 1;
+            self.published.insert(c.pool.clone(), c);
+        }
+        let live: std::collections::HashSet<_> = pools.iter().map(|p| p.name().clone()).collect();
+        self.published.retain(|name, _| live.contains(name));
+        Ok(written)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+/// `namespace/name` of an allocation's Pod, for messages.
+fn pod_name(allocation: &Allocation) -> String {
+    allocation
+        .pod
+        .as_ref()
+        .map_or_else(|| "no Pod".to_owned(), |p| format!("Pod {p}"))
+}

@@ -1,0 +1,208 @@
+//! `ipam-controller`: the lifecycle controller of ipam-rs on Kubernetes (see the library's
+//! `controller` module and docs/kubernetes.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipam_controller::controller::lease::{Elector, Role};
+use ipam_controller::controller::{leads, Controller, Leadership, Settings};
+
+/// The shortest grace period: longer than the node controller's default
+/// `--node-monitor-grace-period` (40 s), so that a node that stopped reporting is seen as not
+/// Ready before a leak of its Pods is released.
+const MIN_LEAK_GRACE: Duration = Duration::from_secs(60);
+
+/// Releases leaked addresses (their Pod is gone, re-created, finished or on a deleted node)
+/// after a grace period and a fresh look, and keeps every IPPool's status current. Run two
+/// replicas: one leads, by a Lease.
+#[derive(Debug, Parser)]
+#[command(name = "ipam-controller", version)]
+struct Args {
+    /// The kubeconfig (default: the in-cluster service account, else $KUBECONFIG or
+    /// ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace of the store's allocation objects, and of the Lease.
+    #[arg(long, value_name = "NS", default_value = ipam_kube::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// The API pools and reservations are served with: ipam.rs or spiderpool.
+    #[arg(long, value_name = "API", default_value = "ipam.rs", value_parser = parse_api)]
+    api: ipam_api::Api,
+    /// How long an allocation must be a leak, at every look, before it is released (at
+    /// least 1m).
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_grace)]
+    leak_grace: Duration,
+    /// Time between syncs.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
+    interval: Duration,
+    /// Releases per sync, at most.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_releases: usize,
+    /// The Lease's name.
+    #[arg(long, value_name = "NAME", default_value = "ipam-controller")]
+    lease: String,
+    /// This replica's name in the Lease (default: $POD_NAME, else the host name and process
+    /// ID).
+    #[arg(long, value_name = "NAME")]
+    identity: Option<String>,
+}
+
+fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
+    value
+        .parse()
+        .map_err(|_| format!("unknown API {value:?}; allowed: ipam.rs, spiderpool"))
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write it as 90s, 3m or 1h"))
+}
+
+fn parse_grace(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d < MIN_LEAK_GRACE {
+        return Err(format!(
+            "{value:?} is shorter than 1m: a node that stops reporting is seen as not Ready only \
+             after the node controller's --node-monitor-grace-period (40s by default), and its \
+             Pods' addresses must not be released before"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_interval(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{value:?} is shorter than 1s"));
+    }
+    Ok(d)
+}
+
+fn identity(args: &Args) -> String {
+    args.identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| {
+            let host = ipam_store_hostname().unwrap_or_else(|| "unknown".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+/// This host's name, as the kernel has it.
+fn ipam_store_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let options = ipam_kube::KubeOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        namespace: args.namespace.clone(),
+        api: args.api,
+        request_timeout: Duration::from_secs(10),
+        // A long-running process: each request is bounded, the process is not.
+        deadline: None,
+        ..ipam_kube::KubeOptions::default()
+    };
+    let store = match ipam_kube::KubeStore::connect(&options) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("ipam-controller: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let me = identity(&args);
+    eprintln!(
+        "ipam-controller {}: {me} on {} (namespace {}, API {}), leak grace {}, interval {}",
+        env!("CARGO_PKG_VERSION"),
+        store.server(),
+        args.namespace,
+        args.api,
+        humantime::format_duration(args.leak_grace),
+        humantime::format_duration(args.interval),
+    );
+
+    let leadership: Leadership = Arc::new(Mutex::new(None));
+    // Renewed every 2 s; a leader stops acting 10 s after its last successful renewal,
+    // before the 15 s after which the other replica may take over.
+    let lease_duration = Duration::from_secs(15);
+    let renew_every = Duration::from_secs(2);
+    let act_for = Duration::from_secs(10);
+    {
+        let (store, leadership) = (store.clone(), leadership.clone());
+        let mut elector = Elector::new(&args.namespace, &args.lease, &me, lease_duration);
+        std::thread::spawn(move || loop {
+            let started = Instant::now();
+            match pollster::block_on(elector.step(&store)) {
+                Ok(Role::Leader) => {
+                    *leadership.lock().unwrap_or_else(|e| e.into_inner()) = Some(started + act_for);
+                }
+                Ok(Role::Follower(_)) => {
+                    *leadership.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                // The leadership lapses by itself when renewals keep failing.
+                Err(e) => eprintln!("ipam-controller: lease {}: {e}", args.lease),
+            }
+            std::thread::sleep(renew_every.saturating_sub(started.elapsed()));
+        });
+    }
+
+    let mut controller = Controller::new(
+        store,
+        Settings {
+            leak_grace: args.leak_grace,
+            interval: args.interval,
+            max_releases: args.max_releases,
+        },
+    );
+    let mut was_leader = false;
+    let mut last_leaks = None;
+    loop {
+        let leader = leads(&leadership);
+        if leader != was_leader {
+            if leader {
+                eprintln!("ipam-controller: {me} leads: releases start after a whole grace period");
+                controller.restart();
+                last_leaks = None;
+            } else {
+                eprintln!("ipam-controller: {me} no longer leads");
+            }
+            was_leader = leader;
+        }
+        if !leader {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let started = Instant::now();
+        match controller.sync(&leadership) {
+            Ok(r) => {
+                if last_leaks != Some(r.leaks) || r.released > 0 || r.kept_by_fresh_look > 0 {
+                    eprintln!(
+                        "ipam-controller: sync: {} allocations, {} leaked, {} released, {} kept by a fresh look, {} pool counts written ({} ms)",
+                        r.allocations,
+                        r.leaks,
+                        r.released,
+                        r.kept_by_fresh_look,
+                        r.counts_published,
+                        started.elapsed().as_millis()
+                    );
+                }
+                last_leaks = Some(r.leaks);
+            }
+            // Nothing was judged on a failed read; the next sync tries again.
+            Err(e) => eprintln!("ipam-controller: sync failed, nothing released: {e}"),
+        }
+        std::thread::sleep(
+            controller
+                .settings()
+                .interval
+                .saturating_sub(started.elapsed()),
+        );
+    }
+}
