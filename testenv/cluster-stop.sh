@@ -65,16 +65,23 @@ for h in /sys/fs/cgroup/*/; do
 done
 
 # 4. State: the nodes' directories (never while anything is mounted below DIR), and the
-#    mount points made on the host for the nodes' paths, if empty.
+#    mount points made on the host for the nodes' paths, if empty and no other cluster runs.
 if grep -qF " $dir/" /proc/self/mountinfo; then
   say "mounts below $dir remain; not removing $dir/nodes:"; grep -F " $dir/" /proc/self/mountinfo >&2
 else
   rm -rf "$dir/nodes"
 fi
-if [ -f "$dir/host-dirs" ]; then
+# Not while another cluster runs: a directory that is a mount point in another mount
+# namespace can still be removed, and the kernel then takes the mounts on it away from that
+# namespace (seen here: another cluster's containerd lost its /var/lib/containerd, and its
+# Pods could not start: "blob not found").
+others=$(ls /run/netns 2>/dev/null | grep '^ipamrs-' | grep -vx "$NETNS" || true)
+if [ -f "$dir/host-dirs" ] && [ -n "$others" ]; then
+  say "another cluster runs ($(echo $others)): the host's mount points stay (empty directories)"
+elif [ -f "$dir/host-dirs" ]; then
   sort -r "$dir/host-dirs" | while read -r d; do rmdir "$d" 2>/dev/null; done
-  rm -f "$dir/host-dirs"
 fi
+rm -f "$dir/host-dirs"
 rm -f "$dir/cluster.env"
 say "cluster of $dir removed"
 exit 0
