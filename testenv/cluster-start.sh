@@ -443,8 +443,11 @@ for i in $(seq 1 "$nodes"); do
   wait_until "$timeout" "node$i: ipam-cni and its kubeconfig" \
     test -x "$(node_dir "node$i")/root/opt/cni/bin/ipam-cni" -a -s "$(node_dir "node$i")/root/etc/cni/net.d/ipam-cni.kubeconfig"
 done
-k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout}s" >>"$dir/logs/install.out" \
-  || die "the Deployment ipam-controller did not roll out (kubectl -n ipam-rs describe deploy/ipam-controller)"
+if ! k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout}s" >>"$dir/logs/install.out"; then
+  { k -n ipam-rs describe pods -l app.kubernetes.io/name=ipam-controller
+    k -n ipam-rs logs -l app.kubernetes.io/name=ipam-controller --tail=50; } >"$dir/logs/controller.out" 2>&1 || true
+  die "the Deployment ipam-controller did not roll out (its Pods and logs: $dir/logs/controller.out)"
+fi
 say "cluster of $nodes nodes up in $(elapsed): testenv/exec.sh $dir kubectl get nodes"
 trap - EXIT
 echo "$dir/kubeconfig"

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipam_controller::controller::lease::{Elector, Role};
+use ipam_controller::controller::metrics::{self, Metrics};
 use ipam_controller::controller::{leads, Controller, Leadership, Settings};
 
 /// The shortest grace period: longer than the node controller's default
@@ -48,6 +49,9 @@ struct Args {
     /// ID).
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
+    /// Where /metrics (Prometheus text) and /healthz are served.
+    #[arg(long, value_name = "ADDRESS", default_value = "0.0.0.0:9472")]
+    metrics_address: String,
 }
 
 fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
@@ -129,17 +133,32 @@ fn main() -> ExitCode {
     );
 
     let leadership: Leadership = Arc::new(Mutex::new(None));
+    let metrics = Arc::new(Metrics::default());
+    // Healthy while the Lease is read or written: a replica whose requests all fail, or
+    // whose election thread died, is restarted by its liveness probe.
+    let last_step = Arc::new(Mutex::new(Instant::now()));
+    {
+        let last_step = last_step.clone();
+        metrics::serve(args.metrics_address.clone(), metrics.clone(), move || {
+            let at = *last_step.lock().unwrap_or_else(|e| e.into_inner());
+            at.elapsed() < Duration::from_secs(30)
+        });
+    }
     // Renewed every 2 s; a leader stops acting 10 s after its last successful renewal,
     // before the 15 s after which the other replica may take over.
     let lease_duration = Duration::from_secs(15);
     let renew_every = Duration::from_secs(2);
     let act_for = Duration::from_secs(10);
     {
-        let (store, leadership) = (store.clone(), leadership.clone());
+        let (store, leadership, last_step) = (store.clone(), leadership.clone(), last_step.clone());
         let mut elector = Elector::new(&args.namespace, &args.lease, &me, lease_duration);
         std::thread::spawn(move || loop {
             let started = Instant::now();
-            match pollster::block_on(elector.step(&store)) {
+            let step = pollster::block_on(elector.step(&store));
+            if step.is_ok() {
+                *last_step.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            match step {
                 Ok(Role::Leader) => {
                     *leadership.lock().unwrap_or_else(|e| e.into_inner()) = Some(started + act_for);
                 }
@@ -160,12 +179,14 @@ fn main() -> ExitCode {
             interval: args.interval,
             max_releases: args.max_releases,
         },
+        metrics.clone(),
     );
     let mut was_leader = false;
     let mut last_leaks = None;
     loop {
         let leader = leads(&leadership);
         if leader != was_leader {
+            metrics.leads(leader);
             if leader {
                 eprintln!("ipam-controller: {me} leads: releases start after a whole grace period");
                 controller.restart();

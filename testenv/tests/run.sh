@@ -385,6 +385,22 @@ print(sum(1 for i in json.load(sys.stdin)["items"] if i["pool"] == "t6-pool" and
   counted() { [ "$(k get ippool t6-pool -o jsonpath='{.status.allocatedIPCount}')" = 1 ]; }
   poll "t6-pool's status counts 1 allocation" counted || return 1
   pods_match_allocations test=t6 t6-pool || { fail "t6-keep's allocation changed"; allocs t6-pool >&2; return 1; }
+  # The leader's metrics (on its node's address: host network) say what it did.
+  leader_metrics() {
+    local i text
+    for i in $(seq 1 "$NODES"); do
+      text=$(in_cluster curl -sf --max-time 5 "http://$(node_ip "node$i"):9472/metrics") || continue
+      grep -qx 'ipam_rs_controller_leader 1' <<<"$text" && { echo "$text"; return 0; }
+    done
+    return 1
+  }
+  local m released
+  m=$(leader_metrics) || { fail "no replica serves metrics as the leader"; return 1; }
+  released=$(awk '$1 == "ipam_rs_leaks_released_total{reason=\"podGone\"}" {print $2}' <<<"$m")
+  [ "${released:-0}" -ge 3 ] || { fail "ipam_rs_leaks_released_total{reason=\"podGone\"} is ${released:-absent}"; return 1; }
+  grep -qx 'ipam_rs_pool_allocated_addresses{pool="t6-pool"} 1.0' <<<"$m" \
+    || { fail "the leader's ipam_rs_pool_allocated_addresses for t6-pool is not 1"; grep t6-pool <<<"$m" >&2; return 1; }
+  note "the leader's /metrics: $released released (podGone), t6-pool allocated 1"
 
   "$TESTENV_DIR/node.sh" "$dir" start node2
   node2_ready() { [ "$(k get node node2 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }

@@ -1,6 +1,6 @@
 //! The controller process: elected by a Lease, it looks at the cluster every interval,
 //! releases the leaks that have lasted ([`crate::tracker`]) after a fresh look at each, and
-//! keeps every pool's `status` counts current.
+//! keeps every pool's `status` counts current; [`metrics`] shows what it does.
 //!
 //! A sync reads every allocation (the store's blocks), then every Pod and Node, and only
 //! when both reads are complete judges anything: a failed read releases nothing. At most
@@ -12,6 +12,7 @@
 //! came first), never take an address from a Pod that runs.
 
 pub mod lease;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,7 @@ pub struct SyncReport {
 
 /// The controller's state between syncs.
 pub struct Controller {
+    metrics: Arc<metrics::Metrics>,
     store: Arc<KubeStore>,
     ipam: Ipam<Arc<KubeStore>>,
     settings: Settings,
@@ -70,9 +72,14 @@ pub fn leads(leadership: &Leadership) -> bool {
 }
 
 impl Controller {
-    /// A controller on `store`.
-    pub fn new(store: Arc<KubeStore>, settings: Settings) -> Controller {
+    /// A controller on `store`, counting into `metrics`.
+    pub fn new(
+        store: Arc<KubeStore>,
+        settings: Settings,
+        metrics: Arc<metrics::Metrics>,
+    ) -> Controller {
         Controller {
+            metrics,
             ipam: Ipam::new(store.clone()),
             tracker: Tracker::new(settings.leak_grace),
             store,
@@ -90,6 +97,16 @@ impl Controller {
 
     /// One sync. Releases stop as soon as `leadership` lapses.
     pub fn sync(&mut self, leadership: &Leadership) -> Result<SyncReport, ipam_core::Error> {
+        let started = Instant::now();
+        let done = self.sync_once(leadership);
+        match &done {
+            Ok(r) => self.metrics.synced(started.elapsed(), r.leaks),
+            Err(_) => self.metrics.sync_failed(started.elapsed()),
+        }
+        done
+    }
+
+    fn sync_once(&mut self, leadership: &Leadership) -> Result<SyncReport, ipam_core::Error> {
         // Allocations before Pods: an allocation made after the Pods were listed would look
         // like the leak of a Pod not listed yet.
         let allocations = block_on(self.ipam.allocations(None))?;
@@ -114,6 +131,7 @@ impl Controller {
                     )?;
                     if !released.is_empty() {
                         report.released += 1;
+                        self.metrics.released(why.code());
                         eprintln!(
                             "ipam-controller: released {} (pool {}, network {}, owner {}) of {}: {why}",
                             allocation.address,
@@ -126,6 +144,7 @@ impl Controller {
                 }
                 Verdict::Kept(why) => {
                     report.kept_by_fresh_look += 1;
+                    self.metrics.kept_by_fresh_look();
                     eprintln!(
                         "ipam-controller: kept {} of {}: a fresh look found it held ({why:?})",
                         allocation.address,
@@ -170,6 +189,7 @@ impl Controller {
     fn publish_counts(&mut self) -> Result<usize, ipam_core::Error> {
         let pools = block_on(self.ipam.pools())?;
         let counts = block_on(self.ipam.pools_counts(&pools))?;
+        self.metrics.pools(&counts);
         let mut written = 0;
         for c in counts {
             if self.published.get(&c.pool) == Some(&c) {
