@@ -90,13 +90,13 @@ fn identity(args: &Args) -> String {
         .clone()
         .or_else(|| std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()))
         .unwrap_or_else(|| {
-            let host = ipam_store_hostname().unwrap_or_else(|| "unknown".to_owned());
+            let host = host_name().unwrap_or_else(|| "unknown".to_owned());
             format!("{host}-{}", std::process::id())
         })
 }
 
 /// This host's name, as the kernel has it.
-fn ipam_store_hostname() -> Option<String> {
+fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
