@@ -407,6 +407,8 @@ k apply -f "$project/deploy/rbac.yaml" -f "$project/deploy/daemonset.yaml" >>"$d
 k -n ipam-rs set image daemonset/ipam-cni "install-cni=$image" >>"$dir/logs/install.out"
 k apply -f "$project/deploy/controller.yaml" >>"$dir/logs/install.out"
 k -n ipam-rs set image deployment/ipam-controller "controller=$image" >>"$dir/logs/install.out"
+# One replica per node (deploy/controller.yaml): a one-node cluster runs one.
+[ "$nodes" -ge 2 ] || k -n ipam-rs scale deployment/ipam-controller --replicas=1 >>"$dir/logs/install.out"
 # The cluster's tests wait for leaks to be released: the shortest grace the controller takes.
 controller_args='["--leak-grace=1m", "--interval=5s"'
 [ "$API" = spiderpool ] && controller_args+=', "--api=spiderpool"'
