@@ -788,6 +788,54 @@ fn an_add_made_while_the_api_server_restarts_waits_for_it() {
     }
 }
 
+/// An API server that does not serve the store's kinds answers a plain `404 page not found`
+/// (no Status): one that has just started does so until its CRD handlers are ready, one
+/// without the CRDs always. A read waits for them for up to 10 s, then the ADD fails with
+/// code 5 naming the CRDs (not code 11: waiting longer does not install them).
+#[test]
+fn an_api_server_without_the_crds_is_waited_for_then_named() {
+    if cluster().is_none() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let server = OwnApiServer::start();
+    let k = server.kubeconfig.clone();
+    let ns = namespace(&k);
+    let conf = network(
+        &k,
+        &ns,
+        "node-0",
+        "no-crds",
+        json!({"ranges": [[{"subnet": "198.51.100.0/24"}]]}),
+    );
+    let o = finish_bounded(
+        call("ADD", "no-crds", &conf).spawn(),
+        Instant::now(),
+        None,
+        HANG,
+    );
+    assert_eq!(o.reply.code(), Some(5), "{:#?}", o.reply);
+    assert!(
+        o.reply.msg().contains("store I/O error")
+            && o.reply.details().contains("404 page not found")
+            && o.reply
+                .details()
+                .contains("the CRDs of deploy/crds/ are not installed"),
+        "{:#?}",
+        o.reply
+    );
+    assert!(
+        o.took >= Duration::from_secs(9) && o.took < Duration::from_secs(30),
+        "answered in {:?}: the wait is 10 s",
+        o.took
+    );
+    // Installed, they are served (within a second or two) and the same ADD succeeds.
+    install_crds(&k);
+    let (reply, _) = until_ok("ADD", "no-crds", &conf, 3);
+    assert_eq!(reply.addresses().len(), 1, "{reply:#?}");
+    until_ok("DEL", "no-crds", &conf, 3);
+}
+
 /// One finished call of the outage test, with when it ran.
 struct Timed {
     command: &'static str,

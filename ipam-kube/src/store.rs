@@ -593,6 +593,16 @@ impl Inner {
                     s.code, s.reason, s.message
                 ),
             },
+            // A 404 whose body is no Status comes from the server's router, not from a
+            // lookup: the path is not served. An API server that has just started answers so
+            // until its CRD handlers are ready (a second or so); retried like a 5xx, and a
+            // read waits for it (`KubeStore::read`).
+            kube::Error::Api(s) if s.code == 404 && s.reason == UNPARSED_ERROR => {
+                StoreError::Transient {
+                    context,
+                    source: Box::new(NotServed(s.message.clone())),
+                }
+            }
             kube::Error::Api(s) if s.code == 429 || s.code >= 500 => StoreError::Transient {
                 context,
                 source: format!("{} {}: {}", s.code, s.reason, s.message).into(),
@@ -821,16 +831,69 @@ impl Inner {
     }
 }
 
-#[async_trait]
-impl Store for KubeStore {
-    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        let key = key.clone();
-        self.on_runtime(|inner| async move { inner.get(&key).await })
-            .await
+/// What kube makes of an error answer whose body is not a Kubernetes `Status`: its reason.
+const UNPARSED_ERROR: &str = "Failed to parse error data";
+
+/// How long a read waits for an API server that does not serve the store's kinds yet, at
+/// most (and never past the call's deadline): one that has just started serves them within a
+/// second or two; one that still does not has no CRDs, which waiting does not fix.
+const NOT_SERVED_WAIT: Duration = Duration::from_secs(10);
+
+/// The API server answered a plain 404: it does not serve the path (yet).
+#[derive(Debug)]
+struct NotServed(String);
+
+impl std::fmt::Display for NotServed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the API server does not serve the store's kinds (it is starting, or the CRDs of deploy/crds/ are not installed)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotServed {}
+
+fn is_not_served(e: &StoreError) -> bool {
+    matches!(e, StoreError::Transient { source, .. } if source.downcast_ref::<NotServed>().is_some())
+}
+
+impl KubeStore {
+    /// Runs the read `attempt`, again every 250 ms while the API server does not serve the
+    /// store's kinds yet, for [`NOT_SERVED_WAIT`] at most and never past the call's
+    /// deadline; then the failure is final ([`StoreError::Io`], naming the CRDs), not one to
+    /// retry. Reads only: they change nothing, so trying again is always safe.
+    async fn read<T, F, Fut>(&self, attempt: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut until = tokio::time::Instant::now() + NOT_SERVED_WAIT;
+        if let Some((at, _)) = self.inner.deadline {
+            until = until.min(at);
+        }
+        loop {
+            match attempt().await {
+                Err(e) if is_not_served(&e) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(250) >= until {
+                        let StoreError::Transient { context, source } = e else {
+                            unreachable!("is_not_served matched a Transient")
+                        };
+                        return Err(StoreError::Io { context, source });
+                    }
+                    // Slept on the store's runtime (a timer is made inside it): the caller's
+                    // executor may be any.
+                    let pause = async { tokio::time::sleep(Duration::from_millis(250)).await };
+                    let _ = self.runtime.spawn(pause).await;
+                }
+                other => return other,
+            }
+        }
     }
 
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
-        let keys = keys.to_vec();
+    /// The records of `keys`, one request after another.
+    async fn get_each(&self, keys: Vec<Key>) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
         self.on_runtime(|inner| async move {
             // One after another, on one connection. Over HTTP/1.1 each request in flight
             // needs a connection of its own, and a CNI process lives for one call: reads in
@@ -846,11 +909,28 @@ impl Store for KubeStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.read(|| {
+            let key = key.clone();
+            self.on_runtime(|inner| async move { inner.get(&key).await })
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        self.read(|| self.get_each(keys.to_vec())).await
+    }
 
     async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
-        let range = range.clone();
-        self.on_runtime(|inner| async move { inner.scan(&range).await })
-            .await
+        self.read(|| {
+            let range = range.clone();
+            self.on_runtime(|inner| async move { inner.scan(&range).await })
+        })
+        .await
     }
 
     fn record_size(&self, key: &Key, record: &Record) -> Option<ipam_core::RecordSize> {
