@@ -18,8 +18,31 @@ use crate::connection::{self, Patient, Sources, StillRefused};
 use crate::PodDetails;
 use ipam_api::{NodeFacts, PodFacts, PodPhase, Workloads};
 
-/// Objects per page when the store lists the cluster's Pods and Nodes.
-const WORKLOAD_PAGE: u32 = 500;
+/// Objects per page of a list, as kubectl's chunking.
+const LIST_PAGE: u32 = 500;
+
+/// Reads a list page by page ([`LIST_PAGE`] objects a request, one snapshot through the
+/// continue tokens), calling `each` on every page in order. A page that fails fails the whole
+/// list: an object missing from a partial one would look deleted.
+async fn each_page<K>(
+    api: &Api<K>,
+    params: ListParams,
+    mut each: impl FnMut(kube::core::ObjectList<K>),
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        each(page);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
 
 /// What the lifecycle rules read of a Pod, with its namespace and name (`None` for an object
 /// without them, which the API server never sends).
@@ -458,9 +481,9 @@ impl KubeStore {
         .await
     }
 
-    /// Every Pod and Node of the cluster, each kind from one list read page by page (500
-    /// objects a request, as kubectl's chunking). A page that fails fails the whole read: a
-    /// Pod missing from a partial list would look deleted.
+    /// Every Pod and Node of the cluster, each kind from one list read page by page
+    /// (500 objects a request): a page that fails fails the whole read, as a Pod missing from
+    /// a partial list would look deleted.
     ///
     /// Errors: as any request's ([`StoreError::Transient`] for timeouts and 5xx, and a 410
     /// `Expired` when the list's snapshot is compacted between pages).
@@ -469,37 +492,23 @@ impl KubeStore {
             use k8s_openapi::api::core::v1::{Node, Pod};
             let mut out = Workloads::default();
             let pods: Api<Pod> = Api::all(inner.client.clone());
-            let mut params = ListParams::default().limit(WORKLOAD_PAGE);
-            loop {
-                let page = pods
-                    .list(&params)
-                    .await
-                    .map_err(|e| inner.error("list", "pods", e))?;
+            each_page(&pods, ListParams::default(), |page| {
                 for (namespace, name, facts) in page.items.into_iter().filter_map(pod_facts) {
                     out.pods.insert((namespace, name), facts);
                 }
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(token) => params = params.continue_token(&token),
-                    None => break,
-                }
-            }
+            })
+            .await
+            .map_err(|e| inner.error("list", "pods", e))?;
             let nodes: Api<Node> = Api::all(inner.client.clone());
-            let mut params = ListParams::default().limit(WORKLOAD_PAGE);
-            loop {
-                let page = nodes
-                    .list(&params)
-                    .await
-                    .map_err(|e| inner.error("list", "nodes", e))?;
+            each_page(&nodes, ListParams::default(), |page| {
                 for node in page.items {
                     if let Some(name) = node.metadata.name.clone() {
                         out.nodes.insert(name, node_facts(&node));
                     }
                 }
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(token) => params = params.continue_token(&token),
-                    None => break,
-                }
-            }
+            })
+            .await
+            .map_err(|e| inner.error("list", "nodes", e))?;
             Ok(out)
         })
         .await
@@ -706,17 +715,13 @@ impl Inner {
     ) -> Result<(Vec<(Key, Versioned<Record>)>, String), StoreError> {
         let (kind, extra) = Kind::of_range(range);
         let api = self.api(kind);
-        let mut params = ListParams::default().limit(500);
+        let mut params = ListParams::default();
         if let Some(selector) = self.codec.selector(kind, extra) {
             params = params.labels(&selector);
         }
         let mut out = Vec::new();
         let mut version = String::new();
-        loop {
-            let page = api
-                .list(&params)
-                .await
-                .map_err(|e| self.error("list", &self.codec.resource(kind).plural, e))?;
+        each_page(&api, params, |page| {
             if version.is_empty() {
                 version = page.metadata.resource_version.clone().unwrap_or_default();
             }
@@ -733,11 +738,9 @@ impl Inner {
                     }
                 }
             }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
+        })
+        .await
+        .map_err(|e| self.error("list", &self.codec.resource(kind).plural, e))?;
         out.sort_by_key(|(k, _)| k.encode());
         Ok((out, version))
     }
