@@ -227,3 +227,37 @@ fn main() -> ExitCode {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_is_a_duration_of_a_minute_or_more() {
+        assert_eq!(parse_grace("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_grace("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_grace("1h 30m"), Ok(Duration::from_secs(5400)));
+        let short = parse_grace("20s").unwrap_err();
+        assert!(short.starts_with("\"20s\" is shorter than 1m: "), "{short}");
+        assert!(short.contains("--node-monitor-grace-period"), "{short}");
+        let garbage = parse_grace("soon").unwrap_err();
+        assert!(
+            garbage.starts_with("\"soon\" is not a duration ("),
+            "{garbage}"
+        );
+        assert!(parse_interval("500ms").is_err());
+        assert_eq!(parse_interval("10s"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let args = Args::try_parse_from(["ipam-controller"]).unwrap();
+        assert_eq!(args.leak_grace, Duration::from_secs(180));
+        assert_eq!(args.interval, Duration::from_secs(10));
+        assert_eq!(args.max_releases, 100);
+        assert_eq!(args.namespace, "ipam-rs");
+        assert_eq!(args.metrics_address, "0.0.0.0:9472");
+        let refused = Args::try_parse_from(["ipam-controller", "--leak-grace", "30s"]).unwrap_err();
+        assert!(refused.to_string().contains("--leak-grace"), "{refused}");
+    }
+}
