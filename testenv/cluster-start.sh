@@ -412,8 +412,12 @@ k -n ipam-rs set image deployment/ipam-controller "controller=$image" >>"$dir/lo
 # The cluster's tests wait for leaks to be released: the shortest grace the controller takes.
 controller_args='["--leak-grace=1m", "--interval=5s"'
 [ "$API" = spiderpool ] && controller_args+=', "--api=spiderpool"'
+# It is a Kubernetes client that runs for the cluster's life: AWS_EC2_METADATA_DISABLED=true
+# as every daemon of the cluster has it (isolation.sh checks).
 k -n ipam-rs patch deployment/ipam-controller --type=json \
-  -p "[{\"op\": \"replace\", \"path\": \"/spec/template/spec/containers/0/args\", \"value\": $controller_args]}]" \
+  -p "[{\"op\": \"replace\", \"path\": \"/spec/template/spec/containers/0/args\", \"value\": $controller_args]},
+       {\"op\": \"add\", \"path\": \"/spec/template/spec/containers/0/env/-\",
+        \"value\": {\"name\": \"AWS_EC2_METADATA_DISABLED\", \"value\": \"true\"}}]" \
   >>"$dir/logs/install.out"
 # The pool the nodes' network names for Pods without an annotation.
 if [ "$API" = spiderpool ]; then pool_api=spiderpool.spidernet.io/v2beta1 pool_kind=SpiderIPPool
