@@ -183,6 +183,41 @@ impl fmt::Display for Unavailable {
     }
 }
 
+/// The facts of [`Error::StillHeld`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StillHeld {
+    /// The address.
+    pub address: IpAddr,
+    /// The Pod asking (`namespace/name`).
+    pub pod: String,
+    /// The earlier Pod's UID.
+    pub uid: Option<String>,
+    /// The earlier sandbox's owner.
+    pub holder: Owner,
+    /// The node whose plugin took it for the earlier Pod.
+    pub node: Option<ObjectName>,
+}
+
+impl fmt::Display for StillHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "address {} of StatefulSet Pod {} is still held by its earlier Pod (uid {}) for {}",
+            self.address,
+            self.pod,
+            self.uid.as_deref().unwrap_or("unknown"),
+            self.holder
+        )?;
+        if let Some(node) = &self.node {
+            write!(f, " on node {node}")?;
+        }
+        f.write_str(
+            ", whose sandbox was not torn down: it is handed over after that DEL, or by \
+             ipam-controller once the earlier Pod is gone and its node is Ready or deleted",
+        )
+    }
+}
+
 fn quoted_list(names: &[ObjectName]) -> String {
     names
         .iter()
@@ -279,6 +314,13 @@ pub enum Error {
         /// The pool.
         pool: String,
     },
+    /// A StatefulSet Pod's address is still held by an earlier Pod of the same name whose
+    /// sandbox has not been torn down (no DEL yet): it may still run, on a node that cannot
+    /// be reached, so the address waits for that DEL or for ipam-controller, which keeps it
+    /// for the identity once the earlier Pod is gone and its node is Ready or deleted.
+    /// Nothing was changed; the runtime retries the sandbox.
+    #[error("{0}")]
+    StillHeld(Box<StillHeld>),
     /// Concurrent writers kept winning, or the store kept failing transiently, past the
     /// retry budget.
     #[error("{what}: {last} after {attempts} attempts; try again later")]
@@ -300,7 +342,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::TryAgainLater { .. } | Error::Store(StoreError::Busy { .. })
+            Error::TryAgainLater { .. }
+                | Error::StillHeld(_)
+                | Error::Store(StoreError::Busy { .. })
         )
     }
 }

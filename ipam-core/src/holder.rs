@@ -43,6 +43,71 @@ pub struct PodRef {
     /// `metadata.uid`, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The StatefulSet that owns the Pod (its controller), where the plugin looked it up:
+    /// the Pod's address is kept for its identity (namespace and name) across sandboxes,
+    /// see [`PodRef::identity_owner`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<String>,
+}
+
+/// The prefix of the container ID of [`PodRef::identity_owner`]: `_` never appears in a
+/// namespace or a Pod name, nor in a runtime's container IDs (hexadecimal).
+const IDENTITY_PREFIX: &str = "statefulset_";
+
+impl PodRef {
+    /// The owner that holds this StatefulSet Pod's address while no sandbox of the Pod
+    /// does (between a DEL and the next ADD of a Pod of the same name), for the interface
+    /// `ifname`: `statefulset_NAMESPACE_NAME/IFNAME`. `None` for a Pod without a
+    /// StatefulSet or a namespace, or whose names make too long a container ID.
+    ///
+    /// ```
+    /// use ipam_core::PodRef;
+    /// let pod = PodRef {
+    ///     namespace: Some("prod".into()),
+    ///     name: "db-0".into(),
+    ///     statefulset: Some("db".into()),
+    ///     ..PodRef::default()
+    /// };
+    /// let owner = pod.identity_owner("eth0").unwrap();
+    /// assert_eq!(owner.to_string(), "statefulset_prod_db-0/eth0");
+    /// assert!(owner.is_statefulset_identity());
+    /// ```
+    pub fn identity_owner(&self, ifname: &str) -> Option<Owner> {
+        self.statefulset.as_ref()?;
+        let namespace = self.namespace.as_ref()?;
+        Owner::new(
+            format!("{IDENTITY_PREFIX}{namespace}_{}", self.name),
+            ifname,
+        )
+        .ok()
+    }
+
+    /// Whether `other` is the same Pod identity: namespace, name and StatefulSet.
+    pub fn same_identity(&self, other: &PodRef) -> bool {
+        self.statefulset.is_some()
+            && self.namespace == other.namespace
+            && self.name == other.name
+            && self.statefulset == other.statefulset
+    }
+
+    /// The Pod's ordinal in its StatefulSet: the number after the last `-` of its name, when
+    /// the name is the StatefulSet's name, `-`, and a number (`db-2`: 2).
+    pub fn ordinal(&self) -> Option<u32> {
+        let sts = self.statefulset.as_ref()?;
+        let rest = self.name.strip_prefix(sts.as_str())?.strip_prefix('-')?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+}
+
+impl Owner {
+    /// Whether this owner is a StatefulSet Pod's identity ([`PodRef::identity_owner`]),
+    /// not a container: its addresses wait for the Pod's next sandbox.
+    pub fn is_statefulset_identity(&self) -> bool {
+        self.container_id().starts_with(IDENTITY_PREFIX)
+    }
 }
 
 impl fmt::Display for PodRef {

@@ -63,10 +63,10 @@ mod validation;
 
 pub use addr::{parse_addr, parse_cidr, AddrError, AddrErrorKind, Family, IpRange};
 pub use engine::{
-    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Request, Sleep, Slot,
-    ThreadSleep,
+    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Released, Request, Sleep,
+    Slot, ThreadSleep,
 };
-pub use error::{Error, ObjectKind, PoolCounts, StoreError, Unavailable};
+pub use error::{Error, ObjectKind, PoolCounts, StillHeld, StoreError, Unavailable};
 pub use holder::{Allocation, PodRef};
 pub use memory::MemoryStore;
 pub use name::{check_dns_label, check_dns_subdomain, ObjectName, Owner};

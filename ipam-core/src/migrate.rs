@@ -198,7 +198,8 @@ mod tests {
             Some(PodRef {
                 namespace: Some("default".into()),
                 name: "c2".into(),
-                uid: None
+                uid: None,
+                statefulset: None,
             })
         );
         let owners = decoded

@@ -80,6 +80,7 @@ fn an_allocation_whose_holder_would_make_its_block_too_large_is_refused_at_once(
             namespace: None,
             name: format!("{id}-{}", "x".repeat(400)),
             uid: None,
+            statefulset: None,
         })
     };
     let mut granted = 0;

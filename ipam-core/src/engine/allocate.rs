@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use super::objects::overlap;
 use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
 use crate::addr::{to_u128, Family};
-use crate::error::{Error, ObjectKind, StoreError, Unavailable};
+use crate::error::{Error, ObjectKind, StillHeld, StoreError, Unavailable};
 use crate::holder::{Allocation, Held, Holder};
 use crate::name::ObjectName;
 use crate::pool::IpPool;
@@ -103,6 +103,14 @@ impl<S: Store> Ipam<S> {
         let mut keys = vec![owner_key.clone(), Key::ReservedSummary];
         keys.extend(stored.iter().map(|n| Key::Pool((*n).clone())));
         keys.extend(names.iter().map(|n| self.cursor_key(n)));
+        // A StatefulSet Pod's identity: the addresses kept for it, read in the same trip.
+        let identity = request
+            .pod
+            .as_ref()
+            .and_then(|p| p.identity_owner(request.owner.ifname()));
+        if let Some(id) = &identity {
+            keys.push(Key::Owner(id.clone()));
+        }
         let found = self.store.get_many(&keys).await?;
         if found.len() != keys.len() {
             return Err(corrupt(&keys[0], "one answer per key read"));
@@ -142,6 +150,13 @@ impl<S: Store> Ipam<S> {
             let cursor = typed::<u128>(k, r)?.map(|v| v.value);
             lenses.get_mut(*name).expect("every name has a lens").cursor = cursor;
         }
+        let identity_index = match &identity {
+            Some(_) => {
+                let (k, r) = next();
+                typed::<Vec<Held>>(k, r)?
+            }
+            None => None,
+        };
         refuse_overlaps(request, &stored, &lenses)?;
         for slot in &request.slots {
             let Some(wanted) = slot.family else { continue };
@@ -166,6 +181,16 @@ impl<S: Store> Ipam<S> {
             .filter(|h| h.network == request.network)
             .map(|h| block_of(h.address))
             .collect();
+        let kept_for_identity: Vec<Held> = identity_index
+            .as_ref()
+            .map(|v| v.value.clone())
+            .unwrap_or_default();
+        wanted.extend(
+            kept_for_identity
+                .iter()
+                .filter(|h| h.network == request.network)
+                .map(|h| block_of(h.address)),
+        );
         for slot in &request.slots {
             match (slot.requested, slot.pools.first()) {
                 (Some(address), _) => wanted.push(block_of(address)),
@@ -221,6 +246,19 @@ impl<S: Store> Ipam<S> {
                 });
                 continue;
             }
+            if slot.requested.is_none() {
+                let kept = Kept {
+                    request,
+                    listed: &kept_for_identity,
+                    summary: &summary,
+                    lenses: &lenses,
+                    node: self.config.node.as_ref(),
+                };
+                if let Some(g) = kept.take_over(slot, &granted, &mut cache)? {
+                    granted.push(g);
+                    continue;
+                }
+            }
             let allocation = match slot.requested {
                 Some(address) => {
                     self.take_requested(request, slot, address, &summary, &lenses, &mut cache)
@@ -255,6 +293,43 @@ impl<S: Store> Ipam<S> {
             }
         }
         txn.put(owner_key, Record::Owner(entries), Expect::read(&index));
+        // A StatefulSet Pod's identity lists its addresses on this network, before the
+        // blocks too: the next Pod of that name finds them there, whether this sandbox
+        // still holds them or a DEL kept them for the identity. Its earlier addresses on
+        // this network that no slot took any more go (released in the blocks below).
+        if let Some(id) = &identity {
+            let mut listed: Vec<Held> = kept_for_identity
+                .iter()
+                .filter(|h| h.network != request.network)
+                .cloned()
+                .collect();
+            listed.extend(granted.iter().map(|g| Held {
+                network: request.network.clone(),
+                address: g.allocation.address,
+            }));
+            for h in kept_for_identity
+                .iter()
+                .filter(|h| h.network == request.network && !listed.contains(h))
+            {
+                let (family, idx) = block_of(h.address);
+                let value = to_u128(h.address);
+                let waiting = cache
+                    .current(family, idx)
+                    .and_then(|b| b.holder(value))
+                    .is_some_and(|x| x.owner == *id);
+                if waiting {
+                    cache.edit(family, idx, None).remove(value);
+                }
+            }
+            if listed != kept_for_identity {
+                let key = Key::Owner(id.clone());
+                if listed.is_empty() {
+                    txn.delete(key, Expect::read(&identity_index));
+                } else {
+                    txn.put(key, Record::Owner(listed), Expect::read(&identity_index));
+                }
+            }
+        }
         // 2. The blocks: the compare-and-swap that decides.
         cache.write_into(&mut txn);
         // 3. Cursors: hints, written only when the search left the block they point into.
@@ -575,6 +650,95 @@ fn resume(cache: &BlockCache, family: Family, start: u128) -> u128 {
     match cache.current(family, index).and_then(|b| b.next()) {
         Some(next) if next > start && block_index(next - 1) == index => next,
         _ => start,
+    }
+}
+
+/// What a StatefulSet Pod's request finds kept for its identity (its identity owner's
+/// index entries on every network), and what a slot may take of it.
+struct Kept<'a> {
+    request: &'a Request,
+    listed: &'a [Held],
+    summary: &'a FamilySets,
+    lenses: &'a HashMap<ObjectName, Lens>,
+    node: Option<&'a ObjectName>,
+}
+
+impl Kept<'_> {
+    /// The address this slot gets back: one listed for the identity on this network, held
+    /// in its block by a Pod of the same identity, that one of the slot's pools covers and no
+    /// reservation has claimed since. It is taken over when it waits for the identity (a DEL
+    /// kept it) or its holder is an earlier sandbox of this very Pod (same UID); while an
+    /// earlier Pod's sandbox holds it, the request fails with [`Error::StillHeld`] (that
+    /// sandbox may still run, on a node out of reach). `None`: nothing kept; the slot takes
+    /// a free address as any other.
+    fn take_over(
+        &self,
+        slot: &Slot,
+        granted: &[Granted],
+        cache: &mut BlockCache,
+    ) -> Result<Option<Granted>, Error> {
+        let request = self.request;
+        let Some(pod) = &request.pod else {
+            return Ok(None);
+        };
+        for h in self.listed.iter().filter(|h| h.network == request.network) {
+            if granted.iter().any(|g| g.allocation.address == h.address) {
+                continue;
+            }
+            let (family, idx) = block_of(h.address);
+            cache.readable(family, idx)?;
+            let value = to_u128(h.address);
+            let Some(holder) = cache.current(family, idx).and_then(|b| b.holder(value)) else {
+                continue;
+            };
+            let same = holder.network == request.network
+                && holder.pod.as_ref().is_some_and(|p| p.same_identity(pod));
+            let reserved = self.summary.get(family).contains(value)
+                || request.reserved.get(family).contains(value);
+            let lens = slot
+                .pools
+                .iter()
+                .find(|n| self.lenses[*n].covers(&holder.pool, h.address));
+            let (true, false, Some(lens)) = (same, reserved, lens) else {
+                continue;
+            };
+            let waiting = holder.owner.is_statefulset_identity();
+            let uid = holder.pod.as_ref().and_then(|p| p.uid.clone());
+            let same_pod = uid.is_some() && uid == pod.uid;
+            if !waiting && !same_pod {
+                return Err(Error::StillHeld(Box::new(StillHeld {
+                    address: h.address,
+                    pod: pod.to_string(),
+                    uid,
+                    holder: holder.owner.clone(),
+                    node: holder.node.clone(),
+                })));
+            }
+            let pool = holder.pool.clone();
+            let taken = Holder {
+                owner: request.owner.clone(),
+                network: request.network.clone(),
+                pool: pool.clone(),
+                pod: Some(pod.clone()),
+                node: self.node.cloned(),
+            };
+            let block = cache.edit(family, idx, None);
+            block.remove(value);
+            block.insert(value, taken);
+            return Ok(Some(Granted {
+                allocation: Allocation {
+                    address: h.address,
+                    pool: lens.clone(),
+                    network: request.network.clone(),
+                    owner: request.owner.clone(),
+                    pod: Some(pod.clone()),
+                    node: self.node.cloned(),
+                },
+                pool: self.lenses[lens].pool.clone(),
+                fresh: true,
+            }));
+        }
+        Ok(None)
     }
 }
 

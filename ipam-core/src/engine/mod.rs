@@ -23,6 +23,7 @@ mod release;
 
 pub use allocate::Granted;
 pub use inspect::{Explanation, PoolFinding};
+pub use release::Released;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -199,7 +200,7 @@ impl Slot {
 /// use ipam_core::{FamilySets, ObjectName, Owner, PodRef, Request, Slot};
 /// let pool = ObjectName::new("test-ippool").unwrap();
 /// let request = Request::new(Owner::new("c1", "eth0").unwrap(), "macvlan")
-///     .pod(PodRef { namespace: Some("default".into()), name: "pod-a".into(), uid: None })
+///     .pod(PodRef { namespace: Some("default".into()), name: "pod-a".into(), uid: None, statefulset: None })
 ///     .slot(Slot::any_of([pool]))
 ///     .reserving(FamilySets::default());
 /// assert_eq!(request.slots().len(), 1);

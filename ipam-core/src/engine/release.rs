@@ -47,6 +47,27 @@ impl Candidates<'_> {
     }
 }
 
+/// Whether a release keeps StatefulSet Pods' addresses for their identity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Every address looked at is released.
+    Nothing,
+    /// An address whose holder records a StatefulSet Pod moves to the Pod's identity owner
+    /// ([`PodRef::identity_owner`](crate::PodRef::identity_owner)) instead: held, by no
+    /// sandbox, until the next Pod of that name takes it over.
+    StatefulSets,
+}
+
+/// What a release that keeps StatefulSet Pods' addresses did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// The addresses given back.
+    pub released: Vec<Allocation>,
+    /// The addresses now held for a StatefulSet Pod's identity (`owner` is the identity
+    /// owner), waiting for the Pod's next sandbox.
+    pub kept: Vec<Allocation>,
+}
+
 impl<S: Store> Ipam<S> {
     /// What `owner` holds, on every network, as the blocks say.
     pub async fn owner_allocations(&self, owner: &Owner) -> Result<Vec<Allocation>, Error> {
@@ -78,7 +99,63 @@ impl<S: Store> Ipam<S> {
         network: Option<&str>,
     ) -> Result<Vec<Allocation>, Error> {
         self.retrying("release", || {
-            self.try_release(owner, Candidates::Network(network, &[]))
+            self.try_release(owner, Candidates::Network(network, &[]), Keep::Nothing)
+        })
+        .await
+        .map(|r| r.released)
+    }
+
+    /// As [`Ipam::release`], but the address of a StatefulSet Pod (its holder records the
+    /// StatefulSet) is kept for the Pod's identity rather than released: the next Pod of the
+    /// same namespace and name gets it back (see [`Request::pod`](crate::Request::pod)).
+    /// Whether the StatefulSet still wants that Pod is the caller's to ask; what it no longer
+    /// wants it releases from [`Released::kept`] with [`Ipam::release_addresses`] and the
+    /// identity owner.
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// use ipam_core::{IpPool, IpPoolSpec, Ipam, MemoryStore, ObjectName, Owner, PodRef, Request, Slot};
+    /// let ipam = Ipam::new(MemoryStore::new());
+    /// let spec = IpPoolSpec { subnet: "10.0.0.0/24".into(), ips: vec!["10.0.0.10-10.0.0.20".into()], ..Default::default() };
+    /// ipam.apply_pool(IpPool::new("pool", spec).unwrap()).await.unwrap();
+    /// let db0 = |uid: &str| PodRef {
+    ///     namespace: Some("prod".into()), name: "db-0".into(), uid: Some(uid.into()),
+    ///     statefulset: Some("db".into()),
+    /// };
+    /// let add = |container: &str, uid: &str| {
+    ///     Request::new(Owner::new(container, "eth0").unwrap(), "net1")
+    ///         .pod(db0(uid))
+    ///         .slot(Slot::any_of([ObjectName::new("pool").unwrap()]))
+    /// };
+    /// let first = ipam.allocate(&add("c1", "u1")).await.unwrap()[0].allocation.address;
+    /// let done = ipam.release_keeping(&Owner::new("c1", "eth0").unwrap(), Some("net1")).await.unwrap();
+    /// assert_eq!(done.kept[0].address, first);
+    /// // The Pod comes back (a new UID, another sandbox): the same address.
+    /// let again = ipam.allocate(&add("c2", "u2")).await.unwrap()[0].allocation.address;
+    /// assert_eq!(again, first);
+    /// # });
+    /// ```
+    pub async fn release_keeping(
+        &self,
+        owner: &Owner,
+        network: Option<&str>,
+    ) -> Result<Released, Error> {
+        self.retrying("release", || {
+            self.try_release(owner, Candidates::Network(network, &[]), Keep::StatefulSets)
+        })
+        .await
+    }
+
+    /// As [`Ipam::release_addresses`], keeping StatefulSet Pods' addresses for their
+    /// identity as [`Ipam::release_keeping`] does: what the lifecycle controller does with
+    /// a leaked sandbox of a StatefulSet Pod that is to come back.
+    pub async fn release_addresses_keeping(
+        &self,
+        owner: &Owner,
+        addresses: &[IpAddr],
+    ) -> Result<Released, Error> {
+        self.retrying("release", || {
+            self.try_release(owner, Candidates::Only(addresses), Keep::StatefulSets)
         })
         .await
     }
@@ -92,16 +169,18 @@ impl<S: Store> Ipam<S> {
         addresses: &[IpAddr],
     ) -> Result<Vec<Allocation>, Error> {
         self.retrying("release", || {
-            self.try_release(owner, Candidates::Only(addresses))
+            self.try_release(owner, Candidates::Only(addresses), Keep::Nothing)
         })
         .await
+        .map(|r| r.released)
     }
 
     async fn try_release(
         &self,
         owner: &Owner,
         which: Candidates<'_>,
-    ) -> Result<Vec<Allocation>, Error> {
+        keep: Keep,
+    ) -> Result<Released, Error> {
         let key = Key::Owner(owner.clone());
         let index = self.read::<Vec<Held>>(&key).await?;
         let entries: &[Held] = index.as_ref().map_or(&[], |v| &v.value);
@@ -124,12 +203,13 @@ impl<S: Store> Ipam<S> {
             }
         }
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Released::default());
         }
         let mut cache = BlockCache::default();
         self.load_blocks(&mut cache, candidates.iter().map(|a| block_of(*a)))
             .await?;
         let mut released = Vec::new();
+        let mut kept: Vec<Allocation> = Vec::new();
         for address in &candidates {
             let (family, idx) = block_of(*address);
             cache.readable(family, idx)?;
@@ -139,10 +219,31 @@ impl<S: Store> Ipam<S> {
                 .and_then(|b| b.holder(value))
                 .is_some_and(|h| h.owner == *owner && which.releases(h));
             if mine {
-                let holder = cache.edit(family, idx, None).remove(value).expect("held");
-                released.push(allocation_of(family, value, &holder));
+                let block = cache.edit(family, idx, None);
+                let holder = block.remove(value).expect("held");
+                let identity = match keep {
+                    Keep::StatefulSets if !owner.is_statefulset_identity() => holder
+                        .pod
+                        .as_ref()
+                        .and_then(|p| p.identity_owner(owner.ifname())),
+                    _ => None,
+                };
+                match identity {
+                    Some(id) => {
+                        let waiting = Holder {
+                            owner: id,
+                            ..holder
+                        };
+                        kept.push(allocation_of(family, value, &waiting));
+                        block.insert(value, waiting);
+                    }
+                    None => released.push(allocation_of(family, value, &holder)),
+                }
             }
         }
+        // The identities' indexes list what is kept for them before their blocks say so (as
+        // an allocation writes its owner's index first): the Pod's next ADD looks there.
+        let identities = self.identity_indexes(owner, &kept, &released).await?;
         // An index entry goes when its address was looked at and the owner no longer holds
         // it on that network (released now, or never taken: a stopped allocation).
         let still_holds = |h: &Held| {
@@ -152,7 +253,7 @@ impl<S: Store> Ipam<S> {
                 .and_then(|b| b.holder(to_u128(h.address)))
                 .is_some_and(|x| x.owner == *owner && x.network == h.network)
         };
-        let (dropped, kept): (Vec<Held>, Vec<Held>) = entries.iter().cloned().partition(|h| {
+        let (dropped, remaining): (Vec<Held>, Vec<Held>) = entries.iter().cloned().partition(|h| {
             candidates.contains(&h.address) && which.network_matches(&h.network) && !still_holds(h)
         });
         // An entry dropped without a release of its address is guarded by its block: the
@@ -162,6 +263,9 @@ impl<S: Store> Ipam<S> {
             cache.guard(family, idx);
         }
         let mut txn = Transaction::new();
+        for write in identities.before {
+            put_or_delete(&mut txn, write);
+        }
         // 3 (computed first, written last). A block that empties is deleted, and with it
         // the `next` hint that carried its pools' round-robin searches on from their
         // cursors: a cursor still pointing into the block, behind that hint, moves to it, so
@@ -171,18 +275,91 @@ impl<S: Store> Ipam<S> {
         // 1. The blocks that decide.
         cache.write_into(&mut txn);
         // 2. The index, after.
-        if kept.len() != entries.len() {
-            if kept.is_empty() {
+        if remaining.len() != entries.len() {
+            if remaining.is_empty() {
                 txn.delete(key, Expect::read(&index));
             } else {
-                txn.put(key, Record::Owner(kept), Expect::read(&index));
+                txn.put(key, Record::Owner(remaining), Expect::read(&index));
             }
+        }
+        for write in identities.after {
+            put_or_delete(&mut txn, write);
         }
         for (cursor, next) in hints {
             txn.put(cursor, Record::Cursor(next), Expect::Any);
         }
         self.commit(txn).await?;
-        Ok(released)
+        Ok(Released { released, kept })
+    }
+
+    /// The identity owners' index records to rewrite: those that must list `kept` and do
+    /// not yet (written before the blocks), and those that list what `released` gave back of
+    /// a StatefulSet Pod (written after them), each with its precondition (the version read).
+    async fn identity_indexes(
+        &self,
+        owner: &Owner,
+        kept: &[Allocation],
+        released: &[Allocation],
+    ) -> Result<IdentityWrites, Error> {
+        let mut owners: Vec<Owner> = kept.iter().map(|a| a.owner.clone()).collect();
+        let gone: Vec<(Owner, Held)> = released
+            .iter()
+            .filter_map(|a| {
+                let id = a.pod.as_ref()?.identity_owner(a.owner.ifname())?;
+                // The identity's own release rewrites its index as any owner's.
+                if id == *owner {
+                    return None;
+                }
+                let entry = Held {
+                    network: a.network.clone(),
+                    address: a.address,
+                };
+                Some((id, entry))
+            })
+            .collect();
+        owners.extend(gone.iter().map(|(o, _)| o.clone()));
+        owners.sort();
+        owners.dedup();
+        let mut out = IdentityWrites::default();
+        if owners.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<Key> = owners.iter().map(|o| Key::Owner(o.clone())).collect();
+        let found = self.store.get_many(&keys).await?;
+        for ((key, owner), record) in keys.into_iter().zip(&owners).zip(found) {
+            let index = super::typed::<Vec<Held>>(&key, record)?;
+            let read = index.as_ref().map(|v| v.value.clone()).unwrap_or_default();
+            let mut entries: Vec<Held> = read
+                .iter()
+                .filter(|h| !gone.iter().any(|(o, e)| o == owner && e == *h))
+                .cloned()
+                .collect();
+            let mut adds = false;
+            for a in kept.iter().filter(|a| a.owner == *owner) {
+                let entry = Held {
+                    network: a.network.clone(),
+                    address: a.address,
+                };
+                if !entries.contains(&entry) {
+                    entries.push(entry);
+                    adds = true;
+                }
+            }
+            if entries == read {
+                continue;
+            }
+            let write = if entries.is_empty() {
+                (key, None, Expect::read(&index))
+            } else {
+                (key, Some(Record::Owner(entries)), Expect::read(&index))
+            };
+            if adds {
+                out.before.push(write);
+            } else {
+                out.after.push(write);
+            }
+        }
+        Ok(out)
     }
 
     /// The cursors to move to the `next` hint of the blocks this release empties: those of
@@ -241,8 +418,13 @@ impl<S: Store> Ipam<S> {
                 .unreadable
                 .extend(invalid.into_iter().map(|(k, bad)| super::invalid(&k, bad)));
             for (_, block) in blocks {
+                // An address kept for a StatefulSet Pod's identity has no sandbox to be
+                // listed as valid: the lifecycle controller decides it, not a runtime's GC.
                 for (value, h) in block.value.iter() {
-                    if h.network == network && !valid.contains(&h.owner) && h.node.as_ref() == node
+                    if h.network == network
+                        && !valid.contains(&h.owner)
+                        && !h.owner.is_statefulset_identity()
+                        && h.node.as_ref() == node
                     {
                         targets
                             .entry(h.owner.clone())
@@ -260,17 +442,20 @@ impl<S: Store> Ipam<S> {
             let Key::Owner(owner) = key else {
                 return Err(corrupt(&key, "an owner key"));
             };
-            if !valid.contains(&owner) && index.value.iter().any(|h| h.network == network) {
+            if !valid.contains(&owner)
+                && !owner.is_statefulset_identity()
+                && index.value.iter().any(|h| h.network == network)
+            {
                 targets.entry(owner).or_default();
             }
         }
         for (owner, found) in targets {
             let which = Candidates::OfNode(network, &found, node);
             match self
-                .retrying("gc", || self.try_release(&owner, which))
+                .retrying("gc", || self.try_release(&owner, which, Keep::Nothing))
                 .await
             {
-                Ok(released) => report.released.extend(released),
+                Ok(done) => report.released.extend(done.released),
                 Err(e) => report.failures.push((owner, e)),
             }
         }
@@ -484,6 +669,20 @@ impl<S: Store> Ipam<S> {
         self.commit(txn).await?;
         Ok(freed)
     }
+}
+
+/// Rewrites of identity owners' indexes (`None`: delete it), before and after the blocks.
+#[derive(Default)]
+struct IdentityWrites {
+    before: Vec<(Key, Option<Record>, Expect)>,
+    after: Vec<(Key, Option<Record>, Expect)>,
+}
+
+fn put_or_delete(txn: &mut Transaction, (key, record, expect): (Key, Option<Record>, Expect)) {
+    match record {
+        Some(r) => txn.put(key, r, expect),
+        None => txn.delete(key, expect),
+    };
 }
 
 fn block_of(address: IpAddr) -> (Family, u128) {

@@ -422,6 +422,7 @@ mod tests {
                     namespace: Some("default".into()),
                     name: "web".into(),
                     uid: None,
+                    statefulset: None,
                 }),
                 node: Some(name("node-1")),
             },
