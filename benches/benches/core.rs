@@ -189,6 +189,7 @@ fn state_size(_: &mut Criterion) {
             namespace: Some("default".into()),
             name: format!("test-app-67dd9f645-{i:05}"),
             uid: Some(format!("{:08x}-1234-5678-9abc-{:012x}", i, i)),
+            statefulset: None,
         }),
         node: Some(name("worker-node-0042")),
     };

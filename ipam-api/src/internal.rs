@@ -44,6 +44,9 @@ pub struct HolderSpec {
     pub pod_uid: Option<String>,
     /// The node whose plugin took the address, where recorded.
     pub node: Option<String>,
+    /// The StatefulSet of the Pod, where the plugin looked it up: the address is kept for
+    /// the Pod's identity. Written in the object form only (one line has no place for it).
+    pub statefulset: Option<String>,
 }
 
 /// [`HolderSpec`] as one object: the earlier form, and the form of a holder that one line
@@ -65,6 +68,12 @@ struct HolderObject {
     pod_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
+    #[serde(
+        default,
+        rename = "statefulSet",
+        skip_serializing_if = "Option::is_none"
+    )]
+    statefulset: Option<String>,
 }
 
 impl HolderSpec {
@@ -73,15 +82,16 @@ impl HolderSpec {
     /// contract's charsets); a Pod name from `CNI_ARGS` need not be.
     pub fn fits_one_line(&self) -> bool {
         let word = |s: &str| !s.is_empty() && !s.contains(' ');
-        [
-            &self.address,
-            &self.container_id,
-            &self.ifname,
-            &self.network,
-            &self.pool,
-        ]
-        .iter()
-        .all(|s| word(s))
+        self.statefulset.is_none()
+            && [
+                &self.address,
+                &self.container_id,
+                &self.ifname,
+                &self.network,
+                &self.pool,
+            ]
+            .iter()
+            .all(|s| word(s))
             && self
                 .pod_namespace
                 .as_deref()
@@ -164,6 +174,7 @@ impl HolderSpec {
                     pod_name,
                     pod_uid,
                     node,
+                    statefulset: None,
                 })
             }
             _ => Err(format!(
@@ -188,6 +199,7 @@ impl Serialize for HolderSpec {
             pod_name: self.pod_name.clone(),
             pod_uid: self.pod_uid.clone(),
             node: self.node.clone(),
+            statefulset: self.statefulset.clone(),
         }
         .serialize(serializer)
     }
@@ -199,7 +211,7 @@ impl<'de> Deserialize<'de> for HolderSpec {
         #[serde(untagged)]
         enum Either {
             Line(String),
-            Object(HolderObject),
+            Object(Box<HolderObject>),
         }
         match Either::deserialize(deserializer)? {
             Either::Line(line) => HolderSpec::from_line(&line).map_err(serde::de::Error::custom),
@@ -213,6 +225,7 @@ impl<'de> Deserialize<'de> for HolderSpec {
                 pod_name: o.pod_name,
                 pod_uid: o.pod_uid,
                 node: o.node,
+                statefulset: o.statefulset,
             }),
         }
     }
@@ -378,9 +391,10 @@ mod tests {
             proptest::option::of(text),
             proptest::option::of(text),
             proptest::option::of("[a-z0-9 @/._-]{0,12}"),
+            proptest::option::of(text),
         )
             .prop_map(
-                |((address, container_id, ifname, network, pool), ns, name, uid, node)| {
+                |((address, container_id, ifname, network, pool), ns, name, uid, node, sts)| {
                     HolderSpec {
                         address,
                         container_id,
@@ -391,6 +405,7 @@ mod tests {
                         pod_name: name,
                         pod_uid: uid,
                         node,
+                        statefulset: sts,
                     }
                 },
             )

@@ -49,7 +49,7 @@ pub use objects::{
     Count, IPPool, IPPoolSpec, IPPoolStatus, List, PodDetails, ReservedIP, ReservedIPSpec,
     ReservedIPStatus,
 };
-pub use workloads::{NodeFacts, PodFacts, PodPhase, Workloads};
+pub use workloads::{NodeFacts, PodFacts, PodPhase, StatefulSetFacts, Workloads};
 
 /// The API group of this project's kinds.
 pub const GROUP: &str = "ipam.rs";

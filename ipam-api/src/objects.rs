@@ -237,6 +237,9 @@ pub struct PodDetails {
     pub uid: Option<String>,
     /// `metadata.annotations`.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The StatefulSet that controls the Pod (its controller owner reference of kind
+    /// `StatefulSet` in `apps`), where one does.
+    pub statefulset: Option<String>,
 }
 
 #[cfg(test)]

@@ -68,6 +68,37 @@ pub struct Workloads {
     pub pods: BTreeMap<(String, String), PodFacts>,
     /// The Node objects, by name.
     pub nodes: BTreeMap<String, NodeFacts>,
+    /// The StatefulSets, by `(namespace, name)`.
+    pub statefulsets: BTreeMap<(String, String), StatefulSetFacts>,
+}
+
+/// What the lifecycle rules read of a StatefulSet: which ordinals it wants.
+///
+/// ```
+/// use ipam_api::StatefulSetFacts;
+/// let db = StatefulSetFacts { start: 0, replicas: 3, deleting: false };
+/// assert!(db.wants(2));
+/// assert!(!db.wants(3));
+/// assert!(!StatefulSetFacts { deleting: true, ..db }.wants(0));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatefulSetFacts {
+    /// `spec.ordinals.start` (0 when absent).
+    pub start: u32,
+    /// `spec.replicas` (1 when absent, as Kubernetes defaults it).
+    pub replicas: u32,
+    /// `metadata.deletionTimestamp` is set: the StatefulSet goes, and its Pods with it.
+    pub deleting: bool,
+}
+
+impl StatefulSetFacts {
+    /// Whether the StatefulSet wants a Pod of `ordinal`: it is not being deleted and the
+    /// ordinal is in `start..start + replicas`.
+    pub fn wants(&self, ordinal: u32) -> bool {
+        !self.deleting
+            && ordinal >= self.start
+            && u64::from(ordinal) < u64::from(self.start) + u64::from(self.replicas)
+    }
 }
 
 impl Workloads {
@@ -79,5 +110,11 @@ impl Workloads {
     /// The Node `name`, if it exists.
     pub fn node(&self, name: &str) -> Option<&NodeFacts> {
         self.nodes.get(name)
+    }
+
+    /// The StatefulSet `namespace/name`, if it exists.
+    pub fn statefulset(&self, namespace: &str, name: &str) -> Option<&StatefulSetFacts> {
+        self.statefulsets
+            .get(&(namespace.to_owned(), name.to_owned()))
     }
 }

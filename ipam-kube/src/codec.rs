@@ -243,6 +243,7 @@ impl Codec {
                         pod_name: h.pod.as_ref().map(|p| p.name.clone()),
                         pod_uid: h.pod.as_ref().and_then(|p| p.uid.clone()),
                         node: h.node.as_ref().map(ToString::to_string),
+                        statefulset: h.pod.as_ref().and_then(|p| p.statefulset.clone()),
                     })
                     .collect();
                 serde_json::to_value(crd::IPAMBlockSpec {
@@ -552,6 +553,7 @@ impl Codec {
                         namespace: h.pod_namespace,
                         name,
                         uid: h.pod_uid,
+                        statefulset: h.statefulset,
                     });
                     let holder = Holder {
                         owner,
@@ -765,6 +767,7 @@ mod tests {
                     namespace: None,
                     name: "web".into(),
                     uid: Some("u".into()),
+                    statefulset: None,
                 }),
                 node: Some(ObjectName::new("node-1").unwrap()),
             },

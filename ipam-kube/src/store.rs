@@ -16,7 +16,8 @@ use kube::{Client, Config};
 use crate::codec::{Codec, Kind, Place};
 use crate::connection::{self, Patient, Sources, StillRefused};
 use crate::PodDetails;
-use ipam_api::{NodeFacts, PodFacts, PodPhase, Workloads};
+use ipam_api::{NodeFacts, PodFacts, PodPhase, StatefulSetFacts, Workloads};
+use k8s_openapi::api::apps::v1::StatefulSet;
 
 /// Objects per page of a list, as kubectl's chunking.
 const LIST_PAGE: u32 = 500;
@@ -54,6 +55,37 @@ fn pod_facts(pod: k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Po
         node: pod.spec.and_then(|s| s.node_name),
     };
     Some((meta.namespace?, meta.name?, facts))
+}
+
+/// The StatefulSet that controls a Pod: its controller owner reference of kind
+/// `StatefulSet` in the `apps` group.
+fn statefulset_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| {
+            r.controller == Some(true)
+                && r.kind == "StatefulSet"
+                && r.api_version.split('/').next() == Some("apps")
+        })
+        .map(|r| r.name.clone())
+}
+
+/// What the lifecycle rules read of a StatefulSet.
+fn statefulset_facts(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> StatefulSetFacts {
+    let spec = sts.spec.as_ref();
+    StatefulSetFacts {
+        start: spec
+            .and_then(|s| s.ordinals.as_ref())
+            .and_then(|o| o.start)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(0)),
+        replicas: spec
+            .and_then(|s| s.replicas)
+            .map_or(1, |n| u32::try_from(n).unwrap_or(0)),
+        deleting: sts.metadata.deletion_timestamp.is_some(),
+    }
 }
 
 /// What the lifecycle rules read of a Node: whether its `Ready` condition is `True`.
@@ -402,6 +434,7 @@ impl KubeStore {
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodDetails>, StoreError> {
         let pod = self.get_pod(namespace, name).await?;
         Ok(pod.map(|pod| PodDetails {
+            statefulset: statefulset_of(&pod.metadata),
             uid: pod.metadata.uid,
             annotations: pod.metadata.annotations.unwrap_or_default(),
         }))
@@ -509,7 +542,41 @@ impl KubeStore {
             })
             .await
             .map_err(|e| inner.error("list", "nodes", e))?;
+            let statefulsets: Api<StatefulSet> = Api::all(inner.client.clone());
+            each_page(&statefulsets, ListParams::default(), |page| {
+                for sts in page.items {
+                    let meta = &sts.metadata;
+                    if let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) {
+                        out.statefulsets.insert((ns, name), statefulset_facts(&sts));
+                    }
+                }
+            })
+            .await
+            .map_err(|e| inner.error("list", "statefulsets", e))?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// What the StatefulSet `namespace/name` is now (`None`: it does not exist), read from
+    /// the API server: whether a StatefulSet Pod's DEL keeps its address.
+    ///
+    /// Errors: as [`KubeStore::pod`]'s.
+    pub async fn statefulset(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StatefulSetFacts>, StoreError> {
+        ipam_core::check_dns_label("namespace", namespace)
+            .and_then(|()| ipam_core::check_dns_subdomain("name", name))
+            .map_err(|e| io(&format!("get statefulset {namespace}/{name}"), e))?;
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.on_runtime(|inner| async move {
+            let api: Api<StatefulSet> = Api::namespaced(inner.client.clone(), &namespace);
+            api.get_opt(&name)
+                .await
+                .map(|found| found.as_ref().map(statefulset_facts))
+                .map_err(|e| inner.error("get statefulset", &format!("{namespace}/{name}"), e))
         })
         .await
     }

@@ -550,6 +550,7 @@ const PLUGIN_MAY: &[(&str, &str, Option<&str>)] = &[
     ("get", "reservedips.ipam.rs", None),
     ("list", "reservedips.ipam.rs", None),
     ("get", "pods", Some("default")),
+    ("get", "statefulsets.apps", Some("default")),
     ("get", "ipamblocks.ipam.rs", Some("ipam-rs")),
     ("list", "ipamblocks.ipam.rs", Some("ipam-rs")),
     ("create", "ipamblocks.ipam.rs", Some("ipam-rs")),
@@ -595,6 +596,8 @@ const PLUGIN_MAY_NOT: &[(&str, &str, Option<&str>)] = &[
     // The allocation kinds only in the store's namespace.
     ("get", "ipamblocks.ipam.rs", Some("default")),
     ("list", "pods", Some("default")),
+    ("list", "statefulsets.apps", Some("default")),
+    ("update", "statefulsets.apps", Some("default")),
     ("get", "secrets", Some("ipam-rs")),
     ("create", "namespaces", None),
     (
@@ -648,6 +651,7 @@ const OPERATOR_MAY: &[(&str, &str, Option<&str>)] = &[
     ),
     ("list", "pods", None),
     ("list", "nodes", None),
+    ("list", "statefulsets.apps", None),
 ];
 
 /// What the controller's requests need: its syncs' lists, the fresh look before a release, the
@@ -668,6 +672,8 @@ const CONTROLLER_MAY: &[(&str, &str, Option<&str>)] = &[
     ("get", "pods", Some("default")),
     ("list", "nodes", None),
     ("get", "nodes", None),
+    ("list", "statefulsets.apps", None),
+    ("get", "statefulsets.apps", Some("default")),
     ("list", "ipamblocks.ipam.rs", Some("ipam-rs")),
     ("update", "ipamblocks.ipam.rs", Some("ipam-rs")),
     ("delete", "ipamblocks.ipam.rs", Some("ipam-rs")),

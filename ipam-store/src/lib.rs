@@ -187,6 +187,16 @@ pub trait PodDirectory {
 
     /// Every Pod and Node, from complete lists (an error, never a part).
     fn workloads(&self) -> Result<Workloads, StoreError>;
+
+    /// Whether the StatefulSet `namespace/name` wants a Pod of `ordinal`: it exists, is not
+    /// being deleted, and the ordinal is in its range (`spec.ordinals.start` to start +
+    /// `spec.replicas`).
+    fn statefulset_wants(
+        &self,
+        namespace: &str,
+        name: &str,
+        ordinal: u32,
+    ) -> Result<bool, StoreError>;
 }
 
 pub use ipam_api::{PodDetails, Workloads};
@@ -199,6 +209,16 @@ impl PodDirectory for std::sync::Arc<ipam_kube::KubeStore> {
 
     fn workloads(&self) -> Result<Workloads, StoreError> {
         pollster::block_on(ipam_kube::KubeStore::workloads(self))
+    }
+
+    fn statefulset_wants(
+        &self,
+        namespace: &str,
+        name: &str,
+        ordinal: u32,
+    ) -> Result<bool, StoreError> {
+        let found = pollster::block_on(ipam_kube::KubeStore::statefulset(self, namespace, name))?;
+        Ok(found.is_some_and(|s| s.wants(ordinal)))
     }
 }
 

@@ -541,6 +541,7 @@ mod tests {
                         namespace: Some("default".into()),
                         name: format!("pod-{id}"),
                         uid: None,
+                        statefulset: None,
                     })
                     .slot(Slot::any_of([ObjectName::new("test-ippool").unwrap()])),
             ),

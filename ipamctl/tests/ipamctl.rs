@@ -547,6 +547,7 @@ fn allocations_print_flat_with_pod_fields_where_known() {
         namespace: Some("default".into()),
         name: "test-app-67dd9f645-dv8xz".into(),
         uid: Some("9f8e7d6c".into()),
+        statefulset: None,
     };
     assert_eq!(
         ctl.allocate("test-ippool", "c1", Some(pod)).unwrap(),
@@ -695,6 +696,7 @@ fn explain_gives_every_reason() {
             namespace: Some("default".into()),
             name: "web".into(),
             uid: None,
+            statefulset: None,
         }),
     )
     .unwrap();

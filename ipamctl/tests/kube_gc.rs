@@ -125,6 +125,7 @@ fn gc_dry_run_lists_each_kind_of_leak_and_nothing_else() {
                 namespace: Some(ns.clone()),
                 name: name.to_owned(),
                 uid,
+                statefulset: None,
             });
         }
         let granted = block_on(ipam.allocate(&request)).expect("ADD");
@@ -138,6 +139,7 @@ fn gc_dry_run_lists_each_kind_of_leak_and_nothing_else() {
             namespace: Some(ns.clone()),
             name: "gone-too".to_owned(),
             uid: Some("0e0e0e0e-0000-4000-8000-000000000002".to_owned()),
+            statefulset: None,
         });
     block_on(on_unready_node.allocate(&request)).expect("ADD on the node that is not Ready");
     addresses.insert("a-gone-unready", String::new());

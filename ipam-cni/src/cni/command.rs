@@ -238,6 +238,10 @@ impl Add {
         if pod.uid.is_none() {
             pod.uid = details.uid;
         }
+        // Recorded with the address, so that a DEL keeps it for the Pod's identity.
+        if add.net.keep_statefulset_addresses {
+            pod.statefulset = details.statefulset;
+        }
         if let Some((key, value)) = POD_POOL_ANNOTATIONS
             .iter()
             .find_map(|k| details.annotations.get(*k).map(|v| (*k, v)))
@@ -481,18 +485,79 @@ impl Del {
             "DEL {} on {:?}: released {}",
             owner,
             inv.net.name,
-            if released.is_empty() {
-                "nothing".to_string()
-            } else {
-                released
-                    .iter()
-                    .map(|a| a.address.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            addresses(&released)
         );
         Ok(())
     }
+
+    /// Runs DEL against `ipam` where the store knows Pods (Kubernetes): the address of a
+    /// StatefulSet Pod is kept for the Pod's identity while its StatefulSet wants the Pod
+    /// (it exists, is not being deleted, and the Pod's ordinal is in its range), so that the
+    /// Pod's next sandbox gets it back; otherwise it is released. Without
+    /// `keepStatefulSetAddresses`, as [`Del::execute`].
+    ///
+    /// A StatefulSet that cannot be read now keeps the address: ipam-controller releases
+    /// it once it sees the StatefulSet no longer wants the Pod, and a DEL must not fail for
+    /// an object that only decides how long an address waits.
+    pub async fn execute_keeping<S: Store>(
+        &self,
+        ipam: &Ipam<S>,
+        pods: &dyn ipam_store::PodDirectory,
+    ) -> Result<(), CniError> {
+        if !self.net.keep_statefulset_addresses {
+            return self.execute(ipam).await;
+        }
+        let (owner, network) = (&self.owner, &self.net.name);
+        let done = ipam.release_keeping(owner, Some(network)).await?;
+        let mut released = done.released;
+        let mut kept = Vec::new();
+        for a in done.kept {
+            let pod = a.pod.as_ref();
+            let wants = match (
+                pod.and_then(|p| p.namespace.as_deref()),
+                pod.and_then(|p| p.statefulset.as_deref()),
+                pod.and_then(PodRef::ordinal),
+            ) {
+                (Some(ns), Some(sts), Some(ordinal)) => pods
+                    .statefulset_wants(ns, sts, ordinal)
+                    .unwrap_or_else(|e| {
+                        log::warn!(
+                            "DEL {owner} on {network:?}: StatefulSet {ns}/{sts} not read ({e}); \
+                             {} kept for {}",
+                            a.address,
+                            a.owner
+                        );
+                        true
+                    }),
+                // A Pod whose name carries no ordinal of its StatefulSet: kept while the
+                // controller sees the StatefulSet.
+                _ => true,
+            };
+            if wants {
+                kept.push(a);
+            } else {
+                released.extend(ipam.release_addresses(&a.owner, &[a.address]).await?);
+            }
+        }
+        log::info!(
+            "DEL {owner} on {network:?}: released {}; kept for the StatefulSet Pod's next sandbox: {}",
+            addresses(&released),
+            addresses(&kept)
+        );
+        Ok(())
+    }
+}
+
+/// Addresses for a log line.
+fn addresses(allocations: &[Allocation]) -> String {
+    if allocations.is_empty() {
+        return "nothing".to_owned();
+    }
+    allocations
+        .iter()
+        .map(|a| a.address.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// CHECK: the owner holds every address of `prevResult` on this network (or, without a

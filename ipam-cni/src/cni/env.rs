@@ -152,6 +152,8 @@ impl CniArgs {
             namespace: given(&self.pod_namespace),
             name: given(&self.pod_name)?,
             uid: given(&self.pod_uid),
+            // Only the Pod itself says (the store's Pod directory, on Kubernetes).
+            statefulset: None,
         })
     }
 }
@@ -382,7 +384,8 @@ mod tests {
             Some(PodRef {
                 namespace: None,
                 name: "x".into(),
-                uid: None
+                uid: None,
+                statefulset: None,
             })
         );
         assert_eq!(CniArgs::parse("K8S_POD_NAMESPACE=ns").unwrap().pod(), None);

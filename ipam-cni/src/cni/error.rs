@@ -120,7 +120,7 @@ impl From<Error> for CniError {
             | Error::PoolDeleting { .. } => Code::InvalidConfig,
             Error::Exhausted { .. } => Code::Exhausted,
             Error::Unavailable { .. } => Code::Unavailable,
-            Error::TryAgainLater { .. } => Code::TryAgainLater,
+            Error::TryAgainLater { .. } | Error::StillHeld(_) => Code::TryAgainLater,
             Error::Store(s) => return CniError::from_store(s),
         };
         CniError::new(code, e.to_string())

@@ -35,7 +35,7 @@ use std::time::Duration;
 use ipam_core::Ipam;
 use ipam_store::DEFAULT_LOCK_WAIT;
 
-use self::command::{Invocation, Prepared};
+use self::command::{Executed, Invocation, Prepared};
 use self::config::{decode_stdin, MAX_STDIN_BYTES};
 use self::env::Command;
 use self::error::{CniError, Code};
@@ -265,7 +265,13 @@ fn open_execute_and_deliver(
         ..ipam_core::Config::default()
     };
     let ipam = Ipam::with_config(opened.store, config);
-    let done = pollster::block_on(inv.execute(&ipam))?;
+    let done = match (inv, &opened.pods) {
+        (Invocation::Del(del), Some(pods)) => {
+            pollster::block_on(del.execute_keeping(&ipam, &**pods))?;
+            Executed::default()
+        }
+        _ => pollster::block_on(inv.execute(&ipam))?,
+    };
     let out = Output::success(done.result.as_ref());
     let written = write_output(stdout, &out);
     if written.is_ok() && out.exit_code == 0 {

@@ -26,6 +26,8 @@ struct CommonIpamWire {
     data_dir: Option<String>,
     #[serde(default)]
     store: Option<Value>,
+    #[serde(default, rename = "keepStatefulSetAddresses")]
+    keep_statefulset_addresses: Option<Value>,
 }
 
 /// What every command but VERSION needs: the network and where its store is. (Logging is
@@ -40,6 +42,10 @@ pub struct NetConf {
     pub data_dir: PathBuf,
     /// `ipam.store`.
     pub store: StoreChoice,
+    /// `ipam.keepStatefulSetAddresses` (default true): on a store that knows Pods
+    /// (Kubernetes), a StatefulSet Pod's address is kept for its identity across DEL and ADD
+    /// while the StatefulSet wants the Pod.
+    pub keep_statefulset_addresses: bool,
 }
 
 impl NetConf {
@@ -71,11 +77,26 @@ impl NetConf {
             None | Some(Value::Null) => StoreChoice::Redb,
             Some(v) => store_choice(&v)?,
         };
+        let keep_statefulset_addresses = match ipam.keep_statefulset_addresses {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => b,
+            Some(v) => {
+                return Err(invalid(
+                    "ipam.keepStatefulSetAddresses",
+                    &match v {
+                        Value::String(text) => text,
+                        other => other.to_string(),
+                    },
+                    "must be true or false",
+                ))
+            }
+        };
         Ok(NetConf {
             version,
             name,
             data_dir,
             store,
+            keep_statefulset_addresses,
         })
     }
 }
@@ -117,6 +138,17 @@ pub(in crate::cni::config) mod tests {
             parse(json!({"name": "n"})),
             "7: ipam: is required: the plugin's section of the network configuration"
         );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"keepStatefulSetAddresses": "no"}})),
+            r#"7: ipam.keepStatefulSetAddresses: "no": must be true or false"#
+        );
+        let off = NetConf::parse(
+            &json!({"name": "n", "ipam": {"keepStatefulSetAddresses": false}}),
+            CniVersion::V1_1_0,
+        );
+        assert!(!off.unwrap().keep_statefulset_addresses);
+        let default = NetConf::parse(&json!({"name": "n", "ipam": {}}), CniVersion::V1_1_0);
+        assert!(default.unwrap().keep_statefulset_addresses);
         // Logging is read apart, so that DEL and GC can go on without it.
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"log": {"level": "loud"}}})),

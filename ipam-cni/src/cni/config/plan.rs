@@ -345,6 +345,7 @@ pub(in crate::cni::config) mod tests {
             name: "net1".into(),
             data_dir: PathBuf::from("/tmp/x"),
             store: StoreChoice::Redb,
+            keep_statefulset_addresses: true,
         }
     }
 
