@@ -63,6 +63,7 @@ fn main() {
                 namespace: Some(ns.clone()),
                 name,
                 uid: Some(uid),
+                statefulset: None,
             })
             .slot(Slot::any_of([pool.clone()]));
         block_on(ipam.allocate(&request)).expect("ADD");

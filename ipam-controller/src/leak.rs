@@ -35,7 +35,7 @@
 //!     pool: ObjectName::new("test-ippool").unwrap(),
 //!     network: "k8s-pod-network".into(),
 //!     owner: Owner::new("c0ffee", "eth0").unwrap(),
-//!     pod: Some(PodRef { namespace: Some("default".into()), name: "web-0".into(), uid: Some("u1".into()) }),
+//!     pod: Some(PodRef { namespace: Some("default".into()), name: "web-0".into(), uid: Some("u1".into()), statefulset: None }),
 //!     node: None,
 //! };
 //! let mut cluster = Workloads::default();
@@ -78,6 +78,12 @@ pub enum Kept {
         /// The node.
         node: String,
     },
+    /// Kept for a StatefulSet Pod's identity (no sandbox holds it), and the StatefulSet
+    /// still wants that Pod: its next sandbox gets the address.
+    WaitsForPod {
+        /// The StatefulSet.
+        statefulset: String,
+    },
 }
 
 /// Why an allocation is a leak.
@@ -102,10 +108,17 @@ pub enum Leak {
         /// The node's name.
         node: String,
     },
+    /// Kept for a StatefulSet Pod's identity, and the StatefulSet no longer wants that Pod:
+    /// it was deleted, is being deleted, or was scaled below the Pod's ordinal.
+    StatefulSetDone {
+        /// The StatefulSet.
+        statefulset: String,
+    },
 }
 
 impl Leak {
-    /// The reason as one camelCase word (`podGone`, `otherPod`, `finished`, `nodeGone`), as
+    /// The reason as one camelCase word (`podGone`, `otherPod`, `finished`, `nodeGone`,
+    /// `statefulSetDone`), as
     /// JSON output and metrics label it.
     pub fn code(&self) -> &'static str {
         match self {
@@ -113,6 +126,7 @@ impl Leak {
             Leak::OtherPod { .. } => "otherPod",
             Leak::Finished { .. } => "finished",
             Leak::NodeGone { .. } => "nodeGone",
+            Leak::StatefulSetDone { .. } => "statefulSetDone",
         }
     }
 }
@@ -126,16 +140,30 @@ impl fmt::Display for Leak {
             }
             Leak::Finished { phase } => write!(f, "the Pod has {phase}"),
             Leak::NodeGone { node } => write!(f, "the Pod's node {node} no longer exists"),
+            Leak::StatefulSetDone { statefulset } => write!(
+                f,
+                "StatefulSet {statefulset} no longer wants the Pod (deleted, or scaled below its ordinal)"
+            ),
         }
     }
 }
 
 /// Judges one allocation by its Pod alone, on `cluster`, a complete snapshot of its Pods
 /// and Nodes: whether anything that runs is what it was made for.
+///
+/// An address kept for a StatefulSet Pod's identity (its owner is the identity, no sandbox)
+/// is judged by the StatefulSet alone: kept while it wants the Pod.
 pub fn judge_pod(allocation: &Allocation, cluster: &Workloads) -> Verdict {
     let Some((namespace, pod)) = kubernetes_pod(allocation.pod.as_ref()) else {
         return Verdict::Kept(Kept::NoPod);
     };
+    if allocation.owner.is_statefulset_identity() {
+        let statefulset = pod.statefulset.clone().unwrap_or_default();
+        return match statefulset_wants(namespace, pod, cluster) {
+            Some(false) => Verdict::Leaked(Leak::StatefulSetDone { statefulset }),
+            _ => Verdict::Kept(Kept::WaitsForPod { statefulset }),
+        };
+    }
     let Some(now) = cluster.pod(namespace, &pod.name) else {
         return Verdict::Leaked(Leak::PodGone);
     };
@@ -171,6 +199,9 @@ pub fn judge_pod(allocation: &Allocation, cluster: &Workloads) -> Verdict {
 /// gone and stops the sandbox; a node that was deleted is, by the operator's word, gone.
 pub fn judge(allocation: &Allocation, cluster: &Workloads) -> Verdict {
     let verdict = judge_pod(allocation, cluster);
+    if let Verdict::Leaked(Leak::StatefulSetDone { .. }) = verdict {
+        return verdict;
+    }
     if let Verdict::Leaked(_) = verdict {
         if let Some(node) = &allocation.node {
             if cluster.node(node.as_str()).is_some_and(|n| !n.ready) {
@@ -181,6 +212,28 @@ pub fn judge(allocation: &Allocation, cluster: &Workloads) -> Verdict {
         }
     }
     verdict
+}
+
+/// Whether the StatefulSet of the Pod `namespace/pod` wants it, on `cluster`: `None` for a
+/// Pod of no StatefulSet. A Pod whose name carries no ordinal of its StatefulSet is wanted
+/// while the StatefulSet exists and is not being deleted.
+fn statefulset_wants(namespace: &str, pod: &PodRef, cluster: &Workloads) -> Option<bool> {
+    let name = pod.statefulset.as_ref()?;
+    Some(match cluster.statefulset(namespace, name) {
+        None => false,
+        Some(sts) => pod.ordinal().map_or(!sts.deleting, |o| sts.wants(o)),
+    })
+}
+
+/// Whether a leaked sandbox's address is kept for its StatefulSet Pod's identity rather than
+/// released: the allocation records a StatefulSet that, on `cluster`, still wants the Pod.
+/// The Pod's next sandbox then gets the address (and while the earlier sandbox still held
+/// it, that next sandbox's ADD waited).
+pub fn keeps_for_statefulset(allocation: &Allocation, cluster: &Workloads) -> bool {
+    !allocation.owner.is_statefulset_identity()
+        && kubernetes_pod(allocation.pod.as_ref())
+            .and_then(|(ns, pod)| statefulset_wants(ns, pod, cluster))
+            .unwrap_or(false)
 }
 
 /// The allocations of `allocations` that are leaked on `cluster`, with why.
@@ -241,6 +294,7 @@ mod tests {
             namespace: namespace.map(Into::into),
             name: name.into(),
             uid: uid.map(Into::into),
+            statefulset: None,
         }
     }
 
@@ -261,7 +315,61 @@ mod tests {
                 .iter()
                 .map(|&n| (n.into(), NodeFacts { ready: true }))
                 .collect(),
+            statefulsets: Default::default(),
         }
+    }
+
+    #[test]
+    fn statefulset_pods_are_kept_while_their_statefulset_wants_them() {
+        let live = PodPhase::Live;
+        let db = |name: &str, uid: &str| PodRef {
+            statefulset: Some("db".into()),
+            ..pod_ref(Some("default"), name, Some(uid))
+        };
+        let with_db = |replicas: u32, deleting: bool| {
+            let mut c = cluster(
+                &[("default", "db-0", "u2", live, Some("node1"))],
+                &["node1"],
+            );
+            if replicas > 0 {
+                let facts = ipam_api::StatefulSetFacts {
+                    start: 0,
+                    replicas,
+                    deleting,
+                };
+                c.statefulsets
+                    .insert(("default".into(), "db".into()), facts);
+            }
+            c
+        };
+        let waiting = |name: &str| Allocation {
+            owner: db(name, "u1").identity_owner("eth0").unwrap(),
+            ..allocation(Some(db(name, "u1")))
+        };
+        let db_done = Verdict::Leaked(Leak::StatefulSetDone {
+            statefulset: "db".into(),
+        });
+        let waits = Verdict::Kept(Kept::WaitsForPod {
+            statefulset: "db".into(),
+        });
+        // Kept for the identity: judged by the StatefulSet alone, whatever Pods run.
+        assert_eq!(judge(&waiting("db-1"), &with_db(3, false)), waits);
+        assert_eq!(judge(&waiting("db-1"), &with_db(1, false)), db_done);
+        assert_eq!(judge(&waiting("db-0"), &with_db(1, true)), db_done);
+        assert_eq!(judge(&waiting("db-0"), &with_db(0, false)), db_done);
+        // A sandbox of an earlier db-0 is a leak as any (another UID now); its address is
+        // kept for the identity while the StatefulSet wants db-0, released when not.
+        let earlier = allocation(Some(db("db-0", "u1")));
+        assert!(matches!(
+            judge(&earlier, &with_db(3, false)),
+            Verdict::Leaked(Leak::OtherPod { .. })
+        ));
+        assert!(keeps_for_statefulset(&earlier, &with_db(3, false)));
+        assert!(!keeps_for_statefulset(&earlier, &with_db(0, false)));
+        assert!(!keeps_for_statefulset(&waiting("db-0"), &with_db(3, false)));
+        // A Pod of no StatefulSet is never kept so.
+        let web = allocation(Some(pod_ref(Some("default"), "db-0", Some("u1"))));
+        assert!(!keeps_for_statefulset(&web, &with_db(3, false)));
     }
 
     #[test]
@@ -463,6 +571,7 @@ mod tests {
                 })
                 .collect(),
             nodes: nodes.into_iter().map(|(n, f)| (n.to_owned(), f)).collect(),
+            statefulsets: Default::default(),
         })
     }
 

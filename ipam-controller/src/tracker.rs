@@ -22,7 +22,7 @@
 //! #     pool: ObjectName::new("test-ippool").unwrap(),
 //! #     network: "k8s-pod-network".into(),
 //! #     owner: Owner::new("c0ffee", "eth0").unwrap(),
-//! #     pod: Some(PodRef { namespace: Some("default".into()), name: "web-0".into(), uid: None }),
+//! #     pod: Some(PodRef { namespace: Some("default".into()), name: "web-0".into(), uid: None, statefulset: None }),
 //! #     node: None,
 //! # };
 //! let mut tracker = Tracker::new(Duration::from_secs(180));
@@ -136,6 +136,7 @@ mod tests {
                 namespace: Some("default".into()),
                 name: format!("pod-{n}"),
                 uid: Some(format!("u{n}")),
+                statefulset: None,
             }),
             node: None,
         }

@@ -105,6 +105,7 @@ fn a_sync_releases_only_leaks_that_lasted_and_only_those() {
                 namespace: Some(ns.clone()),
                 name: name.to_owned(),
                 uid: Some(uid.to_owned()),
+                statefulset: None,
             });
         }
         block_on(ipam.allocate(&request)).unwrap()[0]

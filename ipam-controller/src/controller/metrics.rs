@@ -53,6 +53,8 @@ pub struct Metrics {
     leaked: Gauge,
     released: Family<ReasonLabel, Counter>,
     kept_by_fresh_look: Counter,
+    statefulset_waiting: Gauge,
+    statefulset_kept: Family<ReasonLabel, Counter>,
     sync_duration: Histogram,
     sync_errors: Counter,
     leader: Gauge,
@@ -69,6 +71,8 @@ impl Default for Metrics {
             leaked: Gauge::default(),
             released: Family::default(),
             kept_by_fresh_look: Counter::default(),
+            statefulset_waiting: Gauge::default(),
+            statefulset_kept: Family::default(),
             // 10 ms to about 80 s.
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             sync_errors: Counter::default(),
@@ -109,6 +113,16 @@ impl Default for Metrics {
             "leaks_kept_by_fresh_look",
             "Leaks due for release that a fresh look at their Pod found held",
             m.kept_by_fresh_look.clone(),
+        );
+        registry.register(
+            "statefulset_waiting_addresses",
+            "Addresses kept for StatefulSet Pods' identities at the last sync, held by no sandbox",
+            m.statefulset_waiting.clone(),
+        );
+        registry.register(
+            "statefulset_kept_leaks",
+            "Leaked sandboxes of StatefulSet Pods whose address was kept for the Pod's next sandbox, by reason",
+            m.statefulset_kept.clone(),
         );
         registry.register(
             "sync_duration_seconds",
@@ -178,6 +192,20 @@ impl Metrics {
             .inc();
     }
 
+    /// A leaked StatefulSet Pod's sandbox whose address now waits for the Pod's next one.
+    pub fn kept_for_statefulset(&self, reason: &str) {
+        self.statefulset_kept
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many addresses wait for StatefulSet Pods at this sync.
+    pub fn statefulset_waiting(&self, addresses: usize) {
+        self.statefulset_waiting.set(addresses as i64);
+    }
+
     /// A due leak that a fresh look kept.
     pub fn kept_by_fresh_look(&self) {
         self.kept_by_fresh_look.inc();
@@ -189,6 +217,7 @@ impl Metrics {
         if !leads {
             self.pools(&[]);
             self.leaked.set(0);
+            self.statefulset_waiting.set(0);
         }
     }
 

@@ -10,6 +10,10 @@
 //! address if that owner still holds it. An owner is one sandbox's `(containerID, ifname)`:
 //! it never comes to hold an address for another Pod, so a release can only miss (the DEL
 //! came first), never take an address from a Pod that runs.
+//!
+//! A StatefulSet Pod's leaked sandbox gives its address to the Pod's identity instead, while
+//! the StatefulSet wants the Pod (the next sandbox, whose ADD waited meanwhile, takes it);
+//! an address kept for an identity is released once the StatefulSet no longer wants the Pod.
 
 pub mod lease;
 pub mod metrics;
@@ -23,7 +27,7 @@ use ipam_core::{Allocation, Ipam, ObjectName, PoolCounts, StoreError};
 use ipam_kube::KubeStore;
 use pollster::block_on;
 
-use crate::leak::{judge, Verdict};
+use crate::leak::{judge, keeps_for_statefulset, Verdict};
 use crate::tracker::Tracker;
 
 /// How the controller runs.
@@ -44,8 +48,13 @@ pub struct SyncReport {
     pub allocations: usize,
     /// Allocations that are leaks now.
     pub leaks: usize,
+    /// Addresses kept for StatefulSet Pods' identities (no sandbox holds them).
+    pub waiting_for_statefulset_pods: usize,
     /// Leaks released.
     pub released: usize,
+    /// Leaked sandboxes of StatefulSet Pods whose address now waits for the Pod's next
+    /// sandbox (the StatefulSet still wants the Pod).
+    pub kept_for_statefulset: usize,
     /// Leaks due whose fresh look kept them.
     pub kept_by_fresh_look: usize,
     /// Pools whose status was written.
@@ -115,8 +124,14 @@ impl Controller {
         let mut report = SyncReport {
             allocations: allocations.len(),
             leaks: observed.leaks,
+            waiting_for_statefulset_pods: allocations
+                .iter()
+                .filter(|a| a.owner.is_statefulset_identity())
+                .count(),
             ..SyncReport::default()
         };
+        self.metrics
+            .statefulset_waiting(report.waiting_for_statefulset_pods);
         for (allocation, _) in observed.due.into_iter().take(self.settings.max_releases) {
             if !leads(leadership) {
                 break;
@@ -124,6 +139,24 @@ impl Controller {
             let fresh = self.fresh_look(&allocation)?;
             self.tracker.forget(&allocation);
             match judge(&allocation, &fresh) {
+                Verdict::Leaked(why) if keeps_for_statefulset(&allocation, &fresh) => {
+                    let done = block_on(
+                        self.ipam
+                            .release_addresses_keeping(&allocation.owner, &[allocation.address]),
+                    )?;
+                    if !done.kept.is_empty() {
+                        report.kept_for_statefulset += 1;
+                        self.metrics.kept_for_statefulset(why.code());
+                        eprintln!(
+                            "ipam-controller: kept {} (pool {}, network {}, owner {}) for {}'s next sandbox: {why}",
+                            allocation.address,
+                            allocation.pool,
+                            allocation.network,
+                            allocation.owner,
+                            pod_name(&allocation),
+                        );
+                    }
+                }
                 Verdict::Leaked(why) => {
                     let released = block_on(
                         self.ipam
@@ -165,6 +198,14 @@ impl Controller {
         let mut fresh = Workloads::default();
         let mut nodes: Vec<String> = allocation.node.iter().map(ToString::to_string).collect();
         if let Some((namespace, name)) = crate::leak::pod_of(allocation) {
+            let statefulset = allocation.pod.as_ref().and_then(|p| p.statefulset.as_ref());
+            if let Some(sts) = statefulset {
+                if let Some(facts) = block_on(self.store.statefulset(namespace, sts))? {
+                    fresh
+                        .statefulsets
+                        .insert((namespace.to_owned(), sts.clone()), facts);
+                }
+            }
             if let Some(facts) = block_on(self.store.pod_facts(namespace, name))? {
                 nodes.extend(facts.node.clone());
                 fresh
