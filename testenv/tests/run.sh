@@ -428,6 +428,114 @@ print(sum(1 for i in json.load(sys.stdin)["items"] if i["pool"] == "t6-pool" and
   drop_pool t6-pool
 }
 
+# A StatefulSet's Pods keep their addresses (ipam.keepStatefulSetAddresses, on by default):
+# db-0 gets the same address after its deletion, a kubelet restart, and a move to the other
+# node; when db-0 is force-deleted on a node that cannot be reached, the new db-0 waits (its
+# ADD fails with code 11, naming the earlier Pod) until that node is deleted, then gets it
+# back; scaling 3 -> 1 frees db-1's and db-2's; deleting the StatefulSet frees all.
+test_statefulset_keeps_addresses() {
+  pool t7-pool 10.77.0.0/24 10.77.0.10-10.77.0.30
+  sts() { # REPLICAS
+    k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: $1
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {test: t7}}
+  template:
+    metadata:
+      labels: {test: t7}
+      annotations:
+        ipam.rs/ippool: '{"ipv4": ["t7-pool"]}'
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: localhost/ipam-rs/busybox:1.35
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+EOF
+  }
+  sts 3
+  all_ready() { [ "$(pods_of test=t7 | awk -F '\t' '$5 == "Running" && $1 != ""' | wc -l)" = "$1" ]; }
+  poll "db-0, db-1, db-2 Running" all_ready 3 || return 1
+  poll "each db Pod holds one address of t7-pool" pods_match_allocations test=t7 t7-pool || return 1
+  local ip0 uid node other
+  ip0=$(pod_ip db-0)
+  # The next db-0 Ready, another Pod than UID, with db-0's address.
+  back() { # UID
+    pod_ready db-0 && [ "$(k get pod db-0 -o jsonpath='{.metadata.uid}')" != "$1" ] && [ "$(pod_ip db-0)" = "$ip0" ]
+  }
+  no_twice() { # every address is one Pod's at most
+    local dup; dup=$(pods_of test=t7 | awk -F '\t' '$1 != "" {print $1}' | sort | uniq -d)
+    [ -z "$dup" ] || { fail "address(es) on two Pods at once: $dup"; pods_of test=t7 >&2; return 1; }
+  }
+  db0_events() { k get events --field-selector involvedObject.name=db-0 -o jsonpath='{range .items[*]}{.message}{"\n"}{end}'; }
+
+  uid=$(k get pod db-0 -o jsonpath='{.metadata.uid}')
+  k delete pod db-0 >/dev/null
+  poll "db-0 re-created with $ip0" back "$uid" || { pods_of test=t7 >&2; allocs t7-pool >&2; return 1; }
+  no_twice || return 1
+  note "db-0 deleted: the new db-0 has $ip0 again"
+
+  node=$(k get pod db-0 -o jsonpath='{.spec.nodeName}')
+  "$TESTENV_DIR/node.sh" "$dir" kill "$node"
+  "$TESTENV_DIR/node.sh" "$dir" start "$node"
+  ready_node() { [ "$(k get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  poll "$node Ready again" ready_node "$node" || return 1
+  poll "db-0 Ready after the kubelet restart" pod_ready db-0 || return 1
+  [ "$(pod_ip db-0)" = "$ip0" ] || { fail "db-0 has $(pod_ip db-0) after the kubelet restart, not $ip0"; return 1; }
+  note "$node's kubelet killed and restarted: db-0 keeps $ip0"
+
+  other=node1; [ "$node" != node1 ] || other=node2
+  k cordon "$node" >/dev/null
+  uid=$(k get pod db-0 -o jsonpath='{.metadata.uid}')
+  k delete pod db-0 >/dev/null
+  poll "db-0 re-created on $other with $ip0" back "$uid" || { pods_of test=t7 >&2; allocs t7-pool >&2; return 1; }
+  [ "$(k get pod db-0 -o jsonpath='{.spec.nodeName}')" = "$other" ] || { fail "db-0 is not on $other"; return 1; }
+  k uncordon "$node" >/dev/null
+  no_twice || return 1
+  note "db-0 moved from $node to $other: $ip0 again"
+
+  # db-0 force-deleted while its node cannot be reached: its sandbox may still run there.
+  node=$other
+  other=node1; [ "$node" != node1 ] || other=node2
+  k cordon "$node" >/dev/null
+  "$TESTENV_DIR/node.sh" "$dir" stop "$node"
+  uid=$(k get pod db-0 -o jsonpath='{.metadata.uid}')
+  k delete pod db-0 --grace-period=0 --force >/dev/null 2>&1
+  note "$node's kubelet stopped, db-0 force-deleted (its sandbox still runs on $node)"
+  waits() { db0_events | grep -q "still held by its earlier Pod"; }
+  poll "the new db-0's ADD waits, naming the earlier Pod" waits || { k describe pod db-0 >&2; return 1; }
+  no_twice || return 1
+  [ "$(pod_ip db-0)" != "$ip0" ] || { fail "the new db-0 got $ip0 while the old one may run"; return 1; }
+  note "the new db-0 waits: $(db0_events | grep -o 'address [0-9.]* of StatefulSet Pod [^ ]* is still held by its earlier Pod[^,]*' | head -n1)"
+  k delete node "$node" >/dev/null
+  poll "db-0 Ready on $other with $ip0 once $node is deleted" back "$uid" || { k describe pod db-0 >&2; allocs t7-pool >&2; return 1; }
+  note "$node deleted: the controller handed $ip0 over, the new db-0 runs with it"
+  "$TESTENV_DIR/node.sh" "$dir" start "$node"
+  poll "$node registered and Ready again" ready_node "$node" || return 1
+  k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "ipam-cni not back on $node"; return 1; }
+  k -n ipam-rs rollout status deployment/ipam-controller --timeout="${T}s" >/dev/null || { fail "the controller's replicas are not back"; return 1; }
+  poll "db-0, db-1, db-2 Running" all_ready 3 || return 1
+  poll "each db Pod holds one address of t7-pool" pods_match_allocations test=t7 t7-pool || { allocs t7-pool >&2; return 1; }
+  no_twice || return 1
+
+  local ip1 ip2
+  ip1=$(pod_ip db-1) ip2=$(pod_ip db-2)
+  sts 1
+  only_db0() { [ "$(allocs t7-pool | awk '{print $1, $2}')" = "$ip0 default/db-0" ]; }
+  poll "scaled to 1: db-1's $ip1 and db-2's $ip2 free, db-0 keeps $ip0" only_db0 || { allocs t7-pool >&2; return 1; }
+  note "scaled 3 -> 1: $ip1 and $ip2 released"
+  k delete statefulset db >/dev/null
+  poll "StatefulSet deleted: t7-pool empty" pool_empty t7-pool || { allocs t7-pool >&2; return 1; }
+  note "StatefulSet deleted: every address released"
+  drop_pool t7-pool
+}
+
 # Network isolation: every process of the cluster is in its network namespace or in a Pod's,
 # none in the host's; those namespaces have no route out; and no socket of theirs is
 # connected to an address outside them (the namespaces' own addresses, and the Service range
@@ -436,7 +544,7 @@ test_network_isolation() {
   "$here/isolation.sh" "$dir"
 }
 
-all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed network_isolation)
+all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses network_isolation)
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
 for t in "${selected[@]}"; do
