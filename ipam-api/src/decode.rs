@@ -56,6 +56,19 @@ pub struct Refusal {
     pub object: Option<String>,
     /// The field, the value and the reason.
     pub error: ValidationError,
+    /// What kind of mistake it is (for counting refusals by reason).
+    pub kind: RefusalKind,
+}
+
+/// What kind of mistake a refusal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A value the field cannot take: address syntax, host bits, a type, a name.
+    Invalid,
+    /// A field the kind does not have.
+    UnknownField,
+    /// A Spiderpool field ipam-rs does not implement, set to something.
+    Unimplemented,
 }
 
 impl fmt::Display for Refusal {
@@ -154,12 +167,15 @@ pub fn decode_object(value: &Value) -> Result<Decoded, Refusal> {
     // stopping for.
     for key in map.keys() {
         if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
-            return Err(invalid(
-                object,
-                key,
-                &map[key],
-                "unknown field; an object has apiVersion, kind, metadata, spec (and status, ignored)",
-            ));
+            return Err(Refusal {
+                kind: RefusalKind::UnknownField,
+                ..invalid(
+                    object,
+                    key,
+                    &map[key],
+                    "unknown field; an object has apiVersion, kind, metadata, spec (and status, ignored)",
+                )
+            });
         }
     }
     let spec = match map.get("spec") {
@@ -208,12 +224,15 @@ fn strip_spiderpool_fields(label: &str, spec: &mut Map<String, Value>) -> Result
     crate::spiderpool::take_unimplemented(spec).map_err(|e| {
         let value: Value =
             serde_json::from_str(&e.value).unwrap_or_else(|_| Value::String(e.value.clone()));
-        invalid(
-            Some(label),
-            &e.path(),
-            &value,
-            format!("not implemented by ipam-rs: {}", e.why),
-        )
+        Refusal {
+            kind: RefusalKind::Unimplemented,
+            ..invalid(
+                Some(label),
+                &e.path(),
+                &value,
+                format!("not implemented by ipam-rs: {}", e.why),
+            )
+        }
     })
 }
 
@@ -226,12 +245,15 @@ fn check_fields(
 ) -> Result<(), Refusal> {
     for (key, value) in spec {
         if !known.contains(&key.as_str()) {
-            return Err(invalid(
-                Some(label),
-                &format!("spec.{key}"),
-                value,
-                format!("unknown field; the spec of {kind} has {}", known.join(", ")),
-            ));
+            return Err(Refusal {
+                kind: RefusalKind::UnknownField,
+                ..invalid(
+                    Some(label),
+                    &format!("spec.{key}"),
+                    value,
+                    format!("unknown field; the spec of {kind} has {}", known.join(", ")),
+                )
+            });
         }
     }
     Ok(())
@@ -284,8 +306,8 @@ fn required_str<'v>(
 /// Renames the field of a refusal (for fields read through a nested map).
 fn rename_field(e: Refusal, field: &str) -> Refusal {
     Refusal {
-        object: e.object,
         error: ValidationError::new(field, e.error.value(), e.error.reason()),
+        ..e
     }
 }
 
@@ -302,5 +324,6 @@ fn wrap(object: Option<&str>, error: ValidationError) -> Refusal {
     Refusal {
         object: object.map(str::to_owned),
         error,
+        kind: RefusalKind::Invalid,
     }
 }
