@@ -52,9 +52,11 @@ struct Args {
     /// Where /metrics (Prometheus text) and /healthz are served.
     #[arg(long, value_name = "ADDRESS", default_value = "0.0.0.0:9472")]
     metrics_address: String,
-    /// Where the validating admission webhook is served (HTTPS, /validate and /healthz).
-    #[arg(long, value_name = "ADDRESS", default_value = "0.0.0.0:9473")]
-    webhook_address: std::net::SocketAddr,
+    /// Where the validating admission webhook is served (HTTPS, /validate and /healthz);
+    /// default: port 9473 of $HOST_IP (the node's address, which the Deployment sets), else
+    /// of every address.
+    #[arg(long, value_name = "ADDRESS")]
+    webhook_address: Option<std::net::SocketAddr>,
     /// The Service the API server reaches the webhook by (the certificate's names).
     #[arg(long, value_name = "NAME", default_value = "ipam-controller-webhook")]
     webhook_service: String,
@@ -163,13 +165,27 @@ fn start_webhook(
         api: args.api,
         namespace: args.namespace.clone(),
     });
-    webhook::serve(args.webhook_address, config, judge, metrics.clone())
-        .map_err(|e| format!("cannot serve on {}: {e}", args.webhook_address))?;
+    let address = webhook_address(args);
+    webhook::serve(address, config, judge, metrics.clone())
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
     eprintln!(
         "ipam-controller: webhook on https://{}/validate for {} (certificate of Secret {}/{})",
-        args.webhook_address, names[2], args.namespace, args.webhook_secret
+        address, names[2], args.namespace, args.webhook_secret
     );
     Ok(())
+}
+
+/// The webhook's address: the flag's, else port 9473 of the node's address ($HOST_IP: on the
+/// host network, two replicas whose nodes share a network namespace, as the test cluster's
+/// do, each have their own), else of every address.
+fn webhook_address(args: &Args) -> std::net::SocketAddr {
+    args.webhook_address.unwrap_or_else(|| {
+        let ip = std::env::var("HOST_IP")
+            .ok()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        std::net::SocketAddr::new(ip, 9473)
+    })
 }
 
 fn main() -> ExitCode {
@@ -332,7 +348,7 @@ mod tests {
         assert_eq!(args.max_releases, 100);
         assert_eq!(args.namespace, "ipam-rs");
         assert_eq!(args.metrics_address, "0.0.0.0:9472");
-        assert_eq!(args.webhook_address.to_string(), "0.0.0.0:9473");
+        assert_eq!(args.webhook_address, None);
         assert_eq!(args.webhook_secret, "ipam-controller-webhook");
         assert_eq!(args.webhook_configuration, "ipam-controller");
         assert!(!args.no_webhook);

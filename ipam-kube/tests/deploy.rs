@@ -708,7 +708,9 @@ const CONTROLLER_MAY: &[(&str, &str, Option<&str>)] = &[
     ("get", "leases.coordination.k8s.io", Some("ipam-rs")),
     ("create", "leases.coordination.k8s.io", Some("ipam-rs")),
     ("update", "leases.coordination.k8s.io", Some("ipam-rs")),
-    // The webhook's certificate and the caBundle of its own configuration.
+    // The webhook: the pools' guard its check reads, its certificate and the caBundle of its
+    // own configuration.
+    ("get", "ipamguards.ipam.rs", Some("ipam-rs")),
     ("create", "secrets", Some("ipam-rs")),
     ("get", "secrets=ipam-controller-webhook", Some("ipam-rs")),
     ("update", "secrets=ipam-controller-webhook", Some("ipam-rs")),

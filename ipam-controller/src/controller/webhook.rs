@@ -267,17 +267,14 @@ impl<S: Store> Judge<S> {
                 }
                 r
             }
-            Decision::Refused(reason, message) => {
-                let (code, status_reason) = match reason {
-                    Reason::PoolInUse => (409, "Conflict"),
-                    _ => (422, "Invalid"),
-                };
-                serde_json::json!({
-                    "uid": request.uid,
-                    "allowed": false,
-                    "status": {"code": code, "reason": status_reason, "message": message},
-                })
-            }
+            // 403 Forbidden, as the API server answers a webhook's refusal by default: kubectl
+            // prints its message (a 422 Invalid without field causes prints only "The
+            // request is invalid").
+            Decision::Refused(_, message) => serde_json::json!({
+                "uid": request.uid,
+                "allowed": false,
+                "status": {"code": 403, "reason": "Forbidden", "message": message},
+            }),
             Decision::Failed(message) => serde_json::json!({
                 "uid": request.uid,
                 "allowed": false,
