@@ -61,9 +61,9 @@ launch() { # NODE PIDFILE LOG CMD...
 # Polls CMD until it succeeds, for at most SECONDS; fails naming WHAT. Never assumes a speed:
 # every deadline here is generous, and polling returns as soon as the state is reached.
 wait_until() { # SECONDS WHAT CMD...
-  local deadline=$(($(date +%s) + $1)) what=$2; shift 2
+  local seconds=$1 deadline=$(($(date +%s) + $1)) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "$what: not after $1 s"
+    [ "$(date +%s)" -lt "$deadline" ] || die "$what: not after $seconds s"
     sleep 1
   done
 }

@@ -163,13 +163,17 @@ mkdir -p "$pki"
 #      so the `kubernetes` Service has an endpoint kube-proxy can send 10.96.0.1:443 to;
 #    - a client certificate for calls to kubelets, which it dials at their InternalIP only
 #      (never a name to resolve);
-#    - privileged containers allowed (the DaemonSet mounts host paths; nothing here is).
+#    - privileged containers allowed (the DaemonSet mounts host paths; nothing here is);
+#    - admission webhooks (the controller's) dialled at their Service's endpoint addresses,
+#      not its cluster IP (--enable-aggregator-routing): the API server shares the namespace
+#      with the nodes, so it reaches their addresses (the controller runs on the host
+#      network) without depending on kube-proxy's rules being written yet.
 #    The serving certificate also names 10.250.0.1 and 10.96.0.1 (IPAM_TESTENV_APISERVER_SANS).
 apiserver_args="--client-ca-file=$pki/ca.crt --authorization-mode=Node \
 --enable-admission-plugins=NodeRestriction --bind-address=0.0.0.0 --advertise-address=$APISERVER_IP \
 --endpoint-reconciler-type=lease --kubelet-client-certificate=$pki/apiserver-kubelet.crt \
 --kubelet-client-key=$pki/apiserver-kubelet.key --kubelet-preferred-address-types=InternalIP \
---allow-privileged=true"
+--allow-privileged=true --enable-aggregator-routing=true"
 IPAM_TESTENV_APISERVER=$kube/kube-apiserver IPAM_TESTENV_APISERVER_ARGS=$apiserver_args \
   IPAM_TESTENV_APISERVER_SANS="IP:$APISERVER_IP,IP:$KUBERNETES_SERVICE_IP" \
   IPAM_TESTENV_READY_TIMEOUT=$timeout \
@@ -419,19 +423,6 @@ k -n ipam-rs patch deployment/ipam-controller --type=json \
        {\"op\": \"add\", \"path\": \"/spec/template/spec/containers/0/env/-\",
         \"value\": {\"name\": \"AWS_EC2_METADATA_DISABLED\", \"value\": \"true\"}}]" \
   >>"$dir/logs/install.out"
-# The pool the nodes' network names for Pods without an annotation.
-if [ "$API" = spiderpool ]; then pool_api=spiderpool.spidernet.io/v2beta1 pool_kind=SpiderIPPool
-else pool_api=ipam.rs/v1alpha1 pool_kind=IPPool; fi
-k apply -f - >>"$dir/logs/install.out" <<EOF
-apiVersion: $pool_api
-kind: $pool_kind
-metadata:
-  name: default-pool
-spec:
-  subnet: 10.244.0.0/16
-  ips:
-  - 10.244.0.10-10.244.3.250
-EOF
 say "project installed from deploy/ ($(elapsed))"
 
 # 8. Wait: every node Ready, the DaemonSet rolled out (its readiness probe: binary and
@@ -454,6 +445,25 @@ if ! k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout
     k -n ipam-rs logs -l app.kubernetes.io/name=ipam-controller --tail=50; } >"$dir/logs/controller.out" 2>&1 || true
   die "the Deployment ipam-controller did not roll out (its Pods and logs: $dir/logs/controller.out)"
 fi
+# The pool the nodes' network names for Pods without an annotation. Written once the
+# controller's replicas are Ready: the admission webhook they serve has failurePolicy Fail,
+# so pool writes wait for it (docs/kubernetes.md, "The admission webhook"); a Ready replica
+# has written the CA into the caBundle before it served.
+if [ "$API" = spiderpool ]; then pool_api=spiderpool.spidernet.io/v2beta1 pool_kind=SpiderIPPool
+else pool_api=ipam.rs/v1alpha1 pool_kind=IPPool; fi
+default_pool() {
+  k apply -f - >>"$dir/logs/install.out" 2>&1 <<EOF
+apiVersion: $pool_api
+kind: $pool_kind
+metadata:
+  name: default-pool
+spec:
+  subnet: 10.244.0.0/16
+  ips:
+  - 10.244.0.10-10.244.3.250
+EOF
+}
+wait_until "$timeout" "the pool default-pool admitted by the webhook" default_pool
 say "cluster of $nodes nodes up in $(elapsed): testenv/exec.sh $dir kubectl get nodes"
 trap - EXIT
 echo "$dir/kubeconfig"

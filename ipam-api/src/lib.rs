@@ -33,6 +33,7 @@
 // attribute repeated.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod decode;
 pub mod fields;
 pub mod internal;
 mod objects;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ipam_controller::controller::lease::{Elector, Role};
 use ipam_controller::controller::metrics::{self, Metrics};
-use ipam_controller::controller::{leads, Controller, Leadership, Settings};
+use ipam_controller::controller::{leads, tls, webhook, Controller, Leadership, Settings};
 
 /// The shortest grace period: longer than the node controller's default
 /// `--node-monitor-grace-period` (40 s), so that a node that stopped reporting is seen as not
@@ -52,6 +52,23 @@ struct Args {
     /// Where /metrics (Prometheus text) and /healthz are served.
     #[arg(long, value_name = "ADDRESS", default_value = "0.0.0.0:9472")]
     metrics_address: String,
+    /// Where the validating admission webhook is served (HTTPS, /validate and /healthz);
+    /// default: port 9473 of $HOST_IP (the node's address, which the Deployment sets), else
+    /// of every address.
+    #[arg(long, value_name = "ADDRESS")]
+    webhook_address: Option<std::net::SocketAddr>,
+    /// The Service the API server reaches the webhook by (the certificate's names).
+    #[arg(long, value_name = "NAME", default_value = "ipam-controller-webhook")]
+    webhook_service: String,
+    /// The Secret, in --namespace, that keeps the webhook's CA and certificate.
+    #[arg(long, value_name = "NAME", default_value = "ipam-controller-webhook")]
+    webhook_secret: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the controller writes.
+    #[arg(long, value_name = "NAME", default_value = "ipam-controller")]
+    webhook_configuration: String,
+    /// Serve no webhook (a controller run outside the cluster, or beside another).
+    #[arg(long)]
+    no_webhook: bool,
 }
 
 fn parse_api(value: &str) -> Result<ipam_api::Api, String> {
@@ -103,6 +120,74 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Makes or reads the webhook's certificate, writes its CA into the webhook configuration,
+/// and serves the webhook from a thread of its own; the CA is written again every 30 s where
+/// it differs. Fails when the certificate cannot be had or the address cannot be bound: a
+/// replica that does not serve must not run (its readiness is the webhook's).
+fn start_webhook(
+    args: &Args,
+    store: &Arc<ipam_kube::KubeStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    let names = tls::service_names(&args.webhook_service, &args.namespace);
+    let material = pollster::block_on(tls::ensure_secret(
+        store,
+        &args.namespace,
+        &args.webhook_secret,
+        &names,
+    ))
+    .map_err(|e| e.to_string())?;
+    let config = material.server_config()?;
+    {
+        let (store, name, ca) = (
+            store.clone(),
+            args.webhook_configuration.clone(),
+            material.ca_pem.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut said_absent = false;
+            loop {
+                match pollster::block_on(tls::publish_ca_bundle(&store, &name, &ca)) {
+                    Ok(true) => said_absent = false,
+                    Ok(false) if !said_absent => {
+                        eprintln!("ipam-controller: ValidatingWebhookConfiguration {name} does not exist: nothing to write its caBundle into (the webhook is off)");
+                        said_absent = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => eprintln!("ipam-controller: caBundle of {name}: {e}"),
+                }
+                std::thread::sleep(tls::CA_BUNDLE_EVERY);
+            }
+        });
+    }
+    let judge = Arc::new(webhook::Judge {
+        ipam: ipam_core::Ipam::new(store.clone()),
+        api: args.api,
+        namespace: args.namespace.clone(),
+    });
+    let address = webhook_address(args);
+    webhook::serve(address, config, judge, metrics.clone())
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
+    eprintln!(
+        "ipam-controller: webhook on https://{}/validate for {} (certificate of Secret {}/{})",
+        address, names[2], args.namespace, args.webhook_secret
+    );
+    Ok(())
+}
+
+/// The webhook's address: the flag's, else port 9473 of the node's address ($HOST_IP: on the
+/// host network, two replicas whose nodes share a network namespace, as the test cluster's
+/// do, each have their own), else of every address.
+fn webhook_address(args: &Args) -> std::net::SocketAddr {
+    args.webhook_address.unwrap_or_else(|| {
+        let ip = std::env::var("HOST_IP")
+            .ok()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        std::net::SocketAddr::new(ip, 9473)
+    })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let options = ipam_kube::KubeOptions {
@@ -134,6 +219,12 @@ fn main() -> ExitCode {
 
     let leadership: Leadership = Arc::new(Mutex::new(None));
     let metrics = Arc::new(Metrics::default());
+    if !args.no_webhook {
+        if let Err(e) = start_webhook(&args, &store, &metrics) {
+            eprintln!("ipam-controller: error: webhook: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // Healthy while the Lease is read or written: a replica whose requests all fail, or
     // whose election thread died, is restarted by its liveness probe.
     let last_step = Arc::new(Mutex::new(Instant::now()));
@@ -257,6 +348,10 @@ mod tests {
         assert_eq!(args.max_releases, 100);
         assert_eq!(args.namespace, "ipam-rs");
         assert_eq!(args.metrics_address, "0.0.0.0:9472");
+        assert_eq!(args.webhook_address, None);
+        assert_eq!(args.webhook_secret, "ipam-controller-webhook");
+        assert_eq!(args.webhook_configuration, "ipam-controller");
+        assert!(!args.no_webhook);
         let refused = Args::try_parse_from(["ipam-controller", "--leak-grace", "30s"]).unwrap_err();
         assert!(refused.to_string().contains("--leak-grace"), "{refused}");
     }

@@ -64,6 +64,9 @@ pub const SCENARIOS: &[Scenario] = &[
     ("pool_changes_that_would_mislead", |s| {
         pollster::block_on(pool_changes_that_would_mislead(s))
     }),
+    ("dry_runs_refuse_what_applies_refuse", |s| {
+        pollster::block_on(dry_runs_refuse_what_applies_refuse(s))
+    }),
     ("round_robin_across_blocks", |s| {
         pollster::block_on(round_robin_across_blocks(s))
     }),
@@ -125,7 +128,8 @@ macro_rules! conformance_tests {
             compare_and_swap, scan_ranges, seed_walkthrough, explicit_requests,
             repeat_release_gc, candidates_and_all_or_nothing, future_pools_and_deletion,
             ipv6_slash64, inline_pools_are_lenses, one_holder_across_pools,
-            pool_changes_that_would_mislead, round_robin_across_blocks, concurrent_writers,
+            pool_changes_that_would_mislead, dry_runs_refuse_what_applies_refuse,
+            round_robin_across_blocks, concurrent_writers,
             gc_is_scoped_to_its_node, release_at_every_instant_of_an_allocation,
             allocation_at_every_instant_of_a_release,
             pool_changes_at_every_instant_of_an_allocation,
@@ -964,6 +968,89 @@ pub async fn pool_changes_that_would_mislead(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(counts(&ipam, "p").await, [1, 0, 0, 1]);
     assert_eq!(check_consistency(&*store).await, 0);
+}
+
+/// The dry runs an admission webhook makes ([`Ipam::check_pool`],
+/// [`Ipam::check_pool_deletion`]) refuse what an apply and an unforced deletion refuse, with
+/// the same messages, and write nothing; what they pass, the apply takes.
+pub async fn dry_runs_refuse_what_applies_refuse(store: Arc<dyn Store>) {
+    let ipam = engine(store.clone());
+    ipam.apply_pool(pool("p", "10.60.0.0/24", &["10.60.0.10-10.60.0.13"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("empty", "10.61.0.0/24", &["10.61.0.10"]))
+        .await
+        .unwrap();
+    addr_of(&ipam, &request("c1", &["p"])).await.unwrap();
+    let bad = [
+        // Overlaps p, named with both names.
+        pool("q", "10.60.0.0/24", &["10.60.0.13-10.60.0.20"]),
+        // Moves p, which holds an address.
+        pool("p", "10.62.0.0/24", &["10.62.0.10"]),
+        pool("p", "fd60::/120", &["fd60::10"]),
+    ];
+    let before = versions(&*store).await;
+    let mut refusals = Vec::new();
+    for b in &bad {
+        refusals.push(ipam.check_pool(b).await.unwrap_err().to_string());
+    }
+    let deletion = ipam.check_pool_deletion(&name("p")).await.unwrap_err();
+    // The dry runs wrote nothing (a refused apply of a new subnet writes twice: the mark
+    // that holds the pool still while it counts, and its removal).
+    assert_eq!(before, versions(&*store).await);
+    assert!(
+        refusals[0].contains(r#"ippool "q" overlaps ippool "p" at 10.60.0.13"#),
+        "{}",
+        refusals[0]
+    );
+    for (b, dry) in bad.iter().zip(&refusals) {
+        let applied = ipam.apply_pool(b.clone()).await.unwrap_err().to_string();
+        assert_eq!(*dry, applied, "{}", b.name());
+    }
+    assert!(
+        matches!(deletion, Error::PoolInUse { allocated: 1, .. }),
+        "{deletion}"
+    );
+    assert_eq!(
+        ipam.delete_pool(&name("p"), false)
+            .await
+            .unwrap_err()
+            .to_string(),
+        deletion.to_string()
+    );
+    // What they pass: a pool beside p, the same p with more addresses, an empty pool moved,
+    // the deletion of an empty pool or of one that does not exist.
+    for good in [
+        pool("q", "10.60.0.0/24", &["10.60.0.14-10.60.0.20"]),
+        pool("p", "10.60.0.0/24", &["10.60.0.9-10.60.0.13"]),
+        pool("empty", "10.63.0.0/24", &["10.63.0.10"]),
+    ] {
+        ipam.check_pool(&good).await.unwrap();
+        ipam.apply_pool(good).await.unwrap();
+    }
+    ipam.check_pool_deletion(&name("empty")).await.unwrap();
+    ipam.check_pool_deletion(&name("absent")).await.unwrap();
+    ipam.release(&owner("c1"), None).await.unwrap();
+    ipam.check_pool_deletion(&name("p")).await.unwrap();
+    assert_eq!(check_consistency(&*store).await, 0);
+}
+
+/// The version of every pool, block and owner record, and of the pools' guard: what a
+/// write would change.
+async fn versions(store: &dyn Store) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for range in [
+        KeyRange::Pools,
+        KeyRange::all_blocks(Family::V4),
+        KeyRange::Owners,
+    ] {
+        for (k, v) in store.scan(&range).await.unwrap() {
+            all.push((k.to_string(), format!("{:?}", v.version)));
+        }
+    }
+    let guard = store.get(&Key::PoolGuard).await.unwrap();
+    all.push(("guard".into(), format!("{:?}", guard.map(|g| g.version))));
+    all
 }
 
 /// Round robin (the default strategy), as host-local: addresses are handed out in order,

@@ -21,28 +21,16 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ipam_core::{IpPool, IpPoolSpec, ObjectName, ReservedIp, ReservedIpSpec, ValidationError};
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use ipam_api::decode::Decoded;
+use ipam_core::{IpPool, ObjectName, ReservedIp, ValidationError};
+use serde_json::Value;
 
 use crate::error::{ManifestError, Origin};
 use crate::strict::{self, DuplicateKey};
 
 /// The API version of the seed's Spiderpool kinds, accepted verbatim.
 pub use ipam_api::spiderpool::API_VERSION as SPIDERPOOL_API_VERSION;
-use ipam_api::spiderpool::{KIND_POOL as SPIDER_POOL, KIND_RESERVED as SPIDER_RESERVED};
 pub use ipam_api::{API_VERSION, KIND_POOL, KIND_RESERVED};
-
-/// The fields of our IPPool spec, as `IpPoolSpec` names them. Checked here so that an
-/// unknown field is refused with its own name rather than serde's generic message.
-fn pool_fields() -> &'static [&'static str] {
-    ipam_api::fields::of::<IpPoolSpec>()
-}
-
-/// The fields of our ReservedIP spec.
-fn reserved_fields() -> &'static [&'static str] {
-    ipam_api::fields::of::<ReservedIpSpec>()
-}
 
 /// How a file is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,240 +308,28 @@ fn decode_document(
     Ok(())
 }
 
-/// What a document's `apiVersion` and `kind` make it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
-    Pool { spiderpool: bool },
-    Reserved,
-}
-
-fn target_of(api_version: &str, kind: &str) -> Result<Target, (&'static str, String)> {
-    match (api_version, kind) {
-        (API_VERSION, KIND_POOL) => Ok(Target::Pool { spiderpool: false }),
-        (API_VERSION, KIND_RESERVED) | (SPIDERPOOL_API_VERSION, SPIDER_RESERVED) => {
-            Ok(Target::Reserved)
-        }
-        (SPIDERPOOL_API_VERSION, SPIDER_POOL) => Ok(Target::Pool { spiderpool: true }),
-        (_, KIND_POOL | KIND_RESERVED) => Err((
-            "apiVersion",
-            format!("kind {kind} is of apiVersion {API_VERSION}"),
-        )),
-        (_, SPIDER_POOL | SPIDER_RESERVED) => Err((
-            "apiVersion",
-            format!("kind {kind} is of apiVersion {SPIDERPOOL_API_VERSION}"),
-        )),
-        _ => Err((
-            "kind",
-            format!(
-                "unknown kind; ipamctl knows {KIND_POOL} and {KIND_RESERVED} \
-                 ({API_VERSION}), {SPIDER_POOL} and {SPIDER_RESERVED} ({SPIDERPOOL_API_VERSION})"
-            ),
-        )),
-    }
-}
-
-/// Validates one object document.
+/// Validates one object document: the reading `ipamctl apply` and the controller's
+/// admission webhook share ([`ipam_api::decode::decode_object`]), with where it came from.
 fn decode_object(origin: Origin, value: &Value) -> Result<Manifest, ManifestError> {
-    let Some(map) = value.as_object() else {
-        return Err(invalid(
-            &origin,
-            None,
-            "(document)",
-            value,
-            "expected an object with apiVersion, kind, metadata and spec",
-        ));
-    };
-    let api_version = required_str(&origin, None, map, "apiVersion")?;
-    let kind = required_str(&origin, None, map, "kind")?;
-    let target = target_of(api_version, kind)
-        .map_err(|(field, reason)| invalid(&origin, None, field, &map[field], reason))?;
-
-    // The name first, so that every later message can say which object it is about.
-    let metadata = match map.get("metadata") {
-        Some(Value::Object(m)) => m,
-        other => {
-            return Err(invalid(
-                &origin,
-                None,
-                "metadata",
-                other.unwrap_or(&Value::Null),
-                "is required: an object with a name",
-            ))
-        }
-    };
-    let name = required_str(&origin, None, metadata, "name")
-        .map_err(|e| rename_field(e, "metadata.name"))?;
-    let label = format!("{kind} {name:?}");
-    let object = Some(label.as_str());
-    ObjectName::new(name).map_err(|e| wrap(&origin, object, e))?;
-
-    // `status` is what `ipamctl get` prints: accepted and ignored, as kubectl ignores it on
-    // apply. Anything else at the top is a mistake worth stopping for.
-    for key in map.keys() {
-        if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
-            return Err(invalid(
-                &origin,
-                object,
-                key,
-                &map[key],
-                "unknown field; an object has apiVersion, kind, metadata, spec (and status, ignored)",
-            ));
-        }
-    }
-    let spec = match map.get("spec") {
-        Some(Value::Object(s)) => s,
-        other => {
-            return Err(invalid(
-                &origin,
-                object,
-                "spec",
-                other.unwrap_or(&Value::Null),
-                "is required: an object",
-            ))
-        }
-    };
-
-    let object_value = match target {
-        Target::Pool { spiderpool } => {
-            let mut spec = spec.clone();
-            if spiderpool {
-                strip_spiderpool_fields(&origin, &label, &mut spec)?;
-            }
-            check_fields(&origin, &label, &spec, pool_fields(), KIND_POOL)?;
-            let spec: IpPoolSpec = typed_spec(&origin, &label, spec)?;
-            Object::Pool(IpPool::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
-        }
-        Target::Reserved => {
-            // A SpiderReservedIP's spec has exactly our fields (ips, ipVersion).
-            check_fields(&origin, &label, spec, reserved_fields(), KIND_RESERVED)?;
-            let spec: ReservedIpSpec = typed_spec(&origin, &label, spec.clone())?;
-            Object::Reserved(ReservedIp::new(name, spec).map_err(|e| wrap(&origin, object, e))?)
-        }
+    let object = ipam_api::decode::decode_object(value).map_err(|r| ManifestError::Invalid {
+        origin: origin.clone(),
+        object: r.object,
+        error: Box::new(r.error),
+    })?;
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let object = match object {
+        Decoded::Pool(p) => Object::Pool(p),
+        Decoded::Reserved(r) => Object::Reserved(r),
     };
     Ok(Manifest {
         origin,
-        kind: kind.to_owned(),
-        object: object_value,
+        kind,
+        object,
     })
-}
-
-/// Removes the Spiderpool-only fields of a SpiderIPPool spec
-/// ([`ipam_api::spiderpool::UNIMPLEMENTED`]) when they say nothing (`null`, `{}`, `[]`,
-/// `false`, `0`), and refuses the first that says something, naming it: the rule of the
-/// cluster's SpiderIPPool schema (`deploy/spiderpool-compat/`), so that `ipamctl apply` and
-/// `kubectl apply` take the same manifests. Ignoring a filter such as `nodeName` would let
-/// the pool serve Pods its operator meant to keep out; ignoring `disable: true` would hand
-/// out addresses the operator switched off.
-fn strip_spiderpool_fields(
-    origin: &Origin,
-    label: &str,
-    spec: &mut Map<String, Value>,
-) -> Result<(), ManifestError> {
-    ipam_api::spiderpool::take_unimplemented(spec).map_err(|e| {
-        let value: Value =
-            serde_json::from_str(&e.value).unwrap_or_else(|_| Value::String(e.value.clone()));
-        invalid(
-            origin,
-            Some(label),
-            &e.path(),
-            &value,
-            format!("not implemented by ipam-rs: {}", e.why),
-        )
-    })
-}
-
-/// Refuses any spec field not in `known`, naming it.
-fn check_fields(
-    origin: &Origin,
-    label: &str,
-    spec: &Map<String, Value>,
-    known: &[&str],
-    kind: &str,
-) -> Result<(), ManifestError> {
-    for (key, value) in spec {
-        if !known.contains(&key.as_str()) {
-            return Err(invalid(
-                origin,
-                Some(label),
-                &format!("spec.{key}"),
-                value,
-                format!("unknown field; the spec of {kind} has {}", known.join(", ")),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Deserializes a spec, naming the field of a wrong type (`spec.ips[1]`).
-fn typed_spec<T: DeserializeOwned>(
-    origin: &Origin,
-    label: &str,
-    spec: Map<String, Value>,
-) -> Result<T, ManifestError> {
-    let spec = Value::Object(spec);
-    serde_path_to_error::deserialize(&spec).map_err(|e| {
-        let mut field = String::from("spec");
-        let mut at = Some(&spec);
-        for segment in e.path().iter() {
-            match segment {
-                serde_path_to_error::Segment::Seq { index } => {
-                    field.push_str(&format!("[{index}]"));
-                    at = at.and_then(|v| v.get(index));
-                }
-                serde_path_to_error::Segment::Map { key } => {
-                    field.push('.');
-                    field.push_str(key);
-                    at = at.and_then(|v| v.get(key));
-                }
-                other => {
-                    field.push_str(&format!(".{other}"));
-                    at = None;
-                }
-            }
-        }
-        invalid(
-            origin,
-            Some(label),
-            &field,
-            at.unwrap_or(&Value::Null),
-            e.inner(),
-        )
-    })
-}
-
-fn required_str<'v>(
-    origin: &Origin,
-    object: Option<&str>,
-    map: &'v Map<String, Value>,
-    field: &str,
-) -> Result<&'v str, ManifestError> {
-    match map.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(invalid(
-            origin,
-            object,
-            field,
-            &Value::String(String::new()),
-            "is required",
-        )),
-        Some(other) => Err(invalid(origin, object, field, other, "expected a string")),
-    }
-}
-
-/// Renames the field of an `Invalid` error (for fields read through a nested map).
-fn rename_field(e: ManifestError, field: &str) -> ManifestError {
-    match e {
-        ManifestError::Invalid {
-            origin,
-            object,
-            error,
-        } => ManifestError::Invalid {
-            origin,
-            object,
-            error: Box::new(ValidationError::new(field, error.value(), error.reason())),
-        },
-        other => other,
-    }
 }
 
 /// A refusal of `value` in `field`: strings are quoted as written, other values as JSON.
@@ -685,7 +461,7 @@ mod tests {
             ),
             (
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n",
-                r#"m.yaml: document 1: kind: "Deployment": unknown kind; ipamctl knows IPPool and ReservedIP (ipam.rs/v1alpha1), SpiderIPPool and SpiderReservedIP (spiderpool.spidernet.io/v2beta1)"#,
+                r#"m.yaml: document 1: kind: "Deployment": unknown kind; ipam-rs knows IPPool and ReservedIP (ipam.rs/v1alpha1), SpiderIPPool and SpiderReservedIP (spiderpool.spidernet.io/v2beta1)"#,
             ),
             (
                 "apiVersion: ipam.rs/v1\nkind: IPPool\nmetadata: {name: d}\nspec: {}\n",

@@ -255,7 +255,7 @@ fn invalid_input_is_refused_whole_and_nothing_is_applied() {
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
-            r#"<stdin>: document 3: kind: "ConfigMap": unknown kind; ipamctl knows IPPool and ReservedIP (ipam.rs/v1alpha1), SpiderIPPool and SpiderReservedIP (spiderpool.spidernet.io/v2beta1); nothing was applied"#,
+            r#"<stdin>: document 3: kind: "ConfigMap": unknown kind; ipam-rs knows IPPool and ReservedIP (ipam.rs/v1alpha1), SpiderIPPool and SpiderReservedIP (spiderpool.spidernet.io/v2beta1); nothing was applied"#,
         ),
         (
             "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata: {name: new-r}\nspec: {ips: [10.6.168.132]}\n",

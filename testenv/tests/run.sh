@@ -540,11 +540,103 @@ EOF
 # none in the host's; those namespaces have no route out; and no socket of theirs is
 # connected to an address outside them (the namespaces' own addresses, and the Service range
 # that kube-proxy maps onto them).
+# kubectl cannot break a pool (issue 16, point 3): the controller's admission webhook refuses
+# each bad object with a message naming the field and the value, admits a good one, deletes a
+# pool holding addresses only when forced; with the webhook removed (the escape hatch), a
+# bad pool written with kubectl does not stop another network's Pods.
+test_webhook() {
+  pool t9-pool 10.79.0.0/24 10.79.0.10-10.79.0.20
+  pod t9-a t9-pool node1
+  poll "t9-a Ready" pod_ready t9-a || return 1
+  ippool() { # NAME SUBNET RANGE [EXTRA SPEC LINE]
+    printf 'apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: %s\nspec:\n  subnet: %s\n  ips:\n  - %s\n%s' \
+      "$1" "$2" "$3" "${4:+  $4
+}"
+  }
+  # Each row: what, the manifest, the words the refusal must have.
+  refused() { # WHAT MANIFEST WORD...
+    local what=$1 manifest=$2 out w; shift 2
+    if out=$(printf '%s' "$manifest" | k apply -f - 2>&1); then
+      fail "$what: admitted ($out)"; return 1
+    fi
+    for w in "$@"; do
+      [[ $out == *"$w"* ]] || { fail "$what: the refusal does not say '$w': $out"; return 1; }
+    done
+    note "$what: $(printf '%s' "$out" | tail -n1 | cut -c1-230)"
+  }
+  local denied='admission webhook "pools.ipam.rs" denied the request'
+  refused "host bits in the subnet" "$(ippool t9-bad 10.79.1.5/24 10.79.1.10)" \
+    "$denied" 'IPPool "t9-bad"' spec.subnet 10.79.1.5/24 10.79.1.0/24 || return 1
+  refused "an address of the wrong syntax" "$(ippool t9-bad 10.79.1.0/24 010.79.1.10)" \
+    "$denied" 'spec.ips[0]' 010.79.1.10 || return 1
+  refused "a pool overlapping t9-pool" "$(ippool t9-over 10.79.0.0/24 10.79.0.15-10.79.0.30)" \
+    "$denied" spec.ips 10.79.0.15-10.79.0.30 'ippool "t9-over" overlaps ippool "t9-pool" at 10.79.0.15-10.79.0.20' || return 1
+  refused "a new subnet for t9-pool, which holds t9-a's address" "$(ippool t9-pool 10.78.0.0/24 10.78.0.10)" \
+    "$denied" spec.subnet 10.78.0.0/24 'cannot change from 10.79.0.0/24 while the pool holds 1 address(es)' || return 1
+  refused "a new family for t9-pool" "$(ippool t9-pool fd79::/120 fd79::10)" \
+    "$denied" spec.subnet fd79::/120 'while the pool holds 1' || return 1
+  # Our CRD's schema knows its fields: kubectl's validation names an unknown one before the
+  # request is sent (and the API server prunes it without validation: the webhook never sees
+  # it; Spiderpool's unimplemented fields are the unit tests' and the Spiderpool schema's).
+  refused "an unknown field" "$(ippool t9-unk 10.79.1.0/24 10.79.1.10 'vlan: 5')" \
+    'unknown field "vlan"' || return 1
+  local out
+  if out=$(k delete ippool t9-pool 2>&1); then fail "t9-pool, which holds an address, was deleted: $out"; return 1; fi
+  for w in "$denied" 'IPPool "t9-pool"' 'holds 1 address(es)' 'metadata.annotations[ipam.rs/force-delete]'; do
+    [[ $out == *"$w"* ]] || { fail "the refused delete does not say '$w': $out"; return 1; }
+  done
+  note "delete of t9-pool: $(printf '%s' "$out" | tail -n1 | cut -c1-230)"
+  # Admitted: a pool beside the others, its deletion (empty), then the forced deletion of
+  # t9-pool; t9-a keeps its address, which its DEL releases.
+  out=$(ippool t9-good 10.79.2.0/24 10.79.2.10 | k apply -f - 2>&1) || { fail "a good pool refused: $out"; return 1; }
+  k delete ippool t9-good >/dev/null || { fail "the empty t9-good not deleted"; return 1; }
+  k annotate ippool t9-pool ipam.rs/force-delete=true >/dev/null
+  out=$(k delete ippool t9-pool 2>&1) || { fail "the forced delete of t9-pool refused: $out"; return 1; }
+  note "good pool created and deleted; t9-pool deleted once annotated ipam.rs/force-delete=true"
+  # Every replica counts what it refused.
+  local refusals=0 i m
+  for i in $(seq 1 "$NODES"); do
+    m=$(in_cluster curl -sf --max-time 5 "http://$(node_ip "node$i"):9472/metrics") || continue
+    refusals=$((refusals + $(printf '%s\n' "$m" | awk '/^ipam_rs_webhook_refusals_total/ {s += $2} END {print s + 0}')))
+  done
+  [ "$refusals" -ge 6 ] || { fail "the replicas count $refusals refusals, expected 6 or more"; return 1; }
+  note "ipam_rs_webhook_refusals_total over the replicas: $refusals"
+  k delete pod t9-a --wait=false >/dev/null
+  poll "t9-a's address released" pool_empty t9-pool || return 1
+
+  # The webhook down: the operator removed its configuration. A bad pool goes in with
+  # kubectl, and a Pod on another network's pool still starts.
+  local saved
+  saved=$(k get validatingwebhookconfiguration ipam-controller -o json)
+  k delete validatingwebhookconfiguration ipam-controller >/dev/null
+  # Admitted once the API server no longer calls it.
+  broken_in() { ippool t9-broken 10.79.3.5/24 10.79.3.10 | k apply -f - >/dev/null 2>&1; }
+  poll "the bad pool t9-broken admitted without the webhook" broken_in || return 1
+  pool t9-other 10.79.4.0/24 10.79.4.10-10.79.4.20
+  pod t9-b t9-other node2
+  poll "t9-b (pool t9-other) Ready beside the bad pool" pod_ready t9-b || return 1
+  note "webhook configuration removed: t9-broken admitted, t9-b Running with $(pod_ip t9-b)"
+  ctl get ippool t9-broken >/dev/null 2>&1 && { fail "ipamctl reads the bad pool t9-broken as valid"; return 1; }
+  k delete ippool t9-broken >/dev/null
+  # Restored as it was (its caBundle too): bad pools are refused again.
+  printf '%s' "$saved" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+    o["metadata"].pop(k, None)
+json.dump(o, sys.stdout)' | k create -f - >/dev/null
+  refused_again() { ! ippool t9-bad 10.79.1.5/24 10.79.1.10 | k apply -f - >/dev/null 2>&1; }
+  poll "a bad pool refused again once the configuration is back" refused_again || return 1
+  k delete pod t9-b --wait=false >/dev/null
+  poll "t9-other empty" pool_empty t9-other || return 1
+  drop_pool t9-other
+}
+
 test_network_isolation() {
   "$here/isolation.sh" "$dir"
 }
 
-all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses network_isolation)
+all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses webhook network_isolation)
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
 for t in "${selected[@]}"; do

@@ -12,9 +12,13 @@
 //! | `ipam_rs_sync_duration_seconds` | histogram | one sync, reads to last write |
 //! | `ipam_rs_sync_errors_total` | counter | syncs that failed (nothing judged, nothing released) |
 //! | `ipam_rs_controller_leader` | gauge | 1 on the replica that leads |
+//! | `ipam_rs_webhook_requests_total{decision}` | counter | admission reviews answered (`allowed`, `refused`, `failed`) |
+//! | `ipam_rs_webhook_refusals_total{reason}` | counter | objects refused, by reason (`invalid`, `unknownField`, `unimplemented`, `overlap`, `subnetInUse`, `poolInUse`) |
+//! | `ipam_rs_webhook_errors_total` | counter | requests that were no review (answered 400) |
 //!
 //! Counts are gauges of `f64`: an IPv6 pool counts past what an `i64` holds. The pool gauges
 //! come from the leader only (a follower's are empty), so a sum over replicas is the count.
+//! The webhook's come from every replica (each serves it).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -34,7 +38,13 @@ struct PoolLabel {
     pool: String,
 }
 
-/// The label of released leaks.
+/// The label of the webhook's answers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+}
+
+/// The label of released leaks and of the webhook's refusals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
@@ -58,6 +68,9 @@ pub struct Metrics {
     sync_duration: Histogram,
     sync_errors: Counter,
     leader: Gauge,
+    webhook_requests: Family<DecisionLabel, Counter>,
+    webhook_refusals: Family<ReasonLabel, Counter>,
+    webhook_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +90,9 @@ impl Default for Metrics {
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             sync_errors: Counter::default(),
             leader: Gauge::default(),
+            webhook_requests: Family::default(),
+            webhook_refusals: Family::default(),
+            webhook_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,6 +154,21 @@ impl Default for Metrics {
             "controller_leader",
             "1 on the replica that holds the Lease",
             m.leader.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Admission reviews the webhook answered, by decision",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_refusals",
+            "Objects the webhook refused, by reason",
+            m.webhook_refusals.clone(),
+        );
+        registry.register(
+            "webhook_errors",
+            "Requests to the webhook that were no admission review",
+            m.webhook_errors.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -219,6 +250,33 @@ impl Metrics {
             self.leaked.set(0);
             self.statefulset_waiting.set(0);
         }
+    }
+
+    /// One review answered.
+    pub fn webhook_decided(&self, decision: &super::webhook::Decision) {
+        use super::webhook::Decision;
+        let label = match decision {
+            Decision::Allowed(_) => "allowed",
+            Decision::Refused(reason, _) => {
+                self.webhook_refusals
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.code().to_owned(),
+                    })
+                    .inc();
+                "refused"
+            }
+            Decision::Failed(_) => "failed",
+        };
+        self.webhook_requests
+            .get_or_create(&DecisionLabel {
+                decision: label.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request to the webhook that was no review.
+    pub fn webhook_error(&self) {
+        self.webhook_errors.inc();
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -304,6 +362,10 @@ mod tests {
         m.released("podGone");
         m.released("podGone");
         m.kept_by_fresh_look();
+        use crate::controller::webhook::{Decision, Reason};
+        m.webhook_decided(&Decision::Refused(Reason::Overlap, "x".into()));
+        m.webhook_decided(&Decision::Allowed(None));
+        m.webhook_error();
         let text = m.render();
         for line in [
             "ipam_rs_pool_total_addresses{pool=\"test-ippool\"} 3.0",
@@ -317,6 +379,10 @@ mod tests {
             "ipam_rs_sync_duration_seconds_count 1",
             "ipam_rs_sync_errors_total 0",
             "ipam_rs_controller_leader 1",
+            "ipam_rs_webhook_requests_total{decision=\"refused\"} 1",
+            "ipam_rs_webhook_requests_total{decision=\"allowed\"} 1",
+            "ipam_rs_webhook_refusals_total{reason=\"overlap\"} 1",
+            "ipam_rs_webhook_errors_total 1",
             "# TYPE ipam_rs_sync_duration_seconds histogram",
         ] {
             assert!(

@@ -17,6 +17,8 @@
 
 pub mod lease;
 pub mod metrics;
+pub mod tls;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

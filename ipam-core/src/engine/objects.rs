@@ -161,63 +161,8 @@ impl<S: Store> Ipam<S> {
         stored: &[(Key, Versioned<IpPool>)],
         guarded: &PoolRanges,
     ) -> Result<(), Error> {
-        // The other pools: of this apply, stored, and as the guard has them (an apply in
-        // flight, or a pool edited with kubectl since): each as the addresses it lists.
-        let replaced = |n: &ObjectName| n == pool.name() || batch.iter().any(|b| b.name() == n);
-        let others = batch
-            .iter()
-            .filter(|o| o.name() != pool.name())
-            .map(|o| (o.name(), o.family(), o.ips()))
-            .chain(
-                stored
-                    .iter()
-                    .map(|(_, v)| &v.value)
-                    .filter(|o| !replaced(o.name()))
-                    .map(|o| (o.name(), o.family(), o.ips())),
-            )
-            .chain(
-                guarded
-                    .0
-                    .iter()
-                    .filter(|(n, _)| !replaced(n))
-                    .map(|(n, (f, ips))| (n, *f, ips)),
-            );
-        for (other, family, ips) in others {
-            if let Some(o) = overlap((pool.family(), pool.ips()), (family, ips)) {
-                return Err(ValidationError::new(
-                    "spec.ips",
-                    &pool.spec().ips.join(","),
-                    format!(
-                        "ippool {:?} overlaps ippool {:?} at {} ({} addresses shared); pools never share an address",
-                        pool.name().as_str(),
-                        other.as_str(),
-                        o.at,
-                        o.shared
-                    ),
-                )
-                .into());
-            }
-        }
-        if old.is_none() && *expect != Expect::Absent {
-            let outside: Vec<IpAddr> = self
-                .allocations(Some(pool.name()))
-                .await?
-                .into_iter()
-                .map(|a| a.address)
-                .filter(|a| !pool.in_subnet(*a))
-                .collect();
-            if let Some(first) = outside.first() {
-                return Err(ValidationError::new(
-                    "spec.subnet",
-                    &pool.spec().subnet,
-                    format!(
-                        "the invalid pool it replaces holds {} address(es) outside it ({first} ...); release them first",
-                        outside.len()
-                    ),
-                )
-                .into());
-            }
-        }
+        check_overlaps(pool, batch, stored, guarded)?;
+        self.check_invalid_replaced(pool, old, expect).await?;
         if let Some(old) = old.filter(|o| o.subnet() != pool.subnet()) {
             let key = Key::Pool(pool.name().clone());
             if old.state() != PoolState::Changing {
@@ -246,12 +191,92 @@ impl<S: Store> Ipam<S> {
                     expect.clone(),
                 );
                 self.commit(unmark).await?;
+                return Err(subnet_in_use(pool, old, held));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a pool as [`Ipam::apply_pool`] would, against the stored pools, and writes
+    /// nothing: the admission webhook's judgement of a pool written with kubectl, from the
+    /// same rules as an apply (overlap with another pool, naming both; the subnet of a pool
+    /// that holds addresses; an invalid pool replaced while it holds addresses outside the
+    /// new subnet).
+    ///
+    /// An apply holds a pool still before it counts what it holds; this check only counts,
+    /// so an allocation made between the check and the write is not seen. The engine
+    /// tolerates what slips through (a pool it cannot read hands nothing out).
+    pub async fn check_pool(&self, pool: &IpPool) -> Result<(), Error> {
+        let guard = self.read::<PoolRanges>(&Key::PoolGuard).await?;
+        let ranges = guard.map(|g| g.value).unwrap_or_default();
+        let (stored, _) = self.read_readable::<IpPool>(&KeyRange::Pools).await?;
+        let key = Key::Pool(pool.name().clone());
+        let listed = stored.iter().find(|(_, v)| v.value.name() == pool.name());
+        let (old, expect) = match listed {
+            Some((_, v)) => (Some(v.value.clone()), Expect::Version(v.version.clone())),
+            None => self.read_for_replace::<IpPool>(&key).await?,
+        };
+        check_overlaps(pool, &[], &stored, &ranges)?;
+        self.check_invalid_replaced(pool, old.as_ref(), &expect)
+            .await?;
+        if let Some(old) = old.filter(|o| o.subnet() != pool.subnet()) {
+            let held = self.held_from(&old).await?;
+            if held > 0 {
+                return Err(subnet_in_use(pool, &old, held));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses, as [`Ipam::delete_pool`] without `force` does, the deletion of a pool that
+    /// holds addresses ([`Error::PoolInUse`]); writes nothing. A pool already being deleted
+    /// (marked by a deletion that was forced, or found it empty) passes, and so does one that
+    /// does not read as a pool (absent, or invalid: it hands out nothing).
+    pub async fn check_pool_deletion(&self, name: &ObjectName) -> Result<(), Error> {
+        let (pool, _) = self
+            .read_for_replace::<IpPool>(&Key::Pool(name.clone()))
+            .await?;
+        match pool {
+            Some(p) if p.state() != PoolState::Deleting => self.refuse_if_held(&p).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Error::PoolInUse`] if `pool` holds addresses.
+    pub(crate) async fn refuse_if_held(&self, pool: &IpPool) -> Result<(), Error> {
+        let allocated = self.held_from(pool).await?;
+        if allocated > 0 {
+            return Err(Error::PoolInUse {
+                pool: pool.name().to_string(),
+                allocated,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses to replace an invalid pool (`expect` found something, `old` could not read it)
+    /// by one whose subnet leaves out addresses the invalid one holds.
+    async fn check_invalid_replaced(
+        &self,
+        pool: &IpPool,
+        old: Option<&IpPool>,
+        expect: &Expect,
+    ) -> Result<(), Error> {
+        if old.is_none() && *expect != Expect::Absent {
+            let outside: Vec<IpAddr> = self
+                .allocations(Some(pool.name()))
+                .await?
+                .into_iter()
+                .map(|a| a.address)
+                .filter(|a| !pool.in_subnet(*a))
+                .collect();
+            if let Some(first) = outside.first() {
                 return Err(ValidationError::new(
                     "spec.subnet",
                     &pool.spec().subnet,
                     format!(
-                        "cannot change from {} while the pool holds {held} address(es); release them first",
-                        old.subnet()
+                        "the invalid pool it replaces holds {} address(es) outside it ({first} ...); release them first",
+                        outside.len()
                     ),
                 )
                 .into());
@@ -362,6 +387,68 @@ impl<S: Store> Ipam<S> {
     pub(crate) async fn summary(&self) -> Result<Option<Versioned<FamilySets>>, Error> {
         self.read(&Key::ReservedSummary).await
     }
+}
+
+/// Refuses a pool spec that would overlap another pool (of `batch`, stored, or as the
+/// pools' guard lists them: an apply in flight, or a pool edited with kubectl since), naming
+/// both.
+fn check_overlaps(
+    pool: &IpPool,
+    batch: &[IpPool],
+    stored: &[(Key, Versioned<IpPool>)],
+    guarded: &PoolRanges,
+) -> Result<(), Error> {
+    // The other pools: of this apply, stored, and as the guard has them (an apply in
+    // flight, or a pool edited with kubectl since): each as the addresses it lists.
+    let replaced = |n: &ObjectName| n == pool.name() || batch.iter().any(|b| b.name() == n);
+    let others = batch
+        .iter()
+        .filter(|o| o.name() != pool.name())
+        .map(|o| (o.name(), o.family(), o.ips()))
+        .chain(
+            stored
+                .iter()
+                .map(|(_, v)| &v.value)
+                .filter(|o| !replaced(o.name()))
+                .map(|o| (o.name(), o.family(), o.ips())),
+        )
+        .chain(
+            guarded
+                .0
+                .iter()
+                .filter(|(n, _)| !replaced(n))
+                .map(|(n, (f, ips))| (n, *f, ips)),
+        );
+    for (other, family, ips) in others {
+        if let Some(o) = overlap((pool.family(), pool.ips()), (family, ips)) {
+            return Err(ValidationError::new(
+                    "spec.ips",
+                    &pool.spec().ips.join(","),
+                    format!(
+                        "ippool {:?} overlaps ippool {:?} at {} ({} addresses shared); pools never share an address",
+                        pool.name().as_str(),
+                        other.as_str(),
+                        o.at,
+                        o.shared
+                    ),
+                )
+                .into());
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a new subnet for a pool that holds addresses.
+fn subnet_in_use(pool: &IpPool, old: &IpPool, held: u128) -> Error {
+    ValidationError::new(
+        "spec.subnet",
+        &pool.spec().subnet,
+        format!(
+            "cannot change from {} while the pool holds {held} address(es); release them first",
+            old.subnet()
+        ),
+    )
+    .into()
 }
 
 /// What applying does to what `expect` found: an invalid object replaced is configured.

@@ -506,13 +506,7 @@ impl<S: Store> Ipam<S> {
                     // Refused at once where it is plainly in use: the mark would fail the
                     // pool's ADDs meanwhile for nothing.
                     if !force {
-                        let allocated = self.held_from(p).await?;
-                        if allocated > 0 {
-                            return Err(Error::PoolInUse {
-                                pool: name.to_string(),
-                                allocated,
-                            });
-                        }
+                        self.refuse_if_held(p).await?;
                     }
                     let mut mark = Transaction::new();
                     mark.put(
