@@ -31,6 +31,89 @@ pub struct Allocation {
     pub node: Option<ObjectName>,
 }
 
+/// Why an address is held: for what the allocation's owner stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeldFor {
+    /// A sandbox of a Pod.
+    Pod,
+    /// A sandbox of a StatefulSet's Pod: a DEL keeps the address for the Pod's identity.
+    StatefulSetPod {
+        /// The StatefulSet.
+        statefulset: String,
+    },
+    /// No sandbox: kept for a StatefulSet Pod's identity until the Pod's next sandbox.
+    StatefulSetIdentity {
+        /// The StatefulSet.
+        statefulset: String,
+    },
+    /// An owner without a Pod (a runtime that is not Kubernetes, or no `K8S_POD_*`).
+    NoPod,
+}
+
+impl HeldFor {
+    /// One camelCase word: `pod`, `statefulSetPod`, `statefulSetIdentity`, `noPod`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HeldFor::Pod => "pod",
+            HeldFor::StatefulSetPod { .. } => "statefulSetPod",
+            HeldFor::StatefulSetIdentity { .. } => "statefulSetIdentity",
+            HeldFor::NoPod => "noPod",
+        }
+    }
+}
+
+impl fmt::Display for HeldFor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeldFor::Pod => f.write_str("Pod"),
+            HeldFor::StatefulSetPod { statefulset } => {
+                write!(f, "Pod of StatefulSet {statefulset}")
+            }
+            HeldFor::StatefulSetIdentity { statefulset } => {
+                write!(
+                    f,
+                    "StatefulSet {statefulset}: no sandbox, kept for the Pod's next"
+                )
+            }
+            HeldFor::NoPod => f.write_str("no Pod"),
+        }
+    }
+}
+
+impl Allocation {
+    /// Why the address is held.
+    ///
+    /// ```
+    /// use ipam_core::{Allocation, HeldFor, Owner, PodRef};
+    /// let pod = PodRef {
+    ///     namespace: Some("prod".into()),
+    ///     name: "db-0".into(),
+    ///     statefulset: Some("db".into()),
+    ///     ..PodRef::default()
+    /// };
+    /// let kept = Allocation {
+    ///     address: "10.0.0.5".parse().unwrap(),
+    ///     pool: ipam_core::ObjectName::new("pool").unwrap(),
+    ///     network: "net1".into(),
+    ///     owner: pod.identity_owner("eth0").unwrap(),
+    ///     pod: Some(pod),
+    ///     node: None,
+    /// };
+    /// assert_eq!(kept.held_for(), HeldFor::StatefulSetIdentity { statefulset: "db".into() });
+    /// ```
+    pub fn held_for(&self) -> HeldFor {
+        let statefulset = self.pod.as_ref().and_then(|p| p.statefulset.clone());
+        match (&self.pod, statefulset) {
+            (None, _) => HeldFor::NoPod,
+            (Some(_), Some(statefulset)) if self.owner.is_statefulset_identity() => {
+                HeldFor::StatefulSetIdentity { statefulset }
+            }
+            (Some(_), Some(statefulset)) => HeldFor::StatefulSetPod { statefulset },
+            (Some(_), None) => HeldFor::Pod,
+        }
+    }
+}
+
 /// The Pod an allocation was made for: what the runtime said of it (`K8S_POD_*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

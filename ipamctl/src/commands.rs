@@ -905,7 +905,8 @@ mod tests {
                 .unwrap(),
             serde_json::json!({"items": [{
                 "address": "10.6.168.133", "pool": "test-ippool", "network": "macvlan-net",
-                "containerID": "c1", "ifname": "eth0", "podNamespace": "default", "podName": "pod-c1"
+                "containerID": "c1", "ifname": "eth0", "podNamespace": "default", "podName": "pod-c1",
+                "heldFor": "pod"
             }]})
         );
         assert_eq!(

@@ -162,7 +162,8 @@ pub fn reserved_table(reserved: &[ReservedIp], wide: bool) -> Table {
 }
 
 /// The allocations table: ADDRESS, POOL, NETWORK, CONTAINER-ID, IFNAME, POD
-/// (`namespace/name`); `wide` adds POD-UID and NODE (the node whose plugin took it).
+/// (`namespace/name`); `wide` adds POD-UID, NODE (the node whose plugin took it) and
+/// HELD-FOR (why it is held: [`ipam_core::HeldFor`]).
 pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
     let mut headers = vec![
         "ADDRESS",
@@ -173,7 +174,7 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
         "POD",
     ];
     if wide {
-        headers.extend(["POD-UID", "NODE"]);
+        headers.extend(["POD-UID", "NODE", "HELD-FOR"]);
     }
     let mut t = Table::new(&headers);
     for a in allocations {
@@ -201,6 +202,7 @@ pub fn allocations_table(allocations: &[Allocation], wide: bool) -> Table {
                     .map(ToString::to_string)
                     .unwrap_or_else(|| NONE.into()),
             );
+            row.push(a.held_for().to_string());
         }
         t.row(row);
     }
@@ -248,6 +250,13 @@ pub struct AllocationOut {
     /// The node whose plugin took it, where nodes share the store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Why it is held: `pod`, `statefulSetPod`, `statefulSetIdentity` (no sandbox: kept
+    /// for the Pod's next), `noPod`.
+    #[serde(rename = "heldFor")]
+    pub held_for: &'static str,
+    /// The StatefulSet of the Pod, where it has one.
+    #[serde(rename = "statefulSet", skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<String>,
 }
 
 impl From<&Allocation> for AllocationOut {
@@ -262,6 +271,8 @@ impl From<&Allocation> for AllocationOut {
             pod_name: a.pod.as_ref().map(|p| p.name.clone()),
             pod_uid: a.pod.as_ref().and_then(|p| p.uid.clone()),
             node: a.node.as_ref().map(ToString::to_string),
+            held_for: a.held_for().code(),
+            statefulset: a.pod.as_ref().and_then(|p| p.statefulset.clone()),
         }
     }
 }

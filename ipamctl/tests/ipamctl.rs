@@ -557,12 +557,25 @@ fn allocations_print_flat_with_pod_fields_where_known() {
         ctl.allocate("test-ippool", "c2", None).unwrap(),
         "10.6.168.132"
     );
+    let db0 = PodRef {
+        namespace: Some("default".into()),
+        name: "db-0".into(),
+        uid: Some("5a5a".into()),
+        statefulset: Some("db".into()),
+    };
+    assert_eq!(
+        ctl.allocate("test-ippool", "c3", Some(db0)).unwrap(),
+        "10.6.168.133"
+    );
     let items = json!({"items": [
         {"address": "10.6.168.131", "pool": "test-ippool", "network": "macvlan-net",
          "containerID": "c1", "ifname": "eth0", "podNamespace": "default",
-         "podName": "test-app-67dd9f645-dv8xz", "podUID": "9f8e7d6c"},
+         "podName": "test-app-67dd9f645-dv8xz", "podUID": "9f8e7d6c", "heldFor": "pod"},
         {"address": "10.6.168.132", "pool": "test-ippool", "network": "macvlan-net",
-         "containerID": "c2", "ifname": "eth0"}
+         "containerID": "c2", "ifname": "eth0", "heldFor": "noPod"},
+        {"address": "10.6.168.133", "pool": "test-ippool", "network": "macvlan-net",
+         "containerID": "c3", "ifname": "eth0", "podNamespace": "default",
+         "podName": "db-0", "podUID": "5a5a", "heldFor": "statefulSetPod", "statefulSet": "db"}
     ]});
     assert_eq!(ctl.json(&["get", "allocations"]), items);
     assert_eq!(
@@ -575,13 +588,14 @@ fn allocations_print_flat_with_pod_fields_where_known() {
     );
     assert_eq!(
         ctl.run(&["get", "allocations", "-o", "wide"]).ok(),
-        "ADDRESS        POOL          NETWORK       CONTAINER-ID   IFNAME   POD                                POD-UID    NODE\n\
-         10.6.168.131   test-ippool   macvlan-net   c1             eth0     default/test-app-67dd9f645-dv8xz   9f8e7d6c   <none>\n\
-         10.6.168.132   test-ippool   macvlan-net   c2             eth0     <none>                             <none>     <none>\n"
+        "ADDRESS        POOL          NETWORK       CONTAINER-ID   IFNAME   POD                                POD-UID    NODE     HELD-FOR\n\
+         10.6.168.131   test-ippool   macvlan-net   c1             eth0     default/test-app-67dd9f645-dv8xz   9f8e7d6c   <none>   Pod\n\
+         10.6.168.132   test-ippool   macvlan-net   c2             eth0     <none>                             <none>     <none>   no Pod\n\
+         10.6.168.133   test-ippool   macvlan-net   c3             eth0     default/db-0                       5a5a       <none>   Pod of StatefulSet db\n"
     );
     assert_eq!(
-        ctl.run(&["get", "allocation", "10.6.168.133"]).failed(),
-        r#"allocation "10.6.168.133" not found"#
+        ctl.run(&["get", "allocation", "10.6.168.134"]).failed(),
+        r#"allocation "10.6.168.134" not found"#
     );
     assert_eq!(
         ctl.run(&["get", "allocations", "--pool", "nope"]).failed(),
