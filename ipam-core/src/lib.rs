@@ -63,11 +63,11 @@ mod validation;
 
 pub use addr::{parse_addr, parse_cidr, AddrError, AddrErrorKind, Family, IpRange};
 pub use engine::{
-    Applied, Config, Explanation, GcReport, Granted, Ipam, PoolFinding, Released, Request, Sleep,
-    Slot, ThreadSleep,
+    Applied, Config, EmptyBlock, Explanation, GcReport, Granted, Ipam, Leftovers, PoolFinding,
+    Released, Request, Sleep, Slot, ThreadSleep,
 };
 pub use error::{Error, ObjectKind, PoolCounts, StillHeld, StoreError, Unavailable};
-pub use holder::{Allocation, PodRef};
+pub use holder::{Allocation, HeldFor, PodRef};
 pub use memory::MemoryStore;
 pub use name::{check_dns_label, check_dns_subdomain, ObjectName, Owner};
 pub use pool::{IpPool, IpPoolSpec, PoolState, Route, RouteSpec, MAX_POOL_SIZE};

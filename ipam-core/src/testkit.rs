@@ -89,6 +89,9 @@ pub const SCENARIOS: &[Scenario] = &[
     ("statefulset_pods_keep_their_address", |s| {
         pollster::block_on(statefulset_pods_keep_their_address(s))
     }),
+    ("crash_leftovers_are_found_and_swept", |s| {
+        pollster::block_on(crash_leftovers_are_found_and_swept(s))
+    }),
 ];
 
 /// Runs every scenario, each on a fresh store from `make`, in one test. Prefer
@@ -134,7 +137,7 @@ macro_rules! conformance_tests {
             allocation_at_every_instant_of_a_release,
             pool_changes_at_every_instant_of_an_allocation,
             overlapping_applies_at_every_instant_of_each_other,
-            statefulset_pods_keep_their_address);
+            statefulset_pods_keep_their_address, crash_leftovers_are_found_and_swept);
     };
     ($make:expr) => {
         $crate::conformance_tests!(optional: Some($make));
@@ -1668,6 +1671,98 @@ pub async fn statefulset_pods_keep_their_address(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(held, vec![c]);
     check_indexes_exact(&*store).await;
+}
+
+/// What a crash leaves (an owner index entry whose block write never came, an empty
+/// block) is found, and swept by compare-and-swap: a stale entry goes without releasing
+/// anything, an empty block goes unless it was written since it was read.
+pub async fn crash_leftovers_are_found_and_swept(store: Arc<dyn Store>) {
+    let ipam = Ipam::new(store.clone());
+    ipam.apply_pool(pool("lo", "10.73.0.0/24", &["10.73.0.1-10.73.0.8"]))
+        .await
+        .unwrap();
+    ipam.apply_pool(pool("lo2", "10.73.2.0/24", &["10.73.2.1-10.73.2.8"]))
+        .await
+        .unwrap();
+    let a = ipam.allocate(&request("a", &["lo"])).await.unwrap()[0]
+        .allocation
+        .address;
+    // A crash between the index write and the block write of an allocation, and a guard's
+    // empty block.
+    let ghost: IpAddr = "10.73.0.5".parse().unwrap();
+    let block_of = |addr: &str| Key::Block {
+        family: Family::V4,
+        index: crate::search::block_index(crate::addr::to_u128(addr.parse().unwrap())),
+    };
+    let mut txn = Transaction::new();
+    txn.put(
+        Key::Owner(owner("ghost")),
+        Record::Owner(vec![crate::holder::Held {
+            network: "net1".into(),
+            address: ghost,
+        }]),
+        Expect::Absent,
+    );
+    for at in ["10.73.1.0", "10.73.2.0"] {
+        let Key::Block { family, index } = block_of(at) else {
+            unreachable!()
+        };
+        txn.put(
+            block_of(at),
+            Record::Block(crate::block::BlockRecord::new(family, index)),
+            Expect::Absent,
+        );
+    }
+    store.commit(txn).await.unwrap();
+
+    let found = ipam.leftovers().await.unwrap();
+    assert_eq!(
+        found.stale_entries,
+        vec![(
+            owner("ghost"),
+            vec![crate::holder::Held {
+                network: "net1".into(),
+                address: ghost
+            }]
+        )]
+    );
+    let empty: Vec<Key> = found
+        .empty_blocks
+        .iter()
+        .map(|b| Key::Block {
+            family: b.family,
+            index: b.index,
+        })
+        .collect();
+    assert_eq!(empty, vec![block_of("10.73.1.0"), block_of("10.73.2.0")]);
+
+    // The stale entry goes; the owner that holds its address keeps everything.
+    assert_eq!(
+        ipam.drop_stale_entries(&owner("ghost"), &[ghost])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(ipam.drop_stale_entries(&owner("a"), &[a]).await.unwrap(), 0);
+    // An empty block written since it was read stays; one untouched goes.
+    let b = ipam.allocate(&request("b", &["lo2"])).await.unwrap()[0]
+        .allocation
+        .address;
+    assert_eq!(block_of(&b.to_string()), block_of("10.73.2.0"));
+    assert!(!ipam
+        .delete_empty_block(&found.empty_blocks[1])
+        .await
+        .unwrap());
+    assert!(ipam
+        .delete_empty_block(&found.empty_blocks[0])
+        .await
+        .unwrap());
+    assert!(!ipam
+        .delete_empty_block(&found.empty_blocks[0])
+        .await
+        .unwrap());
+    assert_eq!(ipam.leftovers().await.unwrap(), crate::Leftovers::default());
+    assert_eq!(check_indexes_exact(&*store).await, 2);
 }
 
 /// As [`check_consistency`], and every owner index names exactly what its owner holds: true

@@ -50,6 +50,12 @@ struct ReasonLabel {
     reason: String,
 }
 
+/// The label of swept leftovers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
 type CountGauge = Family<PoolLabel, Gauge<f64, AtomicU64>>;
 
 /// Every metric of the controller, registered once.
@@ -65,6 +71,7 @@ pub struct Metrics {
     kept_by_fresh_look: Counter,
     statefulset_waiting: Gauge,
     statefulset_kept: Family<ReasonLabel, Counter>,
+    swept: Family<KindLabel, Counter>,
     sync_duration: Histogram,
     sync_errors: Counter,
     leader: Gauge,
@@ -86,6 +93,7 @@ impl Default for Metrics {
             kept_by_fresh_look: Counter::default(),
             statefulset_waiting: Gauge::default(),
             statefulset_kept: Family::default(),
+            swept: Family::default(),
             // 10 ms to about 80 s.
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             sync_errors: Counter::default(),
@@ -139,6 +147,11 @@ impl Default for Metrics {
             "statefulset_kept_leaks",
             "Leaked sandboxes of StatefulSet Pods whose address was kept for the Pod's next sandbox, by reason",
             m.statefulset_kept.clone(),
+        );
+        registry.register(
+            "leftovers_swept",
+            "What crashes left behind, swept: stale owner index entries (kind ownerEntry) and empty blocks (emptyBlock)",
+            m.swept.clone(),
         );
         registry.register(
             "sync_duration_seconds",
@@ -230,6 +243,15 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Leftovers of crashes swept, of one kind (`ownerEntry`, `emptyBlock`).
+    pub fn swept(&self, kind: &str, n: usize) {
+        self.swept
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n as u64);
     }
 
     /// How many addresses wait for StatefulSet Pods at this sync.

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipam_api::Workloads;
-use ipam_core::{Allocation, Ipam, ObjectName, PoolCounts, StoreError};
+use ipam_core::{Allocation, Ipam, Leftovers, ObjectName, PoolCounts, StoreError};
 use ipam_kube::KubeStore;
 use pollster::block_on;
 
@@ -61,6 +61,9 @@ pub struct SyncReport {
     pub kept_by_fresh_look: usize,
     /// Pools whose status was written.
     pub counts_published: usize,
+    /// Owner index entries and empty blocks left by crashes, swept (see
+    /// [`Controller::sweep`]).
+    pub leftovers_swept: usize,
 }
 
 /// The controller's state between syncs.
@@ -71,6 +74,8 @@ pub struct Controller {
     settings: Settings,
     tracker: Tracker,
     published: HashMap<ObjectName, PoolCounts>,
+    /// The last look for what crashes leave behind, and when it was.
+    last_sweep: Option<(Instant, Leftovers)>,
 }
 
 /// Until when this replica may act as the leader (`None`: it is not the leader).
@@ -96,6 +101,7 @@ impl Controller {
             store,
             settings,
             published: HashMap::new(),
+            last_sweep: None,
         }
     }
 
@@ -104,6 +110,7 @@ impl Controller {
     pub fn restart(&mut self) {
         self.tracker = Tracker::new(self.settings.leak_grace);
         self.published.clear();
+        self.last_sweep = None;
     }
 
     /// One sync. Releases stop as soon as `leadership` lapses.
@@ -190,6 +197,7 @@ impl Controller {
         }
         if leads(leadership) {
             report.counts_published = self.publish_counts()?;
+            report.leftovers_swept = self.sweep(Instant::now(), leadership)?;
         }
         Ok(report)
     }
@@ -225,6 +233,66 @@ impl Controller {
             }
         }
         Ok(fresh)
+    }
+
+    /// Sweeps what crashes leave behind: owner index entries their blocks contradict, and
+    /// blocks that hold no address ([`Ipam::leftovers`]). One look per grace period (it reads
+    /// every block and owner entry); what two looks a grace period apart both found (a block
+    /// at the same version) goes, by compare-and-swap, at most `max_releases` per look. An
+    /// allocation in flight lasts seconds, never a grace period, and one that meets a swept
+    /// entry's guard or a deleted block starts over. Returns how many went.
+    fn sweep(&mut self, now: Instant, leadership: &Leadership) -> Result<usize, ipam_core::Error> {
+        if self
+            .last_sweep
+            .as_ref()
+            .is_some_and(|(at, _)| now.duration_since(*at) < self.settings.leak_grace)
+        {
+            return Ok(0);
+        }
+        let found = block_on(self.ipam.leftovers())?;
+        let mut swept = 0;
+        if let Some((_, before)) = self.last_sweep.take() {
+            for (owner, entries) in &found.stale_entries {
+                if swept >= self.settings.max_releases || !leads(leadership) {
+                    break;
+                }
+                let lasting: Vec<std::net::IpAddr> = entries
+                    .iter()
+                    .filter(|e| {
+                        before
+                            .stale_entries
+                            .iter()
+                            .any(|(o, es)| o == owner && es.contains(e))
+                    })
+                    .map(|e| e.address)
+                    .collect();
+                if lasting.is_empty() {
+                    continue;
+                }
+                let dropped = block_on(self.ipam.drop_stale_entries(owner, &lasting))?;
+                if dropped > 0 {
+                    swept += dropped;
+                    self.metrics.swept("ownerEntry", dropped);
+                    eprintln!(
+                        "ipam-controller: dropped {dropped} stale owner index entr(y/ies) of {owner} ({}): no block holds them for it",
+                        lasting.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            for block in &found.empty_blocks {
+                if swept >= self.settings.max_releases || !leads(leadership) {
+                    break;
+                }
+                if before.empty_blocks.contains(block)
+                    && block_on(self.ipam.delete_empty_block(block))?
+                {
+                    swept += 1;
+                    self.metrics.swept("emptyBlock", 1);
+                }
+            }
+        }
+        self.last_sweep = Some((now, found));
+        Ok(swept)
     }
 
     /// Writes the counts of every pool whose counts changed since this leadership last

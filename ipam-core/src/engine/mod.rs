@@ -23,7 +23,7 @@ mod release;
 
 pub use allocate::Granted;
 pub use inspect::{Explanation, PoolFinding};
-pub use release::Released;
+pub use release::{EmptyBlock, Leftovers, Released};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -26,13 +26,16 @@ enum Candidates<'a> {
     /// Those the owner's index names on a network, and these, but only where the holder
     /// records the node given (GC: a runtime knows its own node's attachments only).
     OfNode(&'a str, &'a [IpAddr], Option<&'a ObjectName>),
+    /// Exactly these, on any network, to drop the index entries their blocks contradict:
+    /// nothing is released.
+    Stale(&'a [IpAddr]),
 }
 
 impl Candidates<'_> {
     fn network_matches(&self, network: &str) -> bool {
         match self {
             Candidates::Network(n, _) => n.is_none_or(|n| n == network),
-            Candidates::Only(_) => true,
+            Candidates::Only(_) | Candidates::Stale(_) => true,
             Candidates::OfNode(n, _, _) => *n == network,
         }
     }
@@ -42,6 +45,7 @@ impl Candidates<'_> {
         self.network_matches(&holder.network)
             && match self {
                 Candidates::OfNode(_, _, node) => holder.node.as_ref() == *node,
+                Candidates::Stale(_) => false,
                 _ => true,
             }
     }
@@ -195,7 +199,7 @@ impl<S: Store> Ipam<S> {
                 );
                 extra
             }
-            Candidates::Only(only) => only,
+            Candidates::Only(only) | Candidates::Stale(only) => only,
         };
         for a in extra {
             if !candidates.contains(a) {
@@ -251,7 +255,16 @@ impl<S: Store> Ipam<S> {
             cache
                 .current(family, idx)
                 .and_then(|b| b.holder(to_u128(h.address)))
-                .is_some_and(|x| x.owner == *owner && x.network == h.network)
+                .is_some_and(|x| {
+                    x.network == h.network
+                        && (x.owner == *owner
+                            // An identity lists the address its Pod's sandbox holds too.
+                            || (owner.is_statefulset_identity()
+                                && x.pod
+                                    .as_ref()
+                                    .and_then(|p| p.identity_owner(x.owner.ifname()))
+                                    .is_some_and(|id| id == *owner)))
+                })
         };
         let (dropped, remaining): (Vec<Held>, Vec<Held>) = entries.iter().cloned().partition(|h| {
             candidates.contains(&h.address) && which.network_matches(&h.network) && !still_holds(h)
@@ -462,6 +475,106 @@ impl<S: Store> Ipam<S> {
         Ok(report)
     }
 
+    /// What crashes leave behind in the store, at this instant: owner index entries that
+    /// their blocks contradict (an allocation stopped between its index write and its block
+    /// write; or one still in flight, so a caller waits before it drops them) and blocks
+    /// that hold no address (a guard's, or one whose last release stopped before deleting
+    /// it), each with the version read. An entry of a StatefulSet Pod's identity that names
+    /// an address a sandbox of that identity holds is not stale.
+    pub async fn leftovers(&self) -> Result<Leftovers, Error> {
+        let mut out = Leftovers::default();
+        let mut holders: BTreeMap<IpAddr, Holder> = BTreeMap::new();
+        for family in [Family::V4, Family::V6] {
+            let (blocks, _) = self
+                .read_readable::<BlockRecord>(&KeyRange::all_blocks(family))
+                .await?;
+            for (_, block) in blocks {
+                if block.value.is_empty() {
+                    out.empty_blocks.push(EmptyBlock {
+                        family,
+                        index: block.value.index(),
+                        version: block.version.clone(),
+                    });
+                }
+                for (value, h) in block.value.iter() {
+                    holders.insert(family.addr(value), h.clone());
+                }
+            }
+        }
+        let (owners, _) = self.read_readable::<Vec<Held>>(&KeyRange::Owners).await?;
+        for (key, index) in owners {
+            let Key::Owner(owner) = key else {
+                return Err(corrupt(&key, "an owner key"));
+            };
+            let stale: Vec<Held> = index
+                .value
+                .iter()
+                .filter(|h| {
+                    !holders.get(&h.address).is_some_and(|x| {
+                        x.network == h.network
+                            && (x.owner == owner
+                                || x.pod
+                                    .as_ref()
+                                    .and_then(|p| p.identity_owner(x.owner.ifname()))
+                                    .is_some_and(|id| id == owner))
+                    })
+                })
+                .cloned()
+                .collect();
+            if !stale.is_empty() {
+                out.stale_entries.push((owner, stale));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the entries of `owner`'s index for `addresses` that its blocks contradict (see
+    /// [`Ipam::leftovers`]); releases nothing (an address the owner holds keeps its entry).
+    /// Each dropped entry's block is guarded, as a release's: an allocation of that address
+    /// in flight fails its write and starts over. Returns how many entries went.
+    pub async fn drop_stale_entries(
+        &self,
+        owner: &Owner,
+        addresses: &[IpAddr],
+    ) -> Result<usize, Error> {
+        self.retrying("drop stale owner entries", || async {
+            let key = Key::Owner(owner.clone());
+            let before = self
+                .read::<Vec<Held>>(&key)
+                .await?
+                .map_or(0, |v| v.value.len());
+            let done = self
+                .try_release(owner, Candidates::Stale(addresses), Keep::Nothing)
+                .await?;
+            debug_assert!(done.released.is_empty() && done.kept.is_empty());
+            let after = self
+                .read::<Vec<Held>>(&key)
+                .await?
+                .map_or(0, |v| v.value.len());
+            Ok(before.saturating_sub(after))
+        })
+        .await
+    }
+
+    /// Deletes a block that held no address when read at `version`, if it is still that
+    /// version (a compare-and-swap: a block written since, by an allocation or a guard, stays).
+    /// Returns whether it was deleted.
+    pub async fn delete_empty_block(&self, block: &EmptyBlock) -> Result<bool, Error> {
+        let mut txn = Transaction::new();
+        txn.delete(
+            Key::Block {
+                family: block.family,
+                index: block.index,
+            },
+            Expect::Version(block.version.clone()),
+        );
+        match self.store.commit(txn).await {
+            Ok(()) => Ok(true),
+            Err(crate::StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a pool. A pool that holds addresses is refused unless `force`, which releases
     /// them first; the released allocations are returned.
     pub async fn delete_pool(
@@ -663,6 +776,26 @@ impl<S: Store> Ipam<S> {
         self.commit(txn).await?;
         Ok(freed)
     }
+}
+
+/// What crashes leave behind ([`Ipam::leftovers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Owner index entries that their blocks contradict, by owner.
+    pub stale_entries: Vec<(Owner, Vec<Held>)>,
+    /// Blocks that hold no address.
+    pub empty_blocks: Vec<EmptyBlock>,
+}
+
+/// A block that held no address when read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EmptyBlock {
+    /// Its family.
+    pub family: Family,
+    /// Its index.
+    pub index: u128,
+    /// The version read.
+    pub version: crate::Version,
 }
 
 /// Rewrites of identity owners' indexes (`None`: delete it), before and after the blocks.
