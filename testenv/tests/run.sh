@@ -536,6 +536,128 @@ EOF
   drop_pool t7-pool
 }
 
+# Chaos (issue 16's proof): a Deployment and a StatefulSet on both nodes while, round after
+# round, Pods are force-deleted, a kubelet is killed while Pods are created, a kubelet is
+# stopped while its Pods are deleted (no DEL reaches the plugin), a node is deleted and
+# registers again, and the controller's leader is killed. Throughout, every Pod list is
+# checked for an address on two Pods; once the churn stops and the grace period has passed,
+# the pool holds exactly the running Pods' addresses, each recorded for its Pod: no leak, no
+# duplicate. Rounds: IPAM_CHAOS_ROUNDS (default 2); each action waits with the deadline T.
+test_chaos() {
+  local rounds=${IPAM_CHAOS_ROUNDS:-2} round action victim node checks=0
+  pool tc-pool 10.78.0.0/24 10.78.0.10-10.78.0.120
+  k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tc-web}
+spec:
+  replicas: 6
+  selector: {matchLabels: {test: tc}}
+  template:
+    metadata:
+      labels: {test: tc}
+      annotations:
+        ipam.rs/ippool: '{"ipv4": ["tc-pool"]}'
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: localhost/ipam-rs/busybox:1.35
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: tc-db}
+spec:
+  serviceName: tc-db
+  replicas: 3
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {test: tc}}
+  template:
+    metadata:
+      labels: {test: tc, app: tc-db}
+      annotations:
+        ipam.rs/ippool: '{"ipv4": ["tc-pool"]}'
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: localhost/ipam-rs/busybox:1.35
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+EOF
+  running() { pods_of test=tc | awk -F '\t' '$5 == "Running" && $1 != ""' | wc -l; }
+  settled() { [ "$(running)" = 9 ] && [ "$(pods_of test=tc | wc -l)" = 9 ]; }
+  poll "9 Pods Running" settled || return 1
+  # One list: no address on two Pods. Every check is counted, failures fail the test.
+  no_twice() {
+    local dup; dup=$(pods_of test=tc | awk -F '\t' '$1 != "" {print $1}' | sort | uniq -d)
+    checks=$((checks + 1))
+    [ -z "$dup" ] || { fail "address(es) on two Pods at once: $dup"; pods_of test=tc >&2; return 1; }
+  }
+  # Runs CMD... while checking the Pod list every 2 s.
+  watching() {
+    "$@" &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do no_twice || { wait "$pid" || true; return 1; }; sleep 2; done
+    wait "$pid"
+  }
+  ready_node() { [ "$(k get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  random_pod() { pods_of "$1" | awk -F '\t' '$5 == "Running" {print $2}' | cut -d/ -f2 | shuf -n1; }
+  on_node() { pods_of test=tc | awk -F '\t' -v n="$1" '$4 == n {print $2}' | cut -d/ -f2; }
+  force_delete() { k delete pod "$@" --grace-period=0 --force >/dev/null 2>&1 || true; }
+  for round in $(seq 1 "$rounds"); do
+    for action in $(shuf -e force_web force_db kubelet_killed_during_creation kubelet_stopped_while_deleting node_deleted leader_killed); do
+      node=node$((RANDOM % 2 + 1))
+      case $action in
+        force_web) victim=$(random_pod 'test=tc,!app') ; [ -z "$victim" ] || force_delete "$victim" ;;
+        force_db) victim=$(random_pod app=tc-db) ; [ -z "$victim" ] || force_delete "$victim" ;;
+        kubelet_killed_during_creation)
+          k scale deployment tc-web --replicas=8 >/dev/null
+          sleep 1
+          "$TESTENV_DIR/node.sh" "$dir" kill "$node"
+          sleep 3
+          "$TESTENV_DIR/node.sh" "$dir" start "$node"
+          k scale deployment tc-web --replicas=6 >/dev/null ;;
+        kubelet_stopped_while_deleting)
+          "$TESTENV_DIR/node.sh" "$dir" stop "$node"
+          # shellcheck disable=SC2046
+          k delete pod $(on_node "$node") --wait=false >/dev/null 2>&1 || true
+          sleep 10
+          "$TESTENV_DIR/node.sh" "$dir" start "$node" ;;
+        node_deleted)
+          "$TESTENV_DIR/node.sh" "$dir" stop "$node"
+          k delete node "$node" >/dev/null
+          # shellcheck disable=SC2046
+          force_delete $(on_node "$node")
+          "$TESTENV_DIR/node.sh" "$dir" start "$node" ;;
+        leader_killed)
+          victim=$(k -n ipam-rs get lease ipam-controller -o jsonpath='{.spec.holderIdentity}')
+          [ -z "$victim" ] || k -n ipam-rs delete pod "$victim" --grace-period=0 --force >/dev/null 2>&1 || true ;;
+      esac
+      note "round $round: $action${node:+ ($node)}"
+      no_twice || return 1
+      watching poll "$node Ready" ready_node "$node" || return 1
+    done
+  done
+  note "churn over: $checks checks of the Pod list, no address on two Pods"
+  watching poll "9 Pods Running after the churn" settled || { pods_of test=tc >&2; return 1; }
+  k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "ipam-cni not on every node"; return 1; }
+  k -n ipam-rs rollout status deployment/ipam-controller --timeout="${T}s" >/dev/null || { fail "the controller's replicas are not back"; return 1; }
+  # No leak: the pool holds exactly the running Pods' addresses, each for its Pod (the
+  # controller releases what was leaked once the grace period has passed).
+  exact() { pods_match_allocations test=tc tc-pool; }
+  local t0; t0=$(date +%s)
+  watching poll "tc-pool holds exactly the 9 running Pods' addresses" exact || { allocs tc-pool >&2; pods_of test=tc >&2; return 1; }
+  no_twice || return 1
+  note "settled $(($(date +%s) - t0)) s after the Pods ran again: 9 Pods, 9 allocations, leaked 0"
+  k delete statefulset tc-db >/dev/null
+  k delete deployment tc-web >/dev/null
+  poll "tc-pool empty" pool_empty tc-pool || { allocs tc-pool >&2; return 1; }
+  drop_pool tc-pool
+}
+
 # Network isolation: every process of the cluster is in its network namespace or in a Pod's,
 # none in the host's; those namespaces have no route out; and no socket of theirs is
 # connected to an address outside them (the namespaces' own addresses, and the Service range
@@ -636,7 +758,7 @@ test_network_isolation() {
   "$here/isolation.sh" "$dir"
 }
 
-all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses webhook network_isolation)
+all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses webhook chaos network_isolation)
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
 for t in "${selected[@]}"; do
