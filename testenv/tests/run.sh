@@ -552,10 +552,10 @@ kind: Deployment
 metadata: {name: tc-web}
 spec:
   replicas: 6
-  selector: {matchLabels: {test: tc}}
+  selector: {matchLabels: {app: tc-web}}
   template:
     metadata:
-      labels: {test: tc}
+      labels: {test: tc, app: tc-web}
       annotations:
         ipam.rs/ippool: '{"ipv4": ["tc-pool"]}'
     spec:
@@ -573,7 +573,7 @@ spec:
   serviceName: tc-db
   replicas: 3
   podManagementPolicy: Parallel
-  selector: {matchLabels: {test: tc}}
+  selector: {matchLabels: {app: tc-db}}
   template:
     metadata:
       labels: {test: tc, app: tc-db}
@@ -611,7 +611,7 @@ EOF
     for action in $(shuf -e force_web force_db kubelet_killed_during_creation kubelet_stopped_while_deleting node_deleted leader_killed); do
       node=node$((RANDOM % 2 + 1))
       case $action in
-        force_web) victim=$(random_pod 'test=tc,!app') ; [ -z "$victim" ] || force_delete "$victim" ;;
+        force_web) victim=$(random_pod app=tc-web) ; [ -z "$victim" ] || force_delete "$victim" ;;
         force_db) victim=$(random_pod app=tc-db) ; [ -z "$victim" ] || force_delete "$victim" ;;
         kubelet_killed_during_creation)
           k scale deployment tc-web --replicas=8 >/dev/null
