@@ -49,9 +49,10 @@ struct Args {
     /// ID).
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
-    /// Where /metrics (Prometheus text) and /healthz are served.
-    #[arg(long, value_name = "ADDRESS", default_value = "0.0.0.0:9472")]
-    metrics_address: String,
+    /// Where /metrics (Prometheus text) and /healthz are served; default: port 9472 of
+    /// $HOST_IP (the node's address, which the Deployment sets), else of every address.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Where the validating admission webhook is served (HTTPS, /validate and /healthz);
     /// default: port 9473 of $HOST_IP (the node's address, which the Deployment sets), else
     /// of every address.
@@ -179,13 +180,23 @@ fn start_webhook(
 /// host network, two replicas whose nodes share a network namespace, as the test cluster's
 /// do, each have their own), else of every address.
 fn webhook_address(args: &Args) -> std::net::SocketAddr {
-    args.webhook_address.unwrap_or_else(|| {
-        let ip = std::env::var("HOST_IP")
-            .ok()
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        std::net::SocketAddr::new(ip, 9473)
-    })
+    args.webhook_address
+        .unwrap_or_else(|| std::net::SocketAddr::new(host_ip(), 9473))
+}
+
+/// Where /metrics and /healthz are served: the flag's address, else port 9472 of the node's
+/// address, for the same reason as [`webhook_address`]: each replica then shows its own.
+fn metrics_address(args: &Args) -> std::net::SocketAddr {
+    args.metrics_address
+        .unwrap_or_else(|| std::net::SocketAddr::new(host_ip(), 9472))
+}
+
+/// $HOST_IP, else every address.
+fn host_ip() -> std::net::IpAddr {
+    std::env::var("HOST_IP")
+        .ok()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 fn main() -> ExitCode {
@@ -230,10 +241,14 @@ fn main() -> ExitCode {
     let last_step = Arc::new(Mutex::new(Instant::now()));
     {
         let last_step = last_step.clone();
-        metrics::serve(args.metrics_address.clone(), metrics.clone(), move || {
-            let at = *last_step.lock().unwrap_or_else(|e| e.into_inner());
-            at.elapsed() < Duration::from_secs(30)
-        });
+        metrics::serve(
+            metrics_address(&args).to_string(),
+            metrics.clone(),
+            move || {
+                let at = *last_step.lock().unwrap_or_else(|e| e.into_inner());
+                at.elapsed() < Duration::from_secs(30)
+            },
+        );
     }
     // Renewed every 2 s; a leader stops acting 10 s after its last successful renewal,
     // before the 15 s after which the other replica may take over.
@@ -347,7 +362,7 @@ mod tests {
         assert_eq!(args.interval, Duration::from_secs(10));
         assert_eq!(args.max_releases, 100);
         assert_eq!(args.namespace, "ipam-rs");
-        assert_eq!(args.metrics_address, "0.0.0.0:9472");
+        assert_eq!(args.metrics_address, None);
         assert_eq!(args.webhook_address, None);
         assert_eq!(args.webhook_secret, "ipam-controller-webhook");
         assert_eq!(args.webhook_configuration, "ipam-controller");
