@@ -24,7 +24,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let kubeconfig = args
         .get(1)
-        .expect("usage: sync_cost KUBECONFIG [N] [SYNCS]");
+        .expect("usage: sync_cost KUBECONFIG [N] [SYNCS] [watch]");
     let n: usize = args.get(2).map_or(5000, |a| a.parse().expect("N"));
     let syncs: usize = args.get(3).map_or(5, |a| a.parse().expect("SYNCS"));
     let ns = format!("sync-cost-{}", std::process::id());
@@ -88,6 +88,25 @@ fn main() {
         },
         Arc::new(Metrics::default()),
     );
+    // With watches (as the controller runs), the cluster is listed once, before the syncs.
+    let watching = std::env::args().nth(4).as_deref() == Some("watch");
+    let mut watch_requests = BTreeMap::new();
+    if watching {
+        let before = requests(&store);
+        let watch = ipam_controller::controller::watch::ClusterWatch::start(store.client())
+            .expect("start the watches");
+        let seen = watch
+            .wait_listed(Duration::from_secs(600))
+            .expect("the watches list every kind");
+        assert!(seen.pods.len() >= n, "{} Pods seen", seen.pods.len());
+        for (k, v) in &requests(&store) {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            if d > 0 {
+                watch_requests.insert(k.clone(), d);
+            }
+        }
+        controller = controller.watching(watch);
+    }
     let servers_cpu = || -> Vec<f64> {
         ["APISERVER_PID", "ETCD_PID"]
             .iter()
@@ -135,6 +154,9 @@ fn main() {
         times[0].as_millis(),
         times[times.len() - 1].as_millis()
     );
+    if watching {
+        println!("  the watches' first list (once per process): {watch_requests:?}");
+    }
     println!("  first sync's requests: {:?}", per_sync[0]);
     println!("  a sync at rest: {total} requests: {rest:?}");
     println!("  at rest, every 10 s: {} requests per minute", total * 6);

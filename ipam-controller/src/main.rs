@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ipam_controller::controller::lease::{Elector, Role};
 use ipam_controller::controller::metrics::{self, Metrics};
+use ipam_controller::controller::watch::ClusterWatch;
 use ipam_controller::controller::{leads, tls, webhook, Controller, Leadership, Settings};
 
 /// The shortest grace period: longer than the node controller's default
@@ -278,6 +279,15 @@ fn main() -> ExitCode {
         });
     }
 
+    // The cluster's Pods, Nodes and StatefulSets, kept by watches rather than listed at each
+    // sync (every replica watches, so a new leader has its view at once).
+    let watch = match ClusterWatch::start(store.client()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ipam-controller: cannot start the watches: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut controller = Controller::new(
         store,
         Settings {
@@ -286,7 +296,8 @@ fn main() -> ExitCode {
             max_releases: args.max_releases,
         },
         metrics.clone(),
-    );
+    )
+    .watching(watch);
     let mut was_leader = false;
     let mut last_leaks = None;
     loop {

@@ -264,3 +264,81 @@ fn one_elector_leads_and_another_takes_over_when_it_stops() {
     assert_eq!(block_on(a.step(&store)).unwrap(), Role::Leader);
     kubectl_ok(&k, &["delete", "namespace", &ns, "--wait=false"], "");
 }
+
+#[test]
+fn the_watches_see_pods_nodes_and_statefulsets_come_and_go() {
+    let Some(k) = cluster() else { return };
+    let ns = ipam_test_support::namespace(&k, "watch");
+    kubectl_ok(&k, &["create", "serviceaccount", "default", "-n", &ns], "");
+    let store = store(&k, &ns);
+    let watch =
+        ipam_controller::controller::watch::ClusterWatch::start(store.client()).expect("start");
+    let first = watch
+        .wait_listed(Duration::from_secs(120))
+        .expect("every kind listed");
+    assert!(first.pod(&ns, "w").is_none());
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: w, namespace: {ns}}}\n\
+         spec: {{automountServiceAccountToken: false, containers: [{{name: c, image: registry.example.invalid/none:0}}]}}\n"
+    );
+    kubectl_ok(&k, &["apply", "-f", "-"], &pod);
+    let node = unique("watch-node");
+    kubectl_ok(
+        &k,
+        &["apply", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n"),
+    );
+    let sts = format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: {ns}}}\n\
+         spec: {{replicas: 2, serviceName: db, selector: {{matchLabels: {{app: db}}}},\n\
+         template: {{metadata: {{labels: {{app: db}}}}, spec: {{containers: [{{name: c, image: registry.example.invalid/none:0}}]}}}}}}\n"
+    );
+    kubectl_ok(&k, &["apply", "-f", "-"], &sts);
+    let seen = |f: &dyn Fn(&ipam_api::Workloads) -> bool| {
+        eventually(Duration::from_secs(60), || {
+            watch.snapshot().is_ok_and(|w| f(&w))
+        })
+    };
+    assert!(seen(&|w| w.pod(&ns, "w").is_some()), "the Pod was not seen");
+    assert!(
+        seen(&|w| w.node(&node).is_some_and(|n| !n.ready)),
+        "the Node was not seen"
+    );
+    assert!(
+        seen(&|w| w.statefulset(&ns, "db").is_some_and(|s| s.replicas == 2)),
+        "the StatefulSet was not seen"
+    );
+    kubectl_ok(
+        &k,
+        &["scale", "statefulset", "db", "-n", &ns, "--replicas=1"],
+        "",
+    );
+    assert!(
+        seen(&|w| w
+            .statefulset(&ns, "db")
+            .is_some_and(|s| s.replicas == 1 && !s.wants(1))),
+        "the scale-down was not seen"
+    );
+    kubectl_ok(
+        &k,
+        &[
+            "delete",
+            "pod",
+            "w",
+            "-n",
+            &ns,
+            "--grace-period=0",
+            "--force",
+        ],
+        "",
+    );
+    kubectl_ok(&k, &["delete", "node", &node], "");
+    kubectl_ok(&k, &["delete", "statefulset", "db", "-n", &ns], "");
+    assert!(
+        seen(&|w| w.pod(&ns, "w").is_none()
+            && w.node(&node).is_none()
+            && w.statefulset(&ns, "db").is_none()),
+        "the deletions were not seen"
+    );
+    assert!(watch.events() > 0);
+}

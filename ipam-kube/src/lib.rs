@@ -31,4 +31,7 @@ mod connection;
 mod store;
 
 pub use ipam_api::{Api, PodDetails};
-pub use store::{KubeOptions, KubeStore, DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES};
+pub use store::{
+    node_facts, pod_facts, statefulset_facts, KubeOptions, KubeStore, DEFAULT_NAMESPACE,
+    ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
+};

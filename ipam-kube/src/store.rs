@@ -47,7 +47,7 @@ where
 
 /// What the lifecycle rules read of a Pod, with its namespace and name (`None` for an object
 /// without them, which the API server never sends).
-fn pod_facts(pod: k8s_openapi::api::core::v1::Pod) -> Option<(String, String, PodFacts)> {
+pub fn pod_facts(pod: k8s_openapi::api::core::v1::Pod) -> Option<(String, String, PodFacts)> {
     let meta = pod.metadata;
     let facts = PodFacts {
         uid: meta.uid?,
@@ -74,7 +74,7 @@ fn statefulset_of(
 }
 
 /// What the lifecycle rules read of a StatefulSet.
-fn statefulset_facts(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> StatefulSetFacts {
+pub fn statefulset_facts(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> StatefulSetFacts {
     let spec = sts.spec.as_ref();
     StatefulSetFacts {
         start: spec
@@ -89,7 +89,7 @@ fn statefulset_facts(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> StatefulS
 }
 
 /// What the lifecycle rules read of a Node: whether its `Ready` condition is `True`.
-fn node_facts(node: &k8s_openapi::api::core::v1::Node) -> NodeFacts {
+pub fn node_facts(node: &k8s_openapi::api::core::v1::Node) -> NodeFacts {
     let ready = node
         .status
         .as_ref()
@@ -492,6 +492,12 @@ impl KubeStore {
             }
         })
         .await
+    }
+
+    /// The store's client (its connection pool), for requests the store does not make: the
+    /// lifecycle controller's watches.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
     }
 
     /// Sends `request` with the store's client on the store's runtime, its failure told as

@@ -18,6 +18,7 @@
 pub mod lease;
 pub mod metrics;
 pub mod tls;
+pub mod watch;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ pub struct Controller {
     published: HashMap<ObjectName, PoolCounts>,
     /// The last look for what crashes leave behind, and when it was.
     last_sweep: Option<(Instant, Leftovers)>,
+    /// The cluster as watches keep it; without them each sync lists it.
+    watch: Option<watch::ClusterWatch>,
 }
 
 /// Until when this replica may act as the leader (`None`: it is not the leader).
@@ -102,7 +105,14 @@ impl Controller {
             settings,
             published: HashMap::new(),
             last_sweep: None,
+            watch: None,
         }
+    }
+
+    /// Reads the cluster from `watch` instead of listing it at every sync.
+    pub fn watching(mut self, watch: watch::ClusterWatch) -> Controller {
+        self.watch = Some(watch);
+        self
     }
 
     /// Forgets what an earlier leadership saw: a replica that takes over starts its grace
@@ -128,7 +138,13 @@ impl Controller {
         // Allocations before Pods: an allocation made after the Pods were listed would look
         // like the leak of a Pod not listed yet.
         let allocations = block_on(self.ipam.allocations(None))?;
-        let cluster = block_on(self.store.workloads())?;
+        let cluster = match &self.watch {
+            Some(watch) => watch.snapshot().map_err(|e| StoreError::Transient {
+                context: "read the cluster's Pods, Nodes and StatefulSets".into(),
+                source: Box::new(e),
+            })?,
+            None => block_on(self.store.workloads())?,
+        };
         let observed = self.tracker.observe(Instant::now(), &allocations, &cluster);
         let mut report = SyncReport {
             allocations: allocations.len(),
