@@ -77,7 +77,8 @@ mod tests {
                 "gateway",
                 "routes",
                 "ipVersion",
-                "default"
+                "default",
+                "keepStatefulSetAddresses"
             ]
         );
         assert_eq!(super::of::<ipam_core::RouteSpec>(), ["dst", "gw"]);

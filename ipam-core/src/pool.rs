@@ -42,6 +42,15 @@ pub struct IpPoolSpec {
     /// Whether the pool is a default pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<bool>,
+    /// Whether a StatefulSet Pod's address from this pool is kept for the Pod across its
+    /// DEL and next ADD (ipam-rs, not Spiderpool; default true, as the network's
+    /// `keepStatefulSetAddresses`, which switches it off for every pool).
+    #[serde(
+        default,
+        rename = "keepStatefulSetAddresses",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_statefulset_addresses: Option<bool>,
 }
 
 /// A route of a pool's spec, as written.
@@ -276,6 +285,12 @@ impl IpPool {
     /// Whether the pool is marked default.
     pub fn is_default(&self) -> bool {
         self.inner.spec.default.unwrap_or(false)
+    }
+
+    /// Whether a StatefulSet Pod's address from this pool is kept for the Pod between its
+    /// DEL and next ADD (`keepStatefulSetAddresses`, default true).
+    pub fn keeps_statefulset_addresses(&self) -> bool {
+        self.inner.spec.keep_statefulset_addresses.unwrap_or(true)
     }
 
     /// The addresses the pool may ever hand out: `ips` minus `excludeIPs`, the gateway and,

@@ -441,7 +441,7 @@ mod tests {
             ),
             (
                 "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], vlan: 3}\n",
-                r#"m.yaml: document 1 (IPPool "p"): spec.vlan: "3": unknown field; the spec of IPPool has subnet, ips, excludeIPs, gateway, routes, ipVersion, default"#,
+                r#"m.yaml: document 1 (IPPool "p"): spec.vlan: "3": unknown field; the spec of IPPool has subnet, ips, excludeIPs, gateway, routes, ipVersion, default, keepStatefulSetAddresses"#,
             ),
             (
                 "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1, 7]}\n",

@@ -247,7 +247,7 @@ fn invalid_input_is_refused_whole_and_nothing_is_applied() {
         ),
         (
             "apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata: {name: p2}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], gatway: 10.6.0.254}\n",
-            r#"<stdin>: document 3 (IPPool "p2"): spec.gatway: "10.6.0.254": unknown field; the spec of IPPool has subnet, ips, excludeIPs, gateway, routes, ipVersion, default; nothing was applied"#,
+            r#"<stdin>: document 3 (IPPool "p2"): spec.gatway: "10.6.0.254": unknown field; the spec of IPPool has subnet, ips, excludeIPs, gateway, routes, ipVersion, default, keepStatefulSetAddresses; nothing was applied"#,
         ),
         (
             "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: p2}\nspec: {subnet: 10.6.0.0/16, ips: [10.6.0.1], disable: true}\n",

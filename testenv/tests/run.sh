@@ -524,8 +524,18 @@ EOF
   poll "each db Pod holds one address of t7-pool" pods_match_allocations test=t7 t7-pool || { allocs t7-pool >&2; return 1; }
   no_twice || return 1
 
+  # The pool switches keeping off: db-2's next DEL releases its address.
   local ip1 ip2
   ip1=$(pod_ip db-1) ip2=$(pod_ip db-2)
+  k patch ippool t7-pool --type=merge -p '{"spec": {"keepStatefulSetAddresses": false}}' >/dev/null
+  uid=$(k get pod db-2 -o jsonpath='{.metadata.uid}')
+  k delete pod db-2 >/dev/null
+  db2_back() { pod_ready db-2 && [ "$(k get pod db-2 -o jsonpath='{.metadata.uid}')" != "$uid" ]; }
+  poll "db-2 re-created" db2_back || return 1
+  [ "$(pod_ip db-2)" != "$ip2" ] || { fail "db-2 got $ip2 back although t7-pool keeps no StatefulSet address"; return 1; }
+  note "keepStatefulSetAddresses: false on t7-pool: db-2 re-created with $(pod_ip db-2), not $ip2"
+  ip2=$(pod_ip db-2)
+  k patch ippool t7-pool --type=merge -p '{"spec": {"keepStatefulSetAddresses": true}}' >/dev/null
   sts 1
   only_db0() { [ "$(allocs t7-pool | awk '{print $1, $2}')" = "$ip0 default/db-0" ]; }
   poll "scaled to 1: db-1's $ip1 and db-2's $ip2 free, db-0 keeps $ip0" only_db0 || { allocs t7-pool >&2; return 1; }

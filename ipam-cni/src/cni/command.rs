@@ -511,28 +511,46 @@ impl Del {
         let done = ipam.release_keeping(owner, Some(network)).await?;
         let mut released = done.released;
         let mut kept = Vec::new();
+        let mut pools: std::collections::HashMap<ipam_core::ObjectName, bool> =
+            std::collections::HashMap::new();
         for a in done.kept {
             let pod = a.pod.as_ref();
-            let wants = match (
-                pod.and_then(|p| p.namespace.as_deref()),
-                pod.and_then(|p| p.statefulset.as_deref()),
-                pod.and_then(PodRef::ordinal),
-            ) {
-                (Some(ns), Some(sts), Some(ordinal)) => pods
-                    .statefulset_wants(ns, sts, ordinal)
-                    .unwrap_or_else(|e| {
-                        log::warn!(
+            // The pool may switch keeping off (`keepStatefulSetAddresses: false`); a pool that
+            // is gone, or an inline one, keeps.
+            let pool_keeps = match pools.get(&a.pool) {
+                Some(k) => *k,
+                None => {
+                    let k = ipam
+                        .pool(&a.pool)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none_or(|p| p.keeps_statefulset_addresses());
+                    pools.insert(a.pool.clone(), k);
+                    k
+                }
+            };
+            let wants = pool_keeps
+                && match (
+                    pod.and_then(|p| p.namespace.as_deref()),
+                    pod.and_then(|p| p.statefulset.as_deref()),
+                    pod.and_then(PodRef::ordinal),
+                ) {
+                    (Some(ns), Some(sts), Some(ordinal)) => pods
+                        .statefulset_wants(ns, sts, ordinal)
+                        .unwrap_or_else(|e| {
+                            log::warn!(
                             "DEL {owner} on {network:?}: StatefulSet {ns}/{sts} not read ({e}); \
                              {} kept for {}",
                             a.address,
                             a.owner
                         );
-                        true
-                    }),
-                // A Pod whose name carries no ordinal of its StatefulSet: kept while the
-                // controller sees the StatefulSet.
-                _ => true,
-            };
+                            true
+                        }),
+                    // A Pod whose name carries no ordinal of its StatefulSet: kept while the
+                    // controller sees the StatefulSet.
+                    _ => true,
+                };
             if wants {
                 kept.push(a);
             } else {

@@ -157,6 +157,17 @@ impl Controller {
         };
         self.metrics
             .statefulset_waiting(report.waiting_for_statefulset_pods);
+        // Pools that switch StatefulSet addresses off (`keepStatefulSetAddresses: false`):
+        // their leaked StatefulSet sandboxes are released, not kept.
+        let keeping_off: std::collections::HashSet<ObjectName> = if observed.due.is_empty() {
+            Default::default()
+        } else {
+            block_on(self.ipam.pools())?
+                .into_iter()
+                .filter(|p| !p.keeps_statefulset_addresses())
+                .map(|p| p.name().clone())
+                .collect()
+        };
         for (allocation, _) in observed.due.into_iter().take(self.settings.max_releases) {
             if !leads(leadership) {
                 break;
@@ -164,7 +175,10 @@ impl Controller {
             let fresh = self.fresh_look(&allocation)?;
             self.tracker.forget(&allocation);
             match judge(&allocation, &fresh) {
-                Verdict::Leaked(why) if keeps_for_statefulset(&allocation, &fresh) => {
+                Verdict::Leaked(why)
+                    if keeps_for_statefulset(&allocation, &fresh)
+                        && !keeping_off.contains(&allocation.pool) =>
+                {
                     let done = block_on(
                         self.ipam
                             .release_addresses_keeping(&allocation.owner, &[allocation.address]),
