@@ -1612,6 +1612,19 @@ pub async fn statefulset_pods_keep_their_address(store: Arc<dyn Store>) {
     let all = ipam.allocations(None).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].owner, id);
+    assert_eq!(
+        all[0].held_for(),
+        crate::HeldFor::StatefulSetIdentity {
+            statefulset: "db".into()
+        }
+    );
+    let explained = ipam.explain(a).await.unwrap().to_string();
+    assert!(
+        explained.contains(&format!(
+            "held by {id} (network \"net1\", pool \"sts\", pod default/db-0; StatefulSet db: no sandbox, kept for the Pod's next)"
+        )),
+        "{explained}"
+    );
     // Nobody else gets it, and a runtime's GC (which knows only sandboxes) leaves it.
     let other = address(ipam.allocate(&request("web", &["sts"])).await.unwrap());
     assert_ne!(other, a);

@@ -81,9 +81,15 @@ impl fmt::Display for Explanation {
                 .as_ref()
                 .map(|p| format!(", pod {p}"))
                 .unwrap_or_default();
+            // A StatefulSet's: said, as the address outlives the Pod's sandboxes.
+            let why = match a.held_for() {
+                held @ (crate::HeldFor::StatefulSetPod { .. }
+                | crate::HeldFor::StatefulSetIdentity { .. }) => format!("; {held}"),
+                crate::HeldFor::Pod | crate::HeldFor::NoPod => String::new(),
+            };
             writeln!(
                 f,
-                "  held by {} (network {:?}, pool {:?}{pod})",
+                "  held by {} (network {:?}, pool {:?}{pod}{why})",
                 a.owner,
                 a.network,
                 a.pool.as_str()
