@@ -63,7 +63,7 @@ pub struct SyncReport {
     /// Pools whose status was written.
     pub counts_published: usize,
     /// Owner index entries and empty blocks left by crashes, swept (see
-    /// [`Controller::sweep`]).
+    /// `Controller::sweep`).
     pub leftovers_swept: usize,
 }
 
