@@ -7,7 +7,7 @@
 # kubelet stopped while its Pods are deleted, a node deleted and registered again and the
 # controller's leader killed, in a random order each round, against a Deployment and a
 # StatefulSet; then it waits for the cluster to settle and checks that the pool holds exactly
-# the running Pods' addresses. The same test runs in CI with 2 rounds
+# the running Pods' addresses. The same test runs in CI with 1 round
 # (testenv/tests/run.sh DIR chaos). Bounded: each wait has the deadline of run.sh
 # (IPAM_TESTENV_TEST_TIMEOUT, default 600 s).
 set -euo pipefail
