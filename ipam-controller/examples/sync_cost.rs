@@ -93,8 +93,20 @@ fn main() {
     let mut watch_requests = BTreeMap::new();
     if watching {
         let before = requests(&store);
-        let watch = ipam_controller::controller::watch::ClusterWatch::start(store.client())
+        // As the controller does: the watches' client waits 295 s for a read (a watch is
+        // silent while nothing changes).
+        let watch_store = KubeStore::connect(&KubeOptions {
+            kubeconfig: Some(kubeconfig.clone().into()),
+            namespace: ns.clone(),
+            deadline: None,
+            request_timeout: Duration::from_secs(295),
+            ..KubeOptions::default()
+        })
+        .expect("connect");
+        let watch = ipam_controller::controller::watch::ClusterWatch::start(watch_store.client())
             .expect("start the watches");
+        // Kept for the process: the client's requests go through the store's runtime.
+        std::mem::forget(watch_store);
         let seen = watch
             .wait_listed(Duration::from_secs(600))
             .expect("the watches list every kind");

@@ -280,8 +280,21 @@ fn main() -> ExitCode {
     }
 
     // The cluster's Pods, Nodes and StatefulSets, kept by watches rather than listed at each
-    // sync (every replica watches, so a new leader has its view at once).
-    let watch = match ClusterWatch::start(store.client()) {
+    // sync (every replica watches, so a new leader has its view at once). Their client waits
+    // longer for a read than the store's 10 s: a watch is silent while nothing changes, and
+    // the API server ends it after at most 290 s (kube's own default is 295 s); with the
+    // store's client each idle watch broke and was sent again every 10 s or so.
+    let watch_store = match ipam_kube::KubeStore::connect(&ipam_kube::KubeOptions {
+        request_timeout: Duration::from_secs(295),
+        ..options.clone()
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ipam-controller: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let watch = match ClusterWatch::start(watch_store.client()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("ipam-controller: cannot start the watches: {e}");
