@@ -223,11 +223,32 @@ impl PodDirectory for std::sync::Arc<ipam_kube::KubeStore> {
 }
 
 /// Opens the chosen store (in `data_dir` for the embedded ones), waiting up to `lock_wait`
-/// for other processes.
+/// for other processes, for one call: the Kubernetes store stops sending requests
+/// `lock_wait` after it is opened (a CNI call never waits longer for the cluster than for an
+/// embedded store's lock).
 pub fn open(
     choice: &StoreChoice,
     data_dir: &Path,
     lock_wait: Duration,
+) -> Result<Opened, StoreError> {
+    open_bounded(choice, data_dir, lock_wait, Some(lock_wait))
+}
+
+/// [`open`] for a process that keeps the store open for many calls (the node agent): the
+/// Kubernetes store has no deadline from its opening, each request its own timeout.
+pub fn open_for_service(
+    choice: &StoreChoice,
+    data_dir: &Path,
+    lock_wait: Duration,
+) -> Result<Opened, StoreError> {
+    open_bounded(choice, data_dir, lock_wait, None)
+}
+
+fn open_bounded(
+    choice: &StoreChoice,
+    data_dir: &Path,
+    lock_wait: Duration,
+    #[cfg_attr(not(feature = "kube"), allow(unused_variables))] deadline: Option<Duration>,
 ) -> Result<Opened, StoreError> {
     let embedded = |store: Box<dyn Store>| Opened {
         store,
@@ -256,8 +277,7 @@ pub fn open(
                     .unwrap_or_else(|| ipam_kube::DEFAULT_NAMESPACE.to_owned()),
                 // A request may take what one waiting for the lock of an embedded store may.
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
-                // One call waits for the cluster no longer than for an embedded store's lock.
-                deadline: Some(lock_wait),
+                deadline,
                 api: k.api,
                 ..ipam_kube::KubeOptions::default()
             };

@@ -173,11 +173,46 @@ impl log::Log for Sink {
                 return;
             }
         }
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        let kept = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.push_str(&line);
+                true
+            }
+            None => false,
+        });
+        if !kept {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
     }
 
     /// Nothing is buffered: every line is written whole when it is logged.
     fn flush(&self) {}
+}
+
+std::thread_local! {
+    /// The stderr lines of this thread's invocation, while [`capturing`] runs it.
+    static CAPTURED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with what this thread would log to stderr kept, and returns it beside `f`'s
+/// result: the node agent sends an invocation's lines back to the plugin, whose stderr is
+/// the one the runtime keeps. Lines for a log file still go to the file.
+pub fn capturing<T>(f: impl FnOnce() -> T) -> (T, String) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(String::new()));
+    let result = f();
+    let lines = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (result, lines)
+}
+
+/// What this thread logged to stderr since [`capturing`] began or this was last called,
+/// taken out: the lines of an answer about to be sent.
+pub fn take_captured() -> String {
+    CAPTURED.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    })
 }
 
 /// One line: `TIME ipam-cni[PID] LEVEL MESSAGE`; a library's records say which library.
@@ -210,7 +245,7 @@ pub fn init(cfg: LogConfig) {
 
 /// RFC 3339 UTC with milliseconds, computed without a date crate (days to civil date, after
 /// Howard Hinnant's algorithm).
-fn timestamp(t: SystemTime) -> String {
+pub fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

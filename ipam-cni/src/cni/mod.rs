@@ -20,6 +20,7 @@
 //! assert!(String::from_utf8(stdout).unwrap().contains("supportedVersions"));
 //! ```
 
+pub mod agent;
 pub mod command;
 pub mod config;
 pub mod env;
@@ -36,6 +37,7 @@ use ipam_core::Ipam;
 use ipam_store::DEFAULT_LOCK_WAIT;
 
 use self::command::{Executed, Invocation, Prepared};
+use self::config::AgentSocket;
 use self::config::{decode_stdin, MAX_STDIN_BYTES};
 use self::env::Command;
 use self::error::{CniError, Code};
@@ -93,7 +95,8 @@ pub fn lock_wait(var: impl Fn(&str) -> Option<String>) -> Duration {
         .unwrap_or(DEFAULT_LOCK_WAIT)
 }
 
-/// Runs one invocation: validates, opens the store, executes, and writes the output to
+/// Runs one invocation: validates, then has the node agent do it when one answers on the
+/// configured socket ([`agent`]), else opens the store, executes, and writes the output to
 /// `stdout`. Returns the exit status.
 ///
 /// The output is written while the store is still open: an ADD whose result cannot be
@@ -117,27 +120,124 @@ pub fn run(
         Subject::of(&var, None).log_failure(&e);
         return deliver_failure(stdout, Output::failure(None, e));
     }
-    let decoded = decode_stdin(&bytes);
+    let (inv, subject) = match prepare(&var, &bytes) {
+        Ok(ready) => ready,
+        Err(out) => return deliver_failure(stdout, out),
+    };
+    if inv.finds_no_store() {
+        return deliver_failure(stdout, Output::success(None::<&AddResult>));
+    }
+    let wait = lock_wait(&var);
+    if let Some(socket) = inv.net().agent.path() {
+        match agent::ask(socket, &var, &bytes, wait, stdout) {
+            Ok(status) => return status,
+            Err(agent::NotAnswered::Absent) if inv.net().agent == AgentSocket::Default => {}
+            Err(why) => ::log::warn!(
+                "{} on {}: the agent at {} {why}; doing the call here",
+                subject.command,
+                subject.network,
+                socket.display()
+            ),
+        }
+    }
+    let session = Session::open(&inv, wait);
+    execute_and_answer(&inv, &subject, session.as_ref(), &mut |out| {
+        write_output(stdout, out)
+    })
+}
+
+/// Validates a request: the invocation to run and what its log lines name, or the output
+/// of its refusal (logged) or of VERSION.
+pub fn prepare(
+    var: &impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<(Invocation, Subject), Output> {
+    let decoded = decode_stdin(stdin);
     // Every failure is logged, whichever stage refused it, so that it leaves a trace where
     // the runtime keeps the plugin's stderr (or in the configured file, if it came late).
-    let subject = Subject::of(&var, decoded.as_ref().ok());
-    let inv = match Invocation::parse_decoded(&var, decoded) {
+    let subject = Subject::of(var, decoded.as_ref().ok());
+    match Invocation::parse_decoded(var, decoded) {
         Err((version, e)) => {
             subject.log_failure(&e);
-            return deliver_failure(stdout, Output::failure(version, e));
+            Err(Output::failure(version, e))
         }
-        Ok(Prepared::Version) => {
-            let out = Output::success(Some(&result::version_result()));
-            return deliver_failure(stdout, out);
+        Ok(Prepared::Version) => Err(Output::success(Some(&result::version_result()))),
+        Ok(Prepared::Run(inv)) => Ok((*inv, subject)),
+    }
+}
+
+/// A store opened for commands, with what they need of it besides its records: the direct
+/// path opens one per call, the node agent keeps one open.
+pub struct Session {
+    ipam: Ipam<Box<dyn ipam_core::Store>>,
+    pods: Option<Box<dyn ipam_store::PodDirectory>>,
+}
+
+impl Session {
+    /// The engine on an opened store, for the node the store says.
+    pub fn new(opened: ipam_store::Opened) -> Session {
+        let config = ipam_core::Config {
+            node: opened.node,
+            ..ipam_core::Config::default()
+        };
+        Session {
+            ipam: Ipam::with_config(opened.store, config),
+            pods: opened.pods,
         }
-        Ok(Prepared::Run(inv)) => inv,
-    };
+    }
+
+    /// Opens the store `inv`'s configuration names for this one call, waiting up to `wait`
+    /// for other processes; a failure is the call's error (for STATUS: "not ready").
+    pub fn open(inv: &Invocation, wait: Duration) -> Result<Session, CniError> {
+        let net = inv.net();
+        ipam_store::open(&net.store, &net.data_dir, wait)
+            .map(Session::new)
+            .map_err(|e| Session::open_failure(inv.command(), &e))
+    }
+
+    /// The error of a call whose store could not be opened (`e`).
+    pub fn open_failure(command: Command, e: &ipam_core::StoreError) -> CniError {
+        let e = CniError::from_store(e);
+        if command == Command::Status {
+            CniError::new(
+                Code::NotReady,
+                format!("the store is not usable: {}", e.msg()),
+            )
+            .with_details(e.details())
+        } else {
+            e
+        }
+    }
+
+    /// The engine.
+    pub fn ipam(&self) -> &Ipam<Box<dyn ipam_core::Store>> {
+        &self.ipam
+    }
+}
+
+/// Executes `inv` on `session` (or fails with the error of opening it) and hands the output
+/// to `deliver`, which may be called a second time with a failure when the first output
+/// could not be delivered. A failure is logged. Returns the exit status. The one way a
+/// command is carried out, by the plugin and by the node agent.
+pub fn execute_and_answer(
+    inv: &Invocation,
+    subject: &Subject,
+    session: Result<&Session, &CniError>,
+    deliver: &mut dyn FnMut(&Output) -> std::io::Result<()>,
+) -> i32 {
     let version = Some(inv.net().version);
-    match open_execute_and_deliver(&inv, lock_wait(&var), stdout) {
+    let outcome = session
+        .map_err(CniError::clone)
+        .and_then(|session| execute_and_deliver(inv, session, deliver));
+    match outcome {
         Ok(status) => status,
         Err(e) => {
             subject.log_failure(&e);
-            deliver_failure(stdout, Output::failure(version, e))
+            let out = Output::failure(version, e);
+            match deliver(&out) {
+                Ok(()) => out.exit_code,
+                Err(_) => out.exit_code.max(1),
+            }
         }
     }
 }
@@ -159,7 +259,7 @@ fn write_output(stdout: &mut impl Write, out: &Output) -> std::io::Result<()> {
 /// What a call is about, for the log line of its failure: read from the raw environment
 /// and stdin rather than from what was validated, so that a call refused for one of them
 /// still names the others.
-struct Subject {
+pub struct Subject {
     /// `CNI_COMMAND`, quoted when it is not one, `-` when missing.
     command: String,
     /// `ID/IFNAME` for the commands that act on one attachment (`-` for a missing part).
@@ -234,55 +334,38 @@ fn loggable(value: Option<String>) -> String {
     }
 }
 
-fn open_execute_and_deliver(
+fn execute_and_deliver(
     inv: &Invocation,
-    wait: Duration,
-    stdout: &mut impl Write,
+    session: &Session,
+    deliver: &mut dyn FnMut(&Output) -> std::io::Result<()>,
 ) -> Result<i32, CniError> {
-    let (command, net) = (inv.command(), inv.net());
-    if inv.finds_no_store() {
-        return Ok(deliver_failure(stdout, Output::success(None::<&AddResult>)));
-    }
-    let opened = ipam_store::open(&net.store, &net.data_dir, wait).map_err(|e| {
-        let e = CniError::from_store(&e);
-        if command == Command::Status {
-            CniError::new(
-                Code::NotReady,
-                format!("the store is not usable: {}", e.msg()),
-            )
-            .with_details(e.details())
-        } else {
-            e
-        }
-    })?;
     let mut inv = inv.clone();
-    if let (Invocation::Add(add), Some(pods)) = (&mut inv, &opened.pods) {
+    if let (Invocation::Add(add), Some(pods)) = (&mut inv, &session.pods) {
         add.use_the_pods_choice(&**pods)?;
     }
     let inv = &inv;
-    let config = ipam_core::Config {
-        node: opened.node,
-        ..ipam_core::Config::default()
-    };
-    let ipam = Ipam::with_config(opened.store, config);
-    let done = match (inv, &opened.pods) {
+    let ipam = &session.ipam;
+    let done = match (inv, &session.pods) {
         (Invocation::Del(del), Some(pods)) => {
-            pollster::block_on(del.execute_keeping(&ipam, &**pods))?;
+            pollster::block_on(del.execute_keeping(ipam, &**pods))?;
             Executed::default()
         }
-        _ => pollster::block_on(inv.execute(&ipam))?,
+        _ => pollster::block_on(inv.execute(ipam))?,
     };
     let out = Output::success(done.result.as_ref());
-    let written = write_output(stdout, &out);
+    let written = deliver(&out);
     if written.is_ok() && out.exit_code == 0 {
         return Ok(0);
     }
     let (Invocation::Add(add), false) = (inv, done.taken.is_empty()) else {
-        return Ok(deliver_failure(stdout, out));
+        return Ok(match written {
+            Ok(()) => out.exit_code,
+            Err(_) => out.exit_code.max(1),
+        });
     };
     let why = match &written {
         Err(e) => format!("cannot write the result on stdout: {e}"),
         Ok(()) => "cannot render the result".to_owned(),
     };
-    Err(pollster::block_on(add.give_back(&ipam, &done.taken, &why)))
+    Err(pollster::block_on(add.give_back(ipam, &done.taken, &why)))
 }

@@ -139,6 +139,7 @@ impl<'a> Call<'a> {
 
     /// Starts the process, writes stdin and closes it.
     pub fn spawn(self) -> Child {
+        let stdin = routed(&self.stdin);
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -149,9 +150,10 @@ impl<'a> Call<'a> {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn ipam-cni");
+        let routed_stdin = stdin;
         let mut stdin = child.stdin.take().expect("stdin");
         // A process killed early closes its stdin: a failed write is part of the test.
-        let _ = stdin.write_all(&self.stdin);
+        let _ = stdin.write_all(&routed_stdin);
         drop(stdin);
         child
     }
@@ -172,10 +174,12 @@ pub fn finish(child: Child) -> Reply {
         serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"))
     };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_answered_as_asked(&stderr);
     Reply {
         json,
         stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
         status: out.status.code(),
     }
 }
@@ -240,4 +244,173 @@ pub fn ipamctl_on_cluster(
     stdin: &str,
 ) -> (i32, String, String) {
     ipam_test_support::ipamctl_on_cluster(&ipamctl(), kubeconfig, namespace, args, stdin)
+}
+
+/// How this thread's calls reach the store: the plugin on its own, or through a node agent.
+/// Each test runs on a thread of its own, so a suite runs both ways by setting it first
+/// ([`both_paths!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallPath {
+    /// The plugin opens the store.
+    Direct,
+    /// An `ipam-agent` of the call's store answers it (one per store, started on first use,
+    /// killed when the test's thread ends).
+    Agent,
+}
+
+thread_local! {
+    static PATH: std::cell::Cell<CallPath> = const { std::cell::Cell::new(CallPath::Direct) };
+    static AGENTS: std::cell::RefCell<Agents> = std::cell::RefCell::new(Agents::default());
+}
+
+/// Panics if a call meant for an agent (on [`CallPath::Agent`]) was made by the plugin
+/// itself, as its stderr says: it would pass for one the agent answered.
+pub fn assert_answered_as_asked(stderr: &str) {
+    assert!(
+        path() == CallPath::Direct || !stderr.contains("doing the call here"),
+        "the agent did not answer: {stderr}"
+    );
+}
+
+/// Makes this thread's calls go `path`.
+pub fn use_path(path: CallPath) {
+    PATH.with(|p| p.set(path));
+}
+
+/// This thread's path.
+pub fn path() -> CallPath {
+    PATH.with(std::cell::Cell::get)
+}
+
+/// The agents of this thread, by store: killed when it ends.
+#[derive(Default)]
+struct Agents {
+    /// `(store, data directory, socket, process)`.
+    running: Vec<(String, PathBuf, PathBuf, Child)>,
+    sockets: Option<tempfile::TempDir>,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for (_, _, _, child) in &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The agent binary.
+pub fn agent_binary() -> PathBuf {
+    ipam_test_support::binary("ipam-agent", "ipam-agent")
+}
+
+/// Starts `ipam-agent` serving `store` (`redb`, `sled`) in `data_dir` on `socket`, and
+/// waits until it listens.
+pub fn start_agent(store: &str, data_dir: &Path, socket: &Path) -> Child {
+    let mut child = Command::new(agent_binary())
+        .args(["--store", store, "--data-dir"])
+        .arg(data_dir)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ipam-agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ipam-agent exited before listening: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ipam-agent did not listen on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// stdin as this thread's path sends it: on [`CallPath::Agent`], a configuration of an
+/// embedded store without `ipam.agent` gets one, pointing at an agent of its store (started
+/// if needed). Anything else goes as it is.
+pub fn routed(stdin: &[u8]) -> Vec<u8> {
+    if path() == CallPath::Direct {
+        return stdin.to_vec();
+    }
+    let Ok(mut conf) = serde_json::from_slice::<Value>(stdin) else {
+        return stdin.to_vec();
+    };
+    let Some(ipam) = conf.get_mut("ipam").and_then(Value::as_object_mut) else {
+        return stdin.to_vec();
+    };
+    let store = match ipam.get("store") {
+        None | Some(Value::Null) => "redb",
+        Some(Value::String(s)) if s == "redb" || s == "sled" => s.as_str(),
+        _ => return stdin.to_vec(),
+    }
+    .to_owned();
+    let Some(data_dir) = ipam
+        .get("dataDir")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+    else {
+        return stdin.to_vec();
+    };
+    if ipam.contains_key("agent") {
+        return stdin.to_vec();
+    }
+    let socket = AGENTS.with(|agents| {
+        let mut agents = agents.borrow_mut();
+        if let Some((_, _, socket, _)) = agents
+            .running
+            .iter()
+            .find(|(s, dir, _, _)| *s == store && *dir == data_dir)
+        {
+            return socket.clone();
+        }
+        let n = agents.running.len();
+        let sockets = agents
+            .sockets
+            .get_or_insert_with(|| tempfile::tempdir().expect("a directory for sockets"))
+            .path()
+            .to_owned();
+        let socket = sockets.join(format!("agent-{n}")).join("agent.sock");
+        let child = start_agent(&store, &data_dir, &socket);
+        agents
+            .running
+            .push((store.clone(), data_dir, socket.clone(), child));
+        socket
+    });
+    ipam.insert(
+        "agent".to_owned(),
+        json!(socket.to_str().expect("a UTF-8 path")),
+    );
+    conf.to_string().into_bytes()
+}
+
+/// Runs each test given twice, in modules `direct` and `through_agent`: once with the
+/// plugin on its own, once with every call of an embedded store answered by a node agent.
+/// The answers must be the same: the agent runs the plugin's code.
+#[macro_export]
+macro_rules! both_paths {
+    ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {
+        mod direct {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[test] fn $name() {
+                $crate::common::use_path($crate::common::CallPath::Direct);
+                $body
+            } )*
+        }
+        mod through_agent {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[test] fn $name() {
+                $crate::common::use_path($crate::common::CallPath::Agent);
+                $body
+            } )*
+        }
+    };
 }

@@ -28,6 +28,8 @@ struct CommonIpamWire {
     store: Option<Value>,
     #[serde(default, rename = "keepStatefulSetAddresses")]
     keep_statefulset_addresses: Option<Value>,
+    #[serde(default)]
+    agent: Option<String>,
 }
 
 /// What every command but VERSION needs: the network and where its store is. (Logging is
@@ -46,7 +48,35 @@ pub struct NetConf {
     /// (Kubernetes), a StatefulSet Pod's address is kept for its identity across DEL and ADD
     /// while the StatefulSet wants the Pod.
     pub keep_statefulset_addresses: bool,
+    /// `ipam.agent`: the node agent's socket, and whether it was named (then its absence is
+    /// worth a log line) or is the default (used only when it exists).
+    pub agent: AgentSocket,
 }
+
+/// Where the plugin looks for the node agent (`ipam.agent`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentSocket {
+    /// Not given: the DaemonSet's socket ([`DEFAULT_AGENT_SOCKET`]), used when it exists.
+    Default,
+    /// Given as a path: used when it exists, and its absence is logged.
+    Named(PathBuf),
+    /// Given as `""`: every call is made directly on the store.
+    Never,
+}
+
+impl AgentSocket {
+    /// The socket to try, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            AgentSocket::Default => Some(std::path::Path::new(DEFAULT_AGENT_SOCKET)),
+            AgentSocket::Named(p) => Some(p),
+            AgentSocket::Never => None,
+        }
+    }
+}
+
+/// The socket the DaemonSet's `ipam-agent` serves on each node.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/ipam-rs/agent.sock";
 
 impl NetConf {
     /// Reads the common part of a decoded configuration.
@@ -91,12 +121,25 @@ impl NetConf {
                 ))
             }
         };
+        let agent = match ipam.agent {
+            None => AgentSocket::Default,
+            Some(p) if p.is_empty() => AgentSocket::Never,
+            Some(p) if p.starts_with('/') => AgentSocket::Named(PathBuf::from(p)),
+            Some(p) => {
+                return Err(invalid(
+                    "ipam.agent",
+                    &p,
+                    "must be an absolute path (the node agent's socket), or \"\" for none",
+                ))
+            }
+        };
         Ok(NetConf {
             version,
             name,
             data_dir,
             store,
             keep_statefulset_addresses,
+            agent,
         })
     }
 }
@@ -149,6 +192,27 @@ pub(in crate::cni::config) mod tests {
         assert!(!off.unwrap().keep_statefulset_addresses);
         let default = NetConf::parse(&json!({"name": "n", "ipam": {}}), CniVersion::V1_1_0);
         assert!(default.unwrap().keep_statefulset_addresses);
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"agent": "run/agent.sock"}})),
+            r#"7: ipam.agent: "run/agent.sock": must be an absolute path (the node agent's socket), or "" for none"#
+        );
+        assert_eq!(
+            parse(json!({"name": "n", "ipam": {"agent": 1}})),
+            "6: ipam.agent: invalid type: integer `1`, expected a string"
+        );
+        let agent = |conf: Value| NetConf::parse(&conf, CniVersion::V1_1_0).unwrap().agent;
+        assert_eq!(
+            agent(json!({"name": "n", "ipam": {}})),
+            AgentSocket::Default
+        );
+        assert_eq!(
+            agent(json!({"name": "n", "ipam": {"agent": ""}})),
+            AgentSocket::Never
+        );
+        assert_eq!(
+            agent(json!({"name": "n", "ipam": {"agent": "/a.sock"}})),
+            AgentSocket::Named("/a.sock".into())
+        );
         // Logging is read apart, so that DEL and GC can go on without it.
         assert_eq!(
             parse(json!({"name": "n", "ipam": {"log": {"level": "loud"}}})),

@@ -346,6 +346,7 @@ pub(in crate::cni::config) mod tests {
             data_dir: PathBuf::from("/tmp/x"),
             store: StoreChoice::Redb,
             keep_statefulset_addresses: true,
+            agent: crate::cni::config::AgentSocket::Never,
         }
     }
 

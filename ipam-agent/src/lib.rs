@@ -1,0 +1,315 @@
+//! `ipam-agent`, the node agent: serves the `ipam-cni` plugin on a unix socket from a store
+//! it keeps open, so that a call costs neither a process's store opening (an embedded
+//! store's lock and file, the Kubernetes store's kubeconfig, TCP and TLS handshakes) nor
+//! anything the plugin would not do.
+//!
+//! The agent runs the plugin's own code ([`ipam_cni::cni::execute_and_answer`]) on the
+//! invocation the plugin sends ([`ipam_cni::cni::agent`]), so its answers are those of the
+//! direct path. It serves one store, the one its command line names; a call for another
+//! store is refused, and the plugin makes it itself.
+//!
+//! Calls run one at a time on one thread, which owns the store: an embedded store's
+//! processes queue on its lock anyway, and the engine's compare-and-swap writes make a call
+//! of the agent and one of a plugin that went direct safe beside each other. An embedded
+//! store is closed when no call came for [`Agent::idle_close`], which lets `ipamctl` and
+//! plugins that go direct take its lock between bursts.
+//!
+//! ```no_run
+//! use ipam_agent::Agent;
+//! use ipam_store::StoreChoice;
+//! let agent = Agent::new(StoreChoice::Redb, "/var/lib/cni/ipam-cni".into());
+//! let listener = ipam_agent::bind(std::path::Path::new("/run/ipam-rs/agent.sock")).unwrap();
+//! agent.serve(listener); // never returns
+//! ```
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ipam_cni::cni::agent::{Deliverer, Request};
+use ipam_cni::cni::command::Invocation;
+use ipam_cni::cni::config::NetConf;
+use ipam_cni::cni::{self, log as cni_log, Session};
+use ipam_store::{StoreChoice, DEFAULT_LOCK_WAIT};
+
+/// How long the agent waits for a plugin's request once it has connected.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// How long an embedded store stays open without calls, unless told otherwise.
+pub const DEFAULT_IDLE_CLOSE: Duration = Duration::from_millis(100);
+
+/// The agent's configuration: the store it serves and how it holds it.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    /// The store.
+    pub store: StoreChoice,
+    /// Its data directory (embedded stores).
+    pub data_dir: PathBuf,
+    /// How long to wait for other processes holding an embedded store's lock when opening
+    /// it.
+    pub lock_wait: Duration,
+    /// How long an embedded store stays open after the last call (`None`: until the agent
+    /// exits). The Kubernetes store stays open.
+    pub idle_close: Option<Duration>,
+}
+
+impl Agent {
+    /// An agent of `store` in `data_dir`, with the default waits.
+    pub fn new(store: StoreChoice, data_dir: PathBuf) -> Agent {
+        Agent {
+            store,
+            data_dir,
+            lock_wait: DEFAULT_LOCK_WAIT,
+            idle_close: Some(DEFAULT_IDLE_CLOSE),
+        }
+    }
+
+    /// The store, as the agent's messages name it.
+    pub fn describe(&self) -> String {
+        describe(&self.store, &self.data_dir)
+    }
+
+    /// Whether this agent serves the network `net`: `Err` says why not.
+    ///
+    /// An embedded store is the same when its kind and data directory are. A Kubernetes
+    /// store is the same when its namespace, API and node are: the kubeconfig is only how
+    /// one reaches the cluster, and the agent reaches it with its own (in a Pod, its service
+    /// account).
+    pub fn serves(&self, net: &NetConf) -> Result<(), String> {
+        let same = match (&self.store, &net.store) {
+            #[cfg(feature = "kube")]
+            (StoreChoice::Kubernetes(mine), StoreChoice::Kubernetes(theirs)) => {
+                let namespace = |k: &ipam_store::KubeChoice| {
+                    k.namespace.clone().unwrap_or_else(|| "ipam-rs".to_owned())
+                };
+                let node =
+                    |k: &ipam_store::KubeChoice| k.node.clone().or_else(ipam_store::hostname);
+                namespace(mine) == namespace(theirs)
+                    && mine.api == theirs.api
+                    && node(mine) == node(theirs)
+            }
+            (mine, theirs) => mine == theirs && self.data_dir == net.data_dir,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(format!(
+                "this agent serves {}, and network {:?} uses {}",
+                self.describe(),
+                net.name,
+                describe(&net.store, &net.data_dir)
+            ))
+        }
+    }
+
+    /// Serves the plugin on `listener` until the process ends.
+    pub fn serve(self, listener: UnixListener) {
+        let (calls, queue) = mpsc::channel::<Call>();
+        let worker = std::thread::Builder::new()
+            .name("calls".to_owned())
+            .spawn(move || self.work(queue))
+            .expect("start the agent's call thread");
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => {
+                    let calls = calls.clone();
+                    // The request is read apart from the call thread, so that a plugin slow to
+                    // send it holds up nobody.
+                    let spawned = std::thread::Builder::new()
+                        .name("connection".to_owned())
+                        .spawn(move || {
+                            if let Some(call) = Call::read(stream) {
+                                let _ = calls.send(call);
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        note(&format!("cannot start a connection's thread: {e}"));
+                    }
+                }
+                Err(e) => note(&format!("accept: {e}")),
+            }
+            if worker.is_finished() {
+                note("the call thread stopped; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// The call thread: owns the store, opens it for a call, closes it when idle.
+    fn work(self, queue: mpsc::Receiver<Call>) {
+        let mut session: Option<(Session, Instant)> = None;
+        loop {
+            let call = match (
+                &session,
+                self.idle_close.filter(|_| self.store.is_embedded()),
+            ) {
+                (Some((_, last)), Some(idle)) => {
+                    match queue.recv_timeout(idle.saturating_sub(last.elapsed())) {
+                        Ok(call) => call,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            session = None;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                _ => match queue.recv() {
+                    Ok(call) => call,
+                    Err(_) => return,
+                },
+            };
+            self.answer(call, &mut session);
+        }
+    }
+
+    /// Runs one call, opening the store first if it is closed.
+    fn answer(&self, call: Call, session: &mut Option<(Session, Instant)>) {
+        let Call { stream, request } = call;
+        let served = ipam_cni::cni::agent::serve_request(&stream, request, |request, deliverer| {
+            self.run(&request, deliverer, session)
+        });
+        if let Err(e) = served {
+            note(&format!("a plugin's connection: {e}"));
+        }
+    }
+
+    fn run(
+        &self,
+        request: &Request,
+        deliverer: &mut Deliverer<'_>,
+        session: &mut Option<(Session, Instant)>,
+    ) -> Result<(), String> {
+        let var = |k: &str| request.var(k);
+        let prepared = cni_log::capturing(|| cni::prepare(&var, request.stdin.as_bytes()));
+        let (inv, subject) = match prepared {
+            (Ok(ready), _) => ready,
+            (Err(out), lines) => {
+                deliverer.stderr = lines;
+                // Nothing was taken: an answer that does not arrive costs nothing.
+                let _ = deliverer.deliver(&out);
+                return Ok(());
+            }
+        };
+        self.serves(inv.net())?;
+        if session.is_none() {
+            *session =
+                match ipam_store::open_for_service(&self.store, &self.data_dir, self.lock_wait) {
+                    Ok(opened) => Some((Session::new(opened), Instant::now())),
+                    Err(e) => {
+                        let e = Session::open_failure(inv.command(), &e);
+                        self.execute(&inv, &subject, Err(&e), deliverer);
+                        return Ok(());
+                    }
+                };
+        }
+        if let Some((open, last)) = session.as_mut() {
+            self.execute(&inv, &subject, Ok(open), deliverer);
+            *last = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        inv: &Invocation,
+        subject: &cni::Subject,
+        session: Result<&Session, &ipam_cni::cni::error::CniError>,
+        deliverer: &mut Deliverer<'_>,
+    ) {
+        cni_log::capturing(|| {
+            cni::execute_and_answer(inv, subject, session, &mut |out| {
+                deliverer.stderr = cni_log::take_captured();
+                deliverer.deliver(out)
+            })
+        });
+    }
+}
+
+/// One plugin's call: its connection and what it asks.
+struct Call {
+    stream: UnixStream,
+    request: Request,
+}
+
+impl Call {
+    /// Reads the request of a new connection, within [`REQUEST_WAIT`].
+    fn read(stream: UnixStream) -> Option<Call> {
+        let read = stream
+            .set_read_timeout(Some(REQUEST_WAIT))
+            .and_then(|()| ipam_cni::cni::agent::read_request(&stream));
+        match read {
+            Ok(Some(request)) => Some(Call { stream, request }),
+            Ok(None) => None,
+            Err(e) => {
+                note(&format!("a plugin's request: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn describe(store: &StoreChoice, data_dir: &Path) -> String {
+    match store {
+        StoreChoice::Redb => format!("the redb store at {}", data_dir.display()),
+        #[cfg(feature = "sled")]
+        StoreChoice::Sled => format!("the sled store at {}", data_dir.display()),
+        #[cfg(feature = "kube")]
+        StoreChoice::Kubernetes(k) => format!(
+            "the Kubernetes store (namespace {}, API {}, node {})",
+            k.namespace.as_deref().unwrap_or("ipam-rs"),
+            k.api,
+            k.node
+                .clone()
+                .or_else(ipam_store::hostname)
+                .unwrap_or_else(|| "-".to_owned())
+        ),
+    }
+}
+
+/// Makes the socket at `path`: its directory (created if needed) is made 0700 and the
+/// socket 0600, so that only root reaches the agent. A socket left by an agent that died is
+/// replaced; one an agent still answers on is not (`AddrInUse`).
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the socket needs a directory")
+        })?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("an agent already serves on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// A line on the agent's stderr about the agent itself (the calls' lines go where their
+/// configuration says, as the plugin's).
+pub fn note(message: &str) {
+    eprintln!(
+        "{} ipam-agent[{}] {message}",
+        cni_log::timestamp(SystemTime::now()),
+        std::process::id()
+    );
+}
