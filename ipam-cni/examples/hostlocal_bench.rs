@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Environment: `RUNS` (paired runs, default 9), `CYCLES` (ADD+DEL cycles per run, default
-//! 20), `HELD` (addresses held in the second scenario, default 4096). Prints Markdown.
+//! 20), `HELD` (addresses held in the second scenario, default 4096), `AGENT` (an
+//! `ipam-agent` binary: adds a column for ipam-cni answered by a node agent, which keeps the
+//! store open). Prints Markdown.
 //!
 //! Both plugins are given the same /16 (RFC 2544's benchmarking range) in temporary data
 //! directories; an IPAM plugin only records addresses, so no network is touched.
@@ -34,8 +36,25 @@ struct Plugin {
 
 impl Plugin {
     fn new(label: &'static str, bin: PathBuf, kind: &str, dir: &Path) -> Plugin {
+        Plugin::with_agent(label, bin, kind, dir, None)
+    }
+
+    /// A plugin whose configuration names the agent's socket (`ipam.agent`); `None`: no agent
+    /// at all (`""`), so that the direct column never looks for the DaemonSet's socket.
+    fn with_agent(
+        label: &'static str,
+        bin: PathBuf,
+        kind: &str,
+        dir: &Path,
+        agent: Option<&Path>,
+    ) -> Plugin {
+        let agent = match (kind, agent) {
+            ("ipam-cni", Some(socket)) => format!(r#","agent":"{}""#, socket.display()),
+            ("ipam-cni", None) => r#","agent":"""#.to_owned(),
+            _ => String::new(),
+        };
         let conf = format!(
-            r#"{{"cniVersion":"1.0.0","name":"benchnet","type":"bridge","ipam":{{"type":"{kind}","dataDir":"{}","ranges":[[{{"subnet":"{SUBNET}"}}]]}}}}"#,
+            r#"{{"cniVersion":"1.0.0","name":"benchnet","type":"bridge","ipam":{{"type":"{kind}","dataDir":"{}"{agent},"ranges":[[{{"subnet":"{SUBNET}"}}]]}}}}"#,
             dir.display()
         );
         Plugin { label, bin, conf }
@@ -62,8 +81,9 @@ impl Plugin {
             .write_all(self.conf.as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
+        // A call meant for the agent that the plugin made itself would time the wrong path.
         assert!(
-            out.status.success(),
+            out.status.success() && out.stderr.is_empty(),
             "{} {command} {id}: {}{}",
             self.label,
             String::from_utf8_lossy(&out.stdout),
@@ -92,37 +112,60 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn scenario(name: &str, ours: &Plugin, theirs: &Plugin, held: usize, runs: usize, cycles: usize) {
+/// Times `plugins` (host-local last) on `held` held addresses: each run times each plugin
+/// once, in an order rotated from run to run so that none always goes first; prints each
+/// plugin's time and its ratio to host-local's.
+fn scenario(name: &str, plugins: &[Plugin], held: usize, runs: usize, cycles: usize) {
     for i in 0..held {
         let id = format!("fill-{i}");
-        ours.call("ADD", &id);
-        theirs.call("ADD", &id);
+        for p in plugins {
+            p.call("ADD", &id);
+        }
     }
+    let (theirs, ours) = plugins.split_last().expect("host-local and ours");
     println!("## {name}: {held} addresses held, {cycles} ADD+DEL cycles per run\n");
-    println!("| run | ipam-cni ms | host-local ms | ratio |");
-    println!("|---|---|---|---|");
-    let mut ratios = Vec::new();
-    for r in 1..=runs {
-        // Alternate the order so that neither plugin always runs second.
-        let (a, b) = if r % 2 == 1 {
-            let a = ours.cycles(cycles);
-            (a, theirs.cycles(cycles))
-        } else {
-            let b = theirs.cycles(cycles);
-            (ours.cycles(cycles), b)
-        };
-        let ratio = a.as_secs_f64() / b.as_secs_f64();
-        ratios.push(ratio);
+    let head: Vec<String> = ours.iter().map(|p| format!("{} ms", p.label)).collect();
+    let ratio_head: Vec<String> = ours
+        .iter()
+        .map(|p| format!("{} / {}", p.label, theirs.label))
+        .collect();
+    println!(
+        "| run | {} | {} ms | {} |",
+        head.join(" | "),
+        theirs.label,
+        ratio_head.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(2 * ours.len() + 1));
+    let mut ratios = vec![Vec::new(); ours.len()];
+    for r in 0..runs {
+        let mut times = vec![Duration::ZERO; plugins.len()];
+        for k in 0..plugins.len() {
+            let i = (k + r) % plugins.len();
+            times[i] = plugins[i].cycles(cycles);
+        }
+        let base = times[plugins.len() - 1].as_secs_f64();
+        let ms: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
+            .collect();
+        let rs: Vec<String> = (0..ours.len())
+            .map(|i| {
+                let ratio = times[i].as_secs_f64() / base;
+                ratios[i].push(ratio);
+                format!("{ratio:.3}")
+            })
+            .collect();
+        println!("| {} | {} | {} |", r + 1, ms.join(" | "), rs.join(" | "));
+    }
+    println!();
+    for (p, r) in ours.iter().zip(ratios) {
         println!(
-            "| {r} | {:.1} | {:.1} | {ratio:.3} |",
-            a.as_secs_f64() * 1e3,
-            b.as_secs_f64() * 1e3
+            "median ratio {} / {}: **{:.3}**\n",
+            p.label,
+            theirs.label,
+            median(r)
         );
     }
-    println!(
-        "\nmedian ratio ipam-cni / host-local: **{:.3}**\n",
-        median(ratios)
-    );
 }
 
 fn main() {
@@ -146,19 +189,71 @@ fn main() {
         ours_bin.display(),
         theirs_bin.display()
     );
+    let agent_bin = std::env::var_os("AGENT").map(PathBuf::from);
     for (name, n) in [("empty", 0), ("held", held)] {
-        let ours = Plugin::new(
+        let mut plugins = vec![Plugin::with_agent(
             "ipam-cni",
             ours_bin.clone(),
             "ipam-cni",
             &work.path().join(format!("{name}-ours")),
-        );
-        let theirs = Plugin::new(
+            None,
+        )];
+        // Killed when the scenario ends.
+        let mut agent = None;
+        if let Some(bin) = &agent_bin {
+            let dir = work.path().join(format!("{name}-agent"));
+            let socket = work.path().join(format!("{name}-socket/agent.sock"));
+            agent = Some(Agent::start(bin, &dir, &socket));
+            plugins.push(Plugin::with_agent(
+                "ipam-cni + agent",
+                ours_bin.clone(),
+                "ipam-cni",
+                &dir,
+                Some(&socket),
+            ));
+        }
+        plugins.push(Plugin::new(
             "host-local",
             theirs_bin.clone(),
             "host-local",
             &work.path().join(format!("{name}-hl")),
-        );
-        scenario(name, &ours, &theirs, n, runs, cycles);
+        ));
+        scenario(name, &plugins, n, runs, cycles);
+        drop(agent);
+    }
+}
+
+/// An `ipam-agent` process for one scenario, killed when dropped.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(bin: &Path, dir: &Path, socket: &Path) -> Agent {
+        let child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--socket")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen",
+                bin.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -472,35 +472,73 @@ fn a_pod_name_kubernetes_could_not_give_reads_no_pod() {
 /// Ten nodes (plugin processes with distinct `nodeName`s) make 100 ADDs each, all at once,
 /// into one pool with a ReservedIP: every address distinct, none reserved; then every DEL
 /// releases everything. Prints the wall time and, from the API server's own metrics, the
-/// writes and conflicts per ADD (a benchmark's figures, not assertions on speed).
+/// requests, writes and conflicts per ADD (a benchmark's figures, not assertions on speed).
 #[test]
 fn many_nodes_one_pool() {
+    many_nodes(false);
+}
+
+/// [`many_nodes_one_pool`] with a node agent per node answering the plugin: the same
+/// guarantees, and the figures side by side.
+#[test]
+fn many_nodes_one_pool_through_agents() {
+    many_nodes(true);
+}
+
+fn many_nodes(through_agents: bool) {
     let Some(k) = cluster() else { return };
     const NODES: usize = 10;
     const PER_NODE: usize = 100;
     let ns = namespace(&k);
+    let sockets = tempfile::tempdir().unwrap();
+    // One per node, killed when the test ends.
+    let mut agents = Vec::new();
+    let node_network = |n: usize, pool: &str| {
+        let mut conf = network(
+            &k,
+            &ns,
+            &format!("node-{n}"),
+            json!({"ippools": {"ipv4": [pool]}}),
+        );
+        if through_agents {
+            let socket = sockets.path().join(format!("node-{n}/agent.sock"));
+            conf["ipam"]["agent"] = json!(socket.to_str().unwrap());
+        }
+        conf
+    };
     let (pool, reserved) = (unique("many-pool"), unique("many-reserved"));
     let manifest = format!(
         "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata:\n  name: {reserved}\nspec:\n  ips:\n  - 10.40.1.0-10.40.1.255\n---\n\
          apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {pool}\nspec:\n  subnet: 10.40.0.0/16\n  ips:\n  - 10.40.0.1-10.40.15.254\n"
     );
     assert_eq!(ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest).0, 0);
-    let writes_and_conflicts = || metrics(&k);
-    let before = writes_and_conflicts();
+    if through_agents {
+        for n in 0..NODES {
+            let conf = node_network(n, &pool);
+            let ipam = conf["ipam"].as_object().unwrap();
+            let socket = Path::new(ipam["agent"].as_str().unwrap());
+            agents.push(common::start_agent(
+                &common::agent_args(ipam).unwrap(),
+                socket,
+            ));
+        }
+    }
+    let counters = || metrics(&k);
+    let before = counters();
     let started = Instant::now();
     let got: Vec<Vec<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..NODES)
             .map(|n| {
-                let conf = network(
-                    &k,
-                    &ns,
-                    &format!("node-{n}"),
-                    json!({"ippools": {"ipv4": [pool]}}),
-                );
+                let conf = node_network(n, &pool);
                 s.spawn(move || {
                     (0..PER_NODE)
                         .map(|i| {
                             let r = call("ADD", &format!("n{n}-c{i}"), &conf).run().ok();
+                            assert!(
+                                !r.stderr.contains("doing the call here"),
+                                "the agent did not answer: {}",
+                                r.stderr
+                            );
                             r.addresses()[0].clone()
                         })
                         .collect()
@@ -510,7 +548,7 @@ fn many_nodes_one_pool() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let add_time = started.elapsed();
-    let after = writes_and_conflicts();
+    let after = counters();
     let all: Vec<&String> = got.iter().flatten().collect();
     let distinct: BTreeSet<&String> = all.iter().copied().collect();
     assert_eq!(
@@ -524,21 +562,18 @@ fn many_nodes_one_pool() {
     );
     let adds = (NODES * PER_NODE) as f64;
     eprintln!(
-        "many_nodes_one_pool: {NODES} nodes x {PER_NODE} ADDs in {:.1} s ({:.1} ms per ADD per node); \
-         {:.2} API writes per ADD, {:.3} conflicts (409) per ADD",
+        "many_nodes_one_pool{}: {NODES} nodes x {PER_NODE} ADDs in {:.1} s ({:.1} ms per ADD per node); \
+         {:.2} API requests per ADD, {:.2} API writes per ADD, {:.3} conflicts (409) per ADD",
+        if through_agents { " (through agents)" } else { "" },
         add_time.as_secs_f64(),
         add_time.as_secs_f64() * 1000.0 / PER_NODE as f64,
-        (after.0 - before.0) / adds,
-        (after.1 - before.1) / adds,
+        (after.requests - before.requests) / adds,
+        (after.writes - before.writes) / adds,
+        (after.conflicts - before.conflicts) / adds,
     );
     std::thread::scope(|s| {
         for n in 0..NODES {
-            let conf = network(
-                &k,
-                &ns,
-                &format!("node-{n}"),
-                json!({"ippools": {"ipv4": [pool]}}),
-            );
+            let conf = node_network(n, &pool);
             s.spawn(move || {
                 for i in 0..PER_NODE {
                     call("DEL", &format!("n{n}-c{i}"), &conf).run().ok();
@@ -560,13 +595,31 @@ fn many_nodes_one_pool() {
 
 /// `(writes, conflicts)` the API server has answered for the allocation objects so far,
 /// from its `apiserver_request_total` metric.
-fn metrics(kubeconfig: &Path) -> (f64, f64) {
+/// The API server's request counters (`apiserver_request_total`), summed.
+struct Counters {
+    /// Requests of any verb on any resource (a `/metrics` read is not one).
+    requests: f64,
+    /// Writes to the allocation objects (blocks, owners, cursors).
+    writes: f64,
+    /// Those of them refused with 409.
+    conflicts: f64,
+}
+
+fn metrics(kubeconfig: &Path) -> Counters {
     let text = kubectl(kubeconfig, &["get", "--raw", "/metrics"], "");
-    let (mut writes, mut conflicts) = (0.0, 0.0);
+    let mut counters = Counters {
+        requests: 0.0,
+        writes: 0.0,
+        conflicts: 0.0,
+    };
     for line in text
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
     {
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if !line.contains(",resource=\"\"") {
+            counters.requests += n;
+        }
         let ours = ["ipamblocks", "ipamowners", "ipamcursors"]
             .iter()
             .any(|r| line.contains(&format!("resource=\"{r}\"")));
@@ -576,13 +629,12 @@ fn metrics(kubeconfig: &Path) -> (f64, f64) {
         if !(ours && write) {
             continue;
         }
-        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        writes += n;
+        counters.writes += n;
         if line.contains("code=\"409\"") {
-            conflicts += n;
+            counters.conflicts += n;
         }
     }
-    (writes, conflicts)
+    counters
 }
 
 /// 120 KB Pod names (podman passes `K8S_POD_NAME` without a namespace, as given): twelve

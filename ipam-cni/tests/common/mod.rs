@@ -285,17 +285,25 @@ pub fn path() -> CallPath {
 /// The agents of this thread, by store: killed when it ends.
 #[derive(Default)]
 struct Agents {
-    /// `(store, data directory, socket, process)`.
-    running: Vec<(String, PathBuf, PathBuf, Child)>,
+    /// `(store options, socket, process)`.
+    running: Vec<(Vec<String>, PathBuf, AgentProcess)>,
     sockets: Option<tempfile::TempDir>,
 }
 
-impl Drop for Agents {
+/// An `ipam-agent` process, killed when dropped.
+pub struct AgentProcess(Child);
+
+impl AgentProcess {
+    /// Kills it now (`kill -9`).
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AgentProcess {
     fn drop(&mut self) {
-        for (_, _, _, child) in &mut self.running {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
 
@@ -304,12 +312,11 @@ pub fn agent_binary() -> PathBuf {
     ipam_test_support::binary("ipam-agent", "ipam-agent")
 }
 
-/// Starts `ipam-agent` serving `store` (`redb`, `sled`) in `data_dir` on `socket`, and
-/// waits until it listens.
-pub fn start_agent(store: &str, data_dir: &Path, socket: &Path) -> Child {
+/// Starts `ipam-agent` with the store options `store_args` on `socket`, and waits until it
+/// listens.
+pub fn start_agent(store_args: &[String], socket: &Path) -> AgentProcess {
     let mut child = Command::new(agent_binary())
-        .args(["--store", store, "--data-dir"])
-        .arg(data_dir)
+        .args(store_args)
         .arg("--socket")
         .arg(socket)
         .stdin(Stdio::null())
@@ -329,12 +336,48 @@ pub fn start_agent(store: &str, data_dir: &Path, socket: &Path) -> Child {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    child
+    AgentProcess(child)
 }
 
-/// stdin as this thread's path sends it: on [`CallPath::Agent`], a configuration of an
-/// embedded store without `ipam.agent` gets one, pointing at an agent of its store (started
-/// if needed). Anything else goes as it is.
+/// The `ipam-agent` options that serve the store of the `ipam` section `ipam`, if the test
+/// harness knows it: redb and sled by `dataDir`, Kubernetes by its kubeconfig, namespace,
+/// API and node.
+pub fn agent_args(ipam: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let embedded = |store: &str| {
+        let dir = text(ipam.get("dataDir"))?;
+        Some(vec![
+            "--store".to_owned(),
+            store.to_owned(),
+            "--data-dir".to_owned(),
+            dir,
+        ])
+    };
+    match ipam.get("store") {
+        None | Some(Value::Null) => embedded("redb"),
+        Some(Value::String(s)) if s == "redb" || s == "sled" => embedded(s),
+        Some(Value::Object(o)) => {
+            let k = o.get("kubernetes")?.as_object()?;
+            let mut args = vec!["--store".to_owned(), "kubernetes".to_owned()];
+            for (field, flag) in [
+                ("kubeconfig", "--kubeconfig"),
+                ("namespace", "--namespace"),
+                ("api", "--api"),
+                ("nodeName", "--node"),
+            ] {
+                if let Some(value) = text(k.get(field)) {
+                    args.extend([flag.to_owned(), value]);
+                }
+            }
+            Some(args)
+        }
+        _ => None,
+    }
+}
+
+/// stdin as this thread's path sends it: on [`CallPath::Agent`], a configuration without
+/// `ipam.agent` gets one, pointing at an agent of its store (started if needed). Anything
+/// else goes as it is.
 pub fn routed(stdin: &[u8]) -> Vec<u8> {
     if path() == CallPath::Direct {
         return stdin.to_vec();
@@ -345,29 +388,15 @@ pub fn routed(stdin: &[u8]) -> Vec<u8> {
     let Some(ipam) = conf.get_mut("ipam").and_then(Value::as_object_mut) else {
         return stdin.to_vec();
     };
-    let store = match ipam.get("store") {
-        None | Some(Value::Null) => "redb",
-        Some(Value::String(s)) if s == "redb" || s == "sled" => s.as_str(),
-        _ => return stdin.to_vec(),
-    }
-    .to_owned();
-    let Some(data_dir) = ipam
-        .get("dataDir")
-        .and_then(Value::as_str)
-        .map(PathBuf::from)
-    else {
-        return stdin.to_vec();
-    };
     if ipam.contains_key("agent") {
         return stdin.to_vec();
     }
+    let Some(args) = agent_args(ipam) else {
+        return stdin.to_vec();
+    };
     let socket = AGENTS.with(|agents| {
         let mut agents = agents.borrow_mut();
-        if let Some((_, _, socket, _)) = agents
-            .running
-            .iter()
-            .find(|(s, dir, _, _)| *s == store && *dir == data_dir)
-        {
+        if let Some((_, socket, _)) = agents.running.iter().find(|(a, _, _)| *a == args) {
             return socket.clone();
         }
         let n = agents.running.len();
@@ -377,10 +406,8 @@ pub fn routed(stdin: &[u8]) -> Vec<u8> {
             .path()
             .to_owned();
         let socket = sockets.join(format!("agent-{n}")).join("agent.sock");
-        let child = start_agent(&store, &data_dir, &socket);
-        agents
-            .running
-            .push((store.clone(), data_dir, socket.clone(), child));
+        let agent = start_agent(&args, &socket);
+        agents.running.push((args, socket.clone(), agent));
         socket
     });
     ipam.insert(
@@ -391,7 +418,7 @@ pub fn routed(stdin: &[u8]) -> Vec<u8> {
 }
 
 /// Runs each test given twice, in modules `direct` and `through_agent`: once with the
-/// plugin on its own, once with every call of an embedded store answered by a node agent.
+/// plugin on its own, once with every call answered by a node agent of its store.
 /// The answers must be the same: the agent runs the plugin's code.
 #[macro_export]
 macro_rules! both_paths {
