@@ -313,3 +313,98 @@ pub fn note(message: &str) {
         std::process::id()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam_cni::cni::version::CniVersion;
+    use serde_json::json;
+
+    fn net(ipam: serde_json::Value) -> NetConf {
+        NetConf::parse(&json!({"name": "net1", "ipam": ipam}), CniVersion::V1_1_0).unwrap()
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn an_embedded_store_is_served_by_kind_and_data_directory() {
+        let agent = Agent::new(StoreChoice::Redb, "/var/lib/a".into());
+        assert_eq!(agent.serves(&net(json!({"dataDir": "/var/lib/a"}))), Ok(()));
+        assert_eq!(
+            agent.serves(&net(json!({"dataDir": "/var/lib/b"}))),
+            Err(
+                "this agent serves the redb store at /var/lib/a, and network \"net1\" \
+                 uses the redb store at /var/lib/b"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            agent.serves(&net(json!({"dataDir": "/var/lib/a", "store": "sled"}))),
+            Err(
+                "this agent serves the redb store at /var/lib/a, and network \"net1\" \
+                 uses the sled store at /var/lib/a"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[cfg(feature = "kube")]
+    #[test]
+    fn a_kubernetes_store_is_served_by_namespace_api_and_node_not_kubeconfig() {
+        let agent = Agent::new(
+            StoreChoice::Kubernetes(ipam_store::KubeChoice {
+                kubeconfig: None,
+                node: Some("node1".to_owned()),
+                namespace: None,
+                api: ipam_api::Api::IpamRs,
+            }),
+            "/var/lib/cni/ipam-cni".into(),
+        );
+        let kube = |k: serde_json::Value| net(json!({"store": {"kubernetes": k}}));
+        assert_eq!(
+            agent.serves(&kube(json!({"kubeconfig": "/etc/k", "nodeName": "node1"}))),
+            Ok(())
+        );
+        assert_eq!(
+            agent.serves(&kube(json!({"nodeName": "node1", "namespace": "ipam-rs"}))),
+            Ok(())
+        );
+        for other in [
+            json!({"nodeName": "node2"}),
+            json!({"nodeName": "node1", "namespace": "other"}),
+            json!({"nodeName": "node1", "api": "spiderpool"}),
+        ] {
+            let refused = agent.serves(&kube(other.clone()));
+            assert!(
+                refused.as_ref().is_err_and(|why| why.starts_with(
+                    "this agent serves the Kubernetes store (namespace ipam-rs, API ipam.rs, node node1)"
+                )),
+                "{other}: {refused:?}"
+            );
+        }
+        assert!(
+            agent.serves(&net(json!({}))).is_err(),
+            "redb is not this store"
+        );
+    }
+
+    #[test]
+    fn the_socket_is_private_and_a_live_one_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/agent.sock");
+        let listener = bind(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let busy = bind(&path).unwrap_err();
+        assert_eq!(busy.kind(), io::ErrorKind::AddrInUse, "{busy}");
+        drop(listener);
+        // A socket whose agent is gone is replaced.
+        bind(&path).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            bind(&file).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+    }
+}
