@@ -192,3 +192,33 @@ fn the_default_socket_is_used_only_when_it_exists() {
     never["ipam"]["agent"] = json!("");
     assert_eq!(call("ADD", "c2", &never).run().ok().stderr, "");
 }
+
+/// A bad `ipam.agent` is refused where it is a mistake to fix (ADD, code 7 naming the
+/// field), and ignored, with a warning, where refusing would keep an address held (DEL).
+#[test]
+fn a_bad_agent_setting_is_refused_but_never_keeps_an_address_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = netconf(
+        "1.1.0",
+        "bad-agent",
+        dir.path(),
+        json!({"ranges": [[{"subnet": "198.51.100.0/24"}]]}),
+    );
+    call("ADD", "c1", &conf).run().ok();
+    let mut bad = conf.clone();
+    bad["ipam"]["agent"] = json!("run/agent.sock");
+    let refused = call("ADD", "c2", &bad).run();
+    assert_eq!(refused.code(), Some(7), "{refused:#?}");
+    assert_eq!(
+        refused.msg(),
+        r#"ipam.agent: "run/agent.sock": must be an absolute path (the node agent's socket), or "" for none"#
+    );
+    let del = call("DEL", "c1", &bad).run().ok();
+    assert!(
+        del.stderr
+            .contains("; ignored: DEL is made without an agent"),
+        "{}",
+        del.stderr
+    );
+    assert!(holders(dir.path()).is_empty(), "DEL released nothing");
+}

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use ipam_core::{Allocation, Error, IpPool, Ipam, ObjectKind, Owner, PodRef, Request, Store};
 
 use super::config::{
-    decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of,
+    agent_socket, decode_stdin, log_config, prev_result_addresses, valid_attachments, version_of,
+    AgentSocket,
 };
 use super::config::{NetConf, Plan, SlotOrigin};
 use super::env::Command;
@@ -164,7 +165,7 @@ impl Invocation {
                 ),
             )));
         }
-        let net = NetConf::parse(&conf, version).map_err(fail)?;
+        let mut net = NetConf::parse(&conf, version).map_err(fail)?;
         match log_config(&conf) {
             Ok(cfg) => super::log::init(cfg.with_env(&var)),
             // Tear-down needs no logging: a log setting gone bad must not keep an address held.
@@ -178,6 +179,15 @@ impl Invocation {
             }
             Err(e) => return Err(fail(e)),
         }
+        net.agent = match agent_socket(&conf) {
+            Ok(agent) => agent,
+            // As for logging: tear-down goes on, on the store itself.
+            Err(e) if command.is_teardown() => {
+                ::log::warn!("{}; ignored: {command} is made without an agent", e.msg());
+                AgentSocket::Never
+            }
+            Err(e) => return Err(fail(e)),
+        };
         // Each command reads what it needs; DEL and GC do not read `ranges` or `ippools`, so a
         // configuration that has gone bad since ADD cannot keep addresses from being released.
         let inv = match env {

@@ -32,7 +32,7 @@ use super::version::CniVersion;
 
 pub use check_gc::{prev_result_addresses, valid_attachments};
 pub use logging::log_config;
-pub use net::{AgentSocket, NetConf, DEFAULT_AGENT_SOCKET};
+pub use net::{agent_socket, AgentSocket, NetConf, DEFAULT_AGENT_SOCKET};
 pub use plan::{Plan, SlotOrigin, SlotPlan};
 
 /// The most stdin this plugin reads. A network configuration with a `prevResult` is a few

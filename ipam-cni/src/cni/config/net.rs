@@ -28,8 +28,6 @@ struct CommonIpamWire {
     store: Option<Value>,
     #[serde(default, rename = "keepStatefulSetAddresses")]
     keep_statefulset_addresses: Option<Value>,
-    #[serde(default)]
-    agent: Option<String>,
 }
 
 /// What every command but VERSION needs: the network and where its store is. (Logging is
@@ -72,6 +70,23 @@ impl AgentSocket {
             AgentSocket::Named(p) => Some(p),
             AgentSocket::Never => None,
         }
+    }
+}
+
+/// `ipam.agent`: an absolute path, or `""` for none; absent: the default socket.
+pub fn agent_socket(conf: &Value) -> Result<AgentSocket, CniError> {
+    let Some(value) = conf.get("ipam").and_then(|i| i.get("agent")) else {
+        return Ok(AgentSocket::Default);
+    };
+    let path: String = typed(value, "ipam.agent")?;
+    match path {
+        p if p.is_empty() => Ok(AgentSocket::Never),
+        p if p.starts_with('/') => Ok(AgentSocket::Named(PathBuf::from(p))),
+        p => Err(invalid(
+            "ipam.agent",
+            &p,
+            "must be an absolute path (the node agent's socket), or \"\" for none",
+        )),
     }
 }
 
@@ -121,25 +136,14 @@ impl NetConf {
                 ))
             }
         };
-        let agent = match ipam.agent {
-            None => AgentSocket::Default,
-            Some(p) if p.is_empty() => AgentSocket::Never,
-            Some(p) if p.starts_with('/') => AgentSocket::Named(PathBuf::from(p)),
-            Some(p) => {
-                return Err(invalid(
-                    "ipam.agent",
-                    &p,
-                    "must be an absolute path (the node agent's socket), or \"\" for none",
-                ))
-            }
-        };
         Ok(NetConf {
             version,
             name,
             data_dir,
             store,
             keep_statefulset_addresses,
-            agent,
+            // Read apart ([`agent_socket`]), so that DEL and GC can go on without it.
+            agent: AgentSocket::Default,
         })
     }
 }
@@ -192,26 +196,28 @@ pub(in crate::cni::config) mod tests {
         assert!(!off.unwrap().keep_statefulset_addresses);
         let default = NetConf::parse(&json!({"name": "n", "ipam": {}}), CniVersion::V1_1_0);
         assert!(default.unwrap().keep_statefulset_addresses);
+        let agent = |conf: Value| match agent_socket(&conf) {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => format!("{}: {}", e.code(), e.msg()),
+        };
         assert_eq!(
-            parse(json!({"name": "n", "ipam": {"agent": "run/agent.sock"}})),
+            agent(json!({"ipam": {"agent": "run/agent.sock"}})),
             r#"7: ipam.agent: "run/agent.sock": must be an absolute path (the node agent's socket), or "" for none"#
         );
         assert_eq!(
-            parse(json!({"name": "n", "ipam": {"agent": 1}})),
+            agent(json!({"ipam": {"agent": 1}})),
             "6: ipam.agent: invalid type: integer `1`, expected a string"
         );
-        let agent = |conf: Value| NetConf::parse(&conf, CniVersion::V1_1_0).unwrap().agent;
+        assert_eq!(agent(json!({"ipam": {}})), "Default");
+        assert_eq!(agent(json!({"ipam": {"agent": ""}})), "Never");
         assert_eq!(
-            agent(json!({"name": "n", "ipam": {}})),
-            AgentSocket::Default
+            agent(json!({"ipam": {"agent": "/a.sock"}})),
+            r#"Named("/a.sock")"#
         );
+        // The agent is read apart too: a bad one does not stop the common part.
         assert_eq!(
-            agent(json!({"name": "n", "ipam": {"agent": ""}})),
-            AgentSocket::Never
-        );
-        assert_eq!(
-            agent(json!({"name": "n", "ipam": {"agent": "/a.sock"}})),
-            AgentSocket::Named("/a.sock".into())
+            parse(json!({"name": "n", "ipam": {"agent": 1}})),
+            "n /var/lib/cni/ipam-cni Redb"
         );
         // Logging is read apart, so that DEL and GC can go on without it.
         assert_eq!(
