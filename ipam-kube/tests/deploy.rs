@@ -469,6 +469,8 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
         dockerfile.contains("/out/ipam-controller /usr/local/bin/"),
         "{dockerfile}"
     );
+    // The node agent is in the image too.
+    assert!(dockerfile.contains(" /out/ipam-agent "), "{dockerfile}");
 
     // The DaemonSet runs as the ServiceAccount that RBAC binds, installs where its volumes
     // reach the host, and runs the script the Dockerfile puts in its image.
