@@ -178,16 +178,17 @@ pub fn ask(
     let mut writer = &stream;
     send(&mut writer, &request).map_err(NotAnswered::Unreachable)?;
     let mut reader = BufReader::new(&stream);
+    // The status of an answer already received (at least 1: it could not be delivered).
     let mut answered: Option<i32> = None;
     loop {
         let reply = match receive::<Reply>(&mut reader) {
             Ok(Some(reply)) => reply,
             // After a first answer, a closed connection is the end of the conversation.
-            Ok(None) if answered.is_some() => return Ok(answered.unwrap_or(1).max(1)),
+            Ok(None) if answered.is_some() => return Ok(answered.unwrap_or(1)),
             Ok(None) => return Err(NotAnswered::Silent("it closed the connection".to_owned())),
             Err(e) if answered.is_some() => {
                 ::log::warn!("the agent at {}: {e}", socket.display());
-                return Ok(answered.unwrap_or(1).max(1));
+                return Ok(answered.unwrap_or(1));
             }
             Err(e) if is_timeout(&e) => {
                 return Err(NotAnswered::Silent(format!(

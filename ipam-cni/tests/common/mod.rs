@@ -139,7 +139,7 @@ impl<'a> Call<'a> {
 
     /// Starts the process, writes stdin and closes it.
     pub fn spawn(self) -> Child {
-        let stdin = routed(&self.stdin);
+        let input = routed(&self.stdin);
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -150,10 +150,9 @@ impl<'a> Call<'a> {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn ipam-cni");
-        let routed_stdin = stdin;
         let mut stdin = child.stdin.take().expect("stdin");
         // A process killed early closes its stdin: a failed write is part of the test.
-        let _ = stdin.write_all(&routed_stdin);
+        let _ = stdin.write_all(&input);
         drop(stdin);
         child
     }
