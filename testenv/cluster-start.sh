@@ -407,21 +407,39 @@ say "$nodes nodes started ($(elapsed))"
 k() { kubectl_admin "$@"; }
 k apply -f "$crds/" >"$dir/logs/install.out"
 k wait --for=condition=Established --timeout="${timeout}s" crd --all >>"$dir/logs/install.out"
-k apply -f "$project/deploy/rbac.yaml" -f "$project/deploy/daemonset.yaml" >>"$dir/logs/install.out"
-k -n ipam-rs set image daemonset/ipam-cni "install-cni=$image" >>"$dir/logs/install.out"
-k apply -f "$project/deploy/controller.yaml" >>"$dir/logs/install.out"
-k -n ipam-rs set image deployment/ipam-controller "controller=$image" >>"$dir/logs/install.out"
-# One replica per node (deploy/controller.yaml): a one-node cluster runs one.
-[ "$nodes" -ge 2 ] || k -n ipam-rs scale deployment/ipam-controller --replicas=1 >>"$dir/logs/install.out"
+# The manifests as a user edits them before applying: the image built here, and the
+# controller's flags and environment for this cluster. Applied once, so the Deployment's
+# first revision is its last (a `set image` and a patch after it made three ReplicaSets,
+# whose replicas, one per node and without surge, had to wait for each other).
 # The cluster's tests wait for leaks to be released: the shortest grace the controller takes.
-controller_args='["--leak-grace=1m", "--interval=5s"'
-[ "$API" = spiderpool ] && controller_args+=', "--api=spiderpool"'
-# It is a Kubernetes client that runs for the cluster's life: AWS_EC2_METADATA_DISABLED=true
-# as every daemon of the cluster has it (isolation.sh checks).
-k -n ipam-rs patch deployment/ipam-controller --type=json \
-  -p "[{\"op\": \"replace\", \"path\": \"/spec/template/spec/containers/0/args\", \"value\": $controller_args]},
-       {\"op\": \"add\", \"path\": \"/spec/template/spec/containers/0/env/-\",
-        \"value\": {\"name\": \"AWS_EC2_METADATA_DISABLED\", \"value\": \"true\"}}]" \
+controller_args='--leak-grace=1m --interval=5s'
+[ "$API" = spiderpool ] && controller_args+=' --api=spiderpool'
+# One replica per node (deploy/controller.yaml): a one-node cluster runs one.
+replicas=$(( nodes >= 2 ? 2 : 1 ))
+mkdir -p "$dir/deploy"
+python3 - "$project/deploy" "$dir/deploy" "$image" "$controller_args" "$replicas" <<'PY'
+import re, sys
+src, out, image, args, replicas = sys.argv[1:]
+placeholder = "registry.example.invalid/ipam-rs/ipam-cni:0.1.0"
+def render(name, edits):
+    text = open(f"{src}/{name}").read()
+    assert placeholder in text, f"deploy/{name}: no image {placeholder}"
+    text = text.replace(placeholder, image)
+    for pattern, replacement in edits:
+        text, n = re.subn(pattern, replacement, text, count=1, flags=re.M)
+        assert n == 1, f"deploy/{name}: no line {pattern!r}"
+    open(f"{out}/{name}", "w").write(text)
+render("daemonset.yaml", [])
+quoted = ", ".join(f'"{a}"' for a in args.split())
+render("controller.yaml", [
+    (r"^  replicas: 2$", f"  replicas: {replicas}"),
+    (r'^(          )args: \[.*\]$', rf"\1args: [{quoted}]"),
+    # It is a Kubernetes client that runs for the cluster's life: AWS_EC2_METADATA_DISABLED
+    # as every daemon of the cluster has it (isolation.sh checks).
+    (r"^(          )env:$", r'\1env:\n\1  - {name: AWS_EC2_METADATA_DISABLED, value: "true"}'),
+])
+PY
+k apply -f "$project/deploy/rbac.yaml" -f "$dir/deploy/daemonset.yaml" -f "$dir/deploy/controller.yaml" \
   >>"$dir/logs/install.out"
 say "project installed from deploy/ ($(elapsed))"
 
@@ -434,17 +452,27 @@ nodes_ready() {
 }
 wait_until "$timeout" "$nodes nodes Ready" nodes_ready
 say "$nodes nodes Ready ($(elapsed))"
+# What a rollout that did not finish left: CI keeps only what is printed, so the Pods, their
+# events and their logs are printed as well as kept.
+rollout_failed() { # NAME SELECTOR
+  { k -n ipam-rs get all -o wide
+    k -n ipam-rs describe pods -l "$2"
+    k -n ipam-rs logs -l "$2" --all-containers --tail=50 --prefix
+    for i in $(seq 1 "$nodes"); do
+      echo "--- node$i: the kubelet's last lines about $1"
+      grep -a "$1" "$(node_dir "node$i")/logs/kubelet.log" | tail -n 15
+    done; } >"$dir/logs/$1.out" 2>&1 || true
+  tail -n 200 "$dir/logs/$1.out" >&2
+  die "$1 did not roll out (its Pods and logs: $dir/logs/$1.out)"
+}
 k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${timeout}s" >>"$dir/logs/install.out" \
-  || die "the DaemonSet ipam-cni did not roll out (kubectl -n ipam-rs describe ds/ipam-cni)"
+  || rollout_failed ipam-cni app.kubernetes.io/name=ipam-cni
 for i in $(seq 1 "$nodes"); do
   wait_until "$timeout" "node$i: ipam-cni and its kubeconfig" \
     test -x "$(node_dir "node$i")/root/opt/cni/bin/ipam-cni" -a -s "$(node_dir "node$i")/root/etc/cni/net.d/ipam-cni.kubeconfig"
 done
-if ! k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout}s" >>"$dir/logs/install.out"; then
-  { k -n ipam-rs describe pods -l app.kubernetes.io/name=ipam-controller
-    k -n ipam-rs logs -l app.kubernetes.io/name=ipam-controller --tail=50; } >"$dir/logs/controller.out" 2>&1 || true
-  die "the Deployment ipam-controller did not roll out (its Pods and logs: $dir/logs/controller.out)"
-fi
+k -n ipam-rs rollout status deployment/ipam-controller --timeout="${timeout}s" >>"$dir/logs/install.out" \
+  || rollout_failed ipam-controller app.kubernetes.io/name=ipam-controller
 # The pool the nodes' network names for Pods without an annotation. Written once the
 # controller's replicas are Ready: the admission webhook they serve has failurePolicy Fail,
 # so pool writes wait for it (docs/kubernetes.md, "The admission webhook"); a Ready replica
