@@ -18,15 +18,18 @@
 //! use ipam_agent::Agent;
 //! use ipam_store::StoreChoice;
 //! let agent = Agent::new(StoreChoice::Redb, "/var/lib/cni/ipam-cni".into());
-//! let listener = ipam_agent::bind(std::path::Path::new("/run/ipam-rs/agent.sock")).unwrap();
-//! agent.serve(listener); // never returns
+//! let socket = std::path::Path::new("/run/ipam-rs/agent.sock");
+//! let listener = ipam_agent::bind(socket).unwrap();
+//! let metrics = std::sync::Arc::new(ipam_agent::metrics::Metrics::default());
+//! ipam_agent::metrics::serve("127.0.0.1:9474", metrics.clone(), socket.into()).unwrap();
+//! agent.serve(listener, metrics); // never returns
 //! ```
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipam_cni::cni::agent::{Deliverer, Request};
@@ -34,6 +37,9 @@ use ipam_cni::cni::command::Invocation;
 use ipam_cni::cni::config::NetConf;
 use ipam_cni::cni::{self, log as cni_log, Session};
 use ipam_store::{StoreChoice, DEFAULT_LOCK_WAIT};
+
+pub mod metrics;
+use metrics::Metrics;
 
 /// How long the agent waits for a plugin's request once it has connected.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
@@ -105,23 +111,37 @@ impl Agent {
         }
     }
 
-    /// Serves the plugin on `listener` until the process ends.
-    pub fn serve(self, listener: UnixListener) {
+    /// Serves the plugin on `listener` until the process ends, counting what it does in
+    /// `metrics`.
+    pub fn serve(self, listener: UnixListener, metrics: Arc<Metrics>) {
         let (calls, queue) = mpsc::channel::<Call>();
+        let worker_metrics = metrics.clone();
         let worker = std::thread::Builder::new()
             .name("calls".to_owned())
-            .spawn(move || self.work(queue))
+            .spawn(move || {
+                // Marks the thread stopped however it ends, a panic included.
+                struct Stopped(Arc<Metrics>);
+                impl Drop for Stopped {
+                    fn drop(&mut self) {
+                        self.0.health.stopped();
+                    }
+                }
+                let stopped = Stopped(worker_metrics);
+                self.work(queue, &stopped.0)
+            })
             .expect("start the agent's call thread");
         for stream in listener.incoming() {
             match stream {
                 Ok(stream) => {
                     let calls = calls.clone();
+                    let metrics = metrics.clone();
                     // The request is read apart from the call thread, so that a plugin slow to
                     // send it holds up nobody.
                     let spawned = std::thread::Builder::new()
                         .name("connection".to_owned())
                         .spawn(move || {
                             if let Some(call) = Call::read(stream) {
+                                metrics.queued();
                                 let _ = calls.send(call);
                             }
                         });
@@ -139,7 +159,7 @@ impl Agent {
     }
 
     /// The call thread: owns the store, opens it for a call, closes it when idle.
-    fn work(self, queue: mpsc::Receiver<Call>) {
+    fn work(self, queue: mpsc::Receiver<Call>, metrics: &Metrics) {
         let mut session: Option<(Session, Instant)> = None;
         loop {
             let call = match (
@@ -151,6 +171,7 @@ impl Agent {
                         Ok(call) => call,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             session = None;
+                            metrics.store_closed();
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -161,17 +182,39 @@ impl Agent {
                     Err(_) => return,
                 },
             };
-            self.answer(call, &mut session);
+            metrics.dequeued();
+            metrics.health.call_begins();
+            self.answer(call, &mut session, metrics);
+            metrics.health.call_ends();
         }
     }
 
     /// Runs one call, opening the store first if it is closed.
-    fn answer(&self, call: Call, session: &mut Option<(Session, Instant)>) {
-        let Call { stream, request } = call;
+    fn answer(&self, call: Call, session: &mut Option<(Session, Instant)>, metrics: &Metrics) {
+        let Call {
+            stream,
+            request,
+            read_at,
+        } = call;
+        let command = metrics::command_label(request.var("CNI_COMMAND").as_deref());
+        let mut answered = None;
         let served = ipam_cni::cni::agent::serve_request(&stream, request, |request, deliverer| {
-            self.run(&request, deliverer, session)
+            let run = self.run(&request, deliverer, session, metrics);
+            answered = deliverer.last_answer();
+            for _ in 0..deliverer.undelivered() {
+                metrics.undelivered();
+            }
+            if run.is_err() {
+                metrics.refused();
+            }
+            run
         });
+        if let Some((exit_code, stdout)) = answered {
+            let code = metrics::answer_code(exit_code, &stdout);
+            metrics.call(command, code, read_at.elapsed());
+        }
         if let Err(e) = served {
+            metrics.undelivered();
             note(&format!("a plugin's connection: {e}"));
         }
     }
@@ -181,6 +224,7 @@ impl Agent {
         request: &Request,
         deliverer: &mut Deliverer<'_>,
         session: &mut Option<(Session, Instant)>,
+        metrics: &Metrics,
     ) -> Result<(), String> {
         let var = |k: &str| request.var(k);
         let prepared = cni_log::capturing(|| cni::prepare(&var, request.stdin.as_bytes()));
@@ -197,8 +241,12 @@ impl Agent {
         if session.is_none() {
             *session =
                 match ipam_store::open_for_service(&self.store, &self.data_dir, self.lock_wait) {
-                    Ok(opened) => Some((Session::new(opened), Instant::now())),
+                    Ok(opened) => {
+                        metrics.store_opened(true);
+                        Some((Session::new(opened), Instant::now()))
+                    }
                     Err(e) => {
+                        metrics.store_opened(false);
                         let e = Session::open_failure(inv.command(), &e);
                         self.execute(&inv, &subject, Err(&e), deliverer);
                         return Ok(());
@@ -228,10 +276,11 @@ impl Agent {
     }
 }
 
-/// One plugin's call: its connection and what it asks.
+/// One plugin's call: its connection, what it asks, and when that was read.
 struct Call {
     stream: UnixStream,
     request: Request,
+    read_at: Instant,
 }
 
 impl Call {
@@ -241,7 +290,11 @@ impl Call {
             .set_read_timeout(Some(REQUEST_WAIT))
             .and_then(|()| ipam_cni::cni::agent::read_request(&stream));
         match read {
-            Ok(Some(request)) => Some(Call { stream, request }),
+            Ok(Some(request)) => Some(Call {
+                stream,
+                request,
+                read_at: Instant::now(),
+            }),
             Ok(None) => None,
             Err(e) => {
                 note(&format!("a plugin's request: {e}"));

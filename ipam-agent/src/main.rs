@@ -1,11 +1,13 @@
 //! `ipam-agent --socket PATH [store options]`: the node agent. The store options are
 //! `ipamctl`'s (`--store`, `--data-dir`, `--kubeconfig`, `--namespace`, `--api`), plus
-//! `--node` for the Kubernetes store.
+//! `--node` for the Kubernetes store, and `--metrics ADDRESS` for `/metrics` and `/healthz`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipam_agent::metrics::{self, Metrics};
 use ipam_agent::{bind, note, Agent};
 use ipam_cni::cni::config::DEFAULT_AGENT_SOCKET;
 use ipam_store::{self as store, Quoting, StoreChoice, DEFAULT_DATA_DIR};
@@ -46,6 +48,10 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
           default_value = "100ms")]
     idle_close: Duration,
+    /// Where to serve `/metrics` (Prometheus text) and `/healthz` over HTTP, as HOST:PORT
+    /// (the DaemonSet: port 9474 of the node's address); default: not served.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,11 +121,23 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let metrics = Arc::new(Metrics::default());
+    if let Some(address) = &cli.metrics {
+        match metrics::serve(address, metrics.clone(), cli.socket.clone()) {
+            Ok(bound) => note(&format!(
+                "metrics on http://{bound}/metrics, health on http://{bound}/healthz"
+            )),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     note(&format!(
         "ipam-agent {} serves {} on {}",
         env!("CARGO_PKG_VERSION"),
         agent.describe(),
         cli.socket.display()
     ));
-    agent.serve(listener);
+    agent.serve(listener, metrics);
 }

@@ -245,6 +245,8 @@ pub fn serve_request(
         stream,
         reader: BufReader::new(stream),
         stderr: String::new(),
+        last: None,
+        undelivered: 0,
     };
     if let Some(why) = request.mismatch() {
         return deliverer.refuse(why);
@@ -261,6 +263,8 @@ pub struct Deliverer<'a> {
     reader: BufReader<&'a UnixStream>,
     /// The call's stderr lines, sent with the next answer.
     pub stderr: String,
+    last: Option<(i32, String)>,
+    undelivered: u32,
 }
 
 impl Deliverer<'_> {
@@ -273,14 +277,34 @@ impl Deliverer<'_> {
             stderr: std::mem::take(&mut self.stderr),
             exit_code: out.exit_code,
         };
+        self.last = Some((out.exit_code, out.stdout.clone()));
+        let delivered = self.send_answer(&reply);
+        if delivered.is_err() {
+            self.undelivered += 1;
+        }
+        delivered
+    }
+
+    fn send_answer(&mut self, reply: &Reply) -> std::io::Result<()> {
         let mut writer = self.stream;
-        send(&mut writer, &reply)?;
+        send(&mut writer, reply)?;
         self.stream.set_read_timeout(Some(DELIVERY_WAIT))?;
         match receive::<Delivery>(&mut self.reader) {
             Ok(Some(Delivery { failed: Some(why) })) => Err(std::io::Error::other(why)),
             // Delivered, or no word (a plugin killed after writing has delivered).
             _ => Ok(()),
         }
+    }
+
+    /// The exit status and stdout of the last answer sent, if one was.
+    pub fn last_answer(&self) -> Option<(i32, String)> {
+        self.last.clone()
+    }
+
+    /// How many answers the plugin did not take (it was gone, or said it could not write
+    /// them).
+    pub fn undelivered(&self) -> u32 {
+        self.undelivered
     }
 
     /// Refuses the request: the plugin does the call itself.
