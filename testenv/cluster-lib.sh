@@ -14,8 +14,9 @@ KUBERNETES_SERVICE_IP=10.96.0.1
 # /var/log/pods and the CNI plugins' defaults are the node's own, as on separate machines).
 # /var/log/ipam-cni holds the plugin's log: not in /var/log/pods, whose files the kubelet
 # deletes when it cleans up after Pods.
+# /run/ipam-rs holds the node agent's socket (the DaemonSet's agent container).
 NODE_PATHS=(/etc/cni/net.d /opt/cni/bin /var/lib/cni /var/lib/kubelet /var/lib/containerd
-            /run/containerd /var/log/pods /var/log/containers /var/log/ipam-cni)
+            /run/containerd /var/log/pods /var/log/containers /var/log/ipam-cni /run/ipam-rs)
 
 node_ip() { echo "$CLUSTER_CIDR_PREFIX.$((10 + ${1#node}))"; }   # node1 -> 10.250.0.11
 

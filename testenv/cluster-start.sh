@@ -17,7 +17,7 @@
 # every node; prints DIR/kubeconfig (the admin's) as its last line. A failed start stops what
 # it started (logs stay in DIR).
 #
-# Environment: IPAM_CNI, IPAMCTL, IPAM_CONTROLLER (the project's binaries; default: built with cargo into
+# Environment: IPAM_CNI, IPAMCTL, IPAM_CONTROLLER, IPAM_AGENT (the project's binaries; default: built with cargo into
 # CARGO_TARGET_DIR or target/), IPAM_TESTENV_READY_TIMEOUT (seconds per wait, default 300).
 set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -71,18 +71,20 @@ kube=$("$TESTENV_DIR/build-node.sh" | tail -n1)
 for b in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy; do
   [ -x "$kube/$b" ] || die "no $kube/$b after build-node.sh"
 done
-if [ -z "${IPAM_CNI:-}" ] || [ -z "${IPAMCTL:-}" ] || [ -z "${IPAM_CONTROLLER:-}" ]; then
-  say "building the project's binaries (cargo build --release -p ipam-cni -p ipamctl -p ipam-controller --bins)"
-  (cd "$project" && cargo build --release -q -p ipam-cni -p ipamctl -p ipam-controller --bins)
+if [ -z "${IPAM_CNI:-}" ] || [ -z "${IPAMCTL:-}" ] || [ -z "${IPAM_CONTROLLER:-}" ] || [ -z "${IPAM_AGENT:-}" ]; then
+  say "building the project's binaries (cargo build --release -p ipam-cni -p ipamctl -p ipam-controller -p ipam-agent --bins)"
+  (cd "$project" && cargo build --release -q -p ipam-cni -p ipamctl -p ipam-controller -p ipam-agent --bins)
   IPAM_CNI=${CARGO_TARGET_DIR:-$project/target}/release/ipam-cni
   IPAMCTL=${CARGO_TARGET_DIR:-$project/target}/release/ipamctl
   IPAM_CONTROLLER=${CARGO_TARGET_DIR:-$project/target}/release/ipam-controller
+  IPAM_AGENT=${CARGO_TARGET_DIR:-$project/target}/release/ipam-agent
 fi
 [ -x "$IPAM_CNI" ] || die "IPAM_CNI: no executable at $IPAM_CNI"
 [ -x "$IPAMCTL" ] || die "IPAMCTL: no executable at $IPAMCTL"
 [ -x "$IPAM_CONTROLLER" ] || die "IPAM_CONTROLLER: no executable at $IPAM_CONTROLLER"
+[ -x "$IPAM_AGENT" ] || die "IPAM_AGENT: no executable at $IPAM_AGENT"
 IPAM_CNI=$(readlink -f "$IPAM_CNI") IPAMCTL=$(readlink -f "$IPAMCTL")
-IPAM_CONTROLLER=$(readlink -f "$IPAM_CONTROLLER")
+IPAM_CONTROLLER=$(readlink -f "$IPAM_CONTROLLER") IPAM_AGENT=$(readlink -f "$IPAM_AGENT")
 # A kubectl that matches the server (Debian's 1.20; fetched once).
 "$TESTENV_DIR/kubectl.sh" version --client >/dev/null 2>&1 || die "kubectl.sh: no working kubectl"
 say "binaries ready ($(elapsed))"
@@ -112,6 +114,7 @@ KUBE_BIN=$kube
 IPAM_CNI=$IPAM_CNI
 IPAMCTL=$IPAMCTL
 IPAM_CONTROLLER=$IPAM_CONTROLLER
+IPAM_AGENT=$IPAM_AGENT
 EOF
 load_cluster "$dir"
 [ ! -e "/run/netns/$NETNS" ] || die "network namespace $NETNS exists already (a cluster of $dir left behind?): stop.sh $dir"
@@ -235,7 +238,7 @@ launch - "$dir/scheduler.pid" "$dir/logs/scheduler.log" "$kube/kube-scheduler" \
 say "controller-manager and scheduler started"
 
 # 5. The images, built here from local files only, and the project's manifests' image name.
-"$TESTENV_DIR/images/build.sh" "$dir/images" "$IPAM_CNI" "$IPAMCTL" "$IPAM_CONTROLLER" >"$dir/logs/images.out" 2>&1 \
+"$TESTENV_DIR/images/build.sh" "$dir/images" "$IPAM_CNI" "$IPAMCTL" "$IPAM_CONTROLLER" "$IPAM_AGENT" >"$dir/logs/images.out" 2>&1 \
   || { cat "$dir/logs/images.out" >&2; die "building the images failed"; }
 image=$(cat "$dir/images/ipam-cni.ref")
 say "images built ($image) ($(elapsed))"
@@ -416,13 +419,14 @@ k wait --for=condition=Established --timeout="${timeout}s" crd --all >>"$dir/log
 # whose replicas, one per node and without surge, had to wait for each other).
 # The cluster's tests wait for leaks to be released: the shortest grace the controller takes.
 controller_args='--leak-grace=1m --interval=5s'
-[ "$API" = spiderpool ] && controller_args+=' --api=spiderpool'
+agent_api=
+if [ "$API" = spiderpool ]; then controller_args+=' --api=spiderpool' agent_api=--api=spiderpool; fi
 # One replica per node (deploy/controller.yaml): a one-node cluster runs one.
 replicas=$(( nodes >= 2 ? 2 : 1 ))
 mkdir -p "$dir/deploy"
-python3 - "$project/deploy" "$dir/deploy" "$image" "$controller_args" "$replicas" <<'PY'
+python3 - "$project/deploy" "$dir/deploy" "$image" "$controller_args" "$replicas" "$agent_api" <<'PY'
 import re, sys
-src, out, image, args, replicas = sys.argv[1:]
+src, out, image, args, replicas, agent_api = sys.argv[1:]
 placeholder = "registry.example.invalid/ipam-rs/ipam-cni:0.1.0"
 def render(name, edits):
     text = open(f"{src}/{name}").read()
@@ -432,14 +436,18 @@ def render(name, edits):
         text, n = re.subn(pattern, replacement, text, count=1, flags=re.M)
         assert n == 1, f"deploy/{name}: no line {pattern!r}"
     open(f"{out}/{name}", "w").write(text)
-render("daemonset.yaml", [])
+# Both are Kubernetes clients that run for the cluster's life: AWS_EC2_METADATA_DISABLED as
+# every daemon of the cluster has it (isolation.sh checks).
+aws = r'\1env:\n\1  - {name: AWS_EC2_METADATA_DISABLED, value: "true"}'
+agent = [(r'^(          )env:\n(            - name: NODE_NAME)$', aws + r'\n\2')]
+if agent_api:
+    agent.append((r'^(          args: \["--store=kubernetes",)', rf'\1 "{agent_api}",'))
+render("daemonset.yaml", agent)
 quoted = ", ".join(f'"{a}"' for a in args.split())
 render("controller.yaml", [
     (r"^  replicas: 2$", f"  replicas: {replicas}"),
     (r'^(          )args: \[.*\]$', rf"\1args: [{quoted}]"),
-    # It is a Kubernetes client that runs for the cluster's life: AWS_EC2_METADATA_DISABLED
-    # as every daemon of the cluster has it (isolation.sh checks).
-    (r"^(          )env:$", r'\1env:\n\1  - {name: AWS_EC2_METADATA_DISABLED, value: "true"}'),
+    (r"^(          )env:$", aws),
 ])
 PY
 k apply -f "$project/deploy/rbac.yaml" -f "$dir/deploy/daemonset.yaml" -f "$dir/deploy/controller.yaml" \

@@ -489,14 +489,14 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
             .unwrap_or_else(|| panic!("env {name}"))
             .to_owned()
     };
-    let host_path_at = |mount: &str| -> String {
+    let host_path_at = |container: &Value, mount: &str| -> String {
         let volume = container["volumeMounts"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|m| m["mountPath"] == mount)
             .and_then(|m| m["name"].as_str())
-            .unwrap_or_else(|| panic!("nothing mounted at {mount}"));
+            .unwrap_or_else(|| panic!("nothing mounted at {mount} in {}", container["name"]));
         pod["volumes"]
             .as_array()
             .into_iter()
@@ -506,14 +506,57 @@ fn every_manifest_of_deploy_applies_and_its_objects_exist() {
             .unwrap_or_else(|| panic!("volume {volume} is no hostPath"))
             .to_owned()
     };
-    assert_eq!(host_path_at(&env("CNI_BIN_DIR")), "/opt/cni/bin");
-    assert_eq!(host_path_at(&env("CNI_NET_DIR")), "/etc/cni/net.d");
+    assert_eq!(host_path_at(container, &env("CNI_BIN_DIR")), "/opt/cni/bin");
+    assert_eq!(
+        host_path_at(container, &env("CNI_NET_DIR")),
+        "/etc/cni/net.d"
+    );
     let command = container["command"][0].as_str().expect("a command");
     let dockerfile = std::fs::read_to_string(workspace().join("deploy/Dockerfile")).unwrap();
     assert!(
         dockerfile.contains(&format!("COPY deploy/install-cni.sh {command}\n")),
         "deploy/Dockerfile does not install {command}"
     );
+
+    // Its second container, the node agent: the binary of the image, serving on the socket
+    // the plugin asks by default (the host's, through a hostPath), for the Pod's own node,
+    // writing the plugin's log directory of the host.
+    let agent = &pod["containers"][1];
+    assert_eq!(agent["name"], "agent");
+    assert_eq!(
+        agent["command"],
+        serde_json::json!(["/usr/local/bin/ipam-agent"])
+    );
+    let args: Vec<&str> = agent["args"]
+        .as_array()
+        .expect("the agent's args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for arg in [
+        "--store=kubernetes",
+        "--node=$(NODE_NAME)",
+        "--socket=/run/ipam-rs/agent.sock",
+    ] {
+        assert!(args.contains(&arg), "{arg} not in {args:?}");
+    }
+    let node_name = agent["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("env NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(host_path_at(agent, "/run/ipam-rs"), "/run/ipam-rs");
+    assert_eq!(
+        host_path_at(agent, "/var/log/ipam-cni"),
+        "/var/log/ipam-cni"
+    );
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
+
     let sa = c.json(&["get", "serviceaccount", "ipam-cni", "-n", "ipam-rs"]);
     assert_eq!(sa["metadata"]["name"], "ipam-cni");
 }

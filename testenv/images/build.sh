@@ -3,28 +3,29 @@
 # tarballs (mkimage.py) that start.sh imports into each node's containerd with
 # `ctr -n k8s.io images import`. Nothing is ever pulled: the names are the ones Pods use.
 #
-#   testenv/images/build.sh OUTDIR IPAM_CNI IPAMCTL IPAM_CONTROLLER
+#   testenv/images/build.sh OUTDIR IPAM_CNI IPAMCTL IPAM_CONTROLLER IPAM_AGENT
 #
 #   pause.tar     localhost/ipam-rs/pause:1.0       the sandbox image (pause.c, gcc -static)
 #   busybox.tar   localhost/ipam-rs/busybox:1.35    Debian's busybox-static, one link per applet
 #   nginx.tar     docker.io/library/nginx:latest    Debian's nginx package and the libraries it
 #                                                   links (the seed's Deployment says image: nginx)
 #   ipam-cni.tar  localhost/ipam-rs/ipam-cni:TAG    deploy/Dockerfile's content: ipam-cni, ipamctl,
-#                                                   ipam-controller, install-cni.sh (+ busybox
-#                                                   for its sh)
+#                                                   ipam-controller, ipam-agent, install-cni.sh
+#                                                   (+ busybox for its sh)
 # OUTDIR/ipam-cni.ref holds the last one's name; TAG is the first 12 hex digits of the sha256
-# of its four files, so a new build is a new tag (a DaemonSet rolling update).
+# of its five files, so a new build is a new tag (a DaemonSet rolling update).
 #
 # Deterministic: the same inputs give the same image IDs (mkimage.py). Needs gcc, libc6-dev
 # (static libc), busybox-static, python3; fetches nginx's .debs with apt-get download into
 # the testenv cache once.
 set -euo pipefail
 here=$(dirname "$(readlink -f "$0")")
-usage="usage: build.sh OUTDIR IPAM_CNI IPAMCTL IPAM_CONTROLLER"
+usage="usage: build.sh OUTDIR IPAM_CNI IPAMCTL IPAM_CONTROLLER IPAM_AGENT"
 out=${1:?$usage}
 ipam_cni=${2:?$usage}
 ipamctl=${3:?$usage}
 ipam_controller=${4:?$usage}
+ipam_agent=${5:?$usage}
 project=$(dirname "$(dirname "$here")")
 cache=${IPAM_TESTENV_CACHE:-/var/cache/ipam-rs-testenv}
 mkdir -p "$out"
@@ -88,16 +89,17 @@ mk "$out/nginx.tar" docker.io/library/nginx:latest --cmd '["nginx", "-g", "daemo
   etc/nginx/nginx.conf="$work/nginx.conf" etc/nginx/mime.types="$work/nginx/etc/nginx/mime.types" \
   usr/share/nginx/html/index.html="$work/index.html" var/log/nginx/ var/lib/nginx/
 
-# 4. The project's image (deploy/Dockerfile: the three binaries and install-cni.sh in
+# 4. The project's image (deploy/Dockerfile: the four binaries and install-cni.sh in
 #    /usr/local/bin, CMD install-cni.sh). The installer is POSIX sh: busybox gives it sh and
-#    its coreutils. ipamctl and ipam-controller link glibc here (the machine has no musl
-#    target): their libraries come along, so `kubectl exec ... ipamctl` and the controller's
-#    Deployment run; ipam-cni runs on the node, not in here.
-tag=$(cat "$ipam_cni" "$ipamctl" "$ipam_controller" "$project/deploy/install-cni.sh" | sha256sum | cut -c1-12)
+#    its coreutils. ipamctl, ipam-controller and ipam-agent link glibc here (the machine has
+#    no musl target): their libraries come along, so `kubectl exec ... ipamctl`, the
+#    controller's Deployment and the DaemonSet's agent run; ipam-cni runs on the node, not in
+#    here.
+tag=$(cat "$ipam_cni" "$ipamctl" "$ipam_controller" "$ipam_agent" "$project/deploy/install-cni.sh" | sha256sum | cut -c1-12)
 ref=localhost/ipam-rs/ipam-cni:$tag
-mapfile -t ctl_libs < <({ libs_of "$ipamctl"; libs_of "$ipam_controller"; } | sort -u)
+mapfile -t ctl_libs < <({ libs_of "$ipamctl"; libs_of "$ipam_controller"; libs_of "$ipam_agent"; } | sort -u)
 mk "$out/ipam-cni.tar" "$ref" --cmd '["/usr/local/bin/install-cni.sh"]' "${base[@]}" "${busybox[@]}" "${ctl_libs[@]}" \
   usr/local/bin/ipam-cni="$ipam_cni" usr/local/bin/ipamctl="$ipamctl" \
-  usr/local/bin/ipam-controller="$ipam_controller" \
+  usr/local/bin/ipam-controller="$ipam_controller" usr/local/bin/ipam-agent="$ipam_agent" \
   usr/local/bin/install-cni.sh="$project/deploy/install-cni.sh"
 echo "$ref" >"$out/ipam-cni.ref"

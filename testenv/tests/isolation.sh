@@ -5,7 +5,7 @@
 #
 # 1. every process of the cluster (its daemons and all their descendants: containerd's
 #    shims, the Pods) runs in the cluster's network namespace or in a Pod's, none in the
-#    host's, and the cluster's daemons and the project's controller run with
+#    host's, and the cluster's daemons and the project's controller and agents run with
 #    AWS_EC2_METADATA_DISABLED=true;
 # 2. the cluster's namespace holds only lo, its dummy link and the Pods' macvlan masters;
 #    no namespace of the cluster has a default route, or a route but to its own subnets and
@@ -62,19 +62,22 @@ for f in "$dir"/*.pid "$dir"/nodes/*/*.pid; do
   tr '\0' '\n' <"/proc/$p/environ" | grep -qx AWS_EC2_METADATA_DISABLED=true \
     || problem "${f#"$dir"/} (pid $p) runs without AWS_EC2_METADATA_DISABLED=true"
 done
-# The project's controller (a Pod of deploy/controller.yaml, a Kubernetes client for the
-# cluster's life) as well.
-n_controllers=0
+# The project's controller and node agents (Pods of deploy/controller.yaml and
+# deploy/daemonset.yaml, Kubernetes clients for the cluster's life) as well.
+declare -A n_project=([ipam-controller]=0 [ipam-agent]=0)
 for p in "${!seen[@]}"; do
   # A process may exit meanwhile: then it is skipped.
   cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
-  [ "${cmd%% *}" = /usr/local/bin/ipam-controller ] || continue
+  name=${cmd%% *} name=${name#/usr/local/bin/}
+  [ -n "${n_project[$name]+set}" ] && [ "${cmd%% *}" = "/usr/local/bin/$name" ] || continue
   environment=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/environ") || continue
-  n_controllers=$((n_controllers + 1))
+  n_project[$name]=$((n_project[$name] + 1))
   grep -qx AWS_EC2_METADATA_DISABLED=true <<<"$environment" \
-    || problem "ipam-controller (pid $p) runs without AWS_EC2_METADATA_DISABLED=true"
+    || problem "$name (pid $p) runs without AWS_EC2_METADATA_DISABLED=true"
 done
-[ "$n_controllers" -gt 0 ] || problem "no ipam-controller process among the cluster's"
+for name in "${!n_project[@]}"; do
+  [ "${n_project[$name]}" -gt 0 ] || problem "no $name process among the cluster's"
+done
 [ ${#roots[@]} -gt 0 ] || problem "no pid files in $dir: is the cluster running?"
 [ -n "${ns_pid[$cluster_ns]:-}" ] || problem "no process of the cluster in its namespace $NETNS"
 

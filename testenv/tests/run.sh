@@ -199,6 +199,44 @@ test_pods_on_both_nodes() {
   drop_pool t1-pool
 }
 
+# Each node's agent (the DaemonSet's agent container) answers its plugin: the ADDs and DELs of
+# Pods on a node are calls its agent counts on its /metrics, and its /healthz says ok.
+test_calls_through_the_agent() {
+  pool t11-pool 10.81.0.0/24 10.81.0.10-10.81.0.40
+  k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "ipam-cni not on every node"; return 1; }
+  metrics_of() { in_cluster curl -sf --max-time 5 "http://$(node_ip "$1"):9474/$2"; }
+  answered() { # NODE COMMAND: the calls of COMMAND the node's agent answered with success
+    local text; text=$(metrics_of "$1" metrics) || return 1
+    awk -v series="ipam_rs_agent_calls_total{command=\"$2\",code=\"0\"}" \
+      '$1 == series {n = $2} END {print n + 0}' <<<"$text"
+  }
+  local i adds=() dels=() n
+  for i in 1 2; do
+    poll "node$i's agent healthy" metrics_of "node$i" healthz || return 1
+    adds[i]=$(answered "node$i" ADD) dels[i]=$(answered "node$i" DEL)
+  done
+  pod t11-a t11-pool node1 t11
+  pod t11-b t11-pool node1 t11
+  pod t11-c t11-pool node2 t11
+  for p in t11-a t11-b t11-c; do poll "$p Ready" pod_ready $p || return 1; done
+  pods_match_allocations test=t11 t11-pool || { fail "allocations do not match the Pods"; allocs t11-pool >&2; return 1; }
+  # At least one ADD per Pod (a kubelet may retry a sandbox); none of the other node's.
+  for i in 1 2; do
+    n=$(( $(answered "node$i" ADD) - adds[i] ))
+    want=$(( i == 1 ? 2 : 1 ))
+    [ "$n" -ge "$want" ] || { fail "node$i's agent answered $n ADDs for its $want Pod(s)"; metrics_of "node$i" metrics | grep calls_total >&2; return 1; }
+    note "node$i: its agent answered $n ADD(s) for its $want Pod(s)"
+  done
+  k delete pod t11-a t11-b t11-c --wait=false >/dev/null
+  poll "t11-pool empty" pool_empty t11-pool || return 1
+  for i in 1 2; do
+    del_done() { [ $(( $(answered "node$1" DEL) - dels[$1] )) -ge "$2" ]; }
+    poll "node$i's agent answered its Pods' DELs" del_done "$i" $(( i == 1 ? 2 : 1 )) || return 1
+  done
+  note "the Pods deleted: their DELs answered by their nodes' agents"
+  drop_pool t11-pool
+}
+
 # A Deployment of 20 replicas across the nodes scales to 0 and back with no leak and no
 # duplicate: the addresses held are exactly those of the Running Pods, and the plugin's ADDs
 # minus its releases equal them.
@@ -312,7 +350,7 @@ test_daemonset_rolling_update() {
   mkdir -p "$v2"
   cp "$IPAM_CNI" "$v2/ipam-cni"
   printf '\nipam-rs testenv rolling update %s\n' "$(date +%s%N)" >>"$v2/ipam-cni"
-  "$TESTENV_DIR/images/build.sh" "$v2" "$v2/ipam-cni" "$IPAMCTL" "$IPAM_CONTROLLER" >/dev/null
+  "$TESTENV_DIR/images/build.sh" "$v2" "$v2/ipam-cni" "$IPAMCTL" "$IPAM_CONTROLLER" "$IPAM_AGENT" >/dev/null
   new=$(cat "$v2/ipam-cni.ref")
   for i in $(seq 1 "$NODES"); do
     "$TESTENV_DIR/exec.sh" --node "node$i" "$dir" ctr -n k8s.io images import "$v2/ipam-cni.tar" >/dev/null
@@ -341,7 +379,9 @@ spec:
         command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
 EOF
   # The update and Pods starting at once.
-  k -n ipam-rs set image daemonset/ipam-cni "install-cni=$new" >/dev/null
+  # Both containers: the installer and the node agent (whose restart sends the plugin's calls
+  # the direct way meanwhile).
+  k -n ipam-rs set image daemonset/ipam-cni "install-cni=$new" "agent=$new" >/dev/null
   k scale deploy/t5 --replicas=8 >/dev/null
   k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "the DaemonSet did not roll out"; return 1; }
   for i in $(seq 1 "$NODES"); do
@@ -547,8 +587,8 @@ EOF
 }
 
 # Chaos (issue 16's proof): a Deployment and a StatefulSet on both nodes while, round after
-# round, Pods are force-deleted, a kubelet is killed while Pods are created, a kubelet is
-# stopped while its Pods are deleted (no DEL reaches the plugin), a node is deleted and
+# round, Pods are force-deleted, a kubelet or a node agent is killed while Pods are created,
+# a kubelet is stopped while its Pods are deleted (no DEL reaches the plugin), a node is deleted and
 # registers again, and the controller's leader is killed. Throughout, every Pod list is
 # checked for an address on two Pods; once the churn stops and the grace period has passed,
 # the pool holds exactly the running Pods' addresses, each recorded for its Pod: no leak, no
@@ -618,7 +658,7 @@ EOF
   on_node() { pods_of test=tc | awk -F '\t' -v n="$1" '$4 == n {print $2}' | cut -d/ -f2; }
   force_delete() { k delete pod "$@" --grace-period=0 --force >/dev/null 2>&1 || true; }
   for round in $(seq 1 "$rounds"); do
-    for action in $(shuf -e force_web force_db kubelet_killed_during_creation kubelet_stopped_while_deleting node_deleted leader_killed); do
+    for action in $(shuf -e force_web force_db kubelet_killed_during_creation agent_killed_during_creation kubelet_stopped_while_deleting node_deleted leader_killed); do
       node=node$((RANDOM % 2 + 1))
       case $action in
         force_web) victim=$(random_pod app=tc-web) ; [ -z "$victim" ] || force_delete "$victim" ;;
@@ -629,6 +669,14 @@ EOF
           "$TESTENV_DIR/node.sh" "$dir" kill "$node"
           sleep 3
           "$TESTENV_DIR/node.sh" "$dir" start "$node"
+          k scale deployment tc-web --replicas=6 >/dev/null ;;
+        agent_killed_during_creation)
+          # Both nodes' agents (SIGKILL, again and again for 5 s, so that the kubelet's
+          # restart back-off keeps them down a while) as Pods start: calls in the middle are
+          # cut off, and the plugin does them itself until the agents are back.
+          k scale deployment tc-web --replicas=8 >/dev/null
+          for _ in $(seq 1 25); do pkill -KILL -f -- '^/usr/local/bin/ipam-agent ' || true; sleep 0.2; done
+          sleep 3
           k scale deployment tc-web --replicas=6 >/dev/null ;;
         kubelet_stopped_while_deleting)
           "$TESTENV_DIR/node.sh" "$dir" stop "$node"
@@ -652,6 +700,7 @@ EOF
     done
   done
   note "churn over: $checks checks of the Pod list, no address on two Pods"
+  note "calls the plugin made itself while an agent was down: $(cat "$dir"/nodes/*/root/var/log/ipam-cni/ipam-cni.log 2>/dev/null | grep -c 'doing the call here' || true)"
   watching poll "9 Pods Running after the churn" settled || { pods_of test=tc >&2; return 1; }
   k -n ipam-rs rollout status daemonset/ipam-cni --timeout="${T}s" >/dev/null || { fail "ipam-cni not on every node"; return 1; }
   k -n ipam-rs rollout status deployment/ipam-controller --timeout="${T}s" >/dev/null || { fail "the controller's replicas are not back"; return 1; }
@@ -768,7 +817,7 @@ test_network_isolation() {
   "$here/isolation.sh" "$dir"
 }
 
-all=(pods_on_both_nodes exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses webhook chaos network_isolation)
+all=(pods_on_both_nodes calls_through_the_agent exhaustion kubelet_restart scale_20 daemonset_rolling_update leaks_reclaimed statefulset_keeps_addresses webhook chaos network_isolation)
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
 for t in "${selected[@]}"; do
