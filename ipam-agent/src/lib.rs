@@ -200,7 +200,9 @@ impl Agent {
         let mut answered = None;
         let served = ipam_cni::cni::agent::serve_request(&stream, request, |request, deliverer| {
             let run = self.run(&request, deliverer, session, metrics);
-            answered = deliverer.last_answer();
+            answered = deliverer
+                .last_answer()
+                .map(|(exit_code, stdout)| metrics::answer_code(exit_code, stdout));
             for _ in 0..deliverer.undelivered() {
                 metrics.undelivered();
             }
@@ -209,8 +211,7 @@ impl Agent {
             }
             run
         });
-        if let Some((exit_code, stdout)) = answered {
-            let code = metrics::answer_code(exit_code, &stdout);
+        if let Some(code) = answered {
             metrics.call(command, code, read_at.elapsed());
         }
         if let Err(e) = served {

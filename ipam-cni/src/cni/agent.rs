@@ -297,8 +297,10 @@ impl Deliverer<'_> {
     }
 
     /// The exit status and stdout of the last answer sent, if one was.
-    pub fn last_answer(&self) -> Option<(i32, String)> {
-        self.last.clone()
+    pub fn last_answer(&self) -> Option<(i32, &str)> {
+        self.last
+            .as_ref()
+            .map(|(code, stdout)| (*code, stdout.as_str()))
     }
 
     /// How many answers the plugin did not take (it was gone, or said it could not write
