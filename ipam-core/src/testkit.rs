@@ -1329,6 +1329,13 @@ impl Store for Interleaved {
         }
         Ok(())
     }
+    // A cached read is no step: it makes no request, so nothing can come between.
+    fn caches(&self) -> bool {
+        self.inner.caches()
+    }
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        self.inner.cached(key)
+    }
 }
 
 /// Runs `first` on a store where `second` (on the plain store) runs to its end before step
@@ -1905,6 +1912,108 @@ impl<S: Store> Store for CountingStore<S> {
     fn record_size(&self, key: &Key, record: &Record) -> Option<crate::store::RecordSize> {
         self.inner.record_size(key, record)
     }
+    fn caches(&self) -> bool {
+        self.inner.caches()
+    }
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        self.inner.cached(key)
+    }
+}
+
+/// A store whose cache ([`Store::cached`]) learns only from reads: it answers with what the
+/// last read of a key returned, however many writes came after it, and keeps a record that
+/// a later read found gone. The harshest cache the engine may meet: after any write, what
+/// it gives is stale, so the engine's attempts from it must stand on their compare-and-swaps
+/// alone. The conformance kit runs on it (`tests/conformance.rs`).
+///
+/// With [`ReadCache::learning_writes`], it learns what it commits too (the versions the
+/// store gave, read back): a cache as right as a node agent's whose node alone writes.
+#[derive(Debug)]
+pub struct ReadCache<S> {
+    inner: S,
+    learns_writes: bool,
+    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Versioned<Record>>>,
+}
+
+impl<S: Store> ReadCache<S> {
+    /// `inner` with a cache that learns only from reads.
+    pub fn new(inner: S) -> ReadCache<S> {
+        ReadCache {
+            inner,
+            learns_writes: false,
+            seen: Default::default(),
+        }
+    }
+
+    /// `inner` with a cache that also learns every record it commits.
+    pub fn learning_writes(inner: S) -> ReadCache<S> {
+        ReadCache {
+            learns_writes: true,
+            ..ReadCache::new(inner)
+        }
+    }
+
+    fn learn(&self, key: &Key, read: &Option<Versioned<Record>>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Some(v) => {
+                seen.insert(key.encode(), v.clone());
+            }
+            // A harsh cache keeps what it saw; a right one forgets what is gone.
+            None if self.learns_writes => {
+                seen.remove(&key.encode());
+            }
+            None => {}
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for ReadCache<S> {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        let read = self.inner.get(key).await?;
+        self.learn(key, &read);
+        Ok(read)
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        let found = self.inner.get_many(keys).await?;
+        for (key, read) in keys.iter().zip(&found) {
+            self.learn(key, read);
+        }
+        Ok(found)
+    }
+    async fn scan(&self, range: &KeyRange) -> Result<Vec<(Key, Versioned<Record>)>, StoreError> {
+        let found = self.inner.scan(range).await?;
+        for (key, read) in &found {
+            self.learn(key, &Some(read.clone()));
+        }
+        Ok(found)
+    }
+    async fn commit(&self, txn: Transaction) -> Result<(), StoreError> {
+        let keys: Vec<Key> = txn.ops().iter().map(|op| op.key().clone()).collect();
+        let result = self.inner.commit(txn).await;
+        if self.learns_writes {
+            // Learnt as the store answers, where a remote store learns from the response.
+            let now = self.inner.get_many(&keys).await?;
+            for (key, read) in keys.iter().zip(&now) {
+                self.learn(key, read);
+            }
+        }
+        result
+    }
+    fn max_commit_ops(&self) -> usize {
+        self.inner.max_commit_ops()
+    }
+    fn record_size(&self, key: &Key, record: &Record) -> Option<crate::store::RecordSize> {
+        self.inner.record_size(key, record)
+    }
+    fn caches(&self) -> bool {
+        true
+    }
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&key.encode()).cloned()
+    }
 }
 
 /// A store with something that must outlive it, such as the temporary directory of an
@@ -1949,5 +2058,11 @@ impl<S: Store, G: Send + Sync> Store for Guarded<S, G> {
     }
     fn record_size(&self, key: &Key, record: &Record) -> Option<crate::store::RecordSize> {
         self.store.record_size(key, record)
+    }
+    fn caches(&self) -> bool {
+        self.store.caches()
+    }
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        self.store.cached(key)
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ipam_core::testkit::{
-    check_consistency, check_indexes_exact, name, owner, pool, request, CountingStore,
+    check_consistency, check_indexes_exact, name, owner, pool, request, reserved, CountingStore,
+    ReadCache,
 };
 use ipam_core::{Config, Error, Ipam, MemoryStore, Slot};
 
@@ -161,6 +162,57 @@ fn steady_state_calls_stay_within_the_round_trip_budget() {
             (5..=20).contains(&hints),
             "{hints} cursor writes for 640 ADDs"
         );
+    });
+}
+
+/// Behind a cache that knows what the engine wrote (a node agent whose node alone writes its
+/// blocks), an ADD into a block it knows reads only once, after its write: the pool and the
+/// reservations it used, afresh; a DEL reads nothing but the cursor when it empties a block.
+/// The writes are the direct path's.
+#[test]
+fn behind_a_cache_an_add_reads_once_and_a_del_not_at_all() {
+    pollster::block_on(async {
+        let cached = ReadCache::learning_writes(MemoryStore::in_order());
+        let store = Arc::new(CountingStore::new(cached));
+        let ipam = Ipam::new(store.clone());
+        ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))
+            .await
+            .unwrap();
+        ipam.apply_reserved_ip(reserved("r", &["10.6.255.1"]))
+            .await
+            .unwrap();
+        for i in 0..300 {
+            ipam.allocate(&request(&format!("h{i}"), &["p"]))
+                .await
+                .unwrap();
+        }
+        store.take();
+        let (mut once, mut add_writes) = (0, 0);
+        for i in 0..50 {
+            let who = format!("c{i}");
+            ipam.allocate(&request(&who, &["p"])).await.unwrap();
+            let (reads, writes) = store.take();
+            // Twice when the block is new: the store's absence of a record is not cached.
+            assert!(reads <= 2, "an ADD made {reads} reads");
+            if reads == 1 {
+                once += 1;
+            }
+            add_writes += writes;
+            ipam.release(&owner(&who), Some("net1")).await.unwrap();
+            let (reads, writes) = store.take();
+            // A read only when the DEL empties a block (its pool's cursor hint).
+            assert!(reads <= 1, "a DEL made {reads} reads");
+            assert_eq!(writes, 2, "DEL: the block and the index written");
+        }
+        // 300 + 19 addresses fill five blocks and part of a sixth: the ADDs into that one
+        // read once; the later ones take the first address of a block the DEL before
+        // emptied (and deleted).
+        assert!(once >= 19, "only {once} of 50 ADDs read once");
+        assert_eq!(
+            add_writes, 100,
+            "50 ADDs: the owner index and the block each"
+        );
+        check_indexes_exact(&*store).await;
     });
 }
 

@@ -121,7 +121,17 @@ pub struct KubeOptions {
     /// `ReservedIP`, the default) or Spiderpool's (`SpiderIPPool`, `SpiderReservedIP`,
     /// `deploy/spiderpool-compat/`). The allocation kinds are ours in either.
     pub api: ipam_api::Api,
+    /// Keep a cache of the records read and written ([`Store::caches`]): for a process that
+    /// makes many calls on one store, the node agent. Its allocations and releases then
+    /// start from the cache and only what their compare-and-swaps check is trusted of it,
+    /// so a stale entry costs a retry, never a duplicate. Off by default.
+    pub cache: bool,
 }
+
+/// The most records a store's cache keeps ([`KubeOptions::cache`]); past it, the cache starts
+/// afresh. A node agent touches its own Pods' owner indexes and blocks, the pools and their
+/// cursors: far fewer.
+pub const CACHE_LIMIT: usize = 20_000;
 
 /// The annotation a compare-and-swap write sets to the resourceVersion it replaces, so that
 /// every such write changes the object (and so its version), even one of unchanged content.
@@ -149,6 +159,7 @@ impl Default for KubeOptions {
             request_timeout: Duration::from_secs(10),
             deadline: None,
             api: ipam_api::Api::IpamRs,
+            cache: false,
         }
     }
 }
@@ -178,6 +189,8 @@ struct Inner {
     deadline: Option<(tokio::time::Instant, Duration)>,
     /// Where the certificates come from, for the message of a TLS failure.
     sources: Sources,
+    /// The records last read or written, by encoded key ([`KubeOptions::cache`]).
+    cache: Option<std::sync::Mutex<std::collections::HashMap<Vec<u8>, Versioned<Record>>>>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -309,6 +322,7 @@ impl KubeStore {
                 server,
                 deadline,
                 sources,
+                cache: options.cache.then(Default::default),
             }),
             runtime,
         })
@@ -629,6 +643,35 @@ impl KubeStore {
 }
 
 impl Inner {
+    /// Records in the cache (if any) what the server answered for `key`: a record, or that
+    /// it has none (`None`, which is forgotten, not cached).
+    fn remember(&self, key: &Key, answer: Option<&Versioned<Record>>) {
+        let Some(cache) = &self.cache else { return };
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Some(record) => {
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(key.encode(), record.clone());
+            }
+            None => {
+                cache.remove(&key.encode());
+            }
+        }
+    }
+
+    /// What an object written under `key` now is, as the server answered the write.
+    fn learn_written(&self, kind: Kind, key: &Key, obj: &DynamicObject) {
+        if self.cache.is_none() {
+            return;
+        }
+        match self.codec.decode(kind, obj, Some(key)) {
+            Ok(Some((_, record))) => self.remember(key, Some(&record)),
+            _ => self.remember(key, None),
+        }
+    }
+
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
         let resource = self.codec.resource(kind);
         if kind.namespaced() {
@@ -717,13 +760,19 @@ impl Inner {
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
         let (kind, name) = match self.codec.place(key) {
             Place::Object(kind, name) => (kind, name),
-            Place::Derived => return self.summary().await.map(Some),
+            Place::Derived => {
+                let summary = self.summary().await?;
+                self.remember(key, Some(&summary));
+                return Ok(Some(summary));
+            }
         };
-        match self.api(kind).get_opt(&name).await {
-            Ok(None) => Ok(None),
-            Ok(Some(obj)) => Ok(self.codec.decode(kind, &obj, Some(key))?.map(|(_, v)| v)),
-            Err(e) => Err(self.error("get", &name, e)),
-        }
+        let read = match self.api(kind).get_opt(&name).await {
+            Ok(None) => None,
+            Ok(Some(obj)) => self.codec.decode(kind, &obj, Some(key))?.map(|(_, v)| v),
+            Err(e) => return Err(self.error("get", &name, e)),
+        };
+        self.remember(key, read.as_ref());
+        Ok(read)
     }
 
     /// The union of every ReservedIP, read from the objects themselves: one list, a
@@ -818,8 +867,26 @@ impl Inner {
         Ok((out, version))
     }
 
-    /// One operation, as a compare-and-swap of one object.
+    /// One operation, as a compare-and-swap of one object; the cache (if any) learns the
+    /// object as the server answered, or forgets it when the answer is not known.
     async fn apply(&self, op: Op) -> Result<(), StoreError> {
+        let key = op.key().clone();
+        let result = self.apply_uncached(op).await;
+        if let Some(cache) = &self.cache {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(key, Key::ReservedIp(_)) {
+                // The summary is derived from the ReservedIP objects.
+                cache.remove(&Key::ReservedSummary.encode());
+            }
+            if result.is_err() {
+                // Not known whether it was applied: read again next time.
+                cache.remove(&key.encode());
+            }
+        }
+        result
+    }
+
+    async fn apply_uncached(&self, op: Op) -> Result<(), StoreError> {
         let (kind, name) = match self.codec.place(op.key()) {
             Place::Object(kind, name) => (kind, name),
             // The reservation summary is derived from the ReservedIP objects, which the same
@@ -838,7 +905,10 @@ impl Inner {
                 let mut obj = self.codec.object(&key, &record);
                 match expect {
                     Expect::Absent => match api.create(&pp, &obj).await {
-                        Ok(_) => Ok(()),
+                        Ok(written) => {
+                            self.learn_written(kind, &key, &written);
+                            Ok(())
+                        }
                         Err(e) => Err(self.error("create", &name, e)),
                     },
                     Expect::Version(v) => {
@@ -851,7 +921,10 @@ impl Inner {
                             .get_or_insert_with(Default::default)
                             .insert(REPLACES_ANNOTATION.to_owned(), v.as_str().to_owned());
                         match api.replace(&name, &pp, &obj).await {
-                            Ok(_) => Ok(()),
+                            Ok(written) => {
+                                self.learn_written(kind, &key, &written);
+                                Ok(())
+                            }
                             Err(kube::Error::Api(s)) if s.code == 404 => Err(conflict()),
                             Err(e) => Err(self.error("replace", &name, e)),
                         }
@@ -863,12 +936,18 @@ impl Inner {
                         let patch = Patch::Merge(&obj);
                         for _ in 0..5 {
                             match api.patch(&name, &PatchParams::default(), &patch).await {
-                                Ok(_) => return Ok(()),
+                                Ok(written) => {
+                                    self.learn_written(kind, &key, &written);
+                                    return Ok(());
+                                }
                                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                                 Err(e) => return Err(self.error("patch", &name, e)),
                             }
                             match api.create(&pp, &obj).await {
-                                Ok(_) => return Ok(()),
+                                Ok(written) => {
+                                    self.learn_written(kind, &key, &written);
+                                    return Ok(());
+                                }
                                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                                 Err(e) => return Err(self.error("create", &name, e)),
                             }
@@ -877,7 +956,9 @@ impl Inner {
                     }
                 }
             }
-            Op::Delete { expect, .. } => {
+            Op::Delete { key, expect } => {
+                // Gone, or not known to be there: either way nothing to keep.
+                self.remember(&key, None);
                 let mut dp = DeleteParams::default();
                 match expect {
                     Expect::Absent => {
@@ -1007,6 +1088,16 @@ impl Store for KubeStore {
             self.on_runtime(|inner| async move { inner.scan(&range).await })
         })
         .await
+    }
+
+    fn caches(&self) -> bool {
+        self.inner.cache.is_some()
+    }
+
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        let cache = self.inner.cache.as_ref()?;
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(&key.encode()).cloned()
     }
 
     fn record_size(&self, key: &Key, record: &Record) -> Option<ipam_core::RecordSize> {

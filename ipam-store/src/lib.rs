@@ -235,7 +235,9 @@ pub fn open(
 }
 
 /// [`open`] for a process that keeps the store open for many calls (the node agent): the
-/// Kubernetes store has no deadline from its opening, each request its own timeout.
+/// Kubernetes store has no deadline from its opening, each request its own timeout, and it
+/// keeps a cache of what it reads and writes ([`ipam_kube::KubeOptions::cache`]), so that
+/// an ADD reads from the API server only what its compare-and-swaps cannot check.
 pub fn open_for_service(
     choice: &StoreChoice,
     data_dir: &Path,
@@ -279,6 +281,8 @@ fn open_bounded(
                 request_timeout: lock_wait.min(Duration::from_secs(10)),
                 deadline,
                 api: k.api,
+                // A process of one call has nothing to reuse a cache for.
+                cache: deadline.is_none(),
                 ..ipam_kube::KubeOptions::default()
             };
             let store = std::sync::Arc::new(ipam_kube::KubeStore::connect(&options)?);

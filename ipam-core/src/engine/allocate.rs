@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::objects::overlap;
-use super::{corrupt, typed, BlockCache, Ipam, Request, Slot};
+use super::{corrupt, typed, BlockCache, Ipam, Reads, Request, Slot};
 use crate::addr::{to_u128, Family};
 use crate::error::{Error, ObjectKind, StillHeld, StoreError, Unavailable};
 use crate::holder::{Allocation, Held, Holder};
@@ -45,6 +45,14 @@ struct Lens {
     new_cursor: Option<u128>,
     /// The last address this attempt took from the pool.
     last: Option<u128>,
+}
+
+/// What an attempt decided on, beside the blocks: checked again after its write.
+struct Used<'a> {
+    /// The reservation summary it read, when it read from the store's cache.
+    summary: Option<&'a FamilySets>,
+    /// The pools, as it read them.
+    pools: &'a HashMap<ObjectName, Lens>,
 }
 
 impl Lens {
@@ -80,11 +88,11 @@ impl<S: Store> Ipam<S> {
     /// in its subnet), whatever the pools are called now. A caller that cannot deliver the
     /// answer releases exactly the fresh ones.
     pub async fn allocate(&self, request: &Request) -> Result<Vec<Granted>, Error> {
-        self.retrying("allocate", || self.try_allocate(request))
+        self.cached_first("allocate", |reads| self.try_allocate(request, reads))
             .await
     }
 
-    async fn try_allocate(&self, request: &Request) -> Result<Vec<Granted>, Error> {
+    async fn try_allocate(&self, request: &Request, reads: Reads) -> Result<Vec<Granted>, Error> {
         let mut names: Vec<&ObjectName> = Vec::new();
         for name in request.slots.iter().flat_map(|s| &s.pools) {
             if !names.contains(&name) {
@@ -111,7 +119,22 @@ impl<S: Store> Ipam<S> {
         if let Some(id) = &identity {
             keys.push(Key::Owner(id.clone()));
         }
-        let found = self.store.get_many(&keys).await?;
+        let found = match reads {
+            Reads::Fresh => self.store.get_many(&keys).await?,
+            Reads::Cached => {
+                // The owner's index as cached, or none: a new owner has none, and the create
+                // of it (on `Absent`) fails if it has one after all. The identity's, fresh:
+                // what is kept for a StatefulSet Pod is taken without a write of that index.
+                let identity_keys = usize::from(identity.is_some());
+                let shared = &keys[1..keys.len() - identity_keys];
+                let mut found = vec![self.store.cached(&owner_key)];
+                found.extend(self.read_keys(shared, Reads::Cached).await?);
+                if identity_keys > 0 {
+                    found.extend(self.store.get_many(&keys[keys.len() - 1..]).await?);
+                }
+                found
+            }
+        };
         if found.len() != keys.len() {
             return Err(corrupt(&keys[0], "one answer per key read"));
         }
@@ -202,7 +225,7 @@ impl<S: Store> Ipam<S> {
                 (None, None) => {}
             }
         }
-        let mut cache = BlockCache::default();
+        let mut cache = BlockCache::reading(reads);
         self.load_blocks(&mut cache, wanted).await?;
 
         // What the owner holds on this network, as the blocks say. An index entry they
@@ -232,6 +255,11 @@ impl<S: Store> Ipam<S> {
                 (!taken).then_some((address, holder, lens))
             });
             if let Some((address, holder, lens)) = kept {
+                if reads == Reads::Cached {
+                    // Held as the cache says: so only if the block is still that version.
+                    let (family, idx) = block_of(*address);
+                    cache.guard(family, idx);
+                }
                 granted.push(Granted {
                     allocation: Allocation {
                         address: *address,
@@ -275,9 +303,20 @@ impl<S: Store> Ipam<S> {
                 fresh: true,
             });
         }
-        if !cache.is_changed() {
-            return Ok(granted);
+        if !cache.has_writes() {
+            return match reads {
+                Reads::Fresh => Ok(granted),
+                // Nothing a compare-and-swap would check: decided on fresh reads instead.
+                Reads::Cached => Err(StoreError::Conflict {
+                    key: Key::Owner(request.owner.clone()).to_string(),
+                }
+                .into()),
+            };
         }
+        let used = Used {
+            summary: (reads == Reads::Cached).then_some(&summary),
+            pools: &lenses,
+        };
 
         let mut txn = Transaction::new();
         // 1. The owner index, first: a store that stops after it holds an entry that readers
@@ -321,6 +360,15 @@ impl<S: Store> Ipam<S> {
                     cache.edit(family, idx, None).remove(value);
                 }
             }
+            // Dropped from the index on what the blocks said: a store that stops after the
+            // index write (in order) keeps the drop, so it rests on fresh reads only.
+            let drops = kept_for_identity.iter().any(|h| !listed.contains(h));
+            if drops && reads == Reads::Cached {
+                return Err(StoreError::Conflict {
+                    key: Key::Owner(id.clone()).to_string(),
+                }
+                .into());
+            }
             if listed != kept_for_identity {
                 let key = Key::Owner(id.clone());
                 if listed.is_empty() {
@@ -338,8 +386,23 @@ impl<S: Store> Ipam<S> {
                 txn.put(self.cursor_key(name), Record::Cursor(c), Expect::Any);
             }
         }
-        self.commit(txn).await?;
-        self.confirm_pools(request, &stored, &granted).await?;
+        if let Err(e) = self.commit(txn).await {
+            if reads == Reads::Cached {
+                // A store that commits in order may have written the owner index, and some
+                // blocks, before a block's version from the cache failed: the addresses go
+                // back and their index entries with them (a release, guarded by the blocks),
+                // so that the attempt on fresh reads that follows leaves no entry behind.
+                let fresh: Vec<IpAddr> = granted
+                    .iter()
+                    .filter(|g| g.fresh)
+                    .map(|g| g.allocation.address)
+                    .collect();
+                let _ = self.release_addresses(&request.owner, &fresh).await;
+            }
+            return Err(e);
+        }
+        self.confirm_pools(request, &stored, &granted, &used)
+            .await?;
         Ok(granted)
     }
 
@@ -349,11 +412,17 @@ impl<S: Store> Ipam<S> {
     /// and sees why). A change that must see every holder of a pool marks the pool before it
     /// looks ([`PoolState`](crate::PoolState)): an allocation that wrote before the mark is
     /// seen, one that reads the mark here gives back, so no holder escapes the change.
+    ///
+    /// An attempt made from the store's cache (`used.summary` is the reservation summary it
+    /// read) gives back too if any pool it read, or the reservations where it took a new
+    /// address, differ in any way from what it read: its view may have been stale, and only
+    /// what it wrote was checked.
     async fn confirm_pools(
         &self,
         request: &Request,
         stored: &[&ObjectName],
         granted: &[Granted],
+        used: &Used<'_>,
     ) -> Result<(), Error> {
         let mut names: Vec<&ObjectName> = Vec::new();
         for g in granted.iter().filter(|g| g.fresh) {
@@ -362,13 +431,40 @@ impl<S: Store> Ipam<S> {
                 names.push(name);
             }
         }
-        if names.is_empty() {
+        if used.summary.is_some() {
+            // From a cache, every pool the attempt read may have misled it (an overlap or a
+            // family it did not see), whatever it granted.
+            for name in stored {
+                if !names.contains(name) {
+                    names.push(name);
+                }
+            }
+        }
+        let fresh_grants = granted.iter().any(|g| g.fresh);
+        let summary = used.summary.filter(|_| fresh_grants);
+        if names.is_empty() && summary.is_none() {
             return Ok(());
         }
-        let keys: Vec<Key> = names.iter().map(|n| Key::Pool((*n).clone())).collect();
-        let now = self.store.get_many(&keys).await?;
+        let mut keys: Vec<Key> = names.iter().map(|n| Key::Pool((*n).clone())).collect();
+        if summary.is_some() {
+            keys.push(Key::ReservedSummary);
+        }
+        let mut now = self.store.get_many(&keys).await?;
         let mut moved = None;
+        if let Some(used_summary) = summary {
+            let read = now.pop().flatten();
+            let same = matches!(
+                &read,
+                Some(Versioned { value: Record::ReservedSummary(s), .. }) if s == used_summary
+            ) || (read.is_none() && used_summary == &FamilySets::default());
+            if !same {
+                moved = Some(&Key::ReservedSummary);
+            }
+        }
         for (key, read) in keys.iter().zip(now) {
+            if moved.is_some() {
+                break;
+            }
             let pool = match read {
                 Some(Versioned {
                     value: Record::Pool(pool),
@@ -382,7 +478,9 @@ impl<S: Store> Ipam<S> {
             let outside = granted.iter().filter(|g| g.fresh).any(|g| {
                 g.allocation.pool == *pool.name() && !pool.in_subnet(g.allocation.address)
             });
-            if outside {
+            let changed = used.summary.is_some()
+                && used.pools.get(pool.name()).is_none_or(|l| l.pool != pool);
+            if outside || changed {
                 moved = Some(key);
                 break;
             }

@@ -333,12 +333,26 @@ impl<S> fmt::Debug for Ipam<S> {
     }
 }
 
+/// Where one attempt of an allocation or a release reads from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// The store itself: what it answers is what it held at some instant of the read.
+    #[default]
+    Fresh,
+    /// The store's cache where it has the key ([`Store::cached`]), the store otherwise: an
+    /// attempt that may act on stale records, so it acts only through compare-and-swaps on
+    /// the versions it read (see [`Store::caches`]).
+    Cached,
+}
+
 /// Blocks read and changed by one attempt of one operation, by `(family, index)`.
 ///
 /// Reads go through it so that an operation sees its own changes (two slots of one request
 /// never get one address), and its writes are conditioned on exactly the versions it read.
 #[derive(Default)]
 pub(crate) struct BlockCache {
+    /// Where the blocks it loads come from.
+    reads: Reads,
     /// `None`: the store has no block there.
     read: FxHashMap<(Family, u128), Option<Versioned<BlockRecord>>>,
     /// Ranges of block indexes read whole: a block not in `read` there does not exist.
@@ -355,6 +369,19 @@ pub(crate) struct BlockCache {
 }
 
 impl BlockCache {
+    /// An empty cache whose blocks are loaded from `reads`.
+    pub(crate) fn reading(reads: Reads) -> BlockCache {
+        BlockCache {
+            reads,
+            ..BlockCache::default()
+        }
+    }
+
+    /// Whether the attempt writes anything: a changed block or a guard.
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.changed.is_empty() || !self.guarded.is_empty()
+    }
+
     /// The block as this attempt sees it, for the free-address search; with `keep_off`,
     /// blocks claimed by another node than `node` are skipped.
     pub(crate) fn state(
@@ -452,11 +479,6 @@ impl BlockCache {
             .collect()
     }
 
-    /// Whether the attempt changed anything.
-    pub(crate) fn is_changed(&self) -> bool {
-        !self.changed.is_empty()
-    }
-
     /// Makes the transaction compare-and-swap the block even if nothing in it changes (see
     /// `guarded`). A block the store does not have is created empty, so that a concurrent
     /// creation of it conflicts too. That empty block stays: removing it at once would let
@@ -534,6 +556,22 @@ impl<S: Store> Ipam<S> {
 
     fn rng(&self) -> std::sync::MutexGuard<'_, fastrand::Rng> {
         self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `attempt` once from the store's cache where the store has one, and if that does
+    /// not succeed, [`Ipam::retrying`] it on fresh reads: whatever a view from a cache
+    /// concluded (a conflict, a pool exhausted, nothing to do), the store decides.
+    async fn cached_first<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(Reads) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        if self.store.caches() {
+            if let Ok(done) = attempt(Reads::Cached).await {
+                return Ok(done);
+            }
+        }
+        self.retrying(what, || attempt(Reads::Fresh)).await
     }
 
     /// Runs `attempt` until it neither conflicts nor fails transiently, backing off between
@@ -623,6 +661,42 @@ impl<S: Store> Ipam<S> {
         Ok(out)
     }
 
+    /// Reads `keys` in one round trip, one answer per key in order; with [`Reads::Cached`],
+    /// those the store's cache has come from it and only the others from the store.
+    async fn read_keys(
+        &self,
+        keys: &[Key],
+        reads: Reads,
+    ) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
+        if reads == Reads::Fresh {
+            return self.store.get_many(keys).await;
+        }
+        let mut out: Vec<Option<Versioned<Record>>> = Vec::with_capacity(keys.len());
+        let mut missing: Vec<Key> = Vec::new();
+        let mut hit: Vec<bool> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let cached = self.store.cached(key);
+            hit.push(cached.is_some());
+            if cached.is_none() {
+                missing.push(key.clone());
+            }
+            out.push(cached);
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let mut fetched = self.store.get_many(&missing).await?.into_iter();
+        for (slot, hit) in out.iter_mut().zip(hit) {
+            if !hit {
+                *slot = fetched.next().ok_or_else(|| StoreError::Corrupt {
+                    key: missing[0].to_string(),
+                    reason: "the store answered fewer records than it was asked for".into(),
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the blocks at `wanted` that `cache` has not read yet, in one round trip.
     async fn load_blocks(
         &self,
@@ -639,7 +713,7 @@ impl<S: Store> Ipam<S> {
         if keys.is_empty() {
             return Ok(());
         }
-        let found = self.store.get_many(&keys).await?;
+        let found = self.read_keys(&keys, cache.reads).await?;
         for (key, record) in keys.iter().zip(found) {
             let Key::Block { family, index } = *key else {
                 unreachable!("block keys only")

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{allocation_of, corrupt, BlockCache, GcReport, Ipam};
+use super::{allocation_of, corrupt, BlockCache, GcReport, Ipam, Reads};
 use crate::addr::{to_u128, Family};
 use crate::block::BlockRecord;
-use crate::error::{Error, ObjectKind};
+use crate::error::{Error, ObjectKind, StoreError};
 use crate::holder::{Allocation, Held, Holder};
 use crate::name::{ObjectName, Owner};
 use crate::pool::{IpPool, PoolState};
@@ -102,8 +102,13 @@ impl<S: Store> Ipam<S> {
         owner: &Owner,
         network: Option<&str>,
     ) -> Result<Vec<Allocation>, Error> {
-        self.retrying("release", || {
-            self.try_release(owner, Candidates::Network(network, &[]), Keep::Nothing)
+        self.cached_first("release", |reads| {
+            self.try_release(
+                owner,
+                Candidates::Network(network, &[]),
+                Keep::Nothing,
+                reads,
+            )
         })
         .await
         .map(|r| r.released)
@@ -144,8 +149,13 @@ impl<S: Store> Ipam<S> {
         owner: &Owner,
         network: Option<&str>,
     ) -> Result<Released, Error> {
-        self.retrying("release", || {
-            self.try_release(owner, Candidates::Network(network, &[]), Keep::StatefulSets)
+        self.cached_first("release", |reads| {
+            self.try_release(
+                owner,
+                Candidates::Network(network, &[]),
+                Keep::StatefulSets,
+                reads,
+            )
         })
         .await
     }
@@ -158,8 +168,13 @@ impl<S: Store> Ipam<S> {
         owner: &Owner,
         addresses: &[IpAddr],
     ) -> Result<Released, Error> {
-        self.retrying("release", || {
-            self.try_release(owner, Candidates::Only(addresses), Keep::StatefulSets)
+        self.cached_first("release", |reads| {
+            self.try_release(
+                owner,
+                Candidates::Only(addresses),
+                Keep::StatefulSets,
+                reads,
+            )
         })
         .await
     }
@@ -172,8 +187,8 @@ impl<S: Store> Ipam<S> {
         owner: &Owner,
         addresses: &[IpAddr],
     ) -> Result<Vec<Allocation>, Error> {
-        self.retrying("release", || {
-            self.try_release(owner, Candidates::Only(addresses), Keep::Nothing)
+        self.cached_first("release", |reads| {
+            self.try_release(owner, Candidates::Only(addresses), Keep::Nothing, reads)
         })
         .await
         .map(|r| r.released)
@@ -184,9 +199,11 @@ impl<S: Store> Ipam<S> {
         owner: &Owner,
         which: Candidates<'_>,
         keep: Keep,
+        reads: Reads,
     ) -> Result<Released, Error> {
         let key = Key::Owner(owner.clone());
-        let index = self.read::<Vec<Held>>(&key).await?;
+        let mut index = self.read_keys(std::slice::from_ref(&key), reads).await?;
+        let index = super::typed::<Vec<Held>>(&key, index.pop().flatten())?;
         let entries: &[Held] = index.as_ref().map_or(&[], |v| &v.value);
         let mut candidates: Vec<IpAddr> = Vec::new();
         let extra = match which {
@@ -207,11 +224,26 @@ impl<S: Store> Ipam<S> {
             }
         }
         if candidates.is_empty() {
-            return Ok(Released::default());
+            return match reads {
+                Reads::Fresh => Ok(Released::default()),
+                // The cache may not know of an allocation: decided on fresh reads instead.
+                Reads::Cached => Err(StoreError::Conflict {
+                    key: key.to_string(),
+                }
+                .into()),
+            };
         }
-        let mut cache = BlockCache::default();
+        let mut cache = BlockCache::reading(reads);
         self.load_blocks(&mut cache, candidates.iter().map(|a| block_of(*a)))
             .await?;
+        if reads == Reads::Cached {
+            // Whatever the cache says a block holds counts only if the block is still that
+            // version: each is written, or written back unchanged.
+            for a in &candidates {
+                let (family, idx) = block_of(*a);
+                cache.guard(family, idx);
+            }
+        }
         let mut released = Vec::new();
         let mut kept: Vec<Allocation> = Vec::new();
         for address in &candidates {
@@ -294,6 +326,17 @@ impl<S: Store> Ipam<S> {
             } else {
                 txn.put(key, Record::Owner(remaining), Expect::read(&index));
             }
+        } else if reads == Reads::Cached {
+            // The index from the cache counts only if it is still that version: one that
+            // lists more (an allocation made elsewhere) would have had more to release.
+            match &index {
+                Some(read) => txn.put(
+                    key,
+                    Record::Owner(read.value.clone()),
+                    Expect::Version(read.version.clone()),
+                ),
+                None => txn.delete(key, Expect::Absent),
+            };
         }
         for write in identities.after {
             put_or_delete(&mut txn, write);
@@ -465,7 +508,9 @@ impl<S: Store> Ipam<S> {
         for (owner, found) in targets {
             let which = Candidates::OfNode(network, &found, node);
             match self
-                .retrying("gc", || self.try_release(&owner, which, Keep::Nothing))
+                .retrying("gc", || {
+                    self.try_release(&owner, which, Keep::Nothing, Reads::Fresh)
+                })
                 .await
             {
                 Ok(done) => report.released.extend(done.released),
@@ -544,7 +589,12 @@ impl<S: Store> Ipam<S> {
                 .await?
                 .map_or(0, |v| v.value.len());
             let done = self
-                .try_release(owner, Candidates::Stale(addresses), Keep::Nothing)
+                .try_release(
+                    owner,
+                    Candidates::Stale(addresses),
+                    Keep::Nothing,
+                    Reads::Fresh,
+                )
                 .await?;
             debug_assert!(done.released.is_empty() && done.kept.is_empty());
             let after = self

@@ -265,6 +265,30 @@ pub trait Store: Send + Sync {
         usize::MAX
     }
 
+    /// Whether this store keeps a cache of what it has read and written that
+    /// [`Store::cached`] answers from (a long-lived process's store, such as the node
+    /// agent's Kubernetes store). No store caches by default.
+    ///
+    /// The engine then makes the first attempt of an allocation or a release from the cache
+    /// and trusts nothing of it that a compare-and-swap does not check: every block a
+    /// decision rests on is written (or written back unchanged, as a guard) on the version
+    /// the cache gave; an allocation reads the pools and the reservations it used afresh
+    /// after its write; and an attempt that fails, conflicts, or would write nothing starts
+    /// over on fresh reads.
+    fn caches(&self) -> bool {
+        false
+    }
+
+    /// The record under `key` as the store's cache last saw it, without I/O; `None` when the
+    /// cache has nothing for the key (or there is no cache). It may be stale in any way: an
+    /// older version, or a record that has since been deleted. A store that caches fills its
+    /// cache from its reads ([`Store::get`], [`Store::get_many`]) and, where it can learn
+    /// the new versions, from its writes.
+    fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+        let _ = key;
+        None
+    }
+
     /// How large `record` would be written under `key`, and the most this store takes per
     /// record, where it has a limit (the Kubernetes store: etcd's request size); `None`
     /// (the default) where it has none. The engine checks every record of a transaction
@@ -327,6 +351,12 @@ macro_rules! forward_store {
             }
             fn max_commit_ops(&self) -> usize {
                 (**self).max_commit_ops()
+            }
+            fn caches(&self) -> bool {
+                (**self).caches()
+            }
+            fn cached(&self, key: &Key) -> Option<Versioned<Record>> {
+                (**self).cached(key)
             }
             fn record_size(&self, key: &Key, record: &Record) -> Option<RecordSize> {
                 (**self).record_size(key, record)

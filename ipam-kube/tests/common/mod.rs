@@ -7,6 +7,17 @@ pub use ipam_test_support::test_cluster as test_kubeconfig;
 /// objects, so that tests never see each other's pools. Installs this build's CRDs once.
 #[allow(dead_code)] // deploy.rs makes its stores as an installation does
 pub fn fresh_store(what: &str, tag: &str) -> Option<ipam_kube::KubeStore> {
+    store_with(what, tag, false)
+}
+
+/// As [`fresh_store`], with the cache a node agent's store keeps
+/// ([`ipam_kube::KubeOptions::cache`]).
+#[allow(dead_code)]
+pub fn fresh_cached_store(what: &str, tag: &str) -> Option<ipam_kube::KubeStore> {
+    store_with(what, tag, true)
+}
+
+fn store_with(what: &str, tag: &str, cache: bool) -> Option<ipam_kube::KubeStore> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let kubeconfig = test_kubeconfig()?;
@@ -16,6 +27,7 @@ pub fn fresh_store(what: &str, tag: &str) -> Option<ipam_kube::KubeStore> {
         kubeconfig: Some(kubeconfig),
         namespace: format!("{what}-{run}"),
         prefix: format!("{tag}{run}-"),
+        cache,
         ..ipam_kube::KubeOptions::default()
     })
     .expect("connect to the test API server");
