@@ -255,8 +255,13 @@ impl Agent {
                 };
         }
         if let Some((open, last)) = session.as_mut() {
+            let before = open.requests();
             self.execute(&inv, &subject, Ok(open), deliverer);
             *last = Instant::now();
+            if let (Some(before), Some(after)) = (before, open.requests()) {
+                let command = metrics::command_label(request.var("CNI_COMMAND").as_deref());
+                metrics.api_requests(command, &after.since(&before));
+            }
         }
         Ok(())
     }

@@ -10,10 +10,12 @@
 //! | `ipam_rs_agent_undelivered_total` | counter | answers the plugin did not take (gone, or could not write them) |
 //! | `ipam_rs_agent_store_opens_total{result}` | counter | openings of the store (`opened`, `failed`) |
 //! | `ipam_rs_agent_store_open` | gauge | 1 while the store is open |
+//! | `ipam_rs_agent_call_api_reads{command}` | histogram | requests of one call to the API server that change nothing (Kubernetes store) |
+//! | `ipam_rs_agent_call_api_writes{command}` | histogram | requests of one call that write |
+//! | `ipam_rs_agent_api_conflicts_total` | counter | writes the API server refused as conflicting (409) |
 //!
 //! The names share the controller's prefix (`ipam_rs_`) and crate (prometheus-client).
-//! Requests to the API server per call are not counted here yet: the API server's own
-//! `apiserver_request_total` counts them (`ipam-cni/bench/many-nodes.sh` reads it).
+//! A histogram's `_sum` over its `_count` is the mean per call: requests per ADD.
 //!
 //! Health ([`Health`]): the agent is healthy while its call thread runs, no call has run for
 //! longer than [`STUCK_CALL`], and its socket is still at its path (a socket removed from
@@ -63,8 +65,15 @@ pub struct Metrics {
     undelivered: Counter,
     store_opens: Family<ResultLabel, Counter>,
     store_open: Gauge,
+    api_reads: Family<CommandLabel, Histogram, fn() -> Histogram>,
+    api_writes: Family<CommandLabel, Histogram, fn() -> Histogram>,
+    api_conflicts: Counter,
     /// The agent's health.
     pub health: Health,
+}
+
+fn requests_histogram() -> Histogram {
+    Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 32.0])
 }
 
 fn call_histogram() -> Histogram {
@@ -83,6 +92,9 @@ impl Default for Metrics {
             undelivered: Counter::default(),
             store_opens: Family::default(),
             store_open: Gauge::default(),
+            api_reads: Family::new_with_constructor(requests_histogram),
+            api_writes: Family::new_with_constructor(requests_histogram),
+            api_conflicts: Counter::default(),
             health: Health::default(),
             registry: Registry::default(),
         };
@@ -121,6 +133,21 @@ impl Default for Metrics {
             "1 while the store is open",
             m.store_open.clone(),
         );
+        registry.register(
+            "call_api_reads",
+            "Requests of one call to the API server that change nothing",
+            m.api_reads.clone(),
+        );
+        registry.register(
+            "call_api_writes",
+            "Requests of one call to the API server that write",
+            m.api_writes.clone(),
+        );
+        registry.register(
+            "api_conflicts",
+            "Writes the API server refused as conflicting (409)",
+            m.api_conflicts.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -139,6 +166,20 @@ impl Metrics {
         self.duration
             .get_or_create(&CommandLabel { command })
             .observe(took.as_secs_f64());
+    }
+
+    /// The requests one call of `command` sent to the store's server (a store that has one).
+    pub fn api_requests(&self, command: &str, requests: &ipam_store::RequestCounts) {
+        let label = CommandLabel {
+            command: command.to_owned(),
+        };
+        self.api_reads
+            .get_or_create(&label)
+            .observe(requests.reads as f64);
+        self.api_writes
+            .get_or_create(&label)
+            .observe(requests.writes as f64);
+        self.api_conflicts.inc_by(requests.conflicts);
     }
 
     /// A call read, now waiting for the call thread.
@@ -338,6 +379,31 @@ mod tests {
         for line in [
             "ipam_rs_agent_call_duration_seconds_bucket{command=\"ADD\",le=\"0.002\"} 1",
             "ipam_rs_agent_call_duration_seconds_bucket{command=\"ADD\",le=\"0.004\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn api_requests_are_observed_per_call_and_conflicts_summed() {
+        let m = Metrics::default();
+        let call = |reads, writes, conflicts| ipam_store::RequestCounts {
+            reads,
+            writes,
+            conflicts,
+        };
+        m.api_requests("ADD", &call(2, 2, 0));
+        m.api_requests("ADD", &call(5, 3, 1));
+        m.api_requests("DEL", &call(0, 2, 0));
+        let text = m.render();
+        for line in [
+            "ipam_rs_agent_call_api_reads_sum{command=\"ADD\"} 7.0",
+            "ipam_rs_agent_call_api_reads_count{command=\"ADD\"} 2",
+            "ipam_rs_agent_call_api_reads_bucket{command=\"ADD\",le=\"2\"} 1",
+            "ipam_rs_agent_call_api_writes_sum{command=\"ADD\"} 5.0",
+            "ipam_rs_agent_call_api_writes_sum{command=\"DEL\"} 2.0",
+            "ipam_rs_agent_call_api_reads_bucket{command=\"DEL\",le=\"0\"} 1",
+            "ipam_rs_agent_api_conflicts_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

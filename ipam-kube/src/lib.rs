@@ -32,6 +32,6 @@ mod store;
 
 pub use ipam_api::{Api, PodDetails};
 pub use store::{
-    node_facts, pod_facts, statefulset_facts, KubeOptions, KubeStore, DEFAULT_NAMESPACE,
-    ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
+    node_facts, pod_facts, statefulset_facts, ApiRequests, KubeOptions, KubeStore, CACHE_LIMIT,
+    DEFAULT_NAMESPACE, ETCD_REQUEST_LIMIT, MAX_OBJECT_BYTES,
 };

@@ -164,6 +164,51 @@ impl Default for KubeOptions {
     }
 }
 
+/// What a store has asked of the API server since it connected ([`KubeStore::requests`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApiRequests {
+    /// Requests that change nothing (GET: reads, lists, watches).
+    pub reads: u64,
+    /// Requests that write (POST, PUT, PATCH, DELETE).
+    pub writes: u64,
+    /// Writes the server refused as conflicting (409): another writer got there first.
+    pub conflicts: u64,
+}
+
+/// Counts the requests of one store's client (a layer of its stack) and their conflicts.
+#[derive(Debug, Default)]
+struct RequestCounter {
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+    conflicts: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCounter {
+    fn sent(&self, method: &http::Method) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match *method {
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => {
+                self.reads.fetch_add(1, Relaxed)
+            }
+            _ => self.writes.fetch_add(1, Relaxed),
+        };
+    }
+
+    fn conflict(&self) {
+        self.conflicts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn now(&self) -> ApiRequests {
+        use std::sync::atomic::Ordering::Relaxed;
+        ApiRequests {
+            reads: self.reads.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            conflicts: self.conflicts.load(Relaxed),
+        }
+    }
+}
+
 /// A [`Store`] on custom resources of a Kubernetes API server.
 ///
 /// Each record is one object; its version is the object's `resourceVersion`. A transaction
@@ -189,6 +234,8 @@ struct Inner {
     deadline: Option<(tokio::time::Instant, Duration)>,
     /// Where the certificates come from, for the message of a TLS failure.
     sources: Sources,
+    /// The requests sent, by kind.
+    counter: Arc<RequestCounter>,
     /// The records last read or written, by encoded key ([`KubeOptions::cache`]).
     cache: Option<std::sync::Mutex<std::collections::HashMap<Vec<u8>, Versioned<Record>>>>,
 }
@@ -214,7 +261,11 @@ impl std::fmt::Debug for KubeStore {
 /// waited for.
 ///
 /// A kubeconfig with a `proxy-url` gets kube's own stack, which knows proxies.
-fn client(config: &Config, until: Option<tokio::time::Instant>) -> Result<Client, kube::Error> {
+fn client(
+    config: &Config,
+    until: Option<tokio::time::Instant>,
+    counter: Arc<RequestCounter>,
+) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
     use kube::client::ConfigExt;
@@ -239,6 +290,10 @@ fn client(config: &Config, until: Option<tokio::time::Instant>) -> Result<Client
     let http_client =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
     let service = ServiceBuilder::new()
+        .map_request(move |request: http::Request<kube::client::Body>| {
+            counter.sent(request.method());
+            request
+        })
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
@@ -300,9 +355,10 @@ impl KubeStore {
         let deadline = options
             .deadline
             .map(|d| (tokio::time::Instant::now() + d, d));
+        let counter = Arc::new(RequestCounter::default());
         let client = {
             let _guard = runtime.enter();
-            client(&config, deadline.map(|(at, _)| at)).map_err(|e| {
+            client(&config, deadline.map(|(at, _)| at), counter.clone()).map_err(|e| {
                 let context = format!("use {where_from}");
                 match connection::tls_setup_refusal(&e, &sources) {
                     Some(refusal) => io(&context, refusal),
@@ -322,6 +378,7 @@ impl KubeStore {
                 server,
                 deadline,
                 sources,
+                counter,
                 cache: options.cache.then(Default::default),
             }),
             runtime,
@@ -331,6 +388,12 @@ impl KubeStore {
     /// The API server's address.
     pub fn server(&self) -> &str {
         &self.inner.server
+    }
+
+    /// The requests this store has sent since it connected, and how many writes conflicted:
+    /// what the node agent reports per call.
+    pub fn requests(&self) -> ApiRequests {
+        self.inner.counter.now()
     }
 
     /// Runs `f` on the store's runtime and waits for it from whatever executor calls.
@@ -705,9 +768,12 @@ impl Inner {
             }
         }
         match e {
-            kube::Error::Api(s) if s.code == 409 => StoreError::Conflict {
-                key: object.to_owned(),
-            },
+            kube::Error::Api(s) if s.code == 409 => {
+                self.counter.conflict();
+                StoreError::Conflict {
+                    key: object.to_owned(),
+                }
+            }
             // A 500 that no retry can pass: etcd refuses the request's size.
             kube::Error::Api(s) if too_large(&s) => StoreError::TooLarge {
                 key: object.to_owned(),
@@ -1049,7 +1115,7 @@ impl KubeStore {
         }
     }
 
-    /// The records of `keys`, one request after another.
+    /// The records of `keys`: one request after another, or together for a store that caches.
     async fn get_each(&self, keys: Vec<Key>) -> Result<Vec<Option<Versioned<Record>>>, StoreError> {
         self.on_runtime(|inner| async move {
             // One after another, on one connection. Over HTTP/1.1 each request in flight
@@ -1058,6 +1124,27 @@ impl KubeStore {
             // signature on the API server), more than the round trip they save. Measured
             // with ten nodes' plugins at once: 4 connections per ADD took the API server
             // 28 s of CPU for 1,000 ADDs and 1,000 DELs (ipam-cni/bench/RESULTS.md).
+            //
+            // A store that caches lives for many calls (the node agent): its connections
+            // stay open between them, so there reads go out together, each on a connection
+            // of its own that the next call reuses.
+            if inner.cache.is_some() && keys.len() > 1 {
+                let reads: Vec<_> = keys
+                    .into_iter()
+                    .map(|key| {
+                        let inner = inner.clone();
+                        tokio::spawn(async move { inner.get(&key).await })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(reads.len());
+                for read in reads {
+                    out.push(
+                        read.await
+                            .map_err(|e| io("read from the API server", e))??,
+                    );
+                }
+                return Ok(out);
+            }
             let mut out = Vec::with_capacity(keys.len());
             for key in &keys {
                 out.push(inner.get(key).await?);

@@ -164,6 +164,49 @@ pub struct Opened {
     /// Where pools' counts are published for others to read (`kubectl get ippools`), if the
     /// store has such a place.
     pub counts: Option<Box<dyn CountsBoard>>,
+    /// The requests the store has sent to its server, where it has one (Kubernetes).
+    pub requests: Option<Box<dyn ServerRequests>>,
+}
+
+/// A store's requests to its server, counted since it was opened (the node agent reports
+/// them per call).
+pub trait ServerRequests: Send {
+    /// The counts so far.
+    fn so_far(&self) -> RequestCounts;
+}
+
+/// Requests a store has sent to its server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Requests that change nothing (reads, lists).
+    pub reads: u64,
+    /// Requests that write.
+    pub writes: u64,
+    /// Writes refused because another writer got there first.
+    pub conflicts: u64,
+}
+
+impl RequestCounts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            reads: self.reads.saturating_sub(earlier.reads),
+            writes: self.writes.saturating_sub(earlier.writes),
+            conflicts: self.conflicts.saturating_sub(earlier.conflicts),
+        }
+    }
+}
+
+#[cfg(feature = "kube")]
+impl ServerRequests for std::sync::Arc<ipam_kube::KubeStore> {
+    fn so_far(&self) -> RequestCounts {
+        let r = self.requests();
+        RequestCounts {
+            reads: r.reads,
+            writes: r.writes,
+            conflicts: r.conflicts,
+        }
+    }
 }
 
 /// Where a pool's counts are shown outside ipamctl: an IPPool object's `status`.
@@ -257,6 +300,7 @@ fn open_bounded(
         node: None,
         pods: None,
         counts: None,
+        requests: None,
     };
     match choice {
         StoreChoice::Redb => Ok(embedded(Box::new(ipam_redb::RedbStore::open(
@@ -291,7 +335,8 @@ fn open_bounded(
                 // A node name that cannot name a cursor only loses its own cursor.
                 node: node.and_then(|n| ipam_core::ObjectName::new(n).ok()),
                 pods: Some(Box::new(store.clone())),
-                counts: Some(Box::new(store)),
+                counts: Some(Box::new(store.clone())),
+                requests: Some(Box::new(store)),
             })
         }
     }

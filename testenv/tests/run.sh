@@ -227,6 +227,16 @@ test_calls_through_the_agent() {
     [ "$n" -ge "$want" ] || { fail "node$i's agent answered $n ADDs for its $want Pod(s)"; metrics_of "node$i" metrics | grep calls_total >&2; return 1; }
     note "node$i: its agent answered $n ADD(s) for its $want Pod(s)"
   done
+  # Each call's API requests, as the agent's store counted them (its cache at work: an ADD
+  # writes twice and reads only to check after the write).
+  local api
+  api=$(metrics_of node1 metrics | awk '
+    $1 == "ipam_rs_agent_call_api_reads_sum{command=\"ADD\"}" {r = $2}
+    $1 == "ipam_rs_agent_call_api_writes_sum{command=\"ADD\"}" {w = $2}
+    $1 == "ipam_rs_agent_call_api_writes_count{command=\"ADD\"}" {n = $2}
+    END {if (n > 0) printf "%d ADDs, %.2f reads and %.2f writes each", n, r / n, w / n}')
+  [ -n "$api" ] || { fail "node1's agent reports no API requests per ADD"; metrics_of node1 metrics | grep api >&2; return 1; }
+  note "node1's agent, its API requests: $api"
   k delete pod t11-a t11-b t11-c --wait=false >/dev/null
   poll "t11-pool empty" pool_empty t11-pool || return 1
   for i in 1 2; do

@@ -171,9 +171,15 @@ pub fn prepare(
 pub struct Session {
     ipam: Ipam<Box<dyn ipam_core::Store>>,
     pods: Option<Box<dyn ipam_store::PodDirectory>>,
+    requests: Option<Box<dyn ipam_store::ServerRequests>>,
 }
 
 impl Session {
+    /// The requests the store has sent to its server so far, where it has one (Kubernetes).
+    pub fn requests(&self) -> Option<ipam_store::RequestCounts> {
+        self.requests.as_ref().map(|r| r.so_far())
+    }
+
     /// The engine on an opened store, for the node the store says.
     pub fn new(opened: ipam_store::Opened) -> Session {
         let config = ipam_core::Config {
@@ -183,6 +189,7 @@ impl Session {
         Session {
             ipam: Ipam::with_config(opened.store, config),
             pods: opened.pods,
+            requests: opened.requests,
         }
     }
 
