@@ -70,7 +70,7 @@ fn two_agents_caches_and_a_plugin_never_tell_one_address_to_two_owners() {
     pollster::block_on(operator.apply_pool(pool("p", "10.77.0.0/24", &["10.77.0.1-10.77.0.24"])))
         .unwrap();
     let told = Mutex::new(Told::default());
-    const OPS: usize = 120;
+    const OPS: usize = 200;
     std::thread::scope(|s| {
         for (w, ipam) in writers.iter().enumerate() {
             let told = &told;
@@ -122,7 +122,7 @@ fn two_agents_caches_and_a_plugin_never_tell_one_address_to_two_owners() {
         let told = &told;
         s.spawn(move || {
             let mut steps = Steps(0x51ed_2701);
-            for round in 0..8 {
+            for round in 0..12 {
                 let first = 1 + steps.below(21) as u8;
                 let covered = addresses(first, 4);
                 let spec = format!("10.77.0.{}-10.77.0.{}", first, first + 3);
@@ -132,7 +132,7 @@ fn two_agents_caches_and_a_plugin_never_tell_one_address_to_two_owners() {
                     t.epoch += 1;
                     t.reservation = Some((t.epoch, covered));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(150 + 40 * round));
+                std::thread::sleep(std::time::Duration::from_millis(100 + 20 * round));
                 told.lock().unwrap().reservation = None;
                 pollster::block_on(operator.delete_reserved_ip(&ObjectName::new("r").unwrap()))
                     .unwrap();

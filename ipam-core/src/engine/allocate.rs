@@ -49,8 +49,8 @@ struct Lens {
 
 /// What an attempt decided on, beside the blocks: checked again after its write.
 struct Used<'a> {
-    /// The reservation summary it read, when it read from the store's cache.
-    summary: Option<&'a FamilySets>,
+    /// Whether it read from the store's cache.
+    from_cache: bool,
     /// The pools, as it read them.
     pools: &'a HashMap<ObjectName, Lens>,
 }
@@ -314,7 +314,7 @@ impl<S: Store> Ipam<S> {
             };
         }
         let used = Used {
-            summary: (reads == Reads::Cached).then_some(&summary),
+            from_cache: reads == Reads::Cached,
             pools: &lenses,
         };
 
@@ -413,10 +413,9 @@ impl<S: Store> Ipam<S> {
     /// looks ([`PoolState`](crate::PoolState)): an allocation that wrote before the mark is
     /// seen, one that reads the mark here gives back, so no holder escapes the change.
     ///
-    /// An attempt made from the store's cache (`used.summary` is the reservation summary it
-    /// read) gives back too if any pool it read, or the reservations where it took a new
-    /// address, differ in any way from what it read: its view may have been stale, and only
-    /// what it wrote was checked.
+    /// An attempt made from the store's cache (`used.from_cache`) gives back too if any pool
+    /// it read differs in any way from what it read, or if the reservations now cover an
+    /// address it took: its view may have been stale, and only what it wrote was checked.
     async fn confirm_pools(
         &self,
         request: &Request,
@@ -431,7 +430,7 @@ impl<S: Store> Ipam<S> {
                 names.push(name);
             }
         }
-        if used.summary.is_some() {
+        if used.from_cache {
             // From a cache, every pool the attempt read may have misled it (an overlap or a
             // family it did not see), whatever it granted.
             for name in stored {
@@ -441,23 +440,35 @@ impl<S: Store> Ipam<S> {
             }
         }
         let fresh_grants = granted.iter().any(|g| g.fresh);
-        let summary = used.summary.filter(|_| fresh_grants);
-        if names.is_empty() && summary.is_none() {
+        let summary = used.from_cache && fresh_grants;
+        if names.is_empty() && !summary {
             return Ok(());
         }
         let mut keys: Vec<Key> = names.iter().map(|n| Key::Pool((*n).clone())).collect();
-        if summary.is_some() {
+        if summary {
             keys.push(Key::ReservedSummary);
         }
         let mut now = self.store.get_many(&keys).await?;
         let mut moved = None;
-        if let Some(used_summary) = summary {
-            let read = now.pop().flatten();
-            let same = matches!(
-                &read,
-                Some(Versioned { value: Record::ReservedSummary(s), .. }) if s == used_summary
-            ) || (read.is_none() && used_summary == &FamilySets::default());
-            if !same {
+        if summary {
+            // The reservations as they are now may cover none of the new addresses: a
+            // ReservedIP acknowledged before this attempt began is in them. One that changed
+            // elsewhere does not matter; one that cannot be read stops everything.
+            let reserved = match now.pop().flatten() {
+                None => Some(FamilySets::default()),
+                Some(Versioned {
+                    value: Record::ReservedSummary(s),
+                    ..
+                }) => Some(s),
+                Some(_) => None,
+            };
+            let covers = |s: &FamilySets| {
+                granted.iter().filter(|g| g.fresh).any(|g| {
+                    let address = g.allocation.address;
+                    s.get(Family::of(address)).contains(to_u128(address))
+                })
+            };
+            if reserved.as_ref().is_none_or(covers) {
                 moved = Some(&Key::ReservedSummary);
             }
         }
@@ -478,8 +489,8 @@ impl<S: Store> Ipam<S> {
             let outside = granted.iter().filter(|g| g.fresh).any(|g| {
                 g.allocation.pool == *pool.name() && !pool.in_subnet(g.allocation.address)
             });
-            let changed = used.summary.is_some()
-                && used.pools.get(pool.name()).is_none_or(|l| l.pool != pool);
+            let changed =
+                used.from_cache && used.pools.get(pool.name()).is_none_or(|l| l.pool != pool);
             if outside || changed {
                 moved = Some(key);
                 break;

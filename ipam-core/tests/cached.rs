@@ -1,0 +1,62 @@
+//! An engine whose store caches (a node agent's) against changes made elsewhere, where its
+//! cache cannot see them: a ReservedIP applied and a pool narrowed by another process. Its
+//! next ADD starts from the stale cache and still honours both, because it reads the pools
+//! and the reservations afresh after its write.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipam_core::testkit::{check_indexes_exact, pool, request, reserved, ReadCache};
+use ipam_core::{Ipam, MemoryStore};
+
+fn address(granted: Vec<ipam_core::Granted>) -> IpAddr {
+    granted[0].allocation.address
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn an_add_from_a_stale_cache_honours_what_another_process_changed() {
+    pollster::block_on(async {
+        let shared = Arc::new(MemoryStore::in_order());
+        // The agent: a cache as right as its own writes make it, blind to everyone else's.
+        let agent = Ipam::new(ReadCache::learning_writes(shared.clone()));
+        // ipamctl, on the store itself.
+        let operator = Ipam::new(shared.clone());
+        operator
+            .apply_pool(pool("p", "10.9.0.0/24", &["10.9.0.10-10.9.0.20"]))
+            .await
+            .unwrap();
+        // A reservation elsewhere, so that the agent's cache holds a summary of them.
+        operator
+            .apply_reserved_ip(reserved("far", &["10.9.0.250"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            address(agent.allocate(&request("c1", &["p"])).await.unwrap()),
+            ip("10.9.0.10")
+        );
+
+        // The next address the agent's view would give is reserved elsewhere.
+        operator
+            .apply_reserved_ip(reserved("r", &["10.9.0.11"]))
+            .await
+            .unwrap();
+        let second = address(agent.allocate(&request("c2", &["p"])).await.unwrap());
+        assert_ne!(second, ip("10.9.0.11"), "a reserved address was handed out");
+
+        // The pool is narrowed elsewhere: addresses held stay, new ones come from the new range.
+        operator
+            .apply_pool(pool("p", "10.9.0.0/24", &["10.9.0.15-10.9.0.20"]))
+            .await
+            .unwrap();
+        let third = address(agent.allocate(&request("c3", &["p"])).await.unwrap());
+        assert!(
+            (ip("10.9.0.15")..=ip("10.9.0.20")).contains(&third),
+            "{third} is outside the pool's range as it is now"
+        );
+        assert_eq!(check_indexes_exact(&*shared).await, 3);
+    });
+}
