@@ -10,13 +10,13 @@ use ipam_core::testkit::{
     check_consistency, check_indexes_exact, name, owner, pool, request, reserved, CountingStore,
     ReadCache,
 };
-use ipam_core::{Config, Error, Ipam, MemoryStore, Slot};
+use ipam_core::{Config, Error, Ipam, MemoryStore, Slot, Store};
 
 fn dual(id: &str) -> ipam_core::Request {
     request(id, &["v4"]).slot(Slot::any_of([name("v6")]))
 }
 
-fn engine(store: Arc<MemoryStore>, attempts: u32) -> Ipam<Arc<MemoryStore>> {
+fn engine<S: Store>(store: S, attempts: u32) -> Ipam<S> {
     Ipam::with_config(
         store,
         Config {
@@ -38,31 +38,42 @@ async fn setup(store: &Arc<MemoryStore>) {
     ipam.allocate(&dual("before")).await.unwrap();
 }
 
+/// The store as one process sees it: through a cache of its own (a node agent's, which a
+/// restart empties), or not.
+fn process_store(store: &Arc<MemoryStore>, cached: bool) -> Box<dyn Store> {
+    if cached {
+        Box::new(ReadCache::learning_writes(store.clone()))
+    } else {
+        Box::new(store.clone())
+    }
+}
+
 /// A commit stopped after each of its operations in turn, never retried (a process killed
 /// mid-ADD or mid-DEL): the store stays consistent, and the next call by the same owner
-/// finishes the job without a second holder for any address.
+/// finishes the job without a second holder for any address; for a process that reads from a
+/// cache (a node agent) and one that does not.
 #[test]
 fn a_commit_stopped_at_any_operation_loses_nothing_and_doubles_nothing() {
     pollster::block_on(async {
-        for cut in 0..6 {
+        for (cut, cached) in (0..6).flat_map(|cut| [(cut, false), (cut, true)]) {
             let store = Arc::new(MemoryStore::in_order());
             setup(&store).await;
-            let once = engine(store.clone(), 1);
+            let once = engine(process_store(&store, cached), 1);
             store.interrupt_after(cut);
             let stopped = once.allocate(&dual("c1")).await;
             assert!(
                 matches!(stopped, Ok(_) | Err(Error::TryAgainLater { .. })),
-                "cut {cut}: {stopped:?}"
+                "cut {cut}, cached {cached}: {stopped:?}"
             );
             check_consistency(&*store).await;
             // The runtime retries the ADD: one address per slot, the same on every repeat.
-            let ipam = engine(store.clone(), 4);
+            let ipam = engine(process_store(&store, cached), 4);
             let allocations = |granted: Vec<ipam_core::Granted>| -> Vec<_> {
                 granted.into_iter().map(|g| g.allocation).collect()
             };
             let got = allocations(ipam.allocate(&dual("c1")).await.unwrap());
             let again = allocations(ipam.allocate(&dual("c1")).await.unwrap());
-            assert_eq!(again, got, "cut {cut}");
+            assert_eq!(again, got, "cut {cut}, cached {cached}");
             let mine: BTreeSet<_> = ipam
                 .owner_allocations(&owner("c1"))
                 .await
@@ -70,8 +81,16 @@ fn a_commit_stopped_at_any_operation_loses_nothing_and_doubles_nothing() {
                 .into_iter()
                 .map(|a| a.address)
                 .collect();
-            assert_eq!(mine, got.iter().map(|a| a.address).collect(), "cut {cut}");
-            assert_eq!(check_indexes_exact(&*store).await, 4, "cut {cut}");
+            assert_eq!(
+                mine,
+                got.iter().map(|a| a.address).collect(),
+                "cut {cut}, cached {cached}"
+            );
+            assert_eq!(
+                check_indexes_exact(&*store).await,
+                4,
+                "cut {cut}, cached {cached}"
+            );
 
             // DEL stopped at each operation, then retried: everything released.
             store.interrupt_after(cut);
@@ -83,7 +102,11 @@ fn a_commit_stopped_at_any_operation_loses_nothing_and_doubles_nothing() {
                 .await
                 .unwrap()
                 .is_empty());
-            assert_eq!(check_indexes_exact(&*store).await, 2, "cut {cut}");
+            assert_eq!(
+                check_indexes_exact(&*store).await,
+                2,
+                "cut {cut}, cached {cached}"
+            );
         }
     });
 }
@@ -105,6 +128,22 @@ fn transient_failures_are_retried() {
     });
 }
 
+/// Pool `p` (10.6.0.0/16, all of it), a ReservedIP over `reserved` if given, and 300
+/// addresses held from the pool: a store in steady state.
+async fn a_pool_with_300_held<S: Store>(ipam: &Ipam<S>, reserved_ips: Option<&str>) {
+    ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))
+        .await
+        .unwrap();
+    if let Some(ips) = reserved_ips {
+        ipam.apply_reserved_ip(reserved("r", &[ips])).await.unwrap();
+    }
+    for i in 0..300 {
+        ipam.allocate(&request(&format!("h{i}"), &["p"]))
+            .await
+            .unwrap();
+    }
+}
+
 /// The budget stated in ARCHITECTURE.md: a steady-state ADD makes at most three round trips
 /// of reads and two writes (the owner index, then the block); a repeated ADD writes nothing;
 /// a DEL reads twice and writes twice.
@@ -113,14 +152,7 @@ fn steady_state_calls_stay_within_the_round_trip_budget() {
     pollster::block_on(async {
         let store = Arc::new(CountingStore::new(MemoryStore::new()));
         let ipam = Ipam::new(store.clone());
-        ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))
-            .await
-            .unwrap();
-        for i in 0..300 {
-            ipam.allocate(&request(&format!("h{i}"), &["p"]))
-                .await
-                .unwrap();
-        }
+        a_pool_with_300_held(&ipam, None).await;
         store.take();
         let (mut worst_reads, mut worst_writes) = (0, 0);
         for i in 0..50 {
@@ -175,17 +207,8 @@ fn behind_a_cache_an_add_reads_once_and_a_del_not_at_all() {
         let cached = ReadCache::learning_writes(MemoryStore::in_order());
         let store = Arc::new(CountingStore::new(cached));
         let ipam = Ipam::new(store.clone());
-        ipam.apply_pool(pool("p", "10.6.0.0/16", &["10.6.0.0/16"]))
-            .await
-            .unwrap();
-        ipam.apply_reserved_ip(reserved("r", &["10.6.255.1"]))
-            .await
-            .unwrap();
-        for i in 0..300 {
-            ipam.allocate(&request(&format!("h{i}"), &["p"]))
-                .await
-                .unwrap();
-        }
+        // A reservation far off, so that there is a summary of them to cache.
+        a_pool_with_300_held(&ipam, Some("10.6.255.1")).await;
         store.take();
         let (mut once, mut add_writes) = (0, 0);
         for i in 0..50 {
