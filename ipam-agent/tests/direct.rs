@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use ipam_cni::cni::agent::{Reply, Request, PROTOCOL, VERSION};
 
@@ -62,11 +61,7 @@ fn start_with(
         assert!(address.is_some(), "the agent named no metrics address");
         std::thread::spawn(move || lines.for_each(|l| eprintln!("{}", l.unwrap_or_default())));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "ipam-agent did not listen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    ipam_test_support::wait_until_listening(&mut agent.0, socket);
     (agent, address)
 }
 

@@ -1,7 +1,9 @@
 //! What the integration tests of several packages share, written once: the test API server
 //! ([`test_cluster`]), its kubectl ([`kubectl_with`]), names no other test uses
-//! ([`unique`]) and a namespace of one's own ([`namespace`]), a process run with a standard input ([`run_with_stdin`]), and the binaries of
-//! other packages of the workspace ([`binary`]).
+//! ([`unique`]) and a namespace of one's own ([`namespace`]), a process run with a standard
+//! input ([`run_with_stdin`]), a server waited for until it listens
+//! ([`wait_until_listening`]), and the binaries of other packages of the workspace
+//! ([`binary`]).
 //!
 //! A dev-dependency only: nothing here is part of a program.
 
@@ -174,4 +176,24 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     built.insert(name.to_owned(), path.clone());
     path
+}
+
+/// Waits until `child`, a server of this workspace, accepts connections on the unix socket
+/// `socket`: panics if it exits first, or after a minute (a generous bound on a busy machine).
+pub fn wait_until_listening(child: &mut std::process::Child, socket: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{child:?} exited before listening on {}: {status}",
+                socket.display()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {} after a minute",
+            socket.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

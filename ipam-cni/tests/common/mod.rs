@@ -323,18 +323,7 @@ pub fn start_agent(store_args: &[String], socket: &Path) -> AgentProcess {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn ipam-agent");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("ipam-agent exited before listening: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ipam-agent did not listen on {}",
-            socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    ipam_test_support::wait_until_listening(&mut child, socket);
     AgentProcess(child)
 }
 
