@@ -1,1 +1,4 @@
-//! Criterion benchmarks for the workspace live in `benches/`; this crate has no library code.
+//! Benchmarks for the workspace: the criterion suites live in `benches/`; [`scale`] is the
+//! simulation of a cluster at Kubernetes' limits that `benches/scale.rs` reports.
+
+pub mod scale;
