@@ -290,6 +290,74 @@ fn nodes_claim_blocks_of_their_own_then_share() {
     });
 }
 
+/// A node with no room of its own and no block left to claim borrows from another node's
+/// block, and goes on there while that block has room: one search through every block (on
+/// Kubernetes a list of them all) when it starts borrowing, then the steady state's three
+/// reads per ADD, not a search each time.
+#[test]
+fn a_node_goes_on_borrowing_where_it_borrowed_without_searching_again() {
+    use ipam_core::ObjectName;
+    pollster::block_on(async {
+        let store = Arc::new(CountingStore::new(MemoryStore::new()));
+        let node = |n: &str| {
+            Ipam::with_config(
+                store.clone(),
+                Config {
+                    node: Some(ObjectName::new(n).unwrap()),
+                    ..Config::default()
+                },
+            )
+        };
+        let (a, b) = (node("node-a"), node("node-b"));
+        a.apply_pool(pool("p", "10.6.0.0/24", &["10.6.0.0/24"]))
+            .await
+            .unwrap();
+        // Node a claims all four blocks and fills them; then 20 of block 2's go.
+        for i in 0..254 {
+            a.allocate(&request(&format!("a{i}"), &["p"]))
+                .await
+                .unwrap();
+        }
+        let holder_of = |last: u8| {
+            format!("10.6.0.{last}")
+                .parse::<std::net::IpAddr>()
+                .unwrap()
+        };
+        for g in a.allocations(None).await.unwrap() {
+            if (holder_of(130)..=holder_of(149)).contains(&g.address) {
+                a.release(&g.owner, None).await.unwrap();
+            }
+        }
+        store.take();
+        let mut got = Vec::new();
+        let mut reads_each = Vec::new();
+        for i in 0..20 {
+            let g = b
+                .allocate(&request(&format!("b{i}"), &["p"]))
+                .await
+                .unwrap();
+            got.push(g[0].allocation.address);
+            reads_each.push(store.take().0);
+        }
+        let expected: Vec<_> = (130..=149).map(holder_of).collect();
+        assert_eq!(
+            got, expected,
+            "node b took block 2's free addresses in order"
+        );
+        assert!(
+            reads_each[0] > 3,
+            "the first borrow searched: {reads_each:?}"
+        );
+        assert!(
+            reads_each[1..].iter().all(|&r| r == 3),
+            "later borrows read as in steady state: {reads_each:?}"
+        );
+        // The block is full again: the next ADD searches, and finds nothing.
+        assert!(b.allocate(&request("b-last", &["p"])).await.is_err());
+        assert_eq!(check_indexes_exact(&*store).await, 254);
+    });
+}
+
 /// A forced pool deletion releases its holders block by block: one write per block however
 /// many owners it holds, plus the mark, the deletion and the guard (the report saw 21,000
 /// holders stop at a 30 s deadline when each owner cost two writes).
