@@ -675,7 +675,7 @@ impl<S: Store> Ipam<S> {
         let mut missing: Vec<Key> = Vec::new();
         let mut hit: Vec<bool> = Vec::with_capacity(keys.len());
         for key in keys {
-            let cached = self.store.cached(key);
+            let cached = self.store.cached(key).filter(|v| self.written_here(v));
             hit.push(cached.is_some());
             if cached.is_none() {
                 missing.push(key.clone());
@@ -695,6 +695,17 @@ impl<S: Store> Ipam<S> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a cached record is one that mostly this node writes, so worth an attempt:
+    /// not a block of another node's affinity, which that node writes too (in a pool with
+    /// fewer blocks than nodes, a node borrowing from another's block met a conflict on one
+    /// ADD in four when it trusted its cache there: `benches/RESULTS.md`).
+    fn written_here(&self, cached: &Versioned<Record>) -> bool {
+        match (&cached.value, &self.config.node) {
+            (Record::Block(b), Some(node)) => b.affinity().is_none_or(|a| a == node),
+            _ => true,
+        }
     }
 
     /// Reads the blocks at `wanted` that `cache` has not read yet, in one round trip.
