@@ -10,6 +10,8 @@
 #   ipam-cni/bench/many-nodes.sh            RSA 2048 serving key (kubeadm's default)
 #   IPAM_TESTENV_KEY=ec ipam-cni/bench/many-nodes.sh    ECDSA P-256 (k3s's default)
 #   RUNS=5 ...                              runs per server (default 3)
+#   PER_NODE=1000 ...                       ADDs per node (default 100); the agents' RSS is
+#                                           printed with the figures
 #
 # Results: ipam-cni/bench/RESULTS.md.
 set -euo pipefail
@@ -27,7 +29,7 @@ cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$(cat "$1")/stat"; }
 for run in $(seq 1 "${RUNS:-3}"); do
   for test in many_nodes_one_pool many_nodes_one_pool_through_agents; do
     api0=$(cpu "$dir/apiserver.pid") etcd0=$(cpu "$dir/etcd.pid")
-    IPAM_TEST_KUBECONFIG=$kubeconfig IPAM_TEST_KUBECTL=$kubectl \
+    IPAM_TEST_KUBECONFIG=$kubeconfig IPAM_TEST_KUBECTL=$kubectl IPAM_BENCH_PER_NODE=${PER_NODE:-100} \
       cargo test --release -q -p ipam-cni --test kube "$test" -- --exact --nocapture 2>&1 \
       | grep '^many_nodes_one_pool'
     api1=$(cpu "$dir/apiserver.pid") etcd1=$(cpu "$dir/etcd.pid")

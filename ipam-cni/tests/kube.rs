@@ -488,7 +488,12 @@ fn many_nodes_one_pool_through_agents() {
 fn many_nodes(through_agents: bool) {
     let Some(k) = cluster() else { return };
     const NODES: usize = 10;
-    const PER_NODE: usize = 100;
+    // `IPAM_BENCH_PER_NODE` sets the ADDs each node makes (ipam-cni/bench/many-nodes.sh
+    // passes it on): 1,000 measures an agent's memory with 10,000 allocations in the cluster.
+    let per_node: usize = std::env::var("IPAM_BENCH_PER_NODE")
+        .ok()
+        .map(|v| v.parse().expect("IPAM_BENCH_PER_NODE is a number"))
+        .unwrap_or(100);
     let ns = namespace(&k);
     let sockets = tempfile::tempdir().unwrap();
     // One per node, killed when the test ends.
@@ -507,9 +512,15 @@ fn many_nodes(through_agents: bool) {
         conf
     };
     let (pool, reserved) = (unique("many-pool"), unique("many-reserved"));
+    // 3,838 addresses, or the whole /16 where the nodes need more.
+    let last = if NODES * per_node <= 3_000 {
+        "10.40.15.254"
+    } else {
+        "10.40.255.254"
+    };
     let manifest = format!(
         "apiVersion: ipam.rs/v1alpha1\nkind: ReservedIP\nmetadata:\n  name: {reserved}\nspec:\n  ips:\n  - 10.40.1.0-10.40.1.255\n---\n\
-         apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {pool}\nspec:\n  subnet: 10.40.0.0/16\n  ips:\n  - 10.40.0.1-10.40.15.254\n"
+         apiVersion: ipam.rs/v1alpha1\nkind: IPPool\nmetadata:\n  name: {pool}\nspec:\n  subnet: 10.40.0.0/16\n  ips:\n  - 10.40.0.1-{last}\n"
     );
     assert_eq!(ipamctl(&k, &ns, &["apply", "-f", "-"], &manifest).0, 0);
     // Each agent's metrics, where it counts its calls' API requests.
@@ -539,7 +550,7 @@ fn many_nodes(through_agents: bool) {
             .map(|n| {
                 let conf = node_network(n, &pool);
                 s.spawn(move || {
-                    (0..PER_NODE)
+                    (0..per_node)
                         .map(|i| {
                             let r = call("ADD", &format!("n{n}-c{i}"), &conf).run().ok();
                             assert!(
@@ -561,14 +572,14 @@ fn many_nodes(through_agents: bool) {
     let distinct: BTreeSet<&String> = all.iter().copied().collect();
     assert_eq!(
         distinct.len(),
-        NODES * PER_NODE,
+        NODES * per_node,
         "an address was handed out twice"
     );
     assert!(
         all.iter().all(|a| !a.starts_with("10.40.1.")),
         "a reserved address was handed out"
     );
-    let adds = (NODES * PER_NODE) as f64;
+    let adds = (NODES * per_node) as f64;
     if through_agents {
         // The agents' caches: 2 writes and the 2 reads after them (the pool and the
         // ReservedIPs), against 8 requests per ADD without them; as the agents counted them
@@ -595,13 +606,23 @@ fn many_nodes(through_agents: bool) {
             per_add < 4.5,
             "{per_add:.2} API requests per ADD through the agents"
         );
+        let (rss, peak) = agents
+            .iter()
+            .map(|a| a.memory_kib())
+            .fold((0, 0), |m, a| (m.0.max(a.0), m.1.max(a.1)));
+        eprintln!(
+            "many_nodes_one_pool (through agents): agent RSS with {per_node} allocations on its node and {} in the cluster: {:.1} MiB (peak {:.1} MiB), the most of any agent",
+            NODES * per_node,
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
     }
     eprintln!(
-        "many_nodes_one_pool{}: {NODES} nodes x {PER_NODE} ADDs in {:.1} s ({:.1} ms per ADD per node); \
+        "many_nodes_one_pool{}: {NODES} nodes x {per_node} ADDs in {:.1} s ({:.1} ms per ADD per node); \
          {:.2} API requests per ADD, {:.2} API writes per ADD, {:.3} conflicts (409) per ADD",
         if through_agents { " (through agents)" } else { "" },
         add_time.as_secs_f64(),
-        add_time.as_secs_f64() * 1000.0 / PER_NODE as f64,
+        add_time.as_secs_f64() * 1000.0 / per_node as f64,
         (after.requests - before.requests) / adds,
         (after.writes - before.writes) / adds,
         (after.conflicts - before.conflicts) / adds,
@@ -610,7 +631,7 @@ fn many_nodes(through_agents: bool) {
         for n in 0..NODES {
             let conf = node_network(n, &pool);
             s.spawn(move || {
-                for i in 0..PER_NODE {
+                for i in 0..per_node {
                     call("DEL", &format!("n{n}-c{i}"), &conf).run().ok();
                 }
             });

@@ -293,6 +293,21 @@ struct Agents {
 pub struct AgentProcess(Child);
 
 impl AgentProcess {
+    /// Its resident memory now and at its peak, in KiB (`VmRSS` and `VmHWM` of
+    /// `/proc/PID/status`).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .expect("the agent's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Kills it now (`kill -9`).
     pub fn kill(&mut self) {
         let _ = self.0.kill();
