@@ -2,8 +2,8 @@
 //! prints, for a roomy and a tight pool, the plugin alone and through node agents, what each
 //! ADD and DEL costs the API server and what each agent keeps and receives.
 //!
-//! Run: `cargo bench -p ipam-benches --bench scale` (about a minute per configuration in a
-//! release build); `-- --nodes N --pods P --churn C` for another size. Figures are in
+//! Run: `cargo bench -p ipam-benches --bench scale` (about 10 minutes for the four runs);
+//! `-- --nodes N --pods P --churn C` for another size. Figures are in
 //! `benches/RESULTS.md`.
 
 use std::time::Instant;
@@ -80,14 +80,14 @@ fn path(agents: bool) -> &'static str {
 fn print_calls(reports: &[(&str, Report)], title: &str, calls: impl Fn(&Report) -> &Calls) {
     println!("### {title}\n");
     println!(
-        "| pool | path | read round trips: mean / p99 / max | KiB read: mean / p99 | listed every block | writes (cursor) | KiB written | conflicts | KiB to agents, node-scoped watches | KiB to agents, namespace-wide | in another node's block |"
+        "| pool | path | read round trips: mean / p99 / max | KiB read: mean / p99 | listed every block | writes (cursor) | KiB written | conflicts | KiB to agents, node-scoped watches | KiB to agents, namespace-wide | KiB to other nodes' agents | in another node's block |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, r) in reports {
         let c = calls(r);
         let kib = |b: f64| b / 1024.0;
         println!(
-            "| {label} {} | {} | {:.2} / {} / {} | {:.1} / {:.1} | {} | {:.2} ({:.3}) | {:.2} | {:.4} | {:.2} | {:.0} | {:.2} % |",
+            "| {label} {} | {} | {:.2} / {} / {} | {:.1} / {:.1} | {} | {:.2} ({:.3}) | {:.2} | {:.4} | {:.2} | {:.0} | {:.2} | {:.2} % |",
             r.params.subnet,
             path(r.params.agents),
             c.mean(|c| c.round_trips),
@@ -102,6 +102,7 @@ fn print_calls(reports: &[(&str, Report)], title: &str, calls: impl Fn(&Report) 
             c.mean(|c| c.conflicts),
             kib(c.mean(|c| c.watched_node_scoped)),
             kib(c.mean(|c| c.watched_namespace_wide)),
+            kib(c.mean(|c| c.to_other_nodes)),
             100.0 * c.in_other_nodes_blocks as f64 / c.count.max(1) as f64,
         );
     }
