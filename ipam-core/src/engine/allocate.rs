@@ -758,9 +758,6 @@ fn name_hash(name: &str) -> u128 {
     h
 }
 
-/// Where a round-robin search that would start at `start` goes on: after the last address
-/// handed out of `start`'s block, when that block records one past `start` (see
-/// [`BlockRecord::next`](crate::block::BlockRecord::next)).
 /// Where a node goes on borrowing: a free address from `start` to the end of its block, if
 /// `start` (the node's cursor) lies in a block of another node's affinity, already read.
 ///
@@ -802,6 +799,9 @@ fn room_where_it_borrowed(
     }
 }
 
+/// Where a round-robin search that would start at `start` goes on: after the last address
+/// handed out of `start`'s block, when that block records one past `start` (see
+/// [`BlockRecord::next`](crate::block::BlockRecord::next)).
 fn resume(cache: &BlockCache, family: Family, start: u128) -> u128 {
     let index = block_index(start);
     match cache.current(family, index).and_then(|b| b.next()) {
