@@ -541,23 +541,23 @@ async fn simulate(params: &Params) -> Result<Report, ipam_core::Error> {
             tally.last.insert(key.encode(), (size, Watcher::Everyone));
         }
     }
-    let reserved_ip_change_watched =
-        reserved_object_bytes(&store, &shared).await? * params.nodes as u64;
+    let reserved_ip_change_watched = reserved
+        .first()
+        .map_or(0, |(k, v)| shared.size(k, &v.value))
+        * params.nodes as u64;
 
     let mut live: Vec<Pod> = Vec::with_capacity(params.pods);
-    let mut started = 0u64;
+    let mut cluster = Cluster {
+        engines: &engines,
+        names: &names,
+        shared: &shared,
+        store: &store,
+        rng,
+        started: 0,
+    };
     let mut fill = Calls::default();
     for _ in 0..params.pods {
-        let pod = start_pod(
-            &engines,
-            &names,
-            &shared,
-            &store,
-            &mut rng,
-            &mut started,
-            &mut fill,
-        )
-        .await?;
+        let pod = cluster.start_pod(&mut fill).await?;
         live.push(pod);
     }
     let spread_filled = spread(&store, &shared, params.nodes, &live).await?;
@@ -565,23 +565,14 @@ async fn simulate(params: &Params) -> Result<Report, ipam_core::Error> {
     let (mut adds, mut dels) = (Calls::default(), Calls::default());
     for _ in 0..params.churn {
         if !live.is_empty() {
-            let gone = live.swap_remove(rng.usize(..live.len()));
+            let gone = live.swap_remove(cluster.rng.usize(..live.len()));
             let before = cost(&shared);
             engines[gone.node]
                 .release(&gone.owner, Some(NETWORK))
                 .await?;
             dels.record(cost(&shared).minus(before));
         }
-        let pod = start_pod(
-            &engines,
-            &names,
-            &shared,
-            &store,
-            &mut rng,
-            &mut started,
-            &mut adds,
-        )
-        .await?;
+        let pod = cluster.start_pod(&mut adds).await?;
         live.push(pod);
     }
     let spread_end = spread(&store, &shared, params.nodes, &live).await?;
@@ -599,69 +590,75 @@ async fn simulate(params: &Params) -> Result<Report, ipam_core::Error> {
     })
 }
 
-async fn reserved_object_bytes(store: &MemoryStore, shared: &Shared) -> Result<u64, StoreError> {
-    let reserved = store.scan(&KeyRange::ReservedIps).await?;
-    Ok(reserved
-        .first()
-        .map_or(0, |(k, v)| shared.size(k, &v.value)))
-}
-
 fn cost(shared: &Shared) -> Cost {
     shared.tally.lock().unwrap_or_else(|e| e.into_inner()).cost
 }
 
-/// One Pod's ADD on a random node, with a container ID, name and UID as a runtime and the
-/// API server make them (their lengths set the holders' bytes).
-async fn start_pod(
-    engines: &[Engine],
-    names: &[ObjectName],
-    shared: &Shared,
-    store: &MemoryStore,
-    rng: &mut fastrand::Rng,
-    started: &mut u64,
-    calls: &mut Calls,
-) -> Result<Pod, ipam_core::Error> {
-    let node = rng.usize(..engines.len());
-    *started += 1;
-    let container_id: String = (0..64)
-        .map(|_| char::from_digit(rng.u32(..16), 16).expect("a hex digit"))
-        .collect();
-    let owner = Owner::new(container_id, "eth0")?;
-    let uid = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        rng.u32(..),
-        rng.u16(..),
-        rng.u16(..),
-        rng.u16(..),
-        rng.u64(..) & 0xffff_ffff_ffff
-    );
-    let pod = PodRef {
-        namespace: Some(format!("team-{:02}", *started % 50)),
-        name: format!("web-{:x}-{:05x}", *started, rng.u32(..0x10_0000)),
-        uid: Some(uid),
-        statefulset: None,
-    };
-    let request = Request::new(owner.clone(), NETWORK)
-        .pod(pod)
-        .slot(Slot::any_of([ObjectName::new(POOL).expect("a pool name")]));
-    let before = cost(shared);
-    let granted = engines[node].allocate(&request).await?;
-    calls.record(cost(shared).minus(before));
-    for g in &granted {
-        let key = Key::Block {
-            family: Family::V4,
-            index: block_index(to_u128(g.allocation.address)),
+/// The nodes' engines and what the simulation draws Pods from.
+struct Cluster<'a> {
+    engines: &'a [Engine],
+    names: &'a [ObjectName],
+    shared: &'a Shared,
+    store: &'a MemoryStore,
+    rng: fastrand::Rng,
+    /// Pods started so far.
+    started: u64,
+}
+
+impl Cluster<'_> {
+    /// One Pod's ADD on a random node, with a container ID, name and UID as a runtime and the
+    /// API server make them (their lengths set the holders' bytes); its costs go to `calls`.
+    async fn start_pod(&mut self, calls: &mut Calls) -> Result<Pod, ipam_core::Error> {
+        let Cluster {
+            engines,
+            names,
+            shared,
+            store,
+            ref mut rng,
+            ref mut started,
+        } = *self;
+        let node = rng.usize(..engines.len());
+        *started += 1;
+        let container_id: String = (0..64)
+            .map(|_| char::from_digit(rng.u32(..16), 16).expect("a hex digit"))
+            .collect();
+        let owner = Owner::new(container_id, "eth0")?;
+        let uid = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            rng.u32(..),
+            rng.u16(..),
+            rng.u16(..),
+            rng.u16(..),
+            rng.u64(..) & 0xffff_ffff_ffff
+        );
+        let pod = PodRef {
+            namespace: Some(format!("team-{:02}", *started % 50)),
+            name: format!("web-{:x}-{:05x}", *started, rng.u32(..0x10_0000)),
+            uid: Some(uid),
+            statefulset: None,
         };
-        if let Some(Versioned {
-            value: Record::Block(block),
-            ..
-        }) = store.get(&key).await?
-        {
-            let own = block.affinity() == Some(&names[node]);
-            calls.in_other_nodes_blocks += u64::from(!own);
+        let request = Request::new(owner.clone(), NETWORK)
+            .pod(pod)
+            .slot(Slot::any_of([ObjectName::new(POOL).expect("a pool name")]));
+        let before = cost(shared);
+        let granted = engines[node].allocate(&request).await?;
+        calls.record(cost(shared).minus(before));
+        for g in &granted {
+            let key = Key::Block {
+                family: Family::V4,
+                index: block_index(to_u128(g.allocation.address)),
+            };
+            if let Some(Versioned {
+                value: Record::Block(block),
+                ..
+            }) = store.get(&key).await?
+            {
+                let own = block.affinity() == Some(&names[node]);
+                calls.in_other_nodes_blocks += u64::from(!own);
+            }
         }
+        Ok(Pod { node, owner })
     }
-    Ok(Pod { node, owner })
 }
 
 async fn spread(

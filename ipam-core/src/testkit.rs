@@ -199,6 +199,44 @@ pub fn reserved(reserved_name: &str, ips: &[&str]) -> ReservedIp {
     .expect("valid test reservation")
 }
 
+/// Test helper: an engine on `store` for the node `node` ([`Config::node`]), otherwise
+/// configured by default: what each node's plugin or agent runs where nodes share a store.
+pub fn on_node<S: Store>(store: S, node: &str) -> Ipam<S> {
+    Ipam::with_config(
+        store,
+        Config {
+            node: Some(name(node)),
+            ..Config::default()
+        },
+    )
+}
+
+/// Test helper: `ipam` applies the pool `p` over all of `subnet`, takes every address of it
+/// (owners `a0`, `a1`, ...: on a node, it claims every block), then releases those in
+/// `freed`. Returns how many it still holds.
+pub async fn a_pool_filled_then_freed_in<S: Store>(
+    ipam: &Ipam<S>,
+    subnet: &str,
+    freed: std::ops::RangeInclusive<IpAddr>,
+) -> usize {
+    ipam.apply_pool(pool("p", subnet, &[subnet])).await.unwrap();
+    let mut held = 0;
+    loop {
+        match ipam.allocate(&request(&format!("a{held}"), &["p"])).await {
+            Ok(_) => held += 1,
+            Err(Error::Exhausted { .. }) => break,
+            Err(e) => panic!("filling {subnet}: {e}"),
+        }
+    }
+    for a in ipam.allocations(None).await.unwrap() {
+        if freed.contains(&a.address) {
+            ipam.release(&a.owner, None).await.unwrap();
+            held -= 1;
+        }
+    }
+    held
+}
+
 /// Test helper: a request of one address from `pools` (tried in order) on network `net1`.
 pub fn request(owner_id: &str, pools: &[&str]) -> Request {
     Request {

@@ -66,38 +66,23 @@ fn an_add_from_a_stale_cache_honours_what_another_process_changed() {
 /// first try (two writes), where one from a cached copy of the block would be refused.
 #[test]
 fn a_block_of_another_nodes_affinity_is_read_afresh_not_from_the_cache() {
-    use ipam_core::testkit::{owner, CountingStore};
-    use ipam_core::{Config, ObjectName};
+    use ipam_core::testkit::{a_pool_filled_then_freed_in, on_node, CountingStore};
     pollster::block_on(async {
         let shared = Arc::new(MemoryStore::in_order());
         let agent_of = |node: &str| {
             let counted = Arc::new(CountingStore::new(shared.clone()));
-            let ipam = Ipam::with_config(
-                ReadCache::learning_writes(counted.clone()),
-                Config {
-                    node: Some(ObjectName::new(node).unwrap()),
-                    ..Config::default()
-                },
-            );
-            (ipam, counted)
+            (
+                on_node(ReadCache::learning_writes(counted.clone()), node),
+                counted,
+            )
         };
         let ((a, _), (b, b_count)) = (agent_of("node-a"), agent_of("node-b"));
-        a.apply_pool(pool("p", "10.9.0.0/24", &["10.9.0.0/24"]))
-            .await
-            .unwrap();
         // Node a claims and fills all four blocks; then 20 of block 2's go.
-        for i in 0..254 {
-            a.allocate(&request(&format!("a{i}"), &["p"]))
-                .await
-                .unwrap();
-        }
-        for i in 0..254 {
-            let who = owner(&format!("a{i}"));
-            let held = a.owner_allocations(&who).await.unwrap();
-            if (ip("10.9.0.130")..=ip("10.9.0.149")).contains(&held[0].address) {
-                a.release(&who, None).await.unwrap();
-            }
-        }
+        let freed = ip("10.9.0.130")..=ip("10.9.0.149");
+        assert_eq!(
+            a_pool_filled_then_freed_in(&a, "10.9.0.0/24", freed).await,
+            234
+        );
         // Node b borrows there, node a takes from its own block in turn.
         b.allocate(&request("b-first", &["p"])).await.unwrap();
         b_count.take();

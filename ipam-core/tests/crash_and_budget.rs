@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ipam_core::testkit::{
-    check_consistency, check_indexes_exact, name, owner, pool, request, reserved, CountingStore,
-    ReadCache,
+    a_pool_filled_then_freed_in, check_consistency, check_indexes_exact, name, on_node, owner,
+    pool, request, reserved, CountingStore, ReadCache,
 };
 use ipam_core::{Config, Error, Ipam, MemoryStore, Slot, Store};
 
@@ -245,19 +245,12 @@ fn behind_a_cache_an_add_reads_once_and_a_del_not_at_all() {
 #[test]
 fn nodes_claim_blocks_of_their_own_then_share() {
     use ipam_core::backend::block_index;
-    use ipam_core::ObjectName;
     pollster::block_on(async {
         let store = Arc::new(MemoryStore::new());
-        let node = |n: &str| {
-            Ipam::with_config(
-                store.clone(),
-                Config {
-                    node: Some(ObjectName::new(n).unwrap()),
-                    ..Config::default()
-                },
-            )
-        };
-        let (a, b) = (node("node-a"), node("node-b"));
+        let (a, b) = (
+            on_node(store.clone(), "node-a"),
+            on_node(store.clone(), "node-b"),
+        );
         a.apply_pool(pool("p", "10.6.0.0/24", &["10.6.0.0/24"]))
             .await
             .unwrap();
@@ -296,38 +289,21 @@ fn nodes_claim_blocks_of_their_own_then_share() {
 /// reads per ADD, not a search each time.
 #[test]
 fn a_node_goes_on_borrowing_where_it_borrowed_without_searching_again() {
-    use ipam_core::ObjectName;
     pollster::block_on(async {
         let store = Arc::new(CountingStore::new(MemoryStore::new()));
-        let node = |n: &str| {
-            Ipam::with_config(
-                store.clone(),
-                Config {
-                    node: Some(ObjectName::new(n).unwrap()),
-                    ..Config::default()
-                },
-            )
-        };
-        let (a, b) = (node("node-a"), node("node-b"));
-        a.apply_pool(pool("p", "10.6.0.0/24", &["10.6.0.0/24"]))
-            .await
-            .unwrap();
+        let (a, b) = (
+            on_node(store.clone(), "node-a"),
+            on_node(store.clone(), "node-b"),
+        );
         // Node a claims all four blocks and fills them; then 20 of block 2's go.
-        for i in 0..254 {
-            a.allocate(&request(&format!("a{i}"), &["p"]))
-                .await
-                .unwrap();
-        }
         let holder_of = |last: u8| {
             format!("10.6.0.{last}")
                 .parse::<std::net::IpAddr>()
                 .unwrap()
         };
-        for g in a.allocations(None).await.unwrap() {
-            if (holder_of(130)..=holder_of(149)).contains(&g.address) {
-                a.release(&g.owner, None).await.unwrap();
-            }
-        }
+        let held =
+            a_pool_filled_then_freed_in(&a, "10.6.0.0/24", holder_of(130)..=holder_of(149)).await;
+        assert_eq!(held, 234);
         store.take();
         let mut got = Vec::new();
         let mut reads_each = Vec::new();
